@@ -1,0 +1,1 @@
+//! kv-engine-redb (skeleton)
