@@ -1,7 +1,50 @@
-//! SKELETON (being implemented): the Deno KV semantics over any Backend.
-use std::sync::Arc;
+//! The Deno KV semantics, written once over any [`Backend`]: versionstamp allocation, checks,
+//! SET/DELETE/SUM/MIN/MAX/versionstamped keys, expiry, queues and watch fan-out, with group
+//! commit. Every engine behaves identically because none of this lives in an engine.
+//!
+//! ```
+//! use kv_db::{Db, DbConfig};
+//! use kv_engine_memory::MemoryBackend;
+//! use kv_traits::{AtomicWrite, CommitResult, Consistency, Database, KvValue, Mutation, ReadRange};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let db = Db::open(MemoryBackend::new(), DbConfig::default()).await.unwrap();
+//! let write = AtomicWrite { mutations: vec![Mutation::set(b"\x02a\x00".to_vec(), KvValue::U64(1))], ..Default::default() };
+//! let CommitResult::Committed(vs) = db.atomic_write(write).await.unwrap() else { panic!() };
+//! let out = db.snapshot_read(vec![ReadRange::single(b"\x02a\x00")], Consistency::Strong).await.unwrap();
+//! assert_eq!(out[0][0].versionstamp, vs);
+//! db.close().await.unwrap();
+//! # });
+//! ```
+//!
+//! Writes of all callers go through one writer task that gathers whatever is pending into one
+//! backend transaction and one commit (one fsync on durable engines). A lone writer never waits
+//! for a batch window. Each logical write is applied through its own overlay: if it fails (a check
+//! or a type error), nothing of it reaches the transaction and the others still commit.
+
+#![warn(missing_docs)]
+
+pub mod layout;
+mod mutate;
+mod watch;
+mod writer;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use kv_traits::*;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use kv_traits::{
+    AtomicWrite, Backend, BackendError, Clock, CommitResult, Consistency, Database, KvEntry, KvError, Limits,
+    QueueLease, QueueMessage, ReadRange, ReadTxn, SystemClock, Versionstamp, WatchKeyOutput, WatchStream,
+};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
+
+use crate::layout::{Record, DATA, EXPIRY, QUEUE_LEASE};
+use crate::watch::WatchHub;
+use crate::writer::{Op, OpResult, Request, Writer};
 
 /// Configuration of a [`Db`].
 #[derive(Clone)]
@@ -10,9 +53,11 @@ pub struct DbConfig {
     pub limits: Limits,
     /// Time source for expiry and queues.
     pub clock: Arc<dyn Clock>,
-    /// Run the expiry sweep and queue lease/timer tasks in the background. Tests with a
-    /// [`ManualClock`] turn this off and call [`Db::run_maintenance`] themselves.
+    /// Run the expiry sweep and queue lease expiry in the background. Tests with a
+    /// [`kv_traits::ManualClock`] turn this off and call [`Db::run_maintenance`] themselves.
     pub background_tasks: bool,
+    /// How often the background task looks for expired keys and leases.
+    pub maintenance_interval: Duration,
     /// How long a dequeued message is leased to its listener before it is redelivered.
     pub queue_lease: Duration,
     /// Read-only database: writes fail with [`KvError::WriteDisabled`].
@@ -25,27 +70,386 @@ impl Default for DbConfig {
             limits: Limits::default(),
             clock: Arc::new(SystemClock),
             background_tasks: true,
+            maintenance_interval: Duration::from_millis(500),
             queue_lease: Duration::from_secs(30),
             read_only: false,
         }
     }
 }
 
-/// A Deno KV database over a [`Backend`].
+struct Inner {
+    backend: Arc<dyn Backend>,
+    tx: mpsc::Sender<Request>,
+    hub: Arc<WatchHub>,
+    queue_notify: Arc<Notify>,
+    config: DbConfig,
+    closed: AtomicBool,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A Deno KV database over a [`Backend`]. Cloning gives another handle to the same database.
+#[derive(Clone)]
 pub struct Db {
-    _b: Arc<dyn Backend>,
+    inner: Arc<Inner>,
 }
 
 impl Db {
-    /// Opens the database on `backend`, initialising or checking its format.
+    /// Opens the database on `backend`, initialising an empty store or checking the format of
+    /// an existing one, and starts the writer (and, if configured, the background tasks).
+    /// Must be called inside a tokio runtime.
     pub async fn open(backend: impl Backend, config: DbConfig) -> Result<Db, KvError> {
-        let _ = config;
-        Ok(Db { _b: Arc::new(backend) })
+        let backend: Arc<dyn Backend> = Arc::new(backend);
+        check_format(&*backend, config.read_only).await?;
+        let (tx, rx) = mpsc::channel(4096);
+        let hub = Arc::new(WatchHub::default());
+        let queue_notify = Arc::new(Notify::new());
+        let writer = Writer {
+            backend: backend.clone(),
+            clock: config.clock.clone(),
+            hub: hub.clone(),
+            queue_notify: queue_notify.clone(),
+            poisoned: None,
+        };
+        let writer_task = tokio::spawn(writer.run(rx));
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        let db = Db {
+            inner: Arc::new(Inner {
+                backend,
+                tx,
+                hub,
+                queue_notify,
+                config,
+                closed: AtomicBool::new(false),
+                shutdown,
+                tasks: Mutex::new(vec![writer_task]),
+            }),
+        };
+        if db.inner.config.background_tasks && !db.inner.config.read_only {
+            let task = tokio::spawn(background(Arc::downgrade(&db.inner), db.inner.shutdown.subscribe()));
+            if let Ok(mut t) = db.inner.tasks.lock() {
+                t.push(task);
+            }
+        }
+        Ok(db)
     }
 
-    /// Runs one expiry sweep and one queue maintenance pass (lease expiry) now, at the clock's
-    /// current time. Returns the number of expired keys deleted.
+    /// The configuration the database was opened with.
+    pub fn config(&self) -> &DbConfig {
+        &self.inner.config
+    }
+
+    /// Runs one expiry sweep and one queue lease-expiry pass now, at the clock's current time.
+    /// Returns the number of expired keys deleted.
     pub async fn run_maintenance(&self) -> Result<usize, KvError> {
-        Ok(0)
+        match self.inner.submit(Op::Maintenance).await? {
+            OpResult::Maintenance(n) => Ok(n),
+            _ => Err(KvError::Backend(BackendError::Corrupt("unexpected writer reply".into()))),
+        }
+    }
+}
+
+async fn check_format(backend: &dyn Backend, read_only: bool) -> Result<(), KvError> {
+    let mut r = backend.begin_read().await?;
+    match r.get(layout::META_FORMAT).await? {
+        Some(b) => {
+            let found = layout::decode_u64(&b)?;
+            if found != layout::FORMAT_VERSION {
+                return Err(KvError::Backend(BackendError::UnsupportedFormat {
+                    found,
+                    supported: layout::FORMAT_VERSION,
+                }));
+            }
+            Ok(())
+        }
+        None if read_only => Ok(()),
+        None => {
+            drop(r);
+            let mut w = backend.begin_write().await?;
+            if w.get(layout::META_FORMAT).await?.is_none() {
+                let any = w.scan(&[], &[0xff], 1, false).await?;
+                if !any.is_empty() {
+                    return Err(KvError::Backend(BackendError::Corrupt(
+                        "the store holds data but no Deno KV format marker".into(),
+                    )));
+                }
+                w.put(layout::META_FORMAT, &layout::encode_u64(layout::FORMAT_VERSION)).await?;
+                w.put(layout::META_VERSION, &layout::encode_u64(0)).await?;
+                w.commit().await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+impl Inner {
+    fn check_open(&self) -> Result<(), KvError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(KvError::Closed);
+        }
+        Ok(())
+    }
+
+    async fn submit(&self, op: Op) -> Result<OpResult, KvError> {
+        self.check_open()?;
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Request { op, reply }).await.map_err(|_| KvError::Closed)?;
+        rx.await.map_err(|_| KvError::Closed)?
+    }
+
+    /// Reads up to `limit` live entries of one range.
+    async fn read_range(&self, txn: &mut dyn ReadTxn, r: &ReadRange, now: u64) -> Result<Vec<KvEntry>, KvError> {
+        let mut out = Vec::new();
+        if r.start >= r.end {
+            return Ok(out);
+        }
+        let limit = r.limit as usize;
+        let mut start = layout::prefixed(DATA, &r.start);
+        let mut end = layout::prefixed(DATA, &r.end);
+        loop {
+            let want = limit - out.len();
+            let page = txn.scan(&start, &end, want, r.reverse).await?;
+            let n = page.len();
+            let mut last = None;
+            for (k, v) in page {
+                let rec = Record::decode(&v)?;
+                if !rec.is_expired(now) {
+                    out.push(KvEntry { key: k[1..].to_vec(), value: rec.value, versionstamp: rec.versionstamp });
+                }
+                last = Some(k);
+            }
+            if out.len() >= limit || n < want {
+                return Ok(out);
+            }
+            let Some(last) = last else { return Ok(out) };
+            if r.reverse {
+                end = last;
+            } else {
+                start = last;
+                start.push(0);
+            }
+        }
+    }
+
+    /// Reads the watched keys and the commit version they reflect, from one snapshot.
+    async fn read_watched(&self, keys: &[Vec<u8>]) -> Result<(u64, Vec<Option<KvEntry>>), KvError> {
+        let mut txn = self.backend.begin_read().await?;
+        let version = match txn.get(layout::META_VERSION).await? {
+            Some(b) => layout::decode_u64(&b)?,
+            None => 0,
+        };
+        let now = self.config.clock.now_ms();
+        let mut entries = Vec::with_capacity(keys.len());
+        for k in keys {
+            let entry = match txn.get(&layout::prefixed(DATA, k)).await? {
+                Some(b) => {
+                    let rec = Record::decode(&b)?;
+                    (!rec.is_expired(now)).then(|| KvEntry { key: k.clone(), value: rec.value, versionstamp: rec.versionstamp })
+                }
+                None => None,
+            };
+            entries.push(entry);
+        }
+        Ok((version, entries))
+    }
+
+    /// True when an expired key or an expired lease awaits maintenance.
+    async fn maintenance_due(&self) -> Result<bool, KvError> {
+        let now = self.config.clock.now_ms();
+        let mut txn = self.backend.begin_read().await?;
+        for prefix in [EXPIRY, QUEUE_LEASE] {
+            let end = layout::timed(prefix, now.saturating_add(1), &[]);
+            if !txn.scan(&[prefix], &end, 1, false).await?.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+async fn background(inner: std::sync::Weak<Inner>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let Some(db) = inner.upgrade() else { return };
+        let interval = db.config.maintenance_interval;
+        match db.maintenance_due().await {
+            Ok(true) => {
+                if let Err(e) = db.submit(Op::Maintenance).await {
+                    tracing::warn!(error = %e, "background maintenance failed");
+                }
+            }
+            Ok(false) => {}
+            Err(KvError::Closed) | Err(KvError::Backend(BackendError::Closed)) => return,
+            Err(e) => tracing::warn!(error = %e, "background maintenance check failed"),
+        }
+        drop(db);
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+struct WatchState {
+    inner: Arc<Inner>,
+    keys: Vec<Vec<u8>>,
+    receivers: Vec<tokio::sync::watch::Receiver<u64>>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Version read last time and what each key held then; `None` before the first notification.
+    last: Option<(u64, Vec<Option<Versionstamp>>)>,
+}
+
+impl WatchState {
+    async fn next(&mut self) -> Option<Result<Vec<WatchKeyOutput>, KvError>> {
+        loop {
+            if let Some((version, _)) = &self.last {
+                let v = *version;
+                let waits = self.receivers.iter_mut().map(|rx| Box::pin(rx.wait_for(move |x| *x > v)));
+                tokio::select! {
+                    _ = futures::future::select_all(waits) => {}
+                    _ = self.shutdown.wait_for(|s| *s) => return None,
+                }
+            }
+            if self.inner.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            let (version, entries) = match self.inner.read_watched(&self.keys).await {
+                Ok(x) => x,
+                Err(e) => return Some(Err(e)),
+            };
+            let stamps: Vec<Option<Versionstamp>> = entries.iter().map(|e| e.as_ref().map(|e| e.versionstamp)).collect();
+            let out: Vec<WatchKeyOutput> = match &self.last {
+                None => entries.into_iter().map(WatchKeyOutput::Changed).collect(),
+                Some((_, prev)) => entries
+                    .into_iter()
+                    .zip(prev)
+                    .map(|(e, p)| {
+                        if e.as_ref().map(|e| e.versionstamp) == *p {
+                            WatchKeyOutput::Unchanged
+                        } else {
+                            WatchKeyOutput::Changed(e)
+                        }
+                    })
+                    .collect(),
+            };
+            let first = self.last.is_none();
+            self.last = Some((version, stamps));
+            if first || out.iter().any(|o| matches!(o, WatchKeyOutput::Changed(_))) {
+                return Some(Ok(out));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Database for Db {
+    async fn snapshot_read(&self, ranges: Vec<ReadRange>, _consistency: Consistency) -> Result<Vec<Vec<KvEntry>>, KvError> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        inner.config.limits.validate_read(&ranges)?;
+        let mut txn = inner.backend.begin_read().await?;
+        let now = inner.config.clock.now_ms();
+        let mut out = Vec::with_capacity(ranges.len());
+        for r in &ranges {
+            out.push(inner.read_range(&mut *txn, r, now).await?);
+        }
+        Ok(out)
+    }
+
+    async fn atomic_write(&self, write: AtomicWrite) -> Result<CommitResult, KvError> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        if inner.config.read_only {
+            return Err(KvError::WriteDisabled);
+        }
+        inner.config.limits.validate_write(&write, inner.config.clock.now_ms())?;
+        match inner.submit(Op::Write(write)).await? {
+            OpResult::Write(r) => Ok(r),
+            _ => Err(KvError::Backend(BackendError::Corrupt("unexpected writer reply".into()))),
+        }
+    }
+
+    async fn watch(&self, keys: Vec<Vec<u8>>) -> Result<WatchStream, KvError> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        inner.config.limits.validate_watch(&keys)?;
+        if keys.iter().any(|k| k.is_empty()) {
+            return Err(KvError::Limit(kv_traits::LimitError::EmptyKey));
+        }
+        let receivers = keys.iter().map(|k| inner.hub.subscribe(k)).collect();
+        let state = WatchState {
+            inner: inner.clone(),
+            keys,
+            receivers,
+            shutdown: inner.shutdown.subscribe(),
+            last: None,
+        };
+        let stream = futures::stream::unfold(state, |mut s| async move { s.next().await.map(|item| (item, s)) });
+        Ok(stream.boxed())
+    }
+
+    async fn dequeue(&self, wait: Duration) -> Result<Option<QueueMessage>, KvError> {
+        let inner = &self.inner;
+        if inner.config.read_only {
+            return Err(KvError::WriteDisabled);
+        }
+        let give_up = tokio::time::Instant::now() + wait;
+        let lease_ms = inner.config.queue_lease.as_millis() as u64;
+        let mut shutdown = inner.shutdown.subscribe();
+        loop {
+            let notified = inner.queue_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let next_ready = match inner.submit(Op::Dequeue { lease_ms }).await? {
+                OpResult::Dequeue(Some(m), _) => return Ok(Some(m)),
+                OpResult::Dequeue(None, next) => next,
+                _ => return Err(KvError::Backend(BackendError::Corrupt("unexpected writer reply".into()))),
+            };
+            let now = tokio::time::Instant::now();
+            if now >= give_up {
+                return Ok(None);
+            }
+            // Wake at the next ready time, on a new or re-queued message, or at least every
+            // second (the clock may be moved by tests), but never past the caller's wait.
+            let mut sleep_for = (give_up - now).min(Duration::from_secs(1));
+            if let Some(ts) = next_ready {
+                let until = ts.saturating_sub(inner.config.clock.now_ms()).max(1);
+                sleep_for = sleep_for.min(Duration::from_millis(until));
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(sleep_for) => {}
+                _ = shutdown.wait_for(|s| *s) => return Err(KvError::Closed),
+            }
+        }
+    }
+
+    async fn finish(&self, lease: QueueLease, success: bool) -> Result<(), KvError> {
+        match self.inner.submit(Op::Finish { lease, success }).await? {
+            OpResult::Finish => Ok(()),
+            _ => Err(KvError::Backend(BackendError::Corrupt("unexpected writer reply".into()))),
+        }
+    }
+
+    async fn close(&self) -> Result<(), KvError> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // Let writes queued before the close finish, then stop everything.
+        let (reply, rx) = oneshot::channel();
+        if inner.tx.send(Request { op: Op::Shutdown, reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+        inner.closed.store(true, Ordering::Release);
+        let _ = inner.shutdown.send(true);
+        let tasks: Vec<JoinHandle<()>> = match inner.tasks.lock() {
+            Ok(mut t) => t.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        for t in tasks {
+            let _ = t.await;
+        }
+        inner.backend.close().await?;
+        Ok(())
     }
 }

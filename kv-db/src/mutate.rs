@@ -1,0 +1,193 @@
+//! The read-modify-write mutations (SUM, MIN, MAX) as pure functions of the stored value and
+//! the operands, so every engine computes them identically.
+
+use kv_traits::v8::{self, V8Value};
+use kv_traits::{KvError, KvValue};
+use num_bigint::BigInt;
+use num_traits::{ToPrimitive, Zero};
+
+/// The numeric kinds a V8-regime sum works on.
+#[derive(Clone, Debug, PartialEq)]
+enum Num {
+    BigInt(BigInt),
+    Number(f64),
+    U64(u64),
+}
+
+impl Num {
+    fn kind(&self) -> &'static str {
+        match self {
+            Num::BigInt(_) => "BigInt",
+            Num::Number(_) => "Number",
+            Num::U64(_) => "KvU64",
+        }
+    }
+}
+
+fn err(msg: impl Into<String>) -> KvError {
+    KvError::Mutation(msg.into())
+}
+
+const INVALID_V8: &str = "Some of the parameters are not valid V8 values";
+
+fn parse_operand(bytes: &[u8]) -> Result<Num, KvError> {
+    match v8::parse(bytes) {
+        Ok(V8Value::BigInt(b)) => Ok(Num::BigInt(b)),
+        Ok(V8Value::Number(n)) => Ok(Num::Number(n)),
+        _ => Err(err(INVALID_V8)),
+    }
+}
+
+fn parse_bound(bytes: &Option<Vec<u8>>) -> Result<Option<Num>, KvError> {
+    match bytes {
+        Some(b) if !b.is_empty() => parse_operand(b).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn to_value(n: Num) -> KvValue {
+    match n {
+        Num::BigInt(b) => KvValue::V8(v8::serialize(&V8Value::BigInt(b))),
+        Num::Number(f) => KvValue::V8(v8::serialize(&V8Value::Number(f))),
+        Num::U64(u) => KvValue::U64(u),
+    }
+}
+
+/// Applies `sum` to the current value (`None` = absent or expired).
+pub fn sum(
+    current: Option<&KvValue>,
+    operand: &KvValue,
+    min: &Option<Vec<u8>>,
+    max: &Option<Vec<u8>>,
+    clamp: bool,
+) -> Result<KvValue, KvError> {
+    // Regime (a): a KvU64 operand wraps modulo 2^64; bounds are ignored.
+    if let KvValue::U64(add) = operand {
+        return match current {
+            None => Ok(KvValue::U64(*add)),
+            Some(KvValue::U64(old)) => Ok(KvValue::U64(old.wrapping_add(*add))),
+            Some(_) => Err(err("Failed to perform 'sum' mutation on a non-U64 value in the database")),
+        };
+    }
+    // Regime (b): V8 Number / BigInt.
+    let KvValue::V8(op_bytes) = operand else {
+        return Err(err(INVALID_V8));
+    };
+    let op = parse_operand(op_bytes)?;
+    let min = parse_bound(min)?;
+    let max = parse_bound(max)?;
+    for bound in [&min, &max].into_iter().flatten() {
+        if std::mem::discriminant(bound) != std::mem::discriminant(&op) {
+            return Err(err("Min/max parameters have different types than the operand"));
+        }
+    }
+    let Some(current) = current else {
+        return Ok(to_value(op));
+    };
+    let cur = match current {
+        KvValue::U64(u) => Num::U64(*u),
+        KvValue::V8(b) => match v8::parse(b) {
+            Ok(V8Value::BigInt(b)) => Num::BigInt(b),
+            Ok(V8Value::Number(n)) => Num::Number(n),
+            _ => return Err(err("Cannot sum a stored value that is not a number, bigint or KvU64")),
+        },
+        KvValue::Bytes(_) => return Err(err("Cannot sum a stored value that is not a number, bigint or KvU64")),
+    };
+    let no_bounds = min.is_none() && max.is_none();
+    match (cur, op) {
+        (Num::U64(old), Num::BigInt(add)) if no_bounds && !clamp && !add.sign().eq(&num_bigint::Sign::Minus) => {
+            match add.to_u64() {
+                Some(add) => Ok(KvValue::U64(old.wrapping_add(add))),
+                None => Err(err("Cannot sum KvU64 with BigInt")),
+            }
+        }
+        (Num::BigInt(old), Num::BigInt(add)) => {
+            let mut result = old + add;
+            if let Some(Num::BigInt(lo)) = &min {
+                if &result < lo {
+                    if !clamp {
+                        return Err(range_err());
+                    }
+                    result = lo.clone();
+                }
+            }
+            if let Some(Num::BigInt(hi)) = &max {
+                if &result > hi {
+                    if !clamp {
+                        return Err(range_err());
+                    }
+                    result = hi.clone();
+                }
+            }
+            if result.is_zero() {
+                result = BigInt::zero();
+            }
+            Ok(to_value(Num::BigInt(result)))
+        }
+        (Num::Number(old), Num::Number(add)) => {
+            let mut result = old + add;
+            if let Some(Num::Number(lo)) = &min {
+                if result < *lo {
+                    if !clamp {
+                        return Err(range_err());
+                    }
+                    result = *lo;
+                }
+            }
+            if let Some(Num::Number(hi)) = &max {
+                if result > *hi {
+                    if !clamp {
+                        return Err(range_err());
+                    }
+                    result = *hi;
+                }
+            }
+            Ok(to_value(Num::Number(result)))
+        }
+        (cur, op) => {
+            if matches!((&cur, &op), (Num::U64(_), Num::BigInt(_))) && !no_bounds {
+                return Err(err("Cannot use min/max parameters with KvU64 operands"));
+            }
+            Err(err(format!("Cannot sum {} with {}", cur.kind(), op.kind())))
+        }
+    }
+}
+
+fn range_err() -> KvError {
+    err("The result of a Sum operation would exceed its range limit")
+}
+
+/// Applies `min` (`is_max = false`) or `max` to the current value.
+pub fn min_max(current: Option<&KvValue>, operand: &KvValue, is_max: bool) -> Result<KvValue, KvError> {
+    let name = if is_max { "max" } else { "min" };
+    let KvValue::U64(op) = operand else {
+        return Err(err(format!("Failed to perform '{name}' mutation on a non-U64 operand")));
+    };
+    match current {
+        None => Ok(KvValue::U64(*op)),
+        Some(KvValue::U64(old)) => Ok(KvValue::U64(if is_max { (*old).max(*op) } else { (*old).min(*op) })),
+        Some(_) => Err(err(format!("Failed to perform '{name}' mutation on a non-U64 value in the database"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn u64_sum_wraps_and_rejects_other_types() {
+        assert_eq!(sum(Some(&KvValue::U64(u64::MAX)), &KvValue::U64(2), &None, &None, false), Ok(KvValue::U64(1)));
+        assert_eq!(sum(None, &KvValue::U64(5), &None, &None, false), Ok(KvValue::U64(5)));
+        assert!(sum(Some(&KvValue::Bytes(vec![1])), &KvValue::U64(2), &None, &None, false).is_err());
+        assert!(sum(None, &KvValue::Bytes(vec![1]), &None, &None, false).is_err());
+    }
+
+    #[test]
+    fn min_max_u64_only() {
+        assert_eq!(min_max(Some(&KvValue::U64(3)), &KvValue::U64(5), true), Ok(KvValue::U64(5)));
+        assert_eq!(min_max(Some(&KvValue::U64(3)), &KvValue::U64(5), false), Ok(KvValue::U64(3)));
+        assert_eq!(min_max(None, &KvValue::U64(5), false), Ok(KvValue::U64(5)));
+        assert!(min_max(Some(&KvValue::V8(vec![])), &KvValue::U64(5), false).is_err());
+        assert!(min_max(None, &KvValue::Bytes(vec![]), true).is_err());
+    }
+}

@@ -1,0 +1,431 @@
+//! The single writer: gathers every state-changing operation (atomic writes, dequeues,
+//! finishes, maintenance) into batches that share one backend transaction and one commit
+//! (group commit). Each operation is applied through its own overlay, so an operation that fails
+//! leaves nothing behind while the rest of the batch still commits.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kv_traits::key::versionstamped_key;
+use kv_traits::{
+    AtomicWrite, Backend, BackendError, Clock, CommitResult, KvError, KvValue, MutationKind, QueueLease,
+    QueueMessage, Versionstamp, WriteTxn, DEFAULT_BACKOFF_SCHEDULE,
+};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::layout::{self, QueueRecord, Record, DATA, EXPIRY, QUEUE_LEASE, QUEUE_READY, QUEUE_RUNNING};
+use crate::mutate;
+use crate::watch::WatchHub;
+
+/// Most operations gathered into one backend transaction.
+const MAX_BATCH: usize = 512;
+/// Most expired keys or leases handled by one maintenance operation.
+const MAINTENANCE_CHUNK: usize = 1000;
+
+/// A state-changing operation.
+pub(crate) enum Op {
+    Write(AtomicWrite),
+    Dequeue { lease_ms: u64 },
+    Finish { lease: QueueLease, success: bool },
+    Maintenance,
+    Shutdown,
+}
+
+/// The result of an [`Op`].
+pub(crate) enum OpResult {
+    Write(CommitResult),
+    /// A leased message, or none and the ready time of the earliest waiting message.
+    Dequeue(Option<QueueMessage>, Option<u64>),
+    Finish,
+    /// Number of expired keys deleted.
+    Maintenance(usize),
+    Shutdown,
+}
+
+pub(crate) struct Request {
+    pub op: Op,
+    pub reply: oneshot::Sender<Result<OpResult, KvError>>,
+}
+
+/// Errors while applying one operation: `Op` discards only that operation, `Fatal` aborts the
+/// whole batch (the backend failed, so the transaction's state is unknown).
+enum ApplyError {
+    Op(KvError),
+    Fatal(BackendError),
+}
+
+impl From<BackendError> for ApplyError {
+    fn from(e: BackendError) -> Self {
+        ApplyError::Fatal(e)
+    }
+}
+
+impl From<KvError> for ApplyError {
+    fn from(e: KvError) -> Self {
+        ApplyError::Op(e)
+    }
+}
+
+/// Buffered writes of one operation, read through to the transaction.
+#[derive(Default)]
+struct Overlay {
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+/// What one operation did, merged into the batch only if it succeeds.
+#[derive(Default)]
+struct Effects {
+    /// User keys changed, with the version of the change.
+    changed: Vec<(Vec<u8>, u64)>,
+    queue_changed: bool,
+}
+
+struct Cx<'a> {
+    txn: &'a mut dyn WriteTxn,
+    ov: Overlay,
+    version: u64,
+    now: u64,
+    fx: Effects,
+}
+
+impl Cx<'_> {
+    async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        match self.ov.writes.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.txn.get(key).await,
+        }
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.ov.writes.insert(key, Some(value));
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        self.ov.writes.insert(key, None);
+    }
+
+    async fn record(&mut self, user_key: &[u8]) -> Result<Option<Record>, BackendError> {
+        match self.get(&layout::prefixed(DATA, user_key)).await? {
+            Some(b) => Ok(Some(Record::decode(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The record if present and not expired.
+    async fn live(&mut self, user_key: &[u8]) -> Result<Option<Record>, BackendError> {
+        let now = self.now;
+        Ok(self.record(user_key).await?.filter(|r| !r.is_expired(now)))
+    }
+
+    async fn set_record(&mut self, user_key: &[u8], rec: Record) -> Result<(), BackendError> {
+        if let Some(old) = self.record(user_key).await? {
+            if let Some(t) = old.expire_at_ms {
+                self.delete(layout::timed(EXPIRY, t, user_key));
+            }
+        }
+        if let Some(t) = rec.expire_at_ms {
+            self.put(layout::timed(EXPIRY, t, user_key), Vec::new());
+        }
+        self.put(layout::prefixed(DATA, user_key), rec.encode());
+        self.fx.changed.push((user_key.to_vec(), rec.versionstamp.version()));
+        Ok(())
+    }
+
+    async fn delete_record(&mut self, user_key: &[u8], version: u64) -> Result<(), BackendError> {
+        if let Some(old) = self.record(user_key).await? {
+            if let Some(t) = old.expire_at_ms {
+                self.delete(layout::timed(EXPIRY, t, user_key));
+            }
+            self.delete(layout::prefixed(DATA, user_key));
+            self.fx.changed.push((user_key.to_vec(), version));
+        }
+        Ok(())
+    }
+
+    async fn apply_write(&mut self, w: &AtomicWrite) -> Result<OpResult, ApplyError> {
+        let mut failed = Vec::new();
+        for (i, c) in w.checks.iter().enumerate() {
+            let current = self.live(&c.key).await?.map(|r| r.versionstamp);
+            if current != c.versionstamp {
+                failed.push(i as u32);
+            }
+        }
+        if !failed.is_empty() {
+            return Ok(OpResult::Write(CommitResult::CheckFailed(failed)));
+        }
+        let version = self.version + 1;
+        let vs = Versionstamp::from_version(version);
+        for m in &w.mutations {
+            match &m.kind {
+                MutationKind::Set(v) => {
+                    let rec = Record { value: v.clone(), versionstamp: vs, expire_at_ms: m.expire_at_ms };
+                    self.set_record(&m.key, rec).await?;
+                }
+                MutationKind::Delete => self.delete_record(&m.key, version).await?,
+                MutationKind::Sum { value, min, max, clamp } => {
+                    let cur = self.live(&m.key).await?.map(|r| r.value);
+                    let new = mutate::sum(cur.as_ref(), value, min, max, *clamp)?;
+                    self.set_record(&m.key, Record { value: new, versionstamp: vs, expire_at_ms: None }).await?;
+                }
+                MutationKind::Min(v) | MutationKind::Max(v) => {
+                    let is_max = matches!(m.kind, MutationKind::Max(_));
+                    let cur = self.live(&m.key).await?.map(|r| r.value);
+                    let new = mutate::min_max(cur.as_ref(), v, is_max)?;
+                    self.set_record(&m.key, Record { value: new, versionstamp: vs, expire_at_ms: None }).await?;
+                }
+                MutationKind::SetSuffixVersionstampedKey(v) => {
+                    let key = versionstamped_key(&m.key, &vs);
+                    let rec = Record { value: v.clone(), versionstamp: vs, expire_at_ms: m.expire_at_ms };
+                    self.set_record(&key, rec).await?;
+                }
+            }
+        }
+        for e in &w.enqueues {
+            let id: [u8; 16] = rand::random();
+            let rec = QueueRecord {
+                attempts: 0,
+                lease_deadline_ms: 0,
+                backoff: e.backoff_schedule.clone().unwrap_or_else(|| DEFAULT_BACKOFF_SCHEDULE.to_vec()),
+                keys_if_undelivered: e.keys_if_undelivered.clone(),
+                payload: e.payload.clone(),
+            };
+            self.put(layout::timed(QUEUE_READY, e.deadline_ms, &id), rec.encode());
+            self.fx.queue_changed = true;
+        }
+        self.version = version;
+        Ok(OpResult::Write(CommitResult::Committed(vs)))
+    }
+
+    async fn apply_dequeue(&mut self, lease_ms: u64) -> Result<OpResult, ApplyError> {
+        let ready_end = layout::timed(QUEUE_READY, self.now.saturating_add(1), &[]);
+        let first = self.txn.scan(&[QUEUE_READY], &ready_end, 1, false).await?;
+        let Some((key, value)) = first.into_iter().next() else {
+            let next = self.txn.scan(&[QUEUE_READY], &[QUEUE_READY + 1], 1, false).await?;
+            let next_ts = match next.first() {
+                Some((k, _)) => Some(layout::split_timed(k)?.0),
+                None => None,
+            };
+            return Ok(OpResult::Dequeue(None, next_ts));
+        };
+        let (_, id_bytes) = layout::split_timed(&key)?;
+        let id: [u8; 16] =
+            id_bytes.try_into().map_err(|_| BackendError::Corrupt("queue message id is not 16 bytes".into()))?;
+        let mut rec = QueueRecord::decode(&value)?;
+        rec.attempts = rec.attempts.saturating_add(1);
+        rec.lease_deadline_ms = self.now.saturating_add(lease_ms);
+        self.delete(key);
+        self.put(layout::prefixed(QUEUE_RUNNING, &id), rec.encode());
+        self.put(layout::timed(QUEUE_LEASE, rec.lease_deadline_ms, &id), Vec::new());
+        let msg = QueueMessage {
+            lease: QueueLease { id, deadline_ms: rec.lease_deadline_ms },
+            payload: rec.payload,
+            attempt: rec.attempts,
+        };
+        Ok(OpResult::Dequeue(Some(msg), None))
+    }
+
+    /// Takes a running message out of the running set; `None` if the lease no longer holds.
+    async fn take_running(&mut self, lease: QueueLease) -> Result<Option<QueueRecord>, BackendError> {
+        let running_key = layout::prefixed(QUEUE_RUNNING, &lease.id);
+        let Some(bytes) = self.get(&running_key).await? else {
+            return Ok(None);
+        };
+        let rec = QueueRecord::decode(&bytes)?;
+        if rec.lease_deadline_ms != lease.deadline_ms {
+            return Ok(None);
+        }
+        self.delete(running_key);
+        self.delete(layout::timed(QUEUE_LEASE, lease.deadline_ms, &lease.id));
+        Ok(Some(rec))
+    }
+
+    /// A failed delivery: retry after the next backoff step, or dead-letter, or drop.
+    async fn requeue(&mut self, id: [u8; 16], mut rec: QueueRecord) -> Result<(), BackendError> {
+        if !rec.backoff.is_empty() {
+            let delay = rec.backoff.remove(0);
+            rec.lease_deadline_ms = 0;
+            self.put(layout::timed(QUEUE_READY, self.now.saturating_add(delay as u64), &id), rec.encode());
+            self.fx.queue_changed = true;
+        } else if !rec.keys_if_undelivered.is_empty() {
+            self.version += 1;
+            let vs = Versionstamp::from_version(self.version);
+            for key in &rec.keys_if_undelivered {
+                let r = Record { value: KvValue::V8(rec.payload.clone()), versionstamp: vs, expire_at_ms: None };
+                self.set_record(key, r).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_finish(&mut self, lease: QueueLease, success: bool) -> Result<OpResult, ApplyError> {
+        let Some(rec) = self.take_running(lease).await? else {
+            return Err(ApplyError::Op(KvError::LeaseNotFound));
+        };
+        if !success {
+            self.requeue(lease.id, rec).await?;
+        }
+        Ok(OpResult::Finish)
+    }
+
+    async fn apply_maintenance(&mut self) -> Result<OpResult, ApplyError> {
+        let now = self.now;
+        // Expiry sweep: one commit (one new version) for everything deleted.
+        let end = layout::timed(EXPIRY, now.saturating_add(1), &[]);
+        let due = self.txn.scan(&[EXPIRY], &end, MAINTENANCE_CHUNK, false).await?;
+        let sweep_version = self.version + 1;
+        let mut deleted = 0;
+        for (k, _) in due {
+            let (ts, user_key) = layout::split_timed(&k)?;
+            let user_key = user_key.to_vec();
+            self.delete(k.clone());
+            if let Some(rec) = self.record(&user_key).await? {
+                if rec.expire_at_ms == Some(ts) {
+                    self.delete(layout::prefixed(DATA, &user_key));
+                    self.fx.changed.push((user_key, sweep_version));
+                    deleted += 1;
+                }
+            }
+        }
+        if deleted > 0 {
+            self.version = sweep_version;
+        }
+        // Lease expiry: treat as a failed delivery.
+        let end = layout::timed(QUEUE_LEASE, now.saturating_add(1), &[]);
+        let leases = self.txn.scan(&[QUEUE_LEASE], &end, MAINTENANCE_CHUNK, false).await?;
+        for (k, _) in leases {
+            let (deadline, id) = layout::split_timed(&k)?;
+            let id: [u8; 16] =
+                id.try_into().map_err(|_| BackendError::Corrupt("queue message id is not 16 bytes".into()))?;
+            match self.take_running(QueueLease { id, deadline_ms: deadline }).await? {
+                Some(rec) => self.requeue(id, rec).await?,
+                None => self.delete(k),
+            }
+        }
+        Ok(OpResult::Maintenance(deleted))
+    }
+}
+
+/// Shared state the writer needs.
+pub(crate) struct Writer {
+    pub backend: Arc<dyn Backend>,
+    pub clock: Arc<dyn Clock>,
+    pub hub: Arc<WatchHub>,
+    pub queue_notify: Arc<Notify>,
+    pub poisoned: Option<BackendError>,
+}
+
+impl Writer {
+    /// Runs until the channel closes or a shutdown request is processed.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            let shutdown = batch.iter().any(|r| matches!(r.op, Op::Shutdown));
+            self.run_batch(batch).await;
+            if shutdown {
+                rx.close();
+                while let Ok(r) = rx.try_recv() {
+                    let _ = r.reply.send(Err(KvError::Closed));
+                }
+                return;
+            }
+        }
+    }
+
+    async fn run_batch(&mut self, batch: Vec<Request>) {
+        if let Some(p) = &self.poisoned {
+            let e = BackendError::Poisoned(p.to_string());
+            for r in batch {
+                let res = if matches!(r.op, Op::Shutdown) { Ok(OpResult::Shutdown) } else { Err(KvError::Backend(e.clone())) };
+                let _ = r.reply.send(res);
+            }
+            return;
+        }
+        match self.apply_batch(&batch).await {
+            Ok((results, fx)) => {
+                for (k, v) in &fx.changed {
+                    self.hub.notify(std::iter::once(k.as_slice()), *v);
+                }
+                if fx.queue_changed {
+                    self.queue_notify.notify_waiters();
+                }
+                for (r, res) in batch.into_iter().zip(results) {
+                    let _ = r.reply.send(res);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "write batch failed");
+                for r in batch {
+                    let res = if matches!(r.op, Op::Shutdown) { Ok(OpResult::Shutdown) } else { Err(KvError::Backend(e.clone())) };
+                    let _ = r.reply.send(res);
+                }
+            }
+        }
+    }
+
+    async fn apply_batch(&mut self, batch: &[Request]) -> Result<(Vec<Result<OpResult, KvError>>, Effects), BackendError> {
+        let mut txn = self.backend.begin_write().await?;
+        let start_version = match txn.get(layout::META_VERSION).await? {
+            Some(b) => layout::decode_u64(&b)?,
+            None => 0,
+        };
+        let now = self.clock.now_ms();
+        let mut version = start_version;
+        let mut results = Vec::with_capacity(batch.len());
+        let mut all = Effects::default();
+        let mut dirty = false;
+        for req in batch {
+            let mut cx = Cx { txn: &mut *txn, ov: Overlay::default(), version, now, fx: Effects::default() };
+            let res = match &req.op {
+                Op::Write(w) => cx.apply_write(w).await,
+                Op::Dequeue { lease_ms } => cx.apply_dequeue(*lease_ms).await,
+                Op::Finish { lease, success } => cx.apply_finish(*lease, *success).await,
+                Op::Maintenance => cx.apply_maintenance().await,
+                Op::Shutdown => Ok(OpResult::Shutdown),
+            };
+            match res {
+                Ok(r) => {
+                    let Cx { ov, version: v, fx, .. } = cx;
+                    for (k, val) in ov.writes {
+                        dirty = true;
+                        match val {
+                            Some(val) => txn.put(&k, &val).await?,
+                            None => txn.delete(&k).await?,
+                        }
+                    }
+                    version = v;
+                    all.changed.extend(fx.changed);
+                    all.queue_changed |= fx.queue_changed;
+                    results.push(Ok(r));
+                }
+                Err(ApplyError::Op(e)) => results.push(Err(e)),
+                Err(ApplyError::Fatal(e)) => return Err(e),
+            }
+        }
+        if version != start_version {
+            txn.put(layout::META_VERSION, &layout::encode_u64(version)).await?;
+            dirty = true;
+        }
+        if dirty {
+            if let Err(e) = txn.commit().await {
+                if matches!(e, BackendError::Conflict(_)) {
+                    return Err(e);
+                }
+                // The durable state is unknown: refuse further writes until reopened.
+                tracing::error!(error = %e, "commit failed; database poisoned");
+                let reason = match &e {
+                    BackendError::Poisoned(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                self.poisoned = Some(BackendError::Poisoned(reason));
+                return Err(e);
+            }
+        }
+        Ok((results, all))
+    }
+}
