@@ -303,6 +303,11 @@ impl WatchState {
         loop {
             if let Some((version, _)) = &self.last {
                 let v = *version;
+                if self.receivers.is_empty() {
+                    // Nothing can ever change: wait for the database to close.
+                    let _ = self.shutdown.wait_for(|s| *s).await;
+                    return None;
+                }
                 let waits = self.receivers.iter_mut().map(|rx| Box::pin(rx.wait_for(move |x| *x > v)));
                 tokio::select! {
                     _ = futures::future::select_all(waits) => {}
