@@ -47,8 +47,8 @@ fn parse_bound(bytes: &Option<Vec<u8>>) -> Result<Option<Num>, KvError> {
 
 fn to_value(n: Num) -> KvValue {
     match n {
-        Num::BigInt(b) => KvValue::V8(v8::serialize(&V8Value::BigInt(b))),
-        Num::Number(f) => KvValue::V8(v8::serialize(&V8Value::Number(f))),
+        Num::BigInt(b) => KvValue::V8(v8::serialize_bigint(&b)),
+        Num::Number(f) => KvValue::V8(v8::serialize_number(f)),
         Num::U64(u) => KvValue::U64(u),
     }
 }

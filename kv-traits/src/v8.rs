@@ -1,37 +1,467 @@
-//! STUB: replaced by the V8 scalar codec.
-use num_bigint::BigInt;
+//! The scalar subset of the V8 ValueSerializer format: enough to read and write the operands
+//! of the `sum` mutation and to share simple values (undefined, null, booleans, numbers,
+//! bigints, strings) with JavaScript clients.
+//!
+//! Layout: `ff ‖ varint(version) ‖ [00 padding…] ‖ tag ‖ payload`. [`parse`] accepts versions
+//! 13 to 16; [`serialize`] writes version 15 in the form V8 itself produces.
+//!
+//! ```
+//! use kv_traits::v8::{parse, parse_sum_operand, serialize, SumOperand, V8Value};
+//! use num_bigint::BigInt;
+//!
+//! // `2` as written by Deno 2.9.6 (version 16, int32 zigzag).
+//! assert_eq!(parse(&[0xff, 0x10, 0x49, 0x04]).unwrap(), V8Value::Number(2.0));
+//! assert_eq!(serialize(&V8Value::Number(2.0)), [0xff, 0x0f, 0x49, 0x04]);
+//! // `-5n`.
+//! let bytes = [0xff, 0x10, 0x5a, 0x11, 5, 0, 0, 0, 0, 0, 0, 0];
+//! assert_eq!(parse_sum_operand(&bytes).unwrap(), SumOperand::BigInt(BigInt::from(-5)));
+//! ```
+
+use num_bigint::{BigInt, Sign};
+
+/// The version byte written by [`serialize`].
+pub const WRITE_VERSION: u8 = 15;
+/// The lowest header version [`parse`] accepts.
+pub const MIN_VERSION: u32 = 13;
+/// The highest header version [`parse`] accepts.
+pub const MAX_VERSION: u32 = 16;
+
+const VERSION_TAG: u8 = 0xff;
+const PADDING: u8 = 0x00;
+const UNDEFINED: u8 = b'_';
+const NULL: u8 = b'0';
+const TRUE: u8 = b'T';
+const FALSE: u8 = b'F';
+const INT32: u8 = b'I';
+const UINT32: u8 = b'U';
+const DOUBLE: u8 = b'N';
+const BIGINT: u8 = b'Z';
+const ONE_BYTE_STRING: u8 = b'"';
+const TWO_BYTE_STRING: u8 = b'c';
+const UTF8_STRING: u8 = b'S';
 
 /// A V8-serialized scalar.
 #[derive(Clone, Debug, PartialEq)]
 pub enum V8Value {
-    /// undefined
+    /// `undefined`
     Undefined,
-    /// null
+    /// `null`
     Null,
-    /// boolean
+    /// A boolean.
     Bool(bool),
-    /// Number
+    /// A JS number.
     Number(f64),
-    /// BigInt
+    /// A JS bigint.
     BigInt(BigInt),
-    /// String
+    /// A JS string (lone UTF-16 surrogates are not representable and fail to parse).
     String(String),
 }
 
-/// Parse errors.
+impl V8Value {
+    /// The JS `typeof`-style name of the value's type (`"undefined"`, `"null"`, `"boolean"`,
+    /// `"number"`, `"bigint"`, `"string"`), for error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            V8Value::Undefined => "undefined",
+            V8Value::Null => "null",
+            V8Value::Bool(_) => "boolean",
+            V8Value::Number(_) => "number",
+            V8Value::BigInt(_) => "bigint",
+            V8Value::String(_) => "string",
+        }
+    }
+}
+
+/// Errors of [`parse`] and [`parse_sum_operand`]. Offsets are byte positions in the input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum V8Error {
-    /// Bad bytes.
-    #[error("invalid V8 value: {0}")]
-    Invalid(String),
+    /// The input does not start with the `ff` version tag.
+    #[error("missing V8 version header (expected 0xff at offset 0)")]
+    MissingHeader,
+    /// A header version outside 13..=16.
+    #[error("unsupported V8 serialization version {0} (supported: 13 to 16)")]
+    UnsupportedVersion(u64),
+    /// The input ended in the middle of the value.
+    #[error("V8 data truncated at offset {offset}")]
+    UnexpectedEnd {
+        /// Where more bytes were expected.
+        offset: usize,
+    },
+    /// A varint longer than 64 bits, or a value too large for its field.
+    #[error("V8 varint at offset {offset} is out of range")]
+    VarintOverflow {
+        /// Offset of the varint's first byte.
+        offset: usize,
+    },
+    /// A tag outside the supported scalar subset.
+    #[error("unsupported V8 tag 0x{tag:02x} at offset {offset}")]
+    UnsupportedTag {
+        /// The tag byte.
+        tag: u8,
+        /// Where it was found.
+        offset: usize,
+    },
+    /// A UTF-8 string (`S`) whose payload is not valid UTF-8.
+    #[error("invalid UTF-8 in V8 string at offset {offset}")]
+    InvalidUtf8 {
+        /// Offset of the string's tag.
+        offset: usize,
+    },
+    /// A two-byte string (`c`) with an odd byte length or unpaired surrogates.
+    #[error("invalid UTF-16 in V8 string at offset {offset}")]
+    InvalidUtf16 {
+        /// Offset of the string's tag.
+        offset: usize,
+    },
+    /// Bytes left after the value.
+    #[error("unexpected trailing bytes after the V8 value at offset {offset}")]
+    TrailingBytes {
+        /// Offset of the first extra byte.
+        offset: usize,
+    },
+    /// [`parse_sum_operand`] found a valid value that is neither a number nor a bigint.
+    #[error("expected a V8 number or bigint, found {found}")]
+    NotNumeric {
+        /// The value's type name (see [`V8Value::type_name`]).
+        found: &'static str,
+    },
 }
 
-/// Parses a V8 value of the supported subset.
-pub fn parse(_bytes: &[u8]) -> Result<V8Value, V8Error> {
-    Err(V8Error::Invalid("stub".into()))
+/// A cursor over the input.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
 }
 
-/// Serializes with header version 15.
-pub fn serialize(_v: &V8Value) -> Vec<u8> {
-    vec![]
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Result<u8, V8Error> {
+        let b = *self
+            .bytes
+            .get(self.pos)
+            .ok_or(V8Error::UnexpectedEnd { offset: self.pos })?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], V8Error> {
+        let end = self.bytes.len();
+        let slice = self
+            .bytes
+            .get(self.pos..)
+            .and_then(|rest| rest.get(..n))
+            .ok_or(V8Error::UnexpectedEnd { offset: end })?;
+        self.pos += n;
+        Ok(slice)
+    }
+
+    /// An unsigned LEB128 varint of at most 64 bits.
+    fn varint(&mut self) -> Result<u64, V8Error> {
+        let start = self.pos;
+        let mut value: u64 = 0;
+        let mut shift = 0u32;
+        loop {
+            let b = self.byte()?;
+            let bits = u64::from(b & 0x7f);
+            if shift >= 64 || (shift > 0 && bits >> (64 - shift) != 0) {
+                return Err(V8Error::VarintOverflow { offset: start });
+            }
+            value |= bits << shift;
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+            shift += 7;
+        }
+    }
+
+    /// A varint that must fit in 32 bits, as V8 writes for every scalar field.
+    fn varint32(&mut self) -> Result<u32, V8Error> {
+        let start = self.pos;
+        let v = self.varint()?;
+        u32::try_from(v).map_err(|_| V8Error::VarintOverflow { offset: start })
+    }
+
+    /// A varint length followed by that many bytes.
+    fn length_prefixed(&mut self) -> Result<&'a [u8], V8Error> {
+        let start = self.pos;
+        let len = self.varint32()?;
+        let len = usize::try_from(len).map_err(|_| V8Error::VarintOverflow { offset: start })?;
+        self.take(len)
+    }
+}
+
+/// Parses a V8-serialized value of the supported subset. Never panics; the whole input must
+/// be exactly one value.
+pub fn parse(bytes: &[u8]) -> Result<V8Value, V8Error> {
+    let mut r = Reader { bytes, pos: 0 };
+    if bytes.first() != Some(&VERSION_TAG) {
+        return Err(V8Error::MissingHeader);
+    }
+    r.pos = 1;
+    let version = r.varint()?;
+    if !(u64::from(MIN_VERSION)..=u64::from(MAX_VERSION)).contains(&version) {
+        return Err(V8Error::UnsupportedVersion(version));
+    }
+    let mut tag = r.byte()?;
+    while tag == PADDING {
+        tag = r.byte()?;
+    }
+    let tag_offset = r.pos - 1;
+    let value = match tag {
+        UNDEFINED => V8Value::Undefined,
+        NULL => V8Value::Null,
+        TRUE => V8Value::Bool(true),
+        FALSE => V8Value::Bool(false),
+        INT32 => {
+            let z = r.varint32()?;
+            // Zigzag: 0, -1, 1, -2, … ↦ 0, 1, 2, 3, …
+            let i = ((z >> 1) as i32) ^ -((z & 1) as i32);
+            V8Value::Number(f64::from(i))
+        }
+        UINT32 => V8Value::Number(f64::from(r.varint32()?)),
+        DOUBLE => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(r.take(8)?);
+            V8Value::Number(f64::from_le_bytes(b))
+        }
+        BIGINT => {
+            let start = r.pos;
+            let bitfield = r.varint32()?;
+            let len = usize::try_from(bitfield >> 1)
+                .map_err(|_| V8Error::VarintOverflow { offset: start })?;
+            let magnitude = r.take(len)?;
+            let sign = if bitfield & 1 == 1 {
+                Sign::Minus
+            } else {
+                Sign::Plus
+            };
+            V8Value::BigInt(BigInt::from_bytes_le(sign, magnitude))
+        }
+        ONE_BYTE_STRING => {
+            let latin1 = r.length_prefixed()?;
+            V8Value::String(latin1.iter().map(|&b| char::from(b)).collect())
+        }
+        TWO_BYTE_STRING => {
+            let raw = r.length_prefixed()?;
+            if raw.len() % 2 != 0 {
+                return Err(V8Error::InvalidUtf16 { offset: tag_offset });
+            }
+            let units = raw
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]));
+            let s = char::decode_utf16(units)
+                .collect::<Result<String, _>>()
+                .map_err(|_| V8Error::InvalidUtf16 { offset: tag_offset })?;
+            V8Value::String(s)
+        }
+        UTF8_STRING => {
+            let raw = r.length_prefixed()?;
+            let s = std::str::from_utf8(raw)
+                .map_err(|_| V8Error::InvalidUtf8 { offset: tag_offset })?;
+            V8Value::String(s.to_owned())
+        }
+        _ => {
+            return Err(V8Error::UnsupportedTag {
+                tag,
+                offset: tag_offset,
+            })
+        }
+    };
+    if r.pos != bytes.len() {
+        return Err(V8Error::TrailingBytes { offset: r.pos });
+    }
+    Ok(value)
+}
+
+fn write_varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn header() -> Vec<u8> {
+    vec![VERSION_TAG, WRITE_VERSION]
+}
+
+/// The int32 a V8 Smi would hold for `n`, if `n` is an integral number in i32 range other
+/// than `-0`.
+fn as_int32(n: f64) -> Option<i32> {
+    if n.fract() != 0.0 || (n == 0.0 && n.is_sign_negative()) {
+        return None;
+    }
+    if n >= f64::from(i32::MIN) && n <= f64::from(i32::MAX) {
+        Some(n as i32)
+    } else {
+        None
+    }
+}
+
+fn write_double(out: &mut Vec<u8>, n: f64) {
+    out.push(DOUBLE);
+    out.extend_from_slice(&n.to_le_bytes());
+}
+
+/// V8's BigInt form: bitfield (sign bit, byte length) then whole 8-byte little-endian digits.
+fn write_bigint(out: &mut Vec<u8>, i: &BigInt) {
+    let (sign, mut magnitude) = i.to_bytes_le();
+    if sign == Sign::NoSign {
+        magnitude.clear();
+    }
+    let padded = magnitude.len().div_ceil(8) * 8;
+    magnitude.resize(padded, 0);
+    let bitfield = ((padded as u64) << 1) | u64::from(sign == Sign::Minus);
+    out.push(BIGINT);
+    write_varint(out, bitfield);
+    out.extend_from_slice(&magnitude);
+}
+
+fn write_string(out: &mut Vec<u8>, s: &str) {
+    if s.chars().all(|c| u32::from(c) <= 0xff) {
+        out.push(ONE_BYTE_STRING);
+        write_varint(out, s.chars().count() as u64);
+        // Every char is ≤ U+00FF, so the conversion to one Latin-1 byte is lossless.
+        out.extend(s.chars().map(|c| u32::from(c) as u8));
+    } else {
+        let units: Vec<u16> = s.encode_utf16().collect();
+        let byte_len = (units.len() * 2) as u64;
+        // V8 aligns the UTF-16 payload (after tag and length) to an even offset.
+        if (out.len() + 1 + varint_len(byte_len)) % 2 == 1 {
+            out.push(PADDING);
+        }
+        out.push(TWO_BYTE_STRING);
+        write_varint(out, byte_len);
+        for u in units {
+            out.extend_from_slice(&u.to_le_bytes());
+        }
+    }
+}
+
+/// Serializes a value with header version 15, in the form V8 itself writes: integral numbers
+/// in i32 range (except `-0`) as `I`, other numbers as `N`, bigints as whole 8-byte digits,
+/// strings as one-byte (Latin-1) when every char is ≤ U+00FF, else as two-byte UTF-16.
+pub fn serialize(v: &V8Value) -> Vec<u8> {
+    let mut out = header();
+    match v {
+        V8Value::Undefined => out.push(UNDEFINED),
+        V8Value::Null => out.push(NULL),
+        V8Value::Bool(true) => out.push(TRUE),
+        V8Value::Bool(false) => out.push(FALSE),
+        V8Value::Number(n) => match as_int32(*n) {
+            Some(i) => {
+                out.push(INT32);
+                let zigzag = ((i << 1) ^ (i >> 31)) as u32;
+                write_varint(&mut out, u64::from(zigzag));
+            }
+            None => write_double(&mut out, *n),
+        },
+        V8Value::BigInt(i) => write_bigint(&mut out, i),
+        V8Value::String(s) => write_string(&mut out, s),
+    }
+    out
+}
+
+/// A `sum` operand (or bound, or existing value) in V8 encoding.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SumOperand {
+    /// A JS number (V8 tags `I`, `U` or `N`).
+    Number(f64),
+    /// A JS bigint (V8 tag `Z`).
+    BigInt(BigInt),
+}
+
+impl SumOperand {
+    /// `"Number"` or `"BigInt"`, as in denokv's `Cannot sum <Kind> with <Kind>`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            SumOperand::Number(_) => "Number",
+            SumOperand::BigInt(_) => "BigInt",
+        }
+    }
+
+    /// Serializes a sum result: numbers always as a double ([`serialize_number`]), bigints via
+    /// [`serialize_bigint`].
+    pub fn serialize(&self) -> Vec<u8> {
+        match self {
+            SumOperand::Number(n) => serialize_number(*n),
+            SumOperand::BigInt(i) => serialize_bigint(i),
+        }
+    }
+}
+
+impl From<SumOperand> for V8Value {
+    fn from(op: SumOperand) -> Self {
+        match op {
+            SumOperand::Number(n) => V8Value::Number(n),
+            SumOperand::BigInt(i) => V8Value::BigInt(i),
+        }
+    }
+}
+
+/// Parses a V8 number (`I`, `U`, `N`) or bigint (`Z`); any other value is
+/// [`V8Error::NotNumeric`].
+pub fn parse_sum_operand(bytes: &[u8]) -> Result<SumOperand, V8Error> {
+    match parse(bytes)? {
+        V8Value::Number(n) => Ok(SumOperand::Number(n)),
+        V8Value::BigInt(i) => Ok(SumOperand::BigInt(i)),
+        other => Err(V8Error::NotNumeric {
+            found: other.type_name(),
+        }),
+    }
+}
+
+/// Serializes a number always as a V8 double (`ff 0f 4e` + 8 bytes little-endian), as denokv
+/// stores a Number sum result.
+pub fn serialize_number(n: f64) -> Vec<u8> {
+    let mut out = header();
+    write_double(&mut out, n);
+    out
+}
+
+/// Serializes a bigint as V8 writes it (whole 8-byte digits; `0n` as `5a 00`).
+pub fn serialize_bigint(i: &BigInt) -> Vec<u8> {
+    let mut out = header();
+    write_bigint(&mut out, i);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_overflow_is_an_error() {
+        let mut bytes = vec![0xff, 0x0f, b'U'];
+        bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x10]);
+        assert_eq!(parse(&bytes), Err(V8Error::VarintOverflow { offset: 3 }));
+        let mut long = vec![0xff];
+        long.extend_from_slice(&[0x80; 10]);
+        long.push(0x01);
+        assert_eq!(parse(&long), Err(V8Error::VarintOverflow { offset: 1 }));
+    }
+
+    #[test]
+    fn int32_detection() {
+        assert_eq!(as_int32(-0.0), None);
+        assert_eq!(as_int32(0.0), Some(0));
+        assert_eq!(as_int32(2147483647.0), Some(i32::MAX));
+        assert_eq!(as_int32(-2147483648.0), Some(i32::MIN));
+        assert_eq!(as_int32(2147483648.0), None);
+        assert_eq!(as_int32(f64::NAN), None);
+        assert_eq!(as_int32(f64::INFINITY), None);
+        assert_eq!(as_int32(0.5), None);
+    }
 }
