@@ -190,4 +190,45 @@ mod tests {
         assert!(min_max(Some(&KvValue::V8(vec![])), &KvValue::U64(5), false).is_err());
         assert!(min_max(None, &KvValue::Bytes(vec![]), true).is_err());
     }
+
+    fn big(n: i64) -> KvValue {
+        KvValue::V8(v8::serialize_bigint(&BigInt::from(n)))
+    }
+    fn num(n: f64) -> KvValue {
+        KvValue::V8(v8::serialize_number(n))
+    }
+    fn bound(n: i64) -> Option<Vec<u8>> {
+        Some(v8::serialize_bigint(&BigInt::from(n)))
+    }
+
+    #[test]
+    fn v8_sums() {
+        assert_eq!(sum(Some(&big(5)), &big(-7), &None, &None, false), Ok(big(-2)));
+        assert_eq!(sum(Some(&num(1.5)), &num(2.0), &None, &None, false), Ok(num(3.5)));
+        // Absent key: the operand is stored as is, bounds not applied.
+        assert_eq!(sum(None, &big(100), &None, &bound(10), false), Ok(big(100)));
+        // Int32-encoded numbers are stored back as doubles.
+        let int_two = KvValue::V8(vec![0xff, 0x10, 0x49, 0x04]);
+        assert_eq!(sum(None, &int_two, &None, &None, false), Ok(num(2.0)));
+        // Bounds: clamp or fail.
+        assert_eq!(sum(Some(&big(8)), &big(5), &None, &bound(10), true), Ok(big(10)));
+        assert_eq!(sum(Some(&big(-8)), &big(-5), &bound(-10), &None, true), Ok(big(-10)));
+        let e = sum(Some(&big(8)), &big(5), &None, &bound(10), false).unwrap_err();
+        assert!(e.to_string().contains("range limit"), "{e}");
+        // Bound kind must match the operand kind.
+        let e = sum(Some(&num(1.0)), &num(1.0), &bound(1), &None, false).unwrap_err();
+        assert!(e.to_string().contains("different types"), "{e}");
+        // Kind mismatch.
+        let e = sum(Some(&num(1.0)), &big(1), &None, &None, false).unwrap_err();
+        assert_eq!(e.to_string(), "Cannot sum Number with BigInt");
+        // KvU64 + non-negative BigInt without bounds behaves as KvU64.
+        assert_eq!(sum(Some(&KvValue::U64(u64::MAX)), &big(2), &None, &None, false), Ok(KvValue::U64(1)));
+        assert!(sum(Some(&KvValue::U64(1)), &big(-1), &None, &None, false).is_err());
+        let e = sum(Some(&KvValue::U64(1)), &big(1), &None, &bound(5), false).unwrap_err();
+        assert!(e.to_string().contains("min/max"), "{e}");
+        // Not a number at all.
+        let s = KvValue::V8(v8::serialize(&V8Value::String("x".into())));
+        assert!(sum(None, &s, &None, &None, false).is_err());
+        assert!(sum(Some(&s), &big(1), &None, &None, false).is_err());
+    }
 }
