@@ -1,0 +1,1 @@
+//! kv-connect-client (skeleton)
