@@ -1,1 +1,83 @@
-//! kv-conformance (skeleton)
+//! The shared conformance suite of the Deno KV database.
+//!
+//! Every storage engine, and any third-party [`kv_traits::Backend`] or [`kv_traits::Database`],
+//! runs the same public tests, so they all behave as the spec (`semantics.md`) says:
+//!
+//! - one module per feature area — [`read`], [`write`], [`sum`], [`expiry`], [`watch`],
+//!   [`queue`], [`limits`], [`persistence`] — each made of `pub async fn` tests taking what they
+//!   need: a `&dyn Database` (so they also run against a remote database), a
+//!   [`harness::ClockedDb`] (a [`kv_db::Db`] with a [`kv_traits::ManualClock`]), or a
+//!   [`harness::ReopenableBackend`];
+//! - entry points that run everything, each test on a fresh database, collecting every failure:
+//!   [`harness::run_backend_suite`] and [`harness::run_database_suite`];
+//! - [`model`]: a proptest state-machine test comparing random operation sequences against an
+//!   independent model;
+//! - [`backend_conformance_tests!`], which generates an engine's tests in one line.
+//!
+//! # Adopting the suite in an engine
+//!
+//! Add `kv-conformance` as a dev-dependency and create `tests/conformance.rs`:
+//!
+//! ```no_run
+//! // tests/conformance.rs of an engine crate.
+//! use kv_traits::BackendError;
+//! # mod my_engine { pub struct MyBackend; impl MyBackend { pub fn new() -> Self { MyBackend } }
+//! # #[async_trait::async_trait] impl kv_traits::Backend for MyBackend {
+//! #   async fn begin_read(&self) -> Result<Box<dyn kv_traits::ReadTxn>, kv_traits::BackendError> { todo!() }
+//! #   async fn begin_write(&self) -> Result<Box<dyn kv_traits::WriteTxn>, kv_traits::BackendError> { todo!() } } }
+//! use my_engine::MyBackend;
+//!
+//! // Generates `conformance_suite` (every test, each on a fresh backend) and
+//! // `conformance_model` (the state-machine test, 64 cases).
+//! kv_conformance::backend_conformance_tests!(|| async { Ok::<_, BackendError>(MyBackend::new()) });
+//! # fn main() {}
+//! ```
+//!
+//! An engine whose data survives a restart also implements [`harness::BackendFactory`] with
+//! [`harness::BackendFactory::create_reopenable`] returning a store that can be opened again
+//! (for example a temporary directory), which enables the [`persistence`] tests. An in-memory
+//! engine can wrap its constructor in [`harness::SharedInstanceFactory`] to run them against one
+//! instance reopened by a new [`kv_db::Db`].
+//!
+//! A `Database` that is not built from a `Backend` (a remote client) runs the database-level
+//! tests:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use kv_traits::{Database, KvError};
+//! # async fn connect() -> Result<Arc<dyn Database>, KvError> { todo!() }
+//! # async fn example() {
+//! kv_conformance::harness::run_database_suite(&|| async { connect().await }).await;
+//! # }
+//! ```
+//!
+//! Single tests can be called directly, object_store style:
+//!
+//! ```no_run
+//! # async fn example(db: &kv_db::Db) {
+//! kv_conformance::write::failing_mutation_applies_nothing(db).await;
+//! # }
+//! ```
+//!
+//! Set `KV_CONFORMANCE_FILTER=<substring>` to run only the matching tests, and
+//! `KV_CONFORMANCE_MODEL_CASES=<n>` to change the number of model cases.
+
+#![warn(missing_docs)]
+
+pub mod expiry;
+pub mod harness;
+pub mod limits;
+pub mod model;
+pub mod persistence;
+pub mod queue;
+pub mod read;
+pub mod sum;
+pub mod util;
+pub mod watch;
+pub mod write;
+
+pub use harness::{
+    run_backend_suite, run_database_suite, BackendFactory, ClockedDb, DatabaseFactory,
+    ReopenableBackend, SharedInstance, SharedInstanceFactory,
+};
+pub use model::{run_model_test, ModelConfig};

@@ -119,7 +119,7 @@ impl Record {
 pub struct QueueRecord {
     /// Deliveries so far.
     pub attempts: u32,
-    /// Lease deadline while running, 0 when ready.
+    /// Lease deadline of the current (running) or last (ready) delivery; 0 before the first.
     pub lease_deadline_ms: u64,
     /// Remaining retry delays.
     pub backoff: Vec<u32>,

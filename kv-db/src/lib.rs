@@ -142,10 +142,7 @@ impl Db {
     /// Runs one expiry sweep and one queue lease-expiry pass now, at the clock's current time.
     /// Returns the number of expired keys deleted.
     pub async fn run_maintenance(&self) -> Result<usize, KvError> {
-        match self.inner.submit(Op::Maintenance).await? {
-            OpResult::Maintenance(n) => Ok(n),
-            _ => Err(KvError::Backend(BackendError::Corrupt("unexpected writer reply".into()))),
-        }
+        self.inner.maintain().await
     }
 }
 
@@ -195,6 +192,22 @@ impl Inner {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Request { op, reply }).await.map_err(|_| KvError::Closed)?;
         rx.await.map_err(|_| KvError::Closed)?
+    }
+
+    /// Runs maintenance passes until nothing due is left; returns the expired keys deleted.
+    async fn maintain(&self) -> Result<usize, KvError> {
+        let mut total = 0;
+        loop {
+            match self.submit(Op::Maintenance).await? {
+                OpResult::Maintenance(n, more) => {
+                    total += n;
+                    if !more {
+                        return Ok(total);
+                    }
+                }
+                _ => return Err(KvError::Backend(BackendError::Corrupt("unexpected writer reply".into()))),
+            }
+        }
     }
 
     /// Reads up to `limit` live entries of one range.
@@ -273,7 +286,7 @@ async fn background(inner: std::sync::Weak<Inner>, mut shutdown: tokio::sync::wa
         let interval = db.config.maintenance_interval;
         match db.maintenance_due().await {
             Ok(true) => {
-                if let Err(e) = db.submit(Op::Maintenance).await {
+                if let Err(e) = db.maintain().await {
                     tracing::warn!(error = %e, "background maintenance failed");
                 }
             }

@@ -37,8 +37,8 @@ pub(crate) enum OpResult {
     /// A leased message, or none and the ready time of the earliest waiting message.
     Dequeue(Option<QueueMessage>, Option<u64>),
     Finish,
-    /// Number of expired keys deleted.
-    Maintenance(usize),
+    /// Number of expired keys deleted, and whether more work was due than one pass handles.
+    Maintenance(usize, bool),
     Shutdown,
 }
 
@@ -212,7 +212,9 @@ impl Cx<'_> {
             id_bytes.try_into().map_err(|_| BackendError::Corrupt("queue message id is not 16 bytes".into()))?;
         let mut rec = QueueRecord::decode(&value)?;
         rec.attempts = rec.attempts.saturating_add(1);
-        rec.lease_deadline_ms = self.now.saturating_add(lease_ms);
+        // A ready record keeps its previous lease deadline, so every delivery gets a distinct,
+        // later lease even when it is redelivered within the same millisecond.
+        rec.lease_deadline_ms = self.now.saturating_add(lease_ms).max(rec.lease_deadline_ms.saturating_add(1));
         self.delete(key);
         self.put(layout::prefixed(QUEUE_RUNNING, &id), rec.encode());
         self.put(layout::timed(QUEUE_LEASE, rec.lease_deadline_ms, &id), Vec::new());
@@ -243,7 +245,6 @@ impl Cx<'_> {
     async fn requeue(&mut self, id: [u8; 16], mut rec: QueueRecord) -> Result<(), BackendError> {
         if !rec.backoff.is_empty() {
             let delay = rec.backoff.remove(0);
-            rec.lease_deadline_ms = 0;
             self.put(layout::timed(QUEUE_READY, self.now.saturating_add(delay as u64), &id), rec.encode());
             self.fx.queue_changed = true;
         } else if !rec.keys_if_undelivered.is_empty() {
@@ -272,6 +273,7 @@ impl Cx<'_> {
         // Expiry sweep: one commit (one new version) for everything deleted.
         let end = layout::timed(EXPIRY, now.saturating_add(1), &[]);
         let due = self.txn.scan(&[EXPIRY], &end, MAINTENANCE_CHUNK, false).await?;
+        let mut more = due.len() == MAINTENANCE_CHUNK;
         let sweep_version = self.version + 1;
         let mut deleted = 0;
         for (k, _) in due {
@@ -292,6 +294,7 @@ impl Cx<'_> {
         // Lease expiry: treat as a failed delivery.
         let end = layout::timed(QUEUE_LEASE, now.saturating_add(1), &[]);
         let leases = self.txn.scan(&[QUEUE_LEASE], &end, MAINTENANCE_CHUNK, false).await?;
+        more |= leases.len() == MAINTENANCE_CHUNK;
         for (k, _) in leases {
             let (deadline, id) = layout::split_timed(&k)?;
             let id: [u8; 16] =
@@ -301,7 +304,7 @@ impl Cx<'_> {
                 None => self.delete(k),
             }
         }
-        Ok(OpResult::Maintenance(deleted))
+        Ok(OpResult::Maintenance(deleted, more))
     }
 }
 

@@ -1,0 +1,138 @@
+//! HTTP errors of the server, and the single mapping from [`KvError`] to an HTTP status.
+//!
+//! Clients treat every 4xx as a permanent error shown to the user and retry every 5xx (Deno
+//! forever), so deterministic failures are always 4xx and only transient conditions are 5xx.
+
+use http::StatusCode;
+use kv_traits::{BackendError, KvError};
+
+use crate::auth::AuthError;
+
+/// An error answered to a request: a status and a human-readable plain-text message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Response body (plain text).
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 400 Bad Request.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+/// Maps a database error to the HTTP status and message the client receives.
+///
+/// - request problems ([`KvError::is_client_error`]: limits, malformed values, bad versionstamps,
+///   type errors of sum/min/max, read-only) → 400 with the error's message;
+/// - the database closing, or a transaction conflict → 503 (clients retry);
+/// - storage failures → 500 (clients retry; a failed commit did not apply);
+/// - errors of a remote database being proxied keep a 4xx status, others become 502.
+pub fn kv_error_status(err: &KvError) -> (StatusCode, String) {
+    match err {
+        KvError::Remote { status, message } if (400..500).contains(status) => (
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
+            message.clone(),
+        ),
+        e if e.is_client_error() => (StatusCode::BAD_REQUEST, e.to_string()),
+        KvError::Closed | KvError::Backend(BackendError::Closed) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server is temporarily unavailable (the database is closing); try again later."
+                .to_string(),
+        ),
+        KvError::Backend(BackendError::Conflict(_)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The request conflicted with a concurrent transaction; try again.".to_string(),
+        ),
+        KvError::Backend(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("An internal storage error occurred: {e}"),
+        ),
+        KvError::Remote { .. } | KvError::Transport(_) | KvError::UnknownOutcome(_) => (
+            StatusCode::BAD_GATEWAY,
+            format!("The upstream database failed: {err}"),
+        ),
+        // Every other variant is a client error handled above; keep the match total anyway.
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("An internal error occurred: {err}"),
+        ),
+    }
+}
+
+impl From<KvError> for ApiError {
+    fn from(err: KvError) -> Self {
+        let (status, message) = kv_error_status(&err);
+        ApiError { status, message }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kv_traits::{LimitError, ValueError};
+
+    #[test]
+    fn client_errors_are_400_and_transient_errors_5xx() {
+        let cases: Vec<(KvError, u16)> = vec![
+            (
+                LimitError::TooManyChecks {
+                    count: 101,
+                    max: 100,
+                }
+                .into(),
+                400,
+            ),
+            (ValueError::UnknownEncoding(7).into(), 400),
+            (KvError::InvalidRequest("x".into()), 400),
+            (KvError::Mutation("sum type".into()), 400),
+            (KvError::WriteDisabled, 400),
+            (KvError::Closed, 503),
+            (BackendError::Closed.into(), 503),
+            (BackendError::Conflict("c".into()).into(), 503),
+            (BackendError::Io("disk".into()).into(), 500),
+            (BackendError::Corrupt("bad".into()).into(), 500),
+            (
+                KvError::Remote {
+                    status: 413,
+                    message: "big".into(),
+                },
+                413,
+            ),
+            (
+                KvError::Remote {
+                    status: 500,
+                    message: "x".into(),
+                },
+                502,
+            ),
+            (KvError::Transport("x".into()), 502),
+        ];
+        for (err, status) in cases {
+            let (s, msg) = kv_error_status(&err);
+            assert_eq!(s.as_u16(), status, "{err:?}");
+            assert!(!msg.is_empty());
+            assert_eq!(s.is_client_error(), err.is_client_error(), "{err:?}");
+        }
+        let (_, msg) = kv_error_status(&ValueError::UnknownEncoding(7).into());
+        assert!(msg.contains("encoding 7"), "{msg}");
+    }
+}

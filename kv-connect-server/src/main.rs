@@ -1,0 +1,194 @@
+//! `kv-connect-server`: serves a Deno KV database over KV Connect.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use kv_connect_server::{tls, KvConnectServer, ServerConfig};
+use tracing_subscriber::EnvFilter;
+
+/// Storage engines (each needs its cargo feature compiled in).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Engine {
+    /// SQLite file (feature `sqlite`).
+    Sqlite,
+    /// redb file (feature `redb`).
+    Redb,
+    /// In memory; data is lost at exit, `--path` is ignored (feature `memory`).
+    Memory,
+}
+
+const fn default_engine() -> Engine {
+    if cfg!(feature = "sqlite") {
+        Engine::Sqlite
+    } else if cfg!(feature = "redb") {
+        Engine::Redb
+    } else {
+        Engine::Memory
+    }
+}
+
+/// Serve a Deno KV database over the KV Connect protocol, for `Deno.openKv("http://HOST:PORT")`
+/// and the `@deno/kv` npm client (both HTTP/1.1 and HTTP/2 on one port).
+///
+/// Prints `kv-connect-server listening on http://ADDR` on stdout once the socket is bound; logs
+/// go to stderr (level from `RUST_LOG`, default `info`). SIGINT/SIGTERM shut down gracefully.
+#[derive(Parser, Debug)]
+#[command(name = "kv-connect-server", version)]
+struct Cli {
+    /// Storage engine: `sqlite`, `redb` or `memory` (only those compiled in are available).
+    #[arg(long, value_enum, env = "KV_CONNECT_ENGINE", default_value_t = default_engine())]
+    engine: Engine,
+
+    /// Database file for the `sqlite` and `redb` engines (created if missing).
+    #[arg(long, env = "KV_CONNECT_PATH", default_value = "./data.db")]
+    path: PathBuf,
+
+    /// Access token clients must present (`DENO_KV_ACCESS_TOKEN` on the client side too).
+    #[arg(long, env = "DENO_KV_ACCESS_TOKEN", hide_env_values = true)]
+    access_token: String,
+
+    /// Address to listen on; port 0 picks a free port (the line printed on stdout tells which).
+    #[arg(long, env = "KV_CONNECT_ADDR", default_value = "127.0.0.1:4512")]
+    addr: SocketAddr,
+
+    /// PEM certificate chain: serve HTTPS (ALPN h2 and http/1.1). Needs `--tls-key`.
+    #[arg(long, env = "KV_CONNECT_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "KV_CONNECT_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Refuse writes: atomic writes answer `AW_WRITE_DISABLED`.
+    #[arg(long, env = "KV_CONNECT_READ_ONLY")]
+    read_only: bool,
+
+    /// Database id (UUID) advertised to clients. Default: derived from the access token, so it
+    /// is stable across restarts.
+    #[arg(long, env = "KV_CONNECT_DATABASE_ID")]
+    database_id: Option<uuid::Uuid>,
+
+    /// Lifetime of data-path tokens in seconds (the metadata `expiresAt`); at least 600, since
+    /// npm re-exchanges metadata before every call once fewer than 5 minutes remain.
+    #[arg(long, env = "KV_CONNECT_TOKEN_TTL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(600..))]
+    token_ttl_secs: u64,
+
+    /// Seconds to wait for in-flight requests at shutdown before closing the database.
+    #[arg(long, env = "KV_CONNECT_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+    shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum MainError {
+    #[error("the {0:?} engine is not compiled into this binary (enable the cargo feature)")]
+    EngineMissing(Engine),
+    #[error("cannot open the database: {0}")]
+    Open(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Serve(#[from] kv_connect_server::ServeError),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+#[cfg(any(feature = "sqlite", feature = "redb"))]
+fn open_error(cli: &Cli, e: impl std::fmt::Display) -> MainError {
+    MainError::Open(format!("{}: {e}", cli.path.display()))
+}
+
+async fn open_db(cli: &Cli) -> Result<kv_db::Db, MainError> {
+    let config = kv_db::DbConfig {
+        read_only: cli.read_only,
+        ..kv_db::DbConfig::default()
+    };
+    match cli.engine {
+        #[cfg(feature = "sqlite")]
+        Engine::Sqlite => {
+            let backend = kv_engine_sqlite::SqliteBackend::open(
+                &cli.path,
+                kv_engine_sqlite::SqliteOptions::default(),
+            )
+            .map_err(|e| open_error(cli, e))?;
+            kv_db::Db::open(backend, config)
+                .await
+                .map_err(|e| open_error(cli, e))
+        }
+        #[cfg(feature = "redb")]
+        Engine::Redb => {
+            let backend = kv_engine_redb::RedbBackend::open(
+                &cli.path,
+                kv_engine_redb::RedbOptions::default(),
+            )
+            .map_err(|e| open_error(cli, e))?;
+            kv_db::Db::open(backend, config)
+                .await
+                .map_err(|e| open_error(cli, e))
+        }
+        #[cfg(feature = "memory")]
+        Engine::Memory => kv_db::Db::open(kv_engine_memory::MemoryBackend::new(), config)
+            .await
+            .map_err(|e| MainError::Open(format!("memory: {e}"))),
+        #[allow(unreachable_patterns)]
+        other => Err(MainError::EngineMissing(other)),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), MainError> {
+    let tls = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::load_tls_config(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let db = open_db(&cli).await?;
+    let mut config = ServerConfig::new(cli.access_token.clone());
+    config.database_id = cli.database_id;
+    config.token_ttl = Duration::from_secs(cli.token_ttl_secs);
+    config.shutdown_timeout = Duration::from_secs(cli.shutdown_timeout_secs);
+    config.tls = tls;
+    let server = KvConnectServer::new(db, config).bind(cli.addr).await?;
+    tracing::info!(engine = ?cli.engine, path = %cli.path.display(), read_only = cli.read_only, "database open");
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "kv-connect-server listening on {scheme}://{}",
+            server.local_addr()
+        );
+        let _ = out.flush();
+    }
+    server.serve().await?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if cli.access_token.is_empty() {
+        eprintln!("kv-connect-server: the access token must not be empty");
+        return ExitCode::from(2);
+    }
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(MainError::Runtime)
+        .and_then(|rt| rt.block_on(run(cli)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("kv-connect-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

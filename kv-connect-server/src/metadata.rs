@@ -1,0 +1,136 @@
+//! The metadata exchange (`POST /`): version negotiation, endpoint list and data-path token.
+
+use std::time::SystemTime;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// Protocol versions this server speaks, highest preferred.
+pub const SUPPORTED_VERSIONS: [u64; 3] = [3, 2, 1];
+
+/// Path of the data-path endpoint advertised to clients.
+pub const DATA_PATH_PREFIX: &str = "/v2";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MetadataRequest {
+    /// Non-integer entries are ignored rather than rejected.
+    #[serde(default)]
+    supported_versions: Vec<serde_json::Value>,
+}
+
+/// The metadata exchange response: exactly these five properties (npm rejects extra ones).
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetadataResponse {
+    /// Negotiated protocol version.
+    pub version: u64,
+    /// Lowercase hyphenated database UUID.
+    pub database_id: String,
+    /// Data-path endpoints.
+    pub endpoints: Vec<Endpoint>,
+    /// Data-path bearer token.
+    pub token: String,
+    /// RFC 3339 UTC expiry of `token`, ending in `Z`.
+    pub expires_at: String,
+}
+
+/// One data-path endpoint.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Endpoint URL (relative for v2/v3, absolute for v1).
+    pub url: String,
+    /// `strong` or `eventual`.
+    pub consistency: &'static str,
+}
+
+/// Picks the highest protocol version both sides support from the request body. An empty body
+/// means "version 1 only" (protocol rule for the oldest clients).
+pub fn negotiate_version(body: &[u8]) -> Result<u64, ApiError> {
+    let offered: Vec<u64> = if body.iter().all(u8::is_ascii_whitespace) {
+        vec![1]
+    } else {
+        let req: MetadataRequest = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "The metadata request body is not valid JSON of the form {{\"supportedVersions\":[1,2,3]}}: {e}."
+            ))
+        })?;
+        req.supported_versions
+            .iter()
+            .filter_map(serde_json::Value::as_u64)
+            .collect()
+    };
+    SUPPORTED_VERSIONS.into_iter().find(|v| offered.contains(v)).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "The server could not negotiate a protocol version: the client supports {offered:?}, the server supports 1, 2 and 3."
+        ))
+    })
+}
+
+/// Formats a time as RFC 3339 UTC with milliseconds and a literal `Z`.
+pub fn rfc3339_utc(t: SystemTime) -> String {
+    DateTime::<Utc>::from(t).to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The absolute URL of the data-path endpoint for v1 clients, from the request's authority
+/// (`:authority` in HTTP/2, `Host` in HTTP/1.1) and scheme (`X-Forwarded-Proto` if a proxy set
+/// it, else the connection's).
+pub fn absolute_endpoint(
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    tls: bool,
+) -> Result<String, ApiError> {
+    let host = uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "Protocol version 1 needs an absolute endpoint URL, but the request has no Host header.",
+            )
+        })?;
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .filter(|s| *s == "http" || *s == "https")
+        .unwrap_or(if tls { "https" } else { "http" });
+    Ok(format!("{scheme}://{host}{DATA_PATH_PREFIX}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation() {
+        assert_eq!(
+            negotiate_version(br#"{"supportedVersions":[1,2,3]}"#),
+            Ok(3)
+        );
+        assert_eq!(negotiate_version(br#"{"supportedVersions":[2,1]}"#), Ok(2));
+        assert_eq!(
+            negotiate_version(br#"{"supportedVersions":[1],"extra":true}"#),
+            Ok(1)
+        );
+        assert_eq!(negotiate_version(b""), Ok(1));
+        assert_eq!(
+            negotiate_version(br#"{"supportedVersions":[3,"x",4]}"#),
+            Ok(3)
+        );
+        assert!(negotiate_version(br#"{"supportedVersions":[4,5]}"#).is_err());
+        assert!(negotiate_version(br#"{}"#).is_err());
+        assert!(negotiate_version(b"not json").is_err());
+        assert!(negotiate_version(b"[]").is_err());
+    }
+
+    #[test]
+    fn rfc3339_has_z_and_millis() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
+        assert_eq!(rfc3339_utc(t), "2023-11-14T22:13:20.123Z");
+    }
+}

@@ -1,0 +1,330 @@
+//! The listener: accepts TCP (optionally TLS) connections, serves HTTP/1.1 and HTTP/2 on them,
+//! and shuts down gracefully.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use kv_traits::{Database, Limits};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::rustls;
+use tokio_rustls::TlsAcceptor;
+use uuid::Uuid;
+
+use crate::auth::TokenAuthority;
+use crate::service::{handle, AppState, ConnInfo};
+
+/// Settings of a [`KvConnectServer`].
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// The access token clients present in the metadata exchange (`DENO_KV_ACCESS_TOKEN`).
+    pub access_token: String,
+    /// The database id advertised and checked on the data path. `None` derives a stable id from
+    /// the access token, so it survives restarts (clients keep sending the id they were given).
+    pub database_id: Option<Uuid>,
+    /// Lifetime of data-path tokens (and so of `expiresAt`). Default 1 hour.
+    pub token_ttl: Duration,
+    /// Limits checked before requests reach the database; should equal the database's.
+    pub limits: Limits,
+    /// Largest accepted data-path request body; larger ones get 413. Default 1 MiB (the
+    /// largest valid atomic write is about 820 kB).
+    pub max_body_size: usize,
+    /// Interval of keep-alive frames on `/watch` streams. Default 5 s.
+    pub watch_keepalive: Duration,
+    /// How long shutdown waits for in-flight requests before closing the database anyway.
+    /// Default 30 s.
+    pub shutdown_timeout: Duration,
+    /// TLS settings; `None` serves plaintext (HTTP/1.1 and h2c prior knowledge).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("access_token", &"<redacted>")
+            .field("database_id", &self.database_id)
+            .field("token_ttl", &self.token_ttl)
+            .field("limits", &self.limits)
+            .field("max_body_size", &self.max_body_size)
+            .field("watch_keepalive", &self.watch_keepalive)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl ServerConfig {
+    /// Default settings with the given access token.
+    pub fn new(access_token: impl Into<String>) -> Self {
+        ServerConfig {
+            access_token: access_token.into(),
+            database_id: None,
+            token_ttl: Duration::from_secs(3600),
+            limits: Limits::default(),
+            max_body_size: 1024 * 1024,
+            watch_keepalive: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(30),
+            tls: None,
+        }
+    }
+}
+
+/// Errors of starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is unusable.
+    #[error("invalid server configuration: {0}")]
+    Config(String),
+    /// Binding the listening socket failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The requested address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Closing the database at shutdown failed.
+    #[error("closing the database failed: {0}")]
+    Close(#[from] kv_traits::KvError),
+}
+
+/// A KV Connect server over a [`Database`].
+pub struct KvConnectServer<D> {
+    db: Arc<D>,
+    config: ServerConfig,
+}
+
+impl<D: Database> KvConnectServer<D> {
+    /// A server for `db` with `config`.
+    pub fn new(db: D, config: ServerConfig) -> Self {
+        KvConnectServer {
+            db: Arc::new(db),
+            config,
+        }
+    }
+
+    /// A server for a database that is shared with other code.
+    pub fn from_arc(db: Arc<D>, config: ServerConfig) -> Self {
+        KvConnectServer { db, config }
+    }
+
+    /// The database id the server advertises.
+    pub fn database_id(&self) -> Uuid {
+        resolve_database_id(&self.config)
+    }
+
+    /// Binds the listening socket (`127.0.0.1:0` picks a free port).
+    pub async fn bind(self, addr: SocketAddr) -> Result<BoundServer<D>, ServeError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        self.with_listener(listener)
+    }
+
+    /// Uses an already bound listener.
+    pub fn with_listener(self, listener: TcpListener) -> Result<BoundServer<D>, ServeError> {
+        if self.config.access_token.is_empty() {
+            return Err(ServeError::Config(
+                "the access token must not be empty".into(),
+            ));
+        }
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| ServeError::Config(format!("cannot read the listener's address: {e}")))?;
+        Ok(BoundServer {
+            listener,
+            local_addr,
+            db: self.db,
+            config: self.config,
+        })
+    }
+}
+
+fn resolve_database_id(config: &ServerConfig) -> Uuid {
+    config.database_id.unwrap_or_else(|| {
+        let tokens = TokenAuthority::new(&config.access_token, config.token_ttl);
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&tokens.derive("database id")[..16]);
+        uuid::Builder::from_random_bytes(bytes).into_uuid()
+    })
+}
+
+/// A server whose socket is bound; [`serve`](BoundServer::serve) runs it.
+pub struct BoundServer<D> {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    db: Arc<D>,
+    config: ServerConfig,
+}
+
+impl<D: Database> BoundServer<D> {
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The database id the server advertises.
+    pub fn database_id(&self) -> Uuid {
+        resolve_database_id(&self.config)
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully (see
+    /// [`serve_with_shutdown`](Self::serve_with_shutdown)).
+    pub async fn serve(self) -> Result<(), ServeError> {
+        self.serve_with_shutdown(shutdown_signal()).await
+    }
+
+    /// Serves until `signal` completes, then stops accepting connections, ends watch streams,
+    /// lets in-flight requests finish (up to `shutdown_timeout`) and closes the database.
+    pub async fn serve_with_shutdown(
+        self,
+        signal: impl Future<Output = ()>,
+    ) -> Result<(), ServeError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let tls = self.config.tls.clone().map(TlsAcceptor::from);
+        let state = Arc::new(AppState {
+            db: self.db.clone(),
+            tokens: TokenAuthority::new(&self.config.access_token, self.config.token_ttl),
+            database_id: resolve_database_id(&self.config),
+            limits: self.config.limits.clone(),
+            max_body_size: self.config.max_body_size,
+            watch_keepalive: self.config.watch_keepalive,
+            shutdown: stop_rx.clone(),
+        });
+        // Every connection task holds a clone; `recv` returns `None` once all have ended.
+        let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+        tracing::info!(addr = %self.local_addr, tls = tls.is_some(), database_id = %state.database_id, "serving KV Connect");
+        tokio::pin!(signal);
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = &mut signal => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // E.g. out of file descriptors: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let state = state.clone();
+            let stop = stop_rx.clone();
+            let alive = alive_tx.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                serve_tcp(stream, peer, tls, state, stop).await;
+                drop(alive);
+            });
+        }
+        drop(self.listener);
+        tracing::info!("shutting down: no longer accepting connections");
+        let _ = stop_tx.send(true);
+        drop(alive_tx);
+        if tokio::time::timeout(self.config.shutdown_timeout, alive_rx.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight requests did not finish in time; closing anyway");
+        }
+        drop(state);
+        self.db.close().await?;
+        tracing::info!("database closed");
+        Ok(())
+    }
+}
+
+async fn serve_tcp<D: Database>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    state: Arc<AppState<D>>,
+    stop: watch::Receiver<bool>,
+) {
+    match tls {
+        None => serve_connection(stream, ConnInfo { tls: false, peer }, state, stop).await,
+        Some(acceptor) => {
+            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => {
+                    serve_connection(tls_stream, ConnInfo { tls: true, peer }, state, stop).await
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+/// Serves one connection, HTTP/1.1 or HTTP/2 (detected from the client preface), until it ends
+/// or the server stops.
+async fn serve_connection<D, S>(
+    io: S,
+    conn: ConnInfo,
+    state: Arc<AppState<D>>,
+    mut stop: watch::Receiver<bool>,
+) where
+    D: Database,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(state, conn, req).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30));
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        r = connection.as_mut() => r,
+        _ = crate::service::stopped(&mut stop) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("received SIGINT"),
+        _ = term => tracing::info!("received SIGTERM"),
+    }
+}

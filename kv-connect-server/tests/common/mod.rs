@@ -1,0 +1,266 @@
+//! Shared helpers: an in-process server over the memory engine and raw HTTP/1.1 and h2c clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use kv_connect_server::{KvConnectServer, ServerConfig};
+use kv_traits::wire::pb;
+use prost::Message;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const TOKEN: &str = "test-access-token";
+
+/// Which HTTP version the client speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Http1,
+    H2c,
+}
+
+pub const BOTH: [Proto; 2] = [Proto::Http1, Proto::H2c];
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub db: Arc<kv_db::Db>,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: Option<JoinHandle<Result<(), kv_connect_server::ServeError>>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let db = kv_db::Db::open(
+            kv_engine_memory::MemoryBackend::new(),
+            kv_db::DbConfig::default(),
+        )
+        .await
+        .unwrap();
+        Self::start_db(Arc::new(db), tweak).await
+    }
+
+    pub async fn start_db(db: Arc<kv_db::Db>, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let mut config = ServerConfig::new(TOKEN);
+        tweak(&mut config);
+        let server = KvConnectServer::from_arc(db.clone(), config)
+            .bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = server.local_addr();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve_with_shutdown(async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            db,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Triggers graceful shutdown and waits for it.
+    pub async fn shutdown(&mut self) -> Result<(), kv_connect_server::ServeError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(t) => t.await.unwrap(),
+            None => Ok(()),
+        }
+    }
+}
+
+pub fn client(proto: Proto) -> Client<HttpConnector, Full<Bytes>> {
+    let mut b = Client::builder(TokioExecutor::new());
+    if proto == Proto::H2c {
+        b.http2_only(true);
+    }
+    b.build_http()
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub version: http::Version,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+pub async fn send(proto: Proto, req: Request<Full<Bytes>>) -> Resp {
+    let res = client(proto).request(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let version = res.version();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    Resp {
+        status,
+        headers,
+        body,
+        version,
+    }
+}
+
+pub async fn post(
+    proto: Proto,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Resp {
+    let mut b = Request::post(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(proto, b.body(Full::new(body.into())).unwrap()).await
+}
+
+/// The metadata as parsed JSON.
+pub struct Meta {
+    pub json: serde_json::Value,
+    pub token: String,
+    pub database_id: String,
+}
+
+pub async fn metadata(proto: Proto, server: &TestServer) -> Meta {
+    let auth = format!("Bearer {TOKEN}");
+    let r = post(
+        proto,
+        &server.url("/"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        r#"{"supportedVersions":[1,2,3]}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    Meta {
+        token: json["token"].as_str().unwrap().to_string(),
+        database_id: json["databaseId"].as_str().unwrap().to_string(),
+        json,
+    }
+}
+
+/// A data-path client: metadata exchanged once, then POSTs with the v3 headers.
+pub struct Kv {
+    pub proto: Proto,
+    pub base: String,
+    pub token: String,
+    pub database_id: String,
+}
+
+impl Kv {
+    pub async fn connect(proto: Proto, server: &TestServer) -> Kv {
+        let m = metadata(proto, server).await;
+        Kv {
+            proto,
+            base: server.url("/v2"),
+            token: m.token,
+            database_id: m.database_id,
+        }
+    }
+
+    pub async fn raw(&self, method: &str, body: impl Into<Bytes>) -> Resp {
+        let auth = format!("Bearer {}", self.token);
+        post(
+            self.proto,
+            &format!("{}/{method}", self.base),
+            &[
+                ("authorization", &auth),
+                ("x-denokv-version", "3"),
+                ("x-denokv-database-id", &self.database_id),
+                ("content-type", "application/x-protobuf"),
+            ],
+            body,
+        )
+        .await
+    }
+
+    pub async fn read(&self, req: &pb::SnapshotRead) -> pb::SnapshotReadOutput {
+        let r = self.raw("snapshot_read", req.encode_to_vec()).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(r.content_type(), "application/x-protobuf");
+        pb::SnapshotReadOutput::decode(r.body).unwrap()
+    }
+
+    pub async fn write(&self, req: &pb::AtomicWrite) -> pb::AtomicWriteOutput {
+        let r = self.raw("atomic_write", req.encode_to_vec()).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(r.content_type(), "application/x-protobuf");
+        pb::AtomicWriteOutput::decode(r.body).unwrap()
+    }
+
+    /// Reads one key; its entry if present.
+    pub async fn get(&self, key: &[u8]) -> Option<pb::KvEntry> {
+        let mut end = key.to_vec();
+        end.push(0);
+        let out = self
+            .read(&pb::SnapshotRead {
+                ranges: vec![pb::ReadRange {
+                    start: key.to_vec(),
+                    end,
+                    limit: 1,
+                    reverse: false,
+                }],
+            })
+            .await;
+        out.ranges[0].values.first().cloned()
+    }
+}
+
+pub fn bytes_value(data: &[u8]) -> Option<pb::KvValue> {
+    Some(pb::KvValue {
+        data: data.to_vec(),
+        encoding: pb::ValueEncoding::VeBytes as i32,
+    })
+}
+
+pub fn set(key: &[u8], data: &[u8]) -> pb::Mutation {
+    pb::Mutation {
+        key: key.to_vec(),
+        value: bytes_value(data),
+        mutation_type: pb::MutationType::MSet as i32,
+        ..Default::default()
+    }
+}
+
+pub fn write_of(mutations: Vec<pb::Mutation>) -> pb::AtomicWrite {
+    pb::AtomicWrite {
+        mutations,
+        ..Default::default()
+    }
+}
+
+/// The key `["<s>"]`.
+pub fn key(s: &str) -> Vec<u8> {
+    let mut k = vec![2];
+    k.extend_from_slice(s.as_bytes());
+    k.push(0);
+    k
+}

@@ -1,0 +1,219 @@
+//! `/watch`: framing, first frame, change notifications, keep-alives, shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::StatusCode;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use kv_traits::wire::{pb, WatchFrameDecoder};
+use prost::Message;
+
+struct WatchConn {
+    body: Incoming,
+    /// Raw bytes received, for keep-alive accounting.
+    raw: Vec<u8>,
+    decoder: WatchFrameDecoder,
+}
+
+impl WatchConn {
+    async fn open(kv: &Kv, keys: &[Vec<u8>]) -> WatchConn {
+        let body = pb::Watch {
+            keys: keys
+                .iter()
+                .map(|k| pb::WatchKey { key: k.clone() })
+                .collect(),
+        }
+        .encode_to_vec();
+        let auth = format!("Bearer {}", kv.token);
+        let req = http::Request::post(format!("{}/watch", kv.base))
+            .header("authorization", auth)
+            .header("x-denokv-version", "3")
+            .header("x-denokv-database-id", &kv.database_id)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let res = client(kv.proto).request(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            res.headers().get("content-type").unwrap(),
+            "application/octet-stream"
+        );
+        WatchConn {
+            body: res.into_body(),
+            raw: vec![],
+            decoder: WatchFrameDecoder::default(),
+        }
+    }
+
+    /// The next non-empty frame (fails the test after 5 s).
+    async fn next(&mut self) -> pb::WatchOutput {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Some(f) = self.decoder.next_frame().unwrap() {
+                    return f;
+                }
+                let frame = self
+                    .body
+                    .frame()
+                    .await
+                    .expect("watch stream ended")
+                    .unwrap();
+                if let Ok(data) = frame.into_data() {
+                    self.raw.extend_from_slice(&data);
+                    self.decoder.push(&data);
+                }
+            }
+        })
+        .await
+        .expect("no watch frame within 5 s")
+    }
+
+    /// Reads raw bytes for `d`, returning them.
+    async fn drain_for(&mut self, d: Duration) -> Vec<u8> {
+        let mut got = vec![];
+        let _ = tokio::time::timeout(d, async {
+            while let Some(Ok(frame)) = self.body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    got.extend_from_slice(&data);
+                }
+            }
+        })
+        .await;
+        got
+    }
+}
+
+#[tokio::test]
+async fn first_frame_reports_every_key_in_order_then_changes() {
+    let server = TestServer::start().await;
+    for proto in BOTH {
+        let kv = Kv::connect(proto, &server).await;
+        let (a, b, c) = (
+            key(&format!("a{proto:?}")),
+            key(&format!("b{proto:?}")),
+            key(&format!("c{proto:?}")),
+        );
+        assert_eq!(kv.write(&write_of(vec![set(&b, b"B")])).await.status, 1);
+        let mut w = WatchConn::open(&kv, &[c.clone(), b.clone(), a.clone()]).await;
+        let first = w.next().await;
+        assert_eq!(first.status, pb::SnapshotReadStatus::SrSuccess as i32);
+        assert_eq!(first.keys.len(), 3);
+        assert!(first.keys.iter().all(|k| k.changed), "{first:?}");
+        assert!(first.keys[0].entry_if_changed.is_none());
+        assert_eq!(first.keys[1].entry_if_changed.as_ref().unwrap().value, b"B");
+        assert_eq!(first.keys[1].entry_if_changed.as_ref().unwrap().key, b);
+        assert!(first.keys[2].entry_if_changed.is_none());
+        // The frame on the wire is `u32 LE length ‖ message`.
+        let len = u32::from_le_bytes(
+            w.raw[w.raw.len() - first.encoded_len() - 4..][..4]
+                .try_into()
+                .unwrap(),
+        );
+        assert_eq!(len as usize, first.encoded_len());
+
+        assert_eq!(kv.write(&write_of(vec![set(&a, b"A")])).await.status, 1);
+        let next = w.next().await;
+        assert_eq!(next.keys.len(), 3);
+        let ka = &next.keys[2];
+        assert!(ka.changed);
+        assert_eq!(ka.entry_if_changed.as_ref().unwrap().value, b"A");
+        // Every frame is a full snapshot in request order.
+        assert!(next.keys.iter().all(|k| k.changed), "{next:?}");
+        assert!(next.keys[0].entry_if_changed.is_none());
+        assert_eq!(next.keys[1].entry_if_changed.as_ref().unwrap().value, b"B");
+        // Deleting reports changed with no entry.
+        kv.write(&write_of(vec![pb::Mutation {
+            key: b.clone(),
+            mutation_type: 2,
+            ..Default::default()
+        }]))
+        .await;
+        let next = w.next().await;
+        assert!(
+            next.keys[1].changed && next.keys[1].entry_if_changed.is_none(),
+            "{next:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn keepalive_frames_are_sent() {
+    let server = TestServer::start_with(|c| c.watch_keepalive = Duration::from_millis(50)).await;
+    let kv = Kv::connect(Proto::H2c, &server).await;
+    let mut w = WatchConn::open(&kv, &[key("k")]).await;
+    w.next().await;
+    let got = w.drain_for(Duration::from_millis(400)).await;
+    assert!(
+        got.len() >= 8,
+        "expected at least two keep-alive frames, got {got:?}"
+    );
+    assert!(got.chunks(4).all(|c| c == [0, 0, 0, 0]), "{got:?}");
+}
+
+#[tokio::test]
+async fn shutdown_ends_watch_streams_and_closes_the_database() {
+    let mut server = TestServer::start().await;
+    let kv = Kv::connect(Proto::H2c, &server).await;
+    let kv1 = Kv {
+        proto: Proto::Http1,
+        ..Kv::connect(Proto::Http1, &server).await
+    };
+    let mut w2 = WatchConn::open(&kv, &[key("k")]).await;
+    let mut w1 = WatchConn::open(&kv1, &[key("k")]).await;
+    w2.next().await;
+    w1.next().await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), server.shutdown())
+        .await
+        .expect("shutdown hung")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Both streams end (cleanly or by reset), they do not hang.
+    for w in [&mut w1, &mut w2] {
+        let end = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                match w.body.frame().await {
+                    None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await;
+        assert!(end.is_ok(), "watch stream still open after shutdown");
+    }
+    // The database was closed.
+    use kv_traits::Database;
+    assert!(server
+        .db
+        .snapshot_read(
+            vec![kv_traits::ReadRange::single(&key("k"))],
+            Default::default()
+        )
+        .await
+        .is_err());
+    // And the port no longer accepts connections.
+    assert!(tokio::net::TcpStream::connect(server.addr).await.is_err());
+}
+
+#[tokio::test]
+async fn duplicate_keys_keep_their_values_when_another_key_changes() {
+    let server = TestServer::start().await;
+    let kv = Kv::connect(Proto::H2c, &server).await;
+    let (a, b) = (key("da"), key("db"));
+    assert_eq!(kv.write(&write_of(vec![set(&a, b"a0")])).await.status, 1);
+    let mut w = WatchConn::open(&kv, &[a.clone(), b.clone(), a.clone()]).await;
+    let first = w.next().await;
+    assert!(first.keys.iter().all(|k| k.changed));
+    assert_eq!(kv.write(&write_of(vec![set(&b, b"b1")])).await.status, 1);
+    let next = w.next().await;
+    // Deno 2.9.6 shows `changed=false` keys as missing, so the server repeats their entries.
+    for i in [0, 2] {
+        let k = &next.keys[i];
+        assert!(k.changed, "{next:?}");
+        assert_eq!(k.entry_if_changed.as_ref().unwrap().value, b"a0");
+    }
+    assert_eq!(next.keys[1].entry_if_changed.as_ref().unwrap().value, b"b1");
+}

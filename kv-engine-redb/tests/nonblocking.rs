@@ -1,0 +1,95 @@
+//! Slow fsyncs and a busy writer slot do not stall the async runtime: these tests run on a
+//! single-threaded runtime, where any blocking call would stop every other task.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{put_all, Faults, FaultyStorage};
+use kv_engine_redb::{RedbBackend, RedbOptions};
+use kv_traits::Backend;
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_slow_commit_leaves_the_runtime_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(Faults::default());
+    let storage = FaultyStorage::open(&dir.path().join("kv.redb"), faults.clone());
+    let db = RedbBackend::open_with_storage(storage, RedbOptions::default()).unwrap();
+    put_all(&db, &[(b"a", b"1")]).await;
+
+    faults.sync_delay_ms.store(400, Ordering::SeqCst);
+    let started = Instant::now();
+    let committer = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let mut w = db.begin_write().await.unwrap();
+            w.put(b"a", b"2").await.unwrap();
+            w.commit().await.unwrap();
+            started.elapsed()
+        })
+    };
+    // Meanwhile this task keeps reading on the same (only) runtime thread.
+    let mut reads = 0u32;
+    let mut ticks = 0u32;
+    while !committer.is_finished() {
+        let mut r = db.begin_read().await.unwrap();
+        assert!(r.get(b"a").await.unwrap().is_some());
+        reads += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        ticks += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "commit never finished"
+        );
+    }
+    let commit_took = committer.await.unwrap();
+    assert!(
+        commit_took >= Duration::from_millis(400),
+        "the sync delay was not hit"
+    );
+    assert!(
+        ticks >= 10,
+        "the runtime stalled during the commit: only {ticks} ticks"
+    );
+    assert!(reads >= 10);
+    faults.sync_delay_ms.store(0, Ordering::SeqCst);
+    assert_eq!(
+        db.begin_read().await.unwrap().get(b"a").await.unwrap(),
+        Some(b"2".to_vec())
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn many_waiting_writers_do_not_stall_the_runtime() {
+    let (_dir, db) = common::temp();
+    let holder = db.begin_write().await.unwrap();
+    let mut waiters = Vec::new();
+    for i in 0..64u8 {
+        let db = db.clone();
+        waiters.push(tokio::spawn(async move {
+            let mut w = db.begin_write().await.unwrap();
+            w.put(&[i], b"").await.unwrap();
+            w.commit().await.unwrap();
+        }));
+    }
+    // All 64 are waiting; this task still runs.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(waiters.iter().all(|w| !w.is_finished()));
+    drop(holder);
+    for w in waiters {
+        tokio::time::timeout(Duration::from_secs(30), w)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let all = db
+        .begin_read()
+        .await
+        .unwrap()
+        .scan(b"", b"\xff", 100, false)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 64);
+}

@@ -1,0 +1,191 @@
+//! On-disk behaviour: persistence across reopen, WAL mode, the format identification and
+//! version checks, durability options.
+
+use kv_engine_sqlite::{Durability, SqliteBackend, SqliteOptions, APPLICATION_ID, FORMAT_VERSION};
+use kv_traits::{Backend, BackendError};
+use rusqlite::Connection;
+
+async fn read(b: &SqliteBackend, k: &[u8]) -> Option<Vec<u8>> {
+    b.begin_read().await.unwrap().get(k).await.unwrap()
+}
+
+#[tokio::test]
+async fn data_survives_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite3");
+    {
+        let b = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
+        for i in 0..100u32 {
+            let mut w = b.begin_write().await.unwrap();
+            w.put(&i.to_be_bytes(), &i.to_le_bytes()).await.unwrap();
+            w.commit().await.unwrap();
+        }
+        let mut w = b.begin_write().await.unwrap();
+        w.delete(&50u32.to_be_bytes()).await.unwrap();
+        w.commit().await.unwrap();
+        b.close().await.unwrap();
+    }
+    let b = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
+    assert_eq!(
+        read(&b, &7u32.to_be_bytes()).await,
+        Some(7u32.to_le_bytes().to_vec())
+    );
+    assert_eq!(read(&b, &50u32.to_be_bytes()).await, None);
+    let all = b
+        .begin_read()
+        .await
+        .unwrap()
+        .scan(&[], &[0xff], usize::MAX, false)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 99);
+}
+
+#[tokio::test]
+async fn data_survives_drop_without_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite3");
+    {
+        let b = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
+        let mut w = b.begin_write().await.unwrap();
+        w.put(b"k", b"v").await.unwrap();
+        w.commit().await.unwrap();
+        // An uncommitted transaction at drop time is lost.
+        let mut w = b.begin_write().await.unwrap();
+        w.put(b"uncommitted", b"x").await.unwrap();
+        drop(w);
+    }
+    let b = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
+    assert_eq!(read(&b, b"k").await, Some(b"v".to_vec()));
+    assert_eq!(read(&b, b"uncommitted").await, None);
+}
+
+#[tokio::test]
+async fn file_is_identified_versioned_and_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite3");
+    let b = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
+    let mut w = b.begin_write().await.unwrap();
+    w.put(b"k", b"v").await.unwrap();
+    w.commit().await.unwrap();
+
+    let raw = Connection::open(&path).unwrap();
+    let app: i32 = raw
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .unwrap();
+    let ver: i64 = raw
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    let mode: String = raw
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(app, APPLICATION_ID);
+    assert_eq!(ver as u64, FORMAT_VERSION);
+    assert_eq!(mode, "wal");
+    // The committed row is visible to an independent connection (it is in the file/WAL).
+    let v: Vec<u8> = raw
+        .query_row("SELECT v FROM kv WHERE k = x'6b'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, b"v");
+}
+
+#[tokio::test]
+async fn newer_format_version_is_refused_without_touching_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite3");
+    {
+        let b = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
+        b.close().await.unwrap();
+    }
+    {
+        let raw = Connection::open(&path).unwrap();
+        raw.pragma_update(None, "user_version", FORMAT_VERSION as i64 + 1)
+            .unwrap();
+        raw.pragma_update(None, "journal_mode", "DELETE").unwrap();
+    }
+    let err = SqliteBackend::open(&path, SqliteOptions::default()).unwrap_err();
+    assert_eq!(
+        err,
+        BackendError::UnsupportedFormat {
+            found: FORMAT_VERSION + 1,
+            supported: FORMAT_VERSION
+        }
+    );
+    assert!(
+        err.to_string()
+            .contains("unsupported storage format version 2"),
+        "{err}"
+    );
+    let raw = Connection::open(&path).unwrap();
+    let mode: String = raw
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "delete", "a refused file must not be switched to WAL");
+
+    // Version 0 with our application id (e.g. a half-initialized file) is refused too.
+    raw.pragma_update(None, "user_version", 0).unwrap();
+    drop(raw);
+    assert!(matches!(
+        SqliteBackend::open(&path, SqliteOptions::default()).unwrap_err(),
+        BackendError::UnsupportedFormat { found: 0, .. }
+    ));
+}
+
+#[tokio::test]
+async fn other_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+
+    // Another application's SQLite database (for example a denokv_sqlite file).
+    let foreign = dir.path().join("foreign.sqlite3");
+    {
+        let raw = Connection::open(&foreign).unwrap();
+        raw.execute_batch("CREATE TABLE kv (k BLOB PRIMARY KEY, v BLOB, v_encoding INTEGER)")
+            .unwrap();
+    }
+    let err = SqliteBackend::open(&foreign, SqliteOptions::default()).unwrap_err();
+    assert!(
+        matches!(&err, BackendError::Corrupt(m) if m.contains("not a kv-engine-sqlite database")),
+        "{err}"
+    );
+
+    // Not an SQLite file at all.
+    let garbage = dir.path().join("garbage");
+    std::fs::write(&garbage, vec![0x5au8; 8192]).unwrap();
+    let err = SqliteBackend::open(&garbage, SqliteOptions::default()).unwrap_err();
+    assert!(matches!(err, BackendError::Corrupt(_)), "{err}");
+    assert_eq!(std::fs::read(&garbage).unwrap(), vec![0x5au8; 8192]);
+
+    // A directory that does not exist.
+    let err =
+        SqliteBackend::open(dir.path().join("missing/db"), SqliteOptions::default()).unwrap_err();
+    assert!(matches!(err, BackendError::Io(_)), "{err}");
+}
+
+#[tokio::test]
+async fn an_empty_existing_file_is_initialized() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.sqlite3");
+    std::fs::write(&path, b"").unwrap();
+    let b = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
+    let mut w = b.begin_write().await.unwrap();
+    w.put(b"k", b"v").await.unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(read(&b, b"k").await, Some(b"v".to_vec()));
+}
+
+#[tokio::test]
+async fn normal_durability_reads_back_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite3");
+    let opts = SqliteOptions::default().with_durability(Durability::Normal);
+    {
+        let b = SqliteBackend::open(&path, opts.clone()).unwrap();
+        assert_eq!(b.options().durability, Durability::Normal);
+        let mut w = b.begin_write().await.unwrap();
+        w.put(b"k", b"v").await.unwrap();
+        w.commit().await.unwrap();
+    }
+    // Reopening with another durability level is allowed (it is a per-connection setting).
+    let b = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
+    assert_eq!(read(&b, b"k").await, Some(b"v".to_vec()));
+}
