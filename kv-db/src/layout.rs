@@ -69,7 +69,9 @@ pub fn encode_u64(v: u64) -> [u8; 8] {
 
 /// Decodes a u64 meta value.
 pub fn decode_u64(b: &[u8]) -> Result<u64, BackendError> {
-    let arr: [u8; 8] = b.try_into().map_err(|_| corrupt("meta value is not 8 bytes"))?;
+    let arr: [u8; 8] = b
+        .try_into()
+        .map_err(|_| corrupt("meta value is not 8 bytes"))?;
     Ok(u64::from_be_bytes(arr))
 }
 
@@ -101,11 +103,16 @@ impl Record {
         if b.len() < 19 {
             return Err(corrupt("short data record"));
         }
-        let versionstamp = Versionstamp::from_slice(&b[1..11]).ok_or_else(|| corrupt("versionstamp"))?;
+        let versionstamp =
+            Versionstamp::from_slice(&b[1..11]).ok_or_else(|| corrupt("versionstamp"))?;
         let expire = decode_u64(&b[11..19])?;
         let value = KvValue::from_encoded(b[0] as i32, b[19..].to_vec())
             .map_err(|e| BackendError::Corrupt(format!("stored value: {e}")))?;
-        Ok(Record { value, versionstamp, expire_at_ms: (expire != 0).then_some(expire) })
+        Ok(Record {
+            value,
+            versionstamp,
+            expire_at_ms: (expire != 0).then_some(expire),
+        })
     }
 
     /// True when the record has expired at `now_ms`.
@@ -165,7 +172,13 @@ impl QueueRecord {
             keys.push(r.take(len)?.to_vec());
         }
         let payload = r.b[r.pos..].to_vec();
-        Ok(QueueRecord { attempts, lease_deadline_ms, backoff, keys_if_undelivered: keys, payload })
+        Ok(QueueRecord {
+            attempts,
+            lease_deadline_ms,
+            backoff,
+            keys_if_undelivered: keys,
+            payload,
+        })
     }
 }
 
@@ -176,7 +189,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], BackendError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| corrupt("short queue record"))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or_else(|| corrupt("short queue record"))?;
         let s = &self.b[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -199,9 +216,17 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let r = Record { value: KvValue::U64(7), versionstamp: Versionstamp::from_version(3), expire_at_ms: Some(99) };
+        let r = Record {
+            value: KvValue::U64(7),
+            versionstamp: Versionstamp::from_version(3),
+            expire_at_ms: Some(99),
+        };
         assert_eq!(Record::decode(&r.encode()).unwrap(), r);
-        let r = Record { value: KvValue::Bytes(vec![]), versionstamp: Versionstamp::from_version(1), expire_at_ms: None };
+        let r = Record {
+            value: KvValue::Bytes(vec![]),
+            versionstamp: Versionstamp::from_version(1),
+            expire_at_ms: None,
+        };
         assert_eq!(Record::decode(&r.encode()).unwrap(), r);
         assert!(Record::decode(&[1, 2]).is_err());
         let q = QueueRecord {

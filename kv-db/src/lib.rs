@@ -36,8 +36,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use kv_traits::{
-    AtomicWrite, Backend, BackendError, Clock, CommitResult, Consistency, Database, KvEntry, KvError, Limits,
-    QueueLease, QueueMessage, ReadRange, ReadTxn, SystemClock, Versionstamp, WatchKeyOutput, WatchStream,
+    AtomicWrite, Backend, BackendError, Clock, CommitResult, Consistency, Database, KvEntry,
+    KvError, Limits, QueueLease, QueueMessage, ReadRange, ReadTxn, SystemClock, Versionstamp,
+    WatchKeyOutput, WatchStream,
 };
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
@@ -126,7 +127,10 @@ impl Db {
             }),
         };
         if db.inner.config.background_tasks && !db.inner.config.read_only {
-            let task = tokio::spawn(background(Arc::downgrade(&db.inner), db.inner.shutdown.subscribe()));
+            let task = tokio::spawn(background(
+                Arc::downgrade(&db.inner),
+                db.inner.shutdown.subscribe(),
+            ));
             if let Ok(mut t) = db.inner.tasks.lock() {
                 t.push(task);
             }
@@ -170,7 +174,11 @@ async fn check_format(backend: &dyn Backend, read_only: bool) -> Result<(), KvEr
                         "the store holds data but no Deno KV format marker".into(),
                     )));
                 }
-                w.put(layout::META_FORMAT, &layout::encode_u64(layout::FORMAT_VERSION)).await?;
+                w.put(
+                    layout::META_FORMAT,
+                    &layout::encode_u64(layout::FORMAT_VERSION),
+                )
+                .await?;
                 w.put(layout::META_VERSION, &layout::encode_u64(0)).await?;
                 w.commit().await?;
             }
@@ -190,7 +198,10 @@ impl Inner {
     async fn submit(&self, op: Op) -> Result<OpResult, KvError> {
         self.check_open()?;
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Request { op, reply }).await.map_err(|_| KvError::Closed)?;
+        self.tx
+            .send(Request { op, reply })
+            .await
+            .map_err(|_| KvError::Closed)?;
         rx.await.map_err(|_| KvError::Closed)?
     }
 
@@ -205,13 +216,22 @@ impl Inner {
                         return Ok(total);
                     }
                 }
-                _ => return Err(KvError::Backend(BackendError::Corrupt("unexpected writer reply".into()))),
+                _ => {
+                    return Err(KvError::Backend(BackendError::Corrupt(
+                        "unexpected writer reply".into(),
+                    )))
+                }
             }
         }
     }
 
     /// Reads up to `limit` live entries of one range.
-    async fn read_range(&self, txn: &mut dyn ReadTxn, r: &ReadRange, now: u64) -> Result<Vec<KvEntry>, KvError> {
+    async fn read_range(
+        &self,
+        txn: &mut dyn ReadTxn,
+        r: &ReadRange,
+        now: u64,
+    ) -> Result<Vec<KvEntry>, KvError> {
         let mut out = Vec::new();
         if r.start >= r.end {
             return Ok(out);
@@ -227,7 +247,11 @@ impl Inner {
             for (k, v) in page {
                 let rec = Record::decode(&v)?;
                 if !rec.is_expired(now) {
-                    out.push(KvEntry { key: k[1..].to_vec(), value: rec.value, versionstamp: rec.versionstamp });
+                    out.push(KvEntry {
+                        key: k[1..].to_vec(),
+                        value: rec.value,
+                        versionstamp: rec.versionstamp,
+                    });
                 }
                 last = Some(k);
             }
@@ -257,7 +281,11 @@ impl Inner {
             let entry = match txn.get(&layout::prefixed(DATA, k)).await? {
                 Some(b) => {
                     let rec = Record::decode(&b)?;
-                    (!rec.is_expired(now)).then(|| KvEntry { key: k.clone(), value: rec.value, versionstamp: rec.versionstamp })
+                    (!rec.is_expired(now)).then(|| KvEntry {
+                        key: k.clone(),
+                        value: rec.value,
+                        versionstamp: rec.versionstamp,
+                    })
                 }
                 None => None,
             };
@@ -280,7 +308,10 @@ impl Inner {
     }
 }
 
-async fn background(inner: std::sync::Weak<Inner>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+async fn background(
+    inner: std::sync::Weak<Inner>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         let Some(db) = inner.upgrade() else { return };
         let interval = db.config.maintenance_interval;
@@ -321,7 +352,10 @@ impl WatchState {
                     let _ = self.shutdown.wait_for(|s| *s).await;
                     return None;
                 }
-                let waits = self.receivers.iter_mut().map(|rx| Box::pin(rx.wait_for(move |x| *x > v)));
+                let waits = self
+                    .receivers
+                    .iter_mut()
+                    .map(|rx| Box::pin(rx.wait_for(move |x| *x > v)));
                 tokio::select! {
                     _ = futures::future::select_all(waits) => {}
                     _ = self.shutdown.wait_for(|s| *s) => return None,
@@ -334,7 +368,10 @@ impl WatchState {
                 Ok(x) => x,
                 Err(e) => return Some(Err(e)),
             };
-            let stamps: Vec<Option<Versionstamp>> = entries.iter().map(|e| e.as_ref().map(|e| e.versionstamp)).collect();
+            let stamps: Vec<Option<Versionstamp>> = entries
+                .iter()
+                .map(|e| e.as_ref().map(|e| e.versionstamp))
+                .collect();
             let out: Vec<WatchKeyOutput> = match &self.last {
                 None => entries.into_iter().map(WatchKeyOutput::Changed).collect(),
                 Some((_, prev)) => entries
@@ -360,7 +397,11 @@ impl WatchState {
 
 #[async_trait]
 impl Database for Db {
-    async fn snapshot_read(&self, ranges: Vec<ReadRange>, _consistency: Consistency) -> Result<Vec<Vec<KvEntry>>, KvError> {
+    async fn snapshot_read(
+        &self,
+        ranges: Vec<ReadRange>,
+        _consistency: Consistency,
+    ) -> Result<Vec<Vec<KvEntry>>, KvError> {
         let inner = &self.inner;
         inner.check_open()?;
         inner.config.limits.validate_read(&ranges)?;
@@ -379,10 +420,15 @@ impl Database for Db {
         if inner.config.read_only {
             return Err(KvError::WriteDisabled);
         }
-        inner.config.limits.validate_write(&write, inner.config.clock.now_ms())?;
+        inner
+            .config
+            .limits
+            .validate_write(&write, inner.config.clock.now_ms())?;
         match inner.submit(Op::Write(write)).await? {
             OpResult::Write(r) => Ok(r),
-            _ => Err(KvError::Backend(BackendError::Corrupt("unexpected writer reply".into()))),
+            _ => Err(KvError::Backend(BackendError::Corrupt(
+                "unexpected writer reply".into(),
+            ))),
         }
     }
 
@@ -401,7 +447,9 @@ impl Database for Db {
             shutdown: inner.shutdown.subscribe(),
             last: None,
         };
-        let stream = futures::stream::unfold(state, |mut s| async move { s.next().await.map(|item| (item, s)) });
+        let stream = futures::stream::unfold(state, |mut s| async move {
+            s.next().await.map(|item| (item, s))
+        });
         Ok(stream.boxed())
     }
 
@@ -420,7 +468,11 @@ impl Database for Db {
             let next_ready = match inner.submit(Op::Dequeue { lease_ms }).await? {
                 OpResult::Dequeue(Some(m), _) => return Ok(Some(m)),
                 OpResult::Dequeue(None, next) => next,
-                _ => return Err(KvError::Backend(BackendError::Corrupt("unexpected writer reply".into()))),
+                _ => {
+                    return Err(KvError::Backend(BackendError::Corrupt(
+                        "unexpected writer reply".into(),
+                    )))
+                }
             };
             let now = tokio::time::Instant::now();
             if now >= give_up {
@@ -444,7 +496,9 @@ impl Database for Db {
     async fn finish(&self, lease: QueueLease, success: bool) -> Result<(), KvError> {
         match self.inner.submit(Op::Finish { lease, success }).await? {
             OpResult::Finish => Ok(()),
-            _ => Err(KvError::Backend(BackendError::Corrupt("unexpected writer reply".into()))),
+            _ => Err(KvError::Backend(BackendError::Corrupt(
+                "unexpected writer reply".into(),
+            ))),
         }
     }
 
@@ -455,7 +509,15 @@ impl Database for Db {
         }
         // Let writes queued before the close finish, then stop everything.
         let (reply, rx) = oneshot::channel();
-        if inner.tx.send(Request { op: Op::Shutdown, reply }).await.is_ok() {
+        if inner
+            .tx
+            .send(Request {
+                op: Op::Shutdown,
+                reply,
+            })
+            .await
+            .is_ok()
+        {
             let _ = rx.await;
         }
         inner.closed.store(true, Ordering::Release);

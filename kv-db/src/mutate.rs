@@ -68,7 +68,9 @@ pub fn sum(
         return match current {
             None => Ok(KvValue::U64(*add)),
             Some(KvValue::U64(old)) => Ok(KvValue::U64(old.wrapping_add(*add))),
-            Some(_) => Err(err("Failed to perform 'sum' mutation on a non-U64 value in the database")),
+            Some(_) => Err(err(
+                "Failed to perform 'sum' mutation on a non-U64 value in the database",
+            )),
         };
     }
     // Regime (b): V8 Number / BigInt.
@@ -80,7 +82,9 @@ pub fn sum(
     let max = parse_bound(max)?;
     for bound in [&min, &max].into_iter().flatten() {
         if std::mem::discriminant(bound) != std::mem::discriminant(&op) {
-            return Err(err("Min/max parameters have different types than the operand"));
+            return Err(err(
+                "Min/max parameters have different types than the operand",
+            ));
         }
     }
     let Some(current) = current else {
@@ -97,7 +101,9 @@ pub fn sum(
     };
     let no_bounds = min.is_none() && max.is_none();
     match (cur, op) {
-        (Num::U64(old), Num::BigInt(add)) if no_bounds && !clamp && !add.sign().eq(&num_bigint::Sign::Minus) => {
+        (Num::U64(old), Num::BigInt(add))
+            if no_bounds && !clamp && !add.sign().eq(&num_bigint::Sign::Minus) =>
+        {
             match add.to_u64() {
                 Some(add) => Ok(KvValue::U64(old.wrapping_add(add))),
                 None => Err(err("Cannot sum KvU64 with BigInt")),
@@ -155,15 +161,27 @@ fn range_err() -> KvError {
 }
 
 /// Applies `min` (`is_max = false`) or `max` to the current value.
-pub fn min_max(current: Option<&KvValue>, operand: &KvValue, is_max: bool) -> Result<KvValue, KvError> {
+pub fn min_max(
+    current: Option<&KvValue>,
+    operand: &KvValue,
+    is_max: bool,
+) -> Result<KvValue, KvError> {
     let name = if is_max { "max" } else { "min" };
     let KvValue::U64(op) = operand else {
-        return Err(err(format!("Failed to perform '{name}' mutation on a non-U64 operand")));
+        return Err(err(format!(
+            "Failed to perform '{name}' mutation on a non-U64 operand"
+        )));
     };
     match current {
         None => Ok(KvValue::U64(*op)),
-        Some(KvValue::U64(old)) => Ok(KvValue::U64(if is_max { (*old).max(*op) } else { (*old).min(*op) })),
-        Some(_) => Err(err(format!("Failed to perform '{name}' mutation on a non-U64 value in the database"))),
+        Some(KvValue::U64(old)) => Ok(KvValue::U64(if is_max {
+            (*old).max(*op)
+        } else {
+            (*old).min(*op)
+        })),
+        Some(_) => Err(err(format!(
+            "Failed to perform '{name}' mutation on a non-U64 value in the database"
+        ))),
     }
 }
 
@@ -173,16 +191,41 @@ mod tests {
 
     #[test]
     fn u64_sum_wraps_and_rejects_other_types() {
-        assert_eq!(sum(Some(&KvValue::U64(u64::MAX)), &KvValue::U64(2), &None, &None, false), Ok(KvValue::U64(1)));
-        assert_eq!(sum(None, &KvValue::U64(5), &None, &None, false), Ok(KvValue::U64(5)));
-        assert!(sum(Some(&KvValue::Bytes(vec![1])), &KvValue::U64(2), &None, &None, false).is_err());
+        assert_eq!(
+            sum(
+                Some(&KvValue::U64(u64::MAX)),
+                &KvValue::U64(2),
+                &None,
+                &None,
+                false
+            ),
+            Ok(KvValue::U64(1))
+        );
+        assert_eq!(
+            sum(None, &KvValue::U64(5), &None, &None, false),
+            Ok(KvValue::U64(5))
+        );
+        assert!(sum(
+            Some(&KvValue::Bytes(vec![1])),
+            &KvValue::U64(2),
+            &None,
+            &None,
+            false
+        )
+        .is_err());
         assert!(sum(None, &KvValue::Bytes(vec![1]), &None, &None, false).is_err());
     }
 
     #[test]
     fn min_max_u64_only() {
-        assert_eq!(min_max(Some(&KvValue::U64(3)), &KvValue::U64(5), true), Ok(KvValue::U64(5)));
-        assert_eq!(min_max(Some(&KvValue::U64(3)), &KvValue::U64(5), false), Ok(KvValue::U64(3)));
+        assert_eq!(
+            min_max(Some(&KvValue::U64(3)), &KvValue::U64(5), true),
+            Ok(KvValue::U64(5))
+        );
+        assert_eq!(
+            min_max(Some(&KvValue::U64(3)), &KvValue::U64(5), false),
+            Ok(KvValue::U64(3))
+        );
         assert_eq!(min_max(None, &KvValue::U64(5), false), Ok(KvValue::U64(5)));
         assert!(min_max(Some(&KvValue::V8(vec![])), &KvValue::U64(5), false).is_err());
         assert!(min_max(None, &KvValue::Bytes(vec![]), true).is_err());
@@ -200,16 +243,28 @@ mod tests {
 
     #[test]
     fn v8_sums() {
-        assert_eq!(sum(Some(&big(5)), &big(-7), &None, &None, false), Ok(big(-2)));
-        assert_eq!(sum(Some(&num(1.5)), &num(2.0), &None, &None, false), Ok(num(3.5)));
+        assert_eq!(
+            sum(Some(&big(5)), &big(-7), &None, &None, false),
+            Ok(big(-2))
+        );
+        assert_eq!(
+            sum(Some(&num(1.5)), &num(2.0), &None, &None, false),
+            Ok(num(3.5))
+        );
         // Absent key: the operand is stored as is, bounds not applied.
         assert_eq!(sum(None, &big(100), &None, &bound(10), false), Ok(big(100)));
         // Int32-encoded numbers are stored back as doubles.
         let int_two = KvValue::V8(vec![0xff, 0x10, 0x49, 0x04]);
         assert_eq!(sum(None, &int_two, &None, &None, false), Ok(num(2.0)));
         // Bounds: clamp or fail.
-        assert_eq!(sum(Some(&big(8)), &big(5), &None, &bound(10), true), Ok(big(10)));
-        assert_eq!(sum(Some(&big(-8)), &big(-5), &bound(-10), &None, true), Ok(big(-10)));
+        assert_eq!(
+            sum(Some(&big(8)), &big(5), &None, &bound(10), true),
+            Ok(big(10))
+        );
+        assert_eq!(
+            sum(Some(&big(-8)), &big(-5), &bound(-10), &None, true),
+            Ok(big(-10))
+        );
         let e = sum(Some(&big(8)), &big(5), &None, &bound(10), false).unwrap_err();
         assert!(e.to_string().contains("range limit"), "{e}");
         // Bound kind must match the operand kind.
@@ -219,7 +274,10 @@ mod tests {
         let e = sum(Some(&num(1.0)), &big(1), &None, &None, false).unwrap_err();
         assert_eq!(e.to_string(), "Cannot sum Number with BigInt");
         // KvU64 + non-negative BigInt without bounds behaves as KvU64.
-        assert_eq!(sum(Some(&KvValue::U64(u64::MAX)), &big(2), &None, &None, false), Ok(KvValue::U64(1)));
+        assert_eq!(
+            sum(Some(&KvValue::U64(u64::MAX)), &big(2), &None, &None, false),
+            Ok(KvValue::U64(1))
+        );
         assert!(sum(Some(&KvValue::U64(1)), &big(-1), &None, &None, false).is_err());
         let e = sum(Some(&KvValue::U64(1)), &big(1), &None, &bound(5), false).unwrap_err();
         assert_eq!(e.to_string(), "Cannot sum KvU64 with BigInt");

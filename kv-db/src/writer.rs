@@ -8,12 +8,14 @@ use std::sync::Arc;
 
 use kv_traits::key::versionstamped_key;
 use kv_traits::{
-    AtomicWrite, Backend, BackendError, Clock, CommitResult, KvError, KvValue, MutationKind, QueueLease,
-    QueueMessage, Versionstamp, WriteTxn, DEFAULT_BACKOFF_SCHEDULE,
+    AtomicWrite, Backend, BackendError, Clock, CommitResult, KvError, KvValue, MutationKind,
+    QueueLease, QueueMessage, Versionstamp, WriteTxn, DEFAULT_BACKOFF_SCHEDULE,
 };
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::layout::{self, QueueRecord, Record, DATA, EXPIRY, QUEUE_LEASE, QUEUE_READY, QUEUE_RUNNING};
+use crate::layout::{
+    self, QueueRecord, Record, DATA, EXPIRY, QUEUE_LEASE, QUEUE_READY, QUEUE_RUNNING,
+};
 use crate::mutate;
 use crate::watch::WatchHub;
 
@@ -127,7 +129,9 @@ impl Cx<'_> {
             self.put(layout::timed(EXPIRY, t, user_key), Vec::new());
         }
         self.put(layout::prefixed(DATA, user_key), rec.encode());
-        self.fx.changed.push((user_key.to_vec(), rec.versionstamp.version()));
+        self.fx
+            .changed
+            .push((user_key.to_vec(), rec.versionstamp.version()));
         Ok(())
     }
 
@@ -158,24 +162,53 @@ impl Cx<'_> {
         for m in &w.mutations {
             match &m.kind {
                 MutationKind::Set(v) => {
-                    let rec = Record { value: v.clone(), versionstamp: vs, expire_at_ms: m.expire_at_ms };
+                    let rec = Record {
+                        value: v.clone(),
+                        versionstamp: vs,
+                        expire_at_ms: m.expire_at_ms,
+                    };
                     self.set_record(&m.key, rec).await?;
                 }
                 MutationKind::Delete => self.delete_record(&m.key, version).await?,
-                MutationKind::Sum { value, min, max, clamp } => {
+                MutationKind::Sum {
+                    value,
+                    min,
+                    max,
+                    clamp,
+                } => {
                     let cur = self.live(&m.key).await?.map(|r| r.value);
                     let new = mutate::sum(cur.as_ref(), value, min, max, *clamp)?;
-                    self.set_record(&m.key, Record { value: new, versionstamp: vs, expire_at_ms: None }).await?;
+                    self.set_record(
+                        &m.key,
+                        Record {
+                            value: new,
+                            versionstamp: vs,
+                            expire_at_ms: None,
+                        },
+                    )
+                    .await?;
                 }
                 MutationKind::Min(v) | MutationKind::Max(v) => {
                     let is_max = matches!(m.kind, MutationKind::Max(_));
                     let cur = self.live(&m.key).await?.map(|r| r.value);
                     let new = mutate::min_max(cur.as_ref(), v, is_max)?;
-                    self.set_record(&m.key, Record { value: new, versionstamp: vs, expire_at_ms: None }).await?;
+                    self.set_record(
+                        &m.key,
+                        Record {
+                            value: new,
+                            versionstamp: vs,
+                            expire_at_ms: None,
+                        },
+                    )
+                    .await?;
                 }
                 MutationKind::SetSuffixVersionstampedKey(v) => {
                     let key = versionstamped_key(&m.key, &vs);
-                    let rec = Record { value: v.clone(), versionstamp: vs, expire_at_ms: m.expire_at_ms };
+                    let rec = Record {
+                        value: v.clone(),
+                        versionstamp: vs,
+                        expire_at_ms: m.expire_at_ms,
+                    };
                     self.set_record(&key, rec).await?;
                 }
             }
@@ -185,7 +218,10 @@ impl Cx<'_> {
             let rec = QueueRecord {
                 attempts: 0,
                 lease_deadline_ms: 0,
-                backoff: e.backoff_schedule.clone().unwrap_or_else(|| DEFAULT_BACKOFF_SCHEDULE.to_vec()),
+                backoff: e
+                    .backoff_schedule
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_BACKOFF_SCHEDULE.to_vec()),
                 keys_if_undelivered: e.keys_if_undelivered.clone(),
                 payload: e.payload.clone(),
             };
@@ -200,7 +236,10 @@ impl Cx<'_> {
         let ready_end = layout::timed(QUEUE_READY, self.now.saturating_add(1), &[]);
         let first = self.txn.scan(&[QUEUE_READY], &ready_end, 1, false).await?;
         let Some((key, value)) = first.into_iter().next() else {
-            let next = self.txn.scan(&[QUEUE_READY], &[QUEUE_READY + 1], 1, false).await?;
+            let next = self
+                .txn
+                .scan(&[QUEUE_READY], &[QUEUE_READY + 1], 1, false)
+                .await?;
             let next_ts = match next.first() {
                 Some((k, _)) => Some(layout::split_timed(k)?.0),
                 None => None,
@@ -208,18 +247,28 @@ impl Cx<'_> {
             return Ok(OpResult::Dequeue(None, next_ts));
         };
         let (_, id_bytes) = layout::split_timed(&key)?;
-        let id: [u8; 16] =
-            id_bytes.try_into().map_err(|_| BackendError::Corrupt("queue message id is not 16 bytes".into()))?;
+        let id: [u8; 16] = id_bytes
+            .try_into()
+            .map_err(|_| BackendError::Corrupt("queue message id is not 16 bytes".into()))?;
         let mut rec = QueueRecord::decode(&value)?;
         rec.attempts = rec.attempts.saturating_add(1);
         // A ready record keeps its previous lease deadline, so every delivery gets a distinct,
         // later lease even when it is redelivered within the same millisecond.
-        rec.lease_deadline_ms = self.now.saturating_add(lease_ms).max(rec.lease_deadline_ms.saturating_add(1));
+        rec.lease_deadline_ms = self
+            .now
+            .saturating_add(lease_ms)
+            .max(rec.lease_deadline_ms.saturating_add(1));
         self.delete(key);
         self.put(layout::prefixed(QUEUE_RUNNING, &id), rec.encode());
-        self.put(layout::timed(QUEUE_LEASE, rec.lease_deadline_ms, &id), Vec::new());
+        self.put(
+            layout::timed(QUEUE_LEASE, rec.lease_deadline_ms, &id),
+            Vec::new(),
+        );
         let msg = QueueMessage {
-            lease: QueueLease { id, deadline_ms: rec.lease_deadline_ms },
+            lease: QueueLease {
+                id,
+                deadline_ms: rec.lease_deadline_ms,
+            },
             payload: rec.payload,
             attempt: rec.attempts,
         };
@@ -227,7 +276,10 @@ impl Cx<'_> {
     }
 
     /// Takes a running message out of the running set; `None` if the lease no longer holds.
-    async fn take_running(&mut self, lease: QueueLease) -> Result<Option<QueueRecord>, BackendError> {
+    async fn take_running(
+        &mut self,
+        lease: QueueLease,
+    ) -> Result<Option<QueueRecord>, BackendError> {
         let running_key = layout::prefixed(QUEUE_RUNNING, &lease.id);
         let Some(bytes) = self.get(&running_key).await? else {
             return Ok(None);
@@ -245,20 +297,31 @@ impl Cx<'_> {
     async fn requeue(&mut self, id: [u8; 16], mut rec: QueueRecord) -> Result<(), BackendError> {
         if !rec.backoff.is_empty() {
             let delay = rec.backoff.remove(0);
-            self.put(layout::timed(QUEUE_READY, self.now.saturating_add(delay as u64), &id), rec.encode());
+            self.put(
+                layout::timed(QUEUE_READY, self.now.saturating_add(delay as u64), &id),
+                rec.encode(),
+            );
             self.fx.queue_changed = true;
         } else if !rec.keys_if_undelivered.is_empty() {
             self.version += 1;
             let vs = Versionstamp::from_version(self.version);
             for key in &rec.keys_if_undelivered {
-                let r = Record { value: KvValue::V8(rec.payload.clone()), versionstamp: vs, expire_at_ms: None };
+                let r = Record {
+                    value: KvValue::V8(rec.payload.clone()),
+                    versionstamp: vs,
+                    expire_at_ms: None,
+                };
                 self.set_record(key, r).await?;
             }
         }
         Ok(())
     }
 
-    async fn apply_finish(&mut self, lease: QueueLease, success: bool) -> Result<OpResult, ApplyError> {
+    async fn apply_finish(
+        &mut self,
+        lease: QueueLease,
+        success: bool,
+    ) -> Result<OpResult, ApplyError> {
         let Some(rec) = self.take_running(lease).await? else {
             return Err(ApplyError::Op(KvError::LeaseNotFound));
         };
@@ -272,7 +335,10 @@ impl Cx<'_> {
         let now = self.now;
         // Expiry sweep: one commit (one new version) for everything deleted.
         let end = layout::timed(EXPIRY, now.saturating_add(1), &[]);
-        let due = self.txn.scan(&[EXPIRY], &end, MAINTENANCE_CHUNK, false).await?;
+        let due = self
+            .txn
+            .scan(&[EXPIRY], &end, MAINTENANCE_CHUNK, false)
+            .await?;
         let mut more = due.len() == MAINTENANCE_CHUNK;
         let sweep_version = self.version + 1;
         let mut deleted = 0;
@@ -293,13 +359,23 @@ impl Cx<'_> {
         }
         // Lease expiry: treat as a failed delivery.
         let end = layout::timed(QUEUE_LEASE, now.saturating_add(1), &[]);
-        let leases = self.txn.scan(&[QUEUE_LEASE], &end, MAINTENANCE_CHUNK, false).await?;
+        let leases = self
+            .txn
+            .scan(&[QUEUE_LEASE], &end, MAINTENANCE_CHUNK, false)
+            .await?;
         more |= leases.len() == MAINTENANCE_CHUNK;
         for (k, _) in leases {
             let (deadline, id) = layout::split_timed(&k)?;
-            let id: [u8; 16] =
-                id.try_into().map_err(|_| BackendError::Corrupt("queue message id is not 16 bytes".into()))?;
-            match self.take_running(QueueLease { id, deadline_ms: deadline }).await? {
+            let id: [u8; 16] = id
+                .try_into()
+                .map_err(|_| BackendError::Corrupt("queue message id is not 16 bytes".into()))?;
+            match self
+                .take_running(QueueLease {
+                    id,
+                    deadline_ms: deadline,
+                })
+                .await?
+            {
                 Some(rec) => self.requeue(id, rec).await?,
                 None => self.delete(k),
             }
@@ -344,7 +420,11 @@ impl Writer {
         if let Some(p) = &self.poisoned {
             let e = BackendError::Poisoned(p.to_string());
             for r in batch {
-                let res = if matches!(r.op, Op::Shutdown) { Ok(OpResult::Shutdown) } else { Err(KvError::Backend(e.clone())) };
+                let res = if matches!(r.op, Op::Shutdown) {
+                    Ok(OpResult::Shutdown)
+                } else {
+                    Err(KvError::Backend(e.clone()))
+                };
                 let _ = r.reply.send(res);
             }
             return;
@@ -364,14 +444,21 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "write batch failed");
                 for r in batch {
-                    let res = if matches!(r.op, Op::Shutdown) { Ok(OpResult::Shutdown) } else { Err(KvError::Backend(e.clone())) };
+                    let res = if matches!(r.op, Op::Shutdown) {
+                        Ok(OpResult::Shutdown)
+                    } else {
+                        Err(KvError::Backend(e.clone()))
+                    };
                     let _ = r.reply.send(res);
                 }
             }
         }
     }
 
-    async fn apply_batch(&mut self, batch: &[Request]) -> Result<(Vec<Result<OpResult, KvError>>, Effects), BackendError> {
+    async fn apply_batch(
+        &mut self,
+        batch: &[Request],
+    ) -> Result<(Vec<Result<OpResult, KvError>>, Effects), BackendError> {
         let mut txn = self.backend.begin_write().await?;
         let start_version = match txn.get(layout::META_VERSION).await? {
             Some(b) => layout::decode_u64(&b)?,
@@ -383,7 +470,13 @@ impl Writer {
         let mut all = Effects::default();
         let mut dirty = false;
         for req in batch {
-            let mut cx = Cx { txn: &mut *txn, ov: Overlay::default(), version, now, fx: Effects::default() };
+            let mut cx = Cx {
+                txn: &mut *txn,
+                ov: Overlay::default(),
+                version,
+                now,
+                fx: Effects::default(),
+            };
             let res = match &req.op {
                 Op::Write(w) => cx.apply_write(w).await,
                 Op::Dequeue { lease_ms } => cx.apply_dequeue(*lease_ms).await,
@@ -393,7 +486,9 @@ impl Writer {
             };
             match res {
                 Ok(r) => {
-                    let Cx { ov, version: v, fx, .. } = cx;
+                    let Cx {
+                        ov, version: v, fx, ..
+                    } = cx;
                     for (k, val) in ov.writes {
                         dirty = true;
                         match val {
@@ -411,7 +506,8 @@ impl Writer {
             }
         }
         if version != start_version {
-            txn.put(layout::META_VERSION, &layout::encode_u64(version)).await?;
+            txn.put(layout::META_VERSION, &layout::encode_u64(version))
+                .await?;
             dirty = true;
         }
         if dirty {

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use kv_db::{Db, DbConfig};
 use kv_engine_memory::MemoryBackend;
 use kv_traits::{
-    AtomicWrite, Backend, BackendError, CommitResult, Consistency, Database, KvError, KvPair, KvValue, Mutation,
-    MutationKind, ReadRange, ReadTxn, WriteTxn,
+    AtomicWrite, Backend, BackendError, CommitResult, Consistency, Database, KvError, KvPair,
+    KvValue, Mutation, MutationKind, ReadRange, ReadTxn, WriteTxn,
 };
 
 /// Wraps a backend, counting commits and failing them on demand.
@@ -31,7 +31,13 @@ impl ReadTxn for FaultyWrite {
     async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         self.inner.get(key).await
     }
-    async fn scan(&mut self, s: &[u8], e: &[u8], l: usize, r: bool) -> Result<Vec<KvPair>, BackendError> {
+    async fn scan(
+        &mut self,
+        s: &[u8],
+        e: &[u8],
+        l: usize,
+        r: bool,
+    ) -> Result<Vec<KvPair>, BackendError> {
         self.inner.scan(s, e, l, r).await
     }
 }
@@ -71,7 +77,11 @@ impl Backend for Faulty {
 }
 
 fn faulty() -> Faulty {
-    Faulty { inner: MemoryBackend::new(), commits: Arc::default(), fail_commits: Arc::default() }
+    Faulty {
+        inner: MemoryBackend::new(),
+        commits: Arc::default(),
+        fail_commits: Arc::default(),
+    }
 }
 
 fn k(s: &str) -> Vec<u8> {
@@ -84,13 +94,24 @@ fn k(s: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_share_commits_and_keep_distinct_versionstamps() {
     let backend = faulty();
-    let db = Db::open(backend.clone(), DbConfig { background_tasks: false, ..Default::default() }).await.unwrap();
+    let db = Db::open(
+        backend.clone(),
+        DbConfig {
+            background_tasks: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let before = backend.commits.load(Ordering::SeqCst);
     let mut tasks = Vec::new();
     for i in 0..64 {
         let db = db.clone();
         tasks.push(tokio::spawn(async move {
-            let mut write = AtomicWrite { mutations: vec![Mutation::set(k(&format!("k{i}")), KvValue::U64(i))], ..Default::default() };
+            let mut write = AtomicWrite {
+                mutations: vec![Mutation::set(k(&format!("k{i}")), KvValue::U64(i))],
+                ..Default::default()
+            };
             if i % 8 == 3 {
                 // A type error in every eighth write: it must apply nothing and not disturb others.
                 write.mutations.push(Mutation {
@@ -116,40 +137,90 @@ async fn concurrent_writes_share_commits_and_keep_distinct_versionstamps() {
     stamps.dedup();
     assert_eq!(stamps.len(), n, "versionstamps are unique");
     let commits = backend.commits.load(Ordering::SeqCst) - before;
-    assert!(commits < 64, "expected batching, got {commits} commits for 64 writes");
-    let all = ReadRange { start: vec![0], end: vec![0xff], limit: 1000, reverse: false };
-    let out = db.snapshot_read(vec![all], Consistency::Strong).await.unwrap();
+    assert!(
+        commits < 64,
+        "expected batching, got {commits} commits for 64 writes"
+    );
+    let all = ReadRange {
+        start: vec![0],
+        end: vec![0xff],
+        limit: 1000,
+        reverse: false,
+    };
+    let out = db
+        .snapshot_read(vec![all], Consistency::Strong)
+        .await
+        .unwrap();
     assert_eq!(out[0].len(), 56);
     for i in (3..64).step_by(8) {
-        assert!(out[0].iter().all(|e| e.key != k(&format!("k{i}"))), "failed write k{i} left data behind");
+        assert!(
+            out[0].iter().all(|e| e.key != k(&format!("k{i}"))),
+            "failed write k{i} left data behind"
+        );
     }
 }
 
 #[tokio::test]
 async fn failed_commit_poisons_the_database() {
     let backend = faulty();
-    let db = Db::open(backend.clone(), DbConfig { background_tasks: false, ..Default::default() }).await.unwrap();
-    let w = || AtomicWrite { mutations: vec![Mutation::set(k("a"), KvValue::U64(1))], ..Default::default() };
-    assert!(matches!(db.atomic_write(w()).await, Ok(CommitResult::Committed(_))));
+    let db = Db::open(
+        backend.clone(),
+        DbConfig {
+            background_tasks: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let w = || AtomicWrite {
+        mutations: vec![Mutation::set(k("a"), KvValue::U64(1))],
+        ..Default::default()
+    };
+    assert!(matches!(
+        db.atomic_write(w()).await,
+        Ok(CommitResult::Committed(_))
+    ));
     backend.fail_commits.store(true, Ordering::SeqCst);
     let err = db.atomic_write(w()).await.unwrap_err();
     assert!(!err.is_client_error());
     backend.fail_commits.store(false, Ordering::SeqCst);
     let err = db.atomic_write(w()).await.unwrap_err();
-    assert!(matches!(err, KvError::Backend(BackendError::Poisoned(ref m)) if m.contains("injected")), "{err}");
+    assert!(
+        matches!(err, KvError::Backend(BackendError::Poisoned(ref m)) if m.contains("injected")),
+        "{err}"
+    );
     // Reads still work.
-    let out = db.snapshot_read(vec![ReadRange::single(&k("a"))], Consistency::Strong).await.unwrap();
+    let out = db
+        .snapshot_read(vec![ReadRange::single(&k("a"))], Consistency::Strong)
+        .await
+        .unwrap();
     assert_eq!(out[0][0].value, KvValue::U64(1));
 }
 
 #[tokio::test]
 async fn format_marker_is_checked_on_open() {
     let backend = MemoryBackend::new();
-    let db = Db::open(backend.clone(), DbConfig { background_tasks: false, ..Default::default() }).await.unwrap();
+    let db = Db::open(
+        backend.clone(),
+        DbConfig {
+            background_tasks: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     drop(db);
     let mut w = backend.begin_write().await.unwrap();
-    w.put(kv_db::layout::META_FORMAT, &99u64.to_be_bytes()).await.unwrap();
+    w.put(kv_db::layout::META_FORMAT, &99u64.to_be_bytes())
+        .await
+        .unwrap();
     w.commit().await.unwrap();
     let err = Db::open(backend, DbConfig::default()).await.err().unwrap();
-    assert!(matches!(err, KvError::Backend(BackendError::UnsupportedFormat { found: 99, .. })), "{err}");
+    assert!(
+        matches!(
+            err,
+            KvError::Backend(BackendError::UnsupportedFormat { found: 99, .. })
+        ),
+        "{err}"
+    );
 }

@@ -62,7 +62,11 @@ impl MemoryBackend {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(BackendError::Closed);
         }
-        let guard = self.inner.committed.lock().map_err(|_| BackendError::Poisoned("memory store lock poisoned".into()))?;
+        let guard = self
+            .inner
+            .committed
+            .lock()
+            .map_err(|_| BackendError::Poisoned("memory store lock poisoned".into()))?;
         Ok(guard.clone())
     }
 }
@@ -89,7 +93,13 @@ impl ReadTxn for MemRead {
     async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         Ok(self.map.get(key).cloned())
     }
-    async fn scan(&mut self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<KvPair>, BackendError> {
+    async fn scan(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<KvPair>, BackendError> {
         Ok(scan_vec(&self.map, start, end, limit, reverse))
     }
 }
@@ -105,7 +115,13 @@ impl ReadTxn for MemWrite {
     async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         Ok(self.map.get(key).cloned())
     }
-    async fn scan(&mut self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<KvPair>, BackendError> {
+    async fn scan(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<KvPair>, BackendError> {
         Ok(scan_vec(&self.map, start, end, limit, reverse))
     }
 }
@@ -137,13 +153,19 @@ impl WriteTxn for MemWrite {
 #[async_trait]
 impl Backend for MemoryBackend {
     async fn begin_read(&self) -> Result<Box<dyn ReadTxn>, BackendError> {
-        Ok(Box::new(MemRead { map: self.snapshot()? }))
+        Ok(Box::new(MemRead {
+            map: self.snapshot()?,
+        }))
     }
 
     async fn begin_write(&self) -> Result<Box<dyn WriteTxn>, BackendError> {
         let guard = self.inner.writer.clone().lock_owned().await;
         let map = self.snapshot()?;
-        Ok(Box::new(MemWrite { map, inner: self.inner.clone(), _guard: guard }))
+        Ok(Box::new(MemWrite {
+            map,
+            inner: self.inner.clone(),
+            _guard: guard,
+        }))
     }
 
     async fn close(&self) -> Result<(), BackendError> {
@@ -178,7 +200,13 @@ mod tests {
         drop(w);
         let mut r = b.begin_read().await.unwrap();
         let all = r.scan(b"", b"\xff", 10, true).await.unwrap();
-        assert_eq!(all, vec![(b"c".to_vec(), b"3".to_vec()), (b"b".to_vec(), b"2".to_vec())]);
+        assert_eq!(
+            all,
+            vec![
+                (b"c".to_vec(), b"3".to_vec()),
+                (b"b".to_vec(), b"2".to_vec())
+            ]
+        );
         assert!(r.scan(b"c", b"b", 10, false).await.unwrap().is_empty());
         assert_eq!(r.scan(b"a", b"\xff", 1, false).await.unwrap().len(), 1);
     }

@@ -9,7 +9,8 @@ use futures::Stream;
 
 use crate::error::KvError;
 use crate::types::{
-    AtomicWrite, CommitResult, Consistency, KvEntry, QueueLease, QueueMessage, ReadRange, WatchKeyOutput,
+    AtomicWrite, CommitResult, Consistency, KvEntry, QueueLease, QueueMessage, ReadRange,
+    WatchKeyOutput,
 };
 
 /// A stream of watch notifications: one `Vec` per notification, one element per watched key in

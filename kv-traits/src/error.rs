@@ -91,7 +91,10 @@ impl KvError {
             | KvError::LeaseNotFound
             | KvError::WriteDisabled => true,
             KvError::Remote { status, .. } => (400..500).contains(status),
-            KvError::Closed | KvError::Backend(_) | KvError::Transport(_) | KvError::UnknownOutcome(_) => false,
+            KvError::Closed
+            | KvError::Backend(_)
+            | KvError::Transport(_)
+            | KvError::UnknownOutcome(_) => false,
         }
     }
 }

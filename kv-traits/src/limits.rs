@@ -146,7 +146,9 @@ pub enum LimitError {
         max: usize,
     },
     /// A retry interval is too long.
-    #[error("A backoff interval exceeds the maximum allowed backoff interval ({ms} ms, max {max} ms).")]
+    #[error(
+        "A backoff interval exceeds the maximum allowed backoff interval ({ms} ms, max {max} ms)."
+    )]
     BackoffIntervalTooLarge {
         /// Actual interval.
         ms: u32,
@@ -164,14 +166,20 @@ pub enum LimitError {
 impl Limits {
     fn check_key(&self, key: &[u8], max: usize) -> Result<(), LimitError> {
         if key.len() > max {
-            return Err(LimitError::KeyTooLarge { size: key.len(), max });
+            return Err(LimitError::KeyTooLarge {
+                size: key.len(),
+                max,
+            });
         }
         Ok(())
     }
 
     fn check_value(&self, size: usize) -> Result<(), LimitError> {
         if size > self.max_value_size {
-            return Err(LimitError::ValueTooLarge { size, max: self.max_value_size });
+            return Err(LimitError::ValueTooLarge {
+                size,
+                max: self.max_value_size,
+            });
         }
         Ok(())
     }
@@ -179,7 +187,10 @@ impl Limits {
     /// Validates a snapshot read.
     pub fn validate_read(&self, ranges: &[ReadRange]) -> Result<(), LimitError> {
         if ranges.len() > self.max_read_ranges {
-            return Err(LimitError::TooManyRanges { count: ranges.len(), max: self.max_read_ranges });
+            return Err(LimitError::TooManyRanges {
+                count: ranges.len(),
+                max: self.max_read_ranges,
+            });
         }
         let mut total = 0usize;
         for r in ranges {
@@ -191,7 +202,10 @@ impl Limits {
             total = total.saturating_add(r.limit as usize);
         }
         if total > self.max_read_entries {
-            return Err(LimitError::TooManyEntries { count: total, max: self.max_read_entries });
+            return Err(LimitError::TooManyEntries {
+                count: total,
+                max: self.max_read_entries,
+            });
         }
         Ok(())
     }
@@ -199,7 +213,10 @@ impl Limits {
     /// Validates a watch request.
     pub fn validate_watch(&self, keys: &[Vec<u8>]) -> Result<(), LimitError> {
         if keys.len() > self.max_watched_keys {
-            return Err(LimitError::TooManyWatchKeys { count: keys.len(), max: self.max_watched_keys });
+            return Err(LimitError::TooManyWatchKeys {
+                count: keys.len(),
+                max: self.max_watched_keys,
+            });
         }
         for k in keys {
             self.check_key(k, self.max_read_key_size)?;
@@ -213,11 +230,17 @@ impl Limits {
     /// enqueues), then the total size.
     pub fn validate_write(&self, write: &AtomicWrite, now_ms: u64) -> Result<(), LimitError> {
         if write.checks.len() > self.max_checks {
-            return Err(LimitError::TooManyChecks { count: write.checks.len(), max: self.max_checks });
+            return Err(LimitError::TooManyChecks {
+                count: write.checks.len(),
+                max: self.max_checks,
+            });
         }
         let count = write.mutations.len() + write.enqueues.len();
         if count > self.max_mutations {
-            return Err(LimitError::TooManyMutations { count, max: self.max_mutations });
+            return Err(LimitError::TooManyMutations {
+                count,
+                max: self.max_mutations,
+            });
         }
         let mut total = 0usize;
         for c in &write.checks {
@@ -238,7 +261,10 @@ impl Limits {
             };
             self.check_key(&m.key, self.max_write_key_size)?;
             if key_len > self.max_write_key_size {
-                return Err(LimitError::KeyTooLarge { size: key_len, max: self.max_write_key_size });
+                return Err(LimitError::KeyTooLarge {
+                    size: key_len,
+                    max: self.max_write_key_size,
+                });
             }
             total += m.key.len();
             if let Some(v) = m.value() {
@@ -276,17 +302,25 @@ impl Limits {
                 }
                 for &ms in schedule {
                     if ms > self.max_backoff_interval_ms {
-                        return Err(LimitError::BackoffIntervalTooLarge { ms, max: self.max_backoff_interval_ms });
+                        return Err(LimitError::BackoffIntervalTooLarge {
+                            ms,
+                            max: self.max_backoff_interval_ms,
+                        });
                     }
                 }
                 total += 4 * schedule.len();
             }
             if e.deadline_ms > now_ms.saturating_add(self.max_queue_delay_ms) {
-                return Err(LimitError::DeadlineTooFar { max_ms: self.max_queue_delay_ms });
+                return Err(LimitError::DeadlineTooFar {
+                    max_ms: self.max_queue_delay_ms,
+                });
             }
         }
         if total > self.max_total_mutation_size {
-            return Err(LimitError::TotalSizeTooLarge { size: total, max: self.max_total_mutation_size });
+            return Err(LimitError::TotalSizeTooLarge {
+                size: total,
+                max: self.max_total_mutation_size,
+            });
         }
         Ok(())
     }
@@ -304,36 +338,76 @@ mod tests {
         assert!(l.validate_read(&[ReadRange::prefix(b"a", 1000)]).is_ok());
         assert_eq!(
             l.validate_read(&[ReadRange::prefix(b"a", 600), ReadRange::prefix(b"b", 401)]),
-            Err(LimitError::TooManyEntries { count: 1001, max: 1000 })
+            Err(LimitError::TooManyEntries {
+                count: 1001,
+                max: 1000
+            })
         );
         let mut r = ReadRange::prefix(b"a", 1);
         r.limit = 0;
         assert_eq!(l.validate_read(&[r]), Err(LimitError::InvalidRangeLimit));
-        let big = ReadRange { start: vec![1; 2050], end: vec![2], limit: 1, reverse: false };
-        assert!(matches!(l.validate_read(&[big]), Err(LimitError::KeyTooLarge { size: 2050, .. })));
+        let big = ReadRange {
+            start: vec![1; 2050],
+            end: vec![2],
+            limit: 1,
+            reverse: false,
+        };
+        assert!(matches!(
+            l.validate_read(&[big]),
+            Err(LimitError::KeyTooLarge { size: 2050, .. })
+        ));
         let many = vec![ReadRange::prefix(b"a", 1); 11];
-        assert!(matches!(l.validate_read(&many), Err(LimitError::TooManyRanges { count: 11, .. })));
+        assert!(matches!(
+            l.validate_read(&many),
+            Err(LimitError::TooManyRanges { count: 11, .. })
+        ));
     }
 
     #[test]
     fn write_limits_name_the_limit() {
         let l = Limits::default();
-        let w = AtomicWrite { mutations: vec![Mutation::set(vec![1; 2049], KvValue::Bytes(vec![]))], ..Default::default() };
+        let w = AtomicWrite {
+            mutations: vec![Mutation::set(vec![1; 2049], KvValue::Bytes(vec![]))],
+            ..Default::default()
+        };
         let e = l.validate_write(&w, 0).unwrap_err();
         assert!(e.to_string().contains("key size limit"), "{e}");
-        let w = AtomicWrite { mutations: vec![Mutation::set(vec![1], KvValue::Bytes(vec![0; 65537]))], ..Default::default() };
-        assert!(matches!(l.validate_write(&w, 0), Err(LimitError::ValueTooLarge { size: 65537, .. })));
         let w = AtomicWrite {
-            checks: vec![Check { key: vec![1], versionstamp: None }; 101],
+            mutations: vec![Mutation::set(vec![1], KvValue::Bytes(vec![0; 65537]))],
             ..Default::default()
         };
-        assert!(matches!(l.validate_write(&w, 0), Err(LimitError::TooManyChecks { count: 101, .. })));
+        assert!(matches!(
+            l.validate_write(&w, 0),
+            Err(LimitError::ValueTooLarge { size: 65537, .. })
+        ));
         let w = AtomicWrite {
-            mutations: (0..13).map(|i| Mutation::set(vec![i], KvValue::Bytes(vec![0; 65536]))).collect(),
+            checks: vec![
+                Check {
+                    key: vec![1],
+                    versionstamp: None
+                };
+                101
+            ],
             ..Default::default()
         };
-        assert!(matches!(l.validate_write(&w, 0), Err(LimitError::TotalSizeTooLarge { .. })));
-        let w = AtomicWrite { mutations: vec![Mutation::delete(vec![])], ..Default::default() };
+        assert!(matches!(
+            l.validate_write(&w, 0),
+            Err(LimitError::TooManyChecks { count: 101, .. })
+        ));
+        let w = AtomicWrite {
+            mutations: (0..13)
+                .map(|i| Mutation::set(vec![i], KvValue::Bytes(vec![0; 65536])))
+                .collect(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            l.validate_write(&w, 0),
+            Err(LimitError::TotalSizeTooLarge { .. })
+        ));
+        let w = AtomicWrite {
+            mutations: vec![Mutation::delete(vec![])],
+            ..Default::default()
+        };
         assert_eq!(l.validate_write(&w, 0), Err(LimitError::EmptyKey));
     }
 }

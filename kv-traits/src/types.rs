@@ -23,7 +23,12 @@ impl ReadRange {
     pub fn single(key: &[u8]) -> Self {
         let mut end = key.to_vec();
         end.push(0);
-        ReadRange { start: key.to_vec(), end, limit: 1, reverse: false }
+        ReadRange {
+            start: key.to_vec(),
+            end,
+            limit: 1,
+            reverse: false,
+        }
     }
 
     /// All keys strictly under `prefix` (Deno's `list({prefix})`): `[prefix ‖ 00, prefix ‖ ff)`.
@@ -32,7 +37,12 @@ impl ReadRange {
         start.push(0);
         let mut end = prefix.to_vec();
         end.push(0xff);
-        ReadRange { start, end, limit, reverse: false }
+        ReadRange {
+            start,
+            end,
+            limit,
+            reverse: false,
+        }
     }
 }
 
@@ -109,12 +119,20 @@ pub struct Mutation {
 impl Mutation {
     /// A `Set` without expiry.
     pub fn set(key: impl Into<Vec<u8>>, value: KvValue) -> Self {
-        Mutation { key: key.into(), kind: MutationKind::Set(value), expire_at_ms: None }
+        Mutation {
+            key: key.into(),
+            kind: MutationKind::Set(value),
+            expire_at_ms: None,
+        }
     }
 
     /// A `Delete`.
     pub fn delete(key: impl Into<Vec<u8>>) -> Self {
-        Mutation { key: key.into(), kind: MutationKind::Delete, expire_at_ms: None }
+        Mutation {
+            key: key.into(),
+            kind: MutationKind::Delete,
+            expire_at_ms: None,
+        }
     }
 
     /// The operand value, if the kind carries one.
@@ -214,7 +232,10 @@ impl QueueLease {
         id.copy_from_slice(&b[..16]);
         let mut d = [0u8; 8];
         d.copy_from_slice(&b[16..]);
-        Some(QueueLease { id, deadline_ms: u64::from_be_bytes(d) })
+        Some(QueueLease {
+            id,
+            deadline_ms: u64::from_be_bytes(d),
+        })
     }
 }
 

@@ -106,12 +106,25 @@ mod tests {
 
     #[test]
     fn encoded_round_trip() {
-        for v in [KvValue::V8(vec![0xff, 0x0f, 0x49, 0x02]), KvValue::Bytes(vec![]), KvValue::U64(u64::MAX)] {
+        for v in [
+            KvValue::V8(vec![0xff, 0x0f, 0x49, 0x02]),
+            KvValue::Bytes(vec![]),
+            KvValue::U64(u64::MAX),
+        ] {
             let (e, d) = v.clone().into_encoded();
             assert_eq!(KvValue::from_encoded(e, d).unwrap(), v);
         }
-        assert_eq!(KvValue::from_encoded(2, vec![1, 2]), Err(ValueError::BadU64Length(2)));
-        assert_eq!(KvValue::from_encoded(0, vec![]), Err(ValueError::UnknownEncoding(0)));
-        assert_eq!(KvValue::from_encoded(4, vec![]), Err(ValueError::UnknownEncoding(4)));
+        assert_eq!(
+            KvValue::from_encoded(2, vec![1, 2]),
+            Err(ValueError::BadU64Length(2))
+        );
+        assert_eq!(
+            KvValue::from_encoded(0, vec![]),
+            Err(ValueError::UnknownEncoding(0))
+        );
+        assert_eq!(
+            KvValue::from_encoded(4, vec![]),
+            Err(ValueError::UnknownEncoding(4))
+        );
     }
 }
