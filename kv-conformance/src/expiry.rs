@@ -365,3 +365,26 @@ pub async fn maintenance_sweeps_everything_due(h: &ClockedDb) {
     assert_eq!(h.maintain().await, 0);
     assert_eq!(scan_all(db).await.len(), 1);
 }
+
+/// A value set with a past expiry is already absent for the later mutations of the same write.
+pub async fn expired_set_is_absent_for_later_mutations(db: &dyn Database) {
+    let k = key("n");
+    commit(
+        db,
+        write_of(vec![
+            set_expiring(&k, KvValue::U64(10), LONG_AGO_MS),
+            sum_u64(&k, 1),
+        ]),
+    )
+    .await;
+    assert_eq!(get(db, &k).await.map(|e| e.value), Some(KvValue::U64(1)));
+    commit(
+        db,
+        write_of(vec![
+            set_expiring(&k, bytes(b"x"), LONG_AGO_MS),
+            max(&k, KvValue::U64(4)),
+        ]),
+    )
+    .await;
+    assert_eq!(get(db, &k).await.map(|e| e.value), Some(KvValue::U64(4)));
+}

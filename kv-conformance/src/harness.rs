@@ -281,6 +281,7 @@ pub fn database_tests() -> Vec<(&'static str, DatabaseTest)> {
         expiry::limit_counts_only_live_entries,
         expiry::expired_key_is_absent_for_checks,
         expiry::future_expiry_is_visible,
+        expiry::expired_set_is_absent_for_later_mutations,
         watch::first_notification_reports_every_key,
         watch::write_produces_notification,
         watch::one_write_one_notification,

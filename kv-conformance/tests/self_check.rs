@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kv_conformance::harness::{block_on, database_suite_report, ClockedDb};
 use kv_conformance::model::{run_model_test, ModelConfig};
-use kv_db::{Db, DbConfig};
+use kv_db::Db;
 use kv_engine_memory::MemoryBackend;
 use kv_traits::{
     AtomicWrite, Backend, BackendError, CommitResult, Consistency, Database, KvEntry, KvError,
@@ -157,23 +157,6 @@ fn ignored_expiry_is_caught() {
             "expiry::limit_counts_only_live_entries",
         ],
     );
-}
-
-#[test]
-fn a_correct_database_passes() {
-    let factory = || async {
-        let clock = Arc::new(ManualClock::new(ClockedDb::START_MS));
-        Ok(Arc::new(
-            Db::open(
-                MemoryBackend::new(),
-                DbConfig {
-                    ..ClockedDb::config(clock)
-                },
-            )
-            .await?,
-        ) as Arc<dyn Database>)
-    };
-    block_on(kv_conformance::run_database_suite(&factory));
 }
 
 /// A backend whose reverse scans come back ascending.

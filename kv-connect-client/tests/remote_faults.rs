@@ -60,6 +60,8 @@ enum Reply {
         chunks: Vec<Vec<u8>>,
         stay_open: bool,
     },
+    /// The reply after a delay (a long poll).
+    Delayed(Duration, Box<Reply>),
 }
 
 fn ok(body: Vec<u8>) -> Reply {
@@ -854,14 +856,21 @@ async fn close_ends_long_polls_and_watches() {
     let fake = Fake::start(Proto::Auto, |r| match r.path.as_str() {
         "/" => metadata(3, "t", Duration::from_secs(3600), Some("queue-v1")),
         "/v2/queue/dequeue" => Reply::Delayed(Duration::from_secs(20), Box::new(ok(vec![]))),
-        "/v2/watch" => Reply::Stream { chunks: vec![watch_frame(None)], stay_open: true },
+        "/v2/watch" => Reply::Stream {
+            chunks: vec![watch_frame(None)],
+            stay_open: true,
+        },
         _ => default_handler(r),
     })
     .await;
     let db = RemoteDatabase::open_with(fast(fake.url())).await.unwrap();
     let kv = Kv::from_database(db.clone());
     let mut watch = kv.watch(&[key!["a"]]).await.unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(5), watch.next()).await.unwrap().unwrap().unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(first[0].value, None);
     let listener = {
         let kv = kv.clone();
@@ -870,9 +879,17 @@ async fn close_ends_long_polls_and_watches() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(fake.count("/v2/queue/dequeue"), 1, "a long poll is pending");
     kv.close().await.unwrap();
-    let r = tokio::time::timeout(Duration::from_secs(2), listener).await.expect("listener ends on close").unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(2), listener)
+        .await
+        .expect("listener ends on close")
+        .unwrap();
     assert_eq!(r, Ok(()));
-    let end = tokio::time::timeout(Duration::from_secs(2), watch.next()).await.expect("watch ends on close");
+    let end = tokio::time::timeout(Duration::from_secs(2), watch.next())
+        .await
+        .expect("watch ends on close");
     assert!(end.is_none());
-    assert_eq!(db.snapshot_read(get_range(), Consistency::Strong).await, Err(KvError::Closed));
+    assert_eq!(
+        db.snapshot_read(get_range(), Consistency::Strong).await,
+        Err(KvError::Closed)
+    );
 }

@@ -33,7 +33,11 @@ async fn tls_server() -> TlsServer {
     tokio::spawn(bound.serve_with_shutdown(async move {
         let _ = rx.await;
     }));
-    TlsServer { port, cert, _stop: tx }
+    TlsServer {
+        port,
+        cert,
+        _stop: tx,
+    }
 }
 
 fn client_tls(cert: &CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
@@ -70,5 +74,8 @@ async fn untrusted_certificate_is_rejected() {
     c.backoff.base = Duration::from_millis(10);
     let err = RemoteDatabase::open_with(c).await.unwrap_err();
     assert!(matches!(err, KvError::Transport(_)), "{err:?}");
-    assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
 }

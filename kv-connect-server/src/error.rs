@@ -46,6 +46,7 @@ pub fn kv_error_status(err: &KvError) -> (StatusCode, String) {
             StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
             message.clone(),
         ),
+        KvError::LeaseNotFound => (StatusCode::CONFLICT, err.to_string()),
         e if e.is_client_error() => (StatusCode::BAD_REQUEST, e.to_string()),
         KvError::Closed | KvError::Backend(BackendError::Closed) => (
             StatusCode::SERVICE_UNAVAILABLE,

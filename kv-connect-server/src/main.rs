@@ -80,6 +80,12 @@ struct Cli {
     /// Seconds to wait for in-flight requests at shutdown before closing the database.
     #[arg(long, env = "KV_CONNECT_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     shutdown_timeout_secs: u64,
+
+    /// Seconds a queue message dequeued by a remote listener (queue extension) stays leased to
+    /// it; when the lease runs out without a finish, the delivery counts as failed and the
+    /// message is retried along its backoff schedule.
+    #[arg(long, env = "KV_CONNECT_QUEUE_LEASE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    queue_lease_secs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +110,7 @@ fn open_error(cli: &Cli, e: impl std::fmt::Display) -> MainError {
 async fn open_db(cli: &Cli) -> Result<kv_db::Db, MainError> {
     let config = kv_db::DbConfig {
         read_only: cli.read_only,
+        queue_lease: std::time::Duration::from_secs(cli.queue_lease_secs),
         ..kv_db::DbConfig::default()
     };
     match cli.engine {

@@ -12,8 +12,8 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Body, Frame};
-use kv_traits::wire::{self, pb};
-use kv_traits::{Consistency, Database, KvEntry, KvError, Limits, WatchKeyOutput};
+use kv_traits::wire::{self, pb, queue_pb};
+use kv_traits::{Consistency, Database, KvEntry, KvError, Limits, QueueLease, WatchKeyOutput};
 use prost::Message;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
@@ -137,6 +137,8 @@ where
         Some("/snapshot_read") => Some(DataOp::SnapshotRead),
         Some("/atomic_write") => Some(DataOp::AtomicWrite),
         Some("/watch") => Some(DataOp::Watch),
+        Some("/queue/dequeue") => Some(DataOp::QueueDequeue),
+        Some("/queue/finish") => Some(DataOp::QueueFinish),
         _ => None,
     };
     if let Some(op) = op {
@@ -233,7 +235,12 @@ where
             format!("Failed to encode metadata: {e}"),
         )
     })?;
-    Ok(response(StatusCode::OK, "application/json", json))
+    let mut res = response(StatusCode::OK, "application/json", json);
+    res.headers_mut().insert(
+        wire::EXTENSIONS_HEADER,
+        HeaderValue::from_static(wire::QUEUE_EXTENSION),
+    );
+    Ok(res)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,6 +248,10 @@ enum DataOp {
     SnapshotRead,
     AtomicWrite,
     Watch,
+    /// Queue extension `queue-v1`: lease the next ready message (long poll).
+    QueueDequeue,
+    /// Queue extension `queue-v1`: end a delivery.
+    QueueFinish,
 }
 
 /// Checks the protocol headers of a data-path request.
@@ -327,6 +338,35 @@ where
                 }
                 Err(e) => Err(e.into()),
             }
+        }
+        DataOp::QueueDequeue => {
+            let request: queue_pb::DequeueRequest = wire::decode_request(&body)?;
+            let wait = request.wait_ms.min(wire::MAX_DEQUEUE_WAIT_MS);
+            let mut shutdown = state.shutdown.clone();
+            let dequeued = tokio::select! {
+                r = state.db.dequeue(std::time::Duration::from_millis(u64::from(wait))) => r?,
+                _ = stopped(&mut shutdown) => None,
+            };
+            let out = match dequeued {
+                Some(m) => queue_pb::DequeueResponse {
+                    lease: m.lease.to_bytes().to_vec(),
+                    payload: m.payload,
+                    attempt: m.attempt,
+                    lease_deadline_ms: i64::try_from(m.lease.deadline_ms).unwrap_or(i64::MAX),
+                },
+                None => queue_pb::DequeueResponse::default(),
+            };
+            Ok(protobuf_response(&out))
+        }
+        DataOp::QueueFinish => {
+            let request: queue_pb::FinishRequest = wire::decode_request(&body)?;
+            let lease = QueueLease::from_bytes(&request.lease).ok_or_else(|| {
+                ApiError::bad_request(
+                    "Invalid queue lease: expected the 24-byte token from dequeue.",
+                )
+            })?;
+            state.db.finish(lease, request.success).await?;
+            Ok(protobuf_response(&queue_pb::FinishResponse {}))
         }
         DataOp::Watch => {
             let request: pb::Watch = wire::decode_request(&body)?;

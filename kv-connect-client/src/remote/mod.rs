@@ -432,11 +432,16 @@ impl Inner {
                 ))
             })?;
             let headers = Self::data_headers(&meta)?;
-            let failure = match self
-                .transport
-                .post(&url, &headers, body.clone(), timeout)
-                .await
-            {
+            let request = self.transport.post(&url, &headers, body.clone(), timeout);
+            let result = match kind {
+                // Reads (including long polls) end at once when the database is closed.
+                Kind::Read => tokio::select! {
+                    r = request => r,
+                    _ = self.wait_closed() => return Err(KvError::Closed),
+                },
+                Kind::Write => request.await,
+            };
+            let failure = match result {
                 Ok(resp) => return Ok(resp.body),
                 Err(HttpFailure::Status { status, body }) if !status.is_server_error() => {
                     return Err(status_error(status, body, method));

@@ -725,7 +725,7 @@ export async function run(kv, env) {
       successes: commits.length,
       distinctVersionstamps: new Set(commits).size,
       finalIsLastCommit: final.versionstamp === max,
-      retriedAtLeastZero: attempts >= 100,
+      attemptsAtLeastSuccesses: attempts >= commits.length,
     };
   });
   await t.step("concurrency.sum_counter", async () => {

@@ -46,6 +46,19 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/com.deno.kv.datapath.rs"));
 }
 
+/// Messages of the KV Connect queue extension `queue-v1` (`docs/queue-extension.md`).
+#[allow(missing_docs)]
+pub mod queue_pb {
+    include!(concat!(env!("OUT_DIR"), "/com.denokv.ext.queue.rs"));
+}
+
+/// The metadata response header that advertises protocol extensions.
+pub const EXTENSIONS_HEADER: &str = "x-denokv-extensions";
+/// The queue extension's name in [`EXTENSIONS_HEADER`].
+pub const QUEUE_EXTENSION: &str = "queue-v1";
+/// The longest dequeue long-poll a server grants, in ms.
+pub const MAX_DEQUEUE_WAIT_MS: u32 = 30_000;
+
 /// Decodes a request body, mapping a protobuf error to [`KvError::InvalidRequest`] with the text
 /// `Request protobuf is invalid: <detail>.`.
 pub fn decode_request<M: Message + Default>(body: &[u8]) -> Result<M, KvError> {
