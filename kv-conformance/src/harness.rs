@@ -118,6 +118,78 @@ where
     }
 }
 
+/// A [`BackendFactory`] for file-based engines: every backend is a new file (or directory)
+/// `<dir>/db-<n>` opened with `open`, and the persistence tests reopen the same path.
+///
+/// ```no_run
+/// # struct MyBackend;
+/// # #[async_trait::async_trait] impl kv_traits::Backend for MyBackend {
+/// #   async fn begin_read(&self) -> Result<Box<dyn kv_traits::ReadTxn>, kv_traits::BackendError> { todo!() }
+/// #   async fn begin_write(&self) -> Result<Box<dyn kv_traits::WriteTxn>, kv_traits::BackendError> { todo!() } }
+/// # impl MyBackend { fn open(_: &std::path::Path) -> Result<Self, kv_traits::BackendError> { Ok(MyBackend) } }
+/// # let dir = std::env::temp_dir();
+/// // `dir` is a temporary directory kept alive for the whole test.
+/// let factory = kv_conformance::harness::FileFactory::new(&dir, |path| MyBackend::open(path));
+/// kv_conformance::harness::block_on(kv_conformance::run_backend_suite(&factory));
+/// ```
+pub struct FileFactory<F> {
+    dir: std::path::PathBuf,
+    next: std::sync::atomic::AtomicU64,
+    open: Arc<F>,
+}
+
+impl<F> FileFactory<F> {
+    /// Backends under `dir` (which must exist), opened with `open`.
+    pub fn new<B>(dir: impl AsRef<std::path::Path>, open: F) -> Self
+    where
+        F: Fn(&std::path::Path) -> Result<B, BackendError>,
+    {
+        FileFactory {
+            dir: dir.as_ref().to_path_buf(),
+            next: std::sync::atomic::AtomicU64::new(0),
+            open: Arc::new(open),
+        }
+    }
+
+    fn fresh_path(&self) -> std::path::PathBuf {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.dir.join(format!("db-{n}"))
+    }
+}
+
+struct FileStore<F> {
+    path: std::path::PathBuf,
+    open: Arc<F>,
+}
+
+#[async_trait]
+impl<F, B> ReopenableBackend for FileStore<F>
+where
+    F: Fn(&std::path::Path) -> Result<B, BackendError> + Send + Sync + 'static,
+    B: Backend,
+{
+    async fn open(&self) -> Result<Arc<dyn Backend>, BackendError> {
+        Ok(Arc::new((self.open)(&self.path)?))
+    }
+}
+
+#[async_trait]
+impl<F, B> BackendFactory for FileFactory<F>
+where
+    F: Fn(&std::path::Path) -> Result<B, BackendError> + Send + Sync + 'static,
+    B: Backend,
+{
+    async fn create(&self) -> Result<Arc<dyn Backend>, BackendError> {
+        Ok(Arc::new((self.open)(&self.fresh_path())?))
+    }
+    async fn create_reopenable(&self) -> Result<Option<Box<dyn ReopenableBackend>>, BackendError> {
+        Ok(Some(Box::new(FileStore {
+            path: self.fresh_path(),
+            open: self.open.clone(),
+        })))
+    }
+}
+
 /// Creates fresh databases for [`run_database_suite`]. Implemented for every closure
 /// `Fn() -> impl Future<Output = Result<Arc<dyn Database>, KvError>>`.
 #[async_trait]
@@ -206,6 +278,8 @@ impl ClockedDb {
 pub type DatabaseTest = for<'a> fn(&'a dyn Database) -> BoxFuture<'a, ()>;
 /// A test that needs a [`Db`] with a manual clock.
 pub type ClockedTest = for<'a> fn(&'a ClockedDb) -> BoxFuture<'a, ()>;
+/// A test of a [`Db`] running its background tasks on the system clock.
+pub type BackgroundTest = for<'a> fn(&'a Db) -> BoxFuture<'a, ()>;
 /// A test that closes and reopens a store.
 pub type PersistenceTest = for<'a> fn(&'a dyn ReopenableBackend) -> BoxFuture<'a, ()>;
 
@@ -233,6 +307,7 @@ pub fn database_tests() -> Vec<(&'static str, DatabaseTest)> {
         read::ranges_share_one_snapshot,
         read::single_key_and_prefix_ranges,
         read::values_of_every_encoding_round_trip,
+        read::eventual_consistency_reads_the_same,
         write::versionstamps_strictly_increase,
         write::one_versionstamp_per_write_shared_by_all_mutations,
         write::empty_and_check_only_writes_commit,
@@ -333,6 +408,15 @@ pub fn clocked_tests() -> Vec<(&'static str, ClockedTest)> {
         queue::each_delivery_gets_its_own_lease,
         queue::stale_lease_after_immediate_redelivery,
         queue::closed_database_rejects_calls,
+    ]
+}
+
+/// Every background (real-time) test, by name.
+pub fn background_tests() -> Vec<(&'static str, BackgroundTest)> {
+    test_list![Db =>
+        background::expired_keys_are_swept_automatically,
+        background::waiting_listener_wakes_when_message_is_due,
+        background::unfinished_delivery_is_redelivered,
     ]
 }
 
@@ -437,8 +521,8 @@ pub async fn run_database_suite(factory: &dyn DatabaseFactory) {
 }
 
 /// Runs the whole suite over backends from `factory`: the database tests and the manual-clock
-/// tests each on a fresh [`ClockedDb`], and the persistence tests when the factory supports
-/// reopening. Returns the report.
+/// tests each on a fresh [`ClockedDb`], the background tests on a fresh [`Db`] with the system
+/// clock, and the persistence tests when the factory supports reopening. Returns the report.
 pub async fn backend_suite_report(factory: &dyn BackendFactory) -> SuiteReport {
     let mut report = SuiteReport::default();
     for (name, test) in database_tests() {
@@ -460,6 +544,23 @@ pub async fn backend_suite_report(factory: &dyn BackendFactory) -> SuiteReport {
             let h = fresh_clocked(factory).await;
             test(&h).await;
             let _ = h.db.close().await;
+        };
+        run_one(&mut report, name, fut).await;
+    }
+    for (name, test) in background_tests() {
+        if !selected(name) {
+            continue;
+        }
+        let fut = async {
+            let backend = factory
+                .create()
+                .await
+                .unwrap_or_else(|e| panic!("creating the backend failed: {e}"));
+            let db = Db::open(backend, crate::background::background_config())
+                .await
+                .unwrap_or_else(|e| panic!("Db::open failed: {e}"));
+            test(&db).await;
+            let _ = db.close().await;
         };
         run_one(&mut report, name, fut).await;
     }

@@ -3,11 +3,11 @@
 //! Every storage engine, and any third-party [`kv_traits::Backend`] or [`kv_traits::Database`],
 //! runs the same public tests, so they all behave as the spec (`semantics.md`) says:
 //!
-//! - one module per feature area — [`read`], [`write`], [`sum`], [`expiry`], [`watch`],
-//!   [`queue`], [`limits`], [`persistence`] — each made of `pub async fn` tests taking what they
-//!   need: a `&dyn Database` (so they also run against a remote database), a
-//!   [`harness::ClockedDb`] (a [`kv_db::Db`] with a [`kv_traits::ManualClock`]), or a
-//!   [`harness::ReopenableBackend`];
+//! - one module per feature area — [`read`], [`write`](mod@write), [`sum`], [`expiry`], [`watch`],
+//!   [`queue`], [`limits`], [`persistence`], [`background`] — each made of `pub async fn` tests
+//!   taking what they need: a `&dyn Database` (so they also run against a remote database), a
+//!   [`harness::ClockedDb`] (a [`kv_db::Db`] with a [`kv_traits::ManualClock`]), a
+//!   [`kv_db::Db`] on the system clock, or a [`harness::ReopenableBackend`];
 //! - entry points that run everything, each test on a fresh database, collecting every failure:
 //!   [`harness::run_backend_suite`] and [`harness::run_database_suite`];
 //! - [`model`]: a proptest state-machine test comparing random operation sequences against an
@@ -33,11 +33,41 @@
 //! # fn main() {}
 //! ```
 //!
-//! An engine whose data survives a restart also implements [`harness::BackendFactory`] with
-//! [`harness::BackendFactory::create_reopenable`] returning a store that can be opened again
-//! (for example a temporary directory), which enables the [`persistence`] tests. An in-memory
-//! engine can wrap its constructor in [`harness::SharedInstanceFactory`] to run them against one
-//! instance reopened by a new [`kv_db::Db`].
+//! An engine whose data survives a restart should also run the [`persistence`] tests, which
+//! close a store and open it again. A file-based engine gets them from
+//! [`harness::FileFactory`] (each backend is a new path in a directory the test keeps alive):
+//!
+//! ```no_run
+//! # mod my_engine { pub struct MyBackend;
+//! # #[async_trait::async_trait] impl kv_traits::Backend for MyBackend {
+//! #   async fn begin_read(&self) -> Result<Box<dyn kv_traits::ReadTxn>, kv_traits::BackendError> { todo!() }
+//! #   async fn begin_write(&self) -> Result<Box<dyn kv_traits::WriteTxn>, kv_traits::BackendError> { todo!() } }
+//! # impl MyBackend { pub fn open(_: &std::path::Path) -> Result<Self, kv_traits::BackendError> { Ok(MyBackend) } } }
+//! use kv_conformance::harness::{block_on, FileFactory};
+//! use kv_conformance::{run_backend_suite, run_model_test, ModelConfig};
+//! use my_engine::MyBackend;
+//!
+//! #[test]
+//! fn conformance_suite() {
+//!     let dir = std::env::temp_dir().join("my-engine-conformance"); // or a tempfile::TempDir
+//!     std::fs::create_dir_all(&dir).unwrap();
+//!     block_on(run_backend_suite(&FileFactory::new(&dir, |path| MyBackend::open(path))));
+//! }
+//!
+//! #[test]
+//! fn conformance_model() {
+//!     let dir = std::env::temp_dir().join("my-engine-model");
+//!     std::fs::create_dir_all(&dir).unwrap();
+//!     run_model_test(&FileFactory::new(&dir, |path| MyBackend::open(path)), ModelConfig::default());
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! Other engines implement [`harness::BackendFactory`] themselves, returning from
+//! [`harness::BackendFactory::create_reopenable`] a [`harness::ReopenableBackend`] that opens the
+//! same store each time. An in-memory engine can wrap its constructor in
+//! [`harness::SharedInstanceFactory`] to run the persistence tests against one instance reopened
+//! by a new [`kv_db::Db`] (checking the `Db`'s reload logic, not durability).
 //!
 //! A `Database` that is not built from a `Backend` (a remote client) runs the database-level
 //! tests:
@@ -64,6 +94,7 @@
 
 #![warn(missing_docs)]
 
+pub mod background;
 pub mod expiry;
 pub mod harness;
 pub mod limits;

@@ -301,3 +301,21 @@ pub async fn large_range_pages(db: &dyn Database) {
         ks[..500].iter().rev().cloned().collect::<Vec<_>>()
     );
 }
+
+/// An `Eventual` read returns what a `Strong` read returns (a single node has no replicas).
+pub async fn eventual_consistency_reads_the_same(db: &dyn Database) {
+    let ks = fill(db, 5).await;
+    let r = vec![
+        ReadRange::prefix(&key("item"), 10),
+        ReadRange::single(&ks[2]),
+    ];
+    let strong = db
+        .snapshot_read(r.clone(), kv_traits::Consistency::Strong)
+        .await
+        .expect("strong read");
+    let eventual = db
+        .snapshot_read(r, kv_traits::Consistency::Eventual)
+        .await
+        .expect("eventual read");
+    assert_eq!(strong, eventual);
+}

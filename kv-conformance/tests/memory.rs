@@ -19,6 +19,7 @@ fn every_test_runs() {
     }
     let total = kv_conformance::harness::database_tests().len()
         + kv_conformance::harness::clocked_tests().len()
+        + kv_conformance::harness::background_tests().len()
         + kv_conformance::harness::persistence_tests().len();
     if std::env::var("KV_CONFORMANCE_FILTER").map_or(true, |f| f.is_empty()) {
         assert_eq!(report.passed.len() + report.failed.len(), total);

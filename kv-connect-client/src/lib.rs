@@ -49,7 +49,6 @@ pub mod error;
 pub mod kv;
 pub mod list;
 pub mod queue;
-pub mod queue_ext;
 pub mod remote;
 pub mod value;
 

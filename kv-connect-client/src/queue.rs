@@ -105,7 +105,10 @@ impl Kv {
     /// queue extension). A handler returning `Err` or panicking fails the delivery: the
     /// message is retried along its backoff schedule.
     ///
-    /// The listener runs until dropped or closed; spawn it as a task.
+    /// The listener runs until dropped or closed; spawn it as a task. Delivery is
+    /// at-least-once: a message whose dequeue was in flight when the listener was dropped or
+    /// the database closed stays leased until its lease expires (30 s by default on the
+    /// server) and is then redelivered.
     pub async fn listen_queue<F, Fut, E>(&self, handler: F) -> Result<(), Error>
     where
         F: FnMut(Delivery) -> Fut,

@@ -16,11 +16,11 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use kv_connect_client::queue_ext::{DequeueRequest, DequeueResponse, FinishRequest};
 use kv_connect_client::{
     key, Backoff, HttpVersionPolicy, Kv, KvError, RemoteConfig, RemoteDatabase,
 };
 use kv_traits::wire;
+use kv_traits::wire::queue_pb::{DequeueRequest, DequeueResponse, FinishRequest};
 use kv_traits::{
     Consistency, Database, KvEntry, KvValue, QueueLease, ReadRange, Versionstamp, WatchKeyOutput,
 };

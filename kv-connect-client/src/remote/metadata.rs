@@ -11,9 +11,6 @@ pub(crate) const SUPPORTED_VERSIONS: [u32; 3] = [1, 2, 3];
 /// The metadata request body: `{"supportedVersions":[1,2,3]}`.
 pub(crate) const REQUEST_BODY: &str = r#"{"supportedVersions":[1,2,3]}"#;
 
-/// The queue extension's name in `x-denokv-extensions`.
-pub(crate) const QUEUE_EXTENSION: &str = "queue-v1";
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawMetadata {
@@ -207,7 +204,7 @@ mod tests {
         assert_eq!(m.endpoint, "http://other:1/x");
         let m = Metadata::parse(body("http://other:1", 2).as_bytes(), &base, None).unwrap();
         assert_eq!(m.method_url("watch"), "http://other:1/watch");
-        assert!(!m.has_extension(QUEUE_EXTENSION));
+        assert!(!m.has_extension(kv_traits::wire::QUEUE_EXTENSION));
         // v1 needs absolute URLs.
         assert!(Metadata::parse(body("/v2", 1).as_bytes(), &base, None).is_err());
     }

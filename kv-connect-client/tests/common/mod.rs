@@ -18,6 +18,14 @@ use kv_traits::{
 };
 use num_bigint::BigInt;
 
+/// Logs to the test output when `RUST_LOG` is set.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 /// A fresh embedded database over the memory engine.
 pub async fn embedded_db() -> kv_db::Db {
     kv_db::Db::open(

@@ -1,0 +1,156 @@
+//! Real-time behaviour of a [`Db`] with the system clock and its background tasks on (see
+//! [`background_config`]): expired keys are swept and watchers told without anyone calling
+//! `run_maintenance`, waiting listeners wake when a delayed message falls due, and unfinished
+//! deliveries come back after their lease. Each test takes about a second.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use kv_db::{Db, DbConfig};
+use kv_traits::{AtomicWrite, Database, Enqueue, KvValue, WatchKeyOutput};
+
+use crate::util::*;
+
+/// The lease the background tests configure.
+pub const LEASE: Duration = Duration::from_millis(300);
+
+/// The configuration of the background tests: system clock, background tasks every 50 ms,
+/// 300 ms leases.
+pub fn background_config() -> DbConfig {
+    DbConfig {
+        background_tasks: true,
+        maintenance_interval: Duration::from_millis(50),
+        queue_lease: LEASE,
+        ..DbConfig::default()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A key expiring in 200 ms disappears on its own and its watcher is told, within 3 s.
+pub async fn expired_keys_are_swept_automatically(db: &Db) {
+    let k = key("a");
+    commit(
+        db,
+        write_of(vec![
+            set_expiring(&k, bytes(b"v"), now_ms() + 200),
+            kv_traits::Mutation::set(key("b"), bytes(b"b")),
+        ]),
+    )
+    .await;
+    let mut w = db.watch(vec![k.clone()]).await.expect("watch");
+    let first = tokio::time::timeout(Duration::from_secs(3), w.next())
+        .await
+        .expect("first notification")
+        .expect("stream");
+    assert!(matches!(
+        &first.expect("ok")[0],
+        WatchKeyOutput::Changed(Some(_))
+    ));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, w.next())
+            .await
+            .expect("the background sweep did not notify the watcher within 3 s")
+            .expect("stream ended")
+            .expect("stream error");
+        if n[0] == WatchKeyOutput::Changed(None) {
+            break;
+        }
+    }
+    let mut swept = false;
+    for _ in 0..20 {
+        // The sweep already ran: a manual pass finds nothing left.
+        if db.run_maintenance().await.expect("maintenance") == 0 {
+            swept = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(swept);
+    assert_eq!(scan_all(db).await.len(), 1);
+}
+
+/// A listener already waiting wakes up when a delayed message falls due.
+pub async fn waiting_listener_wakes_when_message_is_due(db: &Db) {
+    let due = now_ms() + 300;
+    commit(
+        db,
+        AtomicWrite {
+            enqueues: vec![enqueue(b"later", due)],
+            ..Default::default()
+        },
+    )
+    .await;
+    let t = Instant::now();
+    let m = db
+        .dequeue(Duration::from_secs(5))
+        .await
+        .expect("dequeue")
+        .expect("the message falls due during the wait");
+    let got_at = now_ms();
+    assert_eq!(m.payload, b"later");
+    assert!(got_at >= due, "delivered {} ms early", due - got_at);
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "woke {:?} after the start, long after the due time",
+        t.elapsed()
+    );
+    db.finish(m.lease, true).await.expect("finish");
+}
+
+/// A delivery that is never finished comes back after its lease, as a failed attempt.
+pub async fn unfinished_delivery_is_redelivered(db: &Db) {
+    commit(
+        db,
+        AtomicWrite {
+            enqueues: vec![Enqueue {
+                backoff_schedule: Some(vec![0]),
+                keys_if_undelivered: vec![key("dead")],
+                ..enqueue(b"m", 0)
+            }],
+            ..Default::default()
+        },
+    )
+    .await;
+    let m1 = db
+        .dequeue(Duration::from_secs(1))
+        .await
+        .expect("dequeue")
+        .expect("ready message");
+    let t = Instant::now();
+    let m2 = db
+        .dequeue(Duration::from_secs(5))
+        .await
+        .expect("dequeue")
+        .expect("redelivered after the lease expired");
+    assert!(
+        t.elapsed() >= LEASE - Duration::from_millis(50),
+        "redelivered after {:?}, before the lease ended",
+        t.elapsed()
+    );
+    assert_eq!((m2.payload.as_slice(), m2.attempt), (&b"m"[..], 2));
+    assert!(
+        db.finish(m1.lease, true).await.is_err(),
+        "the first lease is stale"
+    );
+    // No attempts left: letting this lease lapse too dead-letters the message.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get(db, &key("dead")).await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "not dead-lettered after the last lease expired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        get(db, &key("dead")).await.map(|e| e.value),
+        Some(KvValue::V8(b"m".to_vec()))
+    );
+}
