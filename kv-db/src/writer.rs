@@ -27,9 +27,17 @@ const MAINTENANCE_CHUNK: usize = 1000;
 /// A state-changing operation.
 pub(crate) enum Op {
     Write(AtomicWrite),
-    Dequeue { lease_ms: u64 },
-    Finish { lease: QueueLease, success: bool },
+    Dequeue {
+        lease_ms: u64,
+    },
+    Finish {
+        lease: QueueLease,
+        success: bool,
+    },
     Maintenance,
+    /// Puts a leased message back as if it had never been delivered (its requester went away
+    /// before receiving it).
+    Release(QueueLease),
     Shutdown,
 }
 
@@ -331,6 +339,18 @@ impl Cx<'_> {
         Ok(OpResult::Finish)
     }
 
+    async fn apply_release(&mut self, lease: QueueLease) -> Result<OpResult, ApplyError> {
+        if let Some(mut rec) = self.take_running(lease).await? {
+            rec.attempts = rec.attempts.saturating_sub(1);
+            self.put(
+                layout::timed(QUEUE_READY, self.now, &lease.id),
+                rec.encode(),
+            );
+            self.fx.queue_changed = true;
+        }
+        Ok(OpResult::Finish)
+    }
+
     async fn apply_maintenance(&mut self) -> Result<OpResult, ApplyError> {
         let now = self.now;
         // Expiry sweep: one commit (one new version) for everything deleted.
@@ -437,8 +457,23 @@ impl Writer {
                 if fx.queue_changed {
                     self.queue_notify.notify_waiters();
                 }
+                let mut undelivered = Vec::new();
                 for (r, res) in batch.into_iter().zip(results) {
-                    let _ = r.reply.send(res);
+                    if let Err(Ok(OpResult::Dequeue(Some(m), _))) = r.reply.send(res) {
+                        undelivered.push(m.lease);
+                    }
+                }
+                if !undelivered.is_empty() {
+                    // The caller of a dequeue went away after its message was leased: put the
+                    // message back now instead of letting it wait for the lease to expire.
+                    let releases = undelivered
+                        .into_iter()
+                        .map(|lease| Request {
+                            op: Op::Release(lease),
+                            reply: oneshot::channel().0,
+                        })
+                        .collect();
+                    Box::pin(self.run_batch(releases)).await;
                 }
             }
             Err(e) => {
@@ -479,9 +514,12 @@ impl Writer {
             };
             let res = match &req.op {
                 Op::Write(w) => cx.apply_write(w).await,
+                // Nobody waits for this message any more: don't lease it to anyone.
+                Op::Dequeue { .. } if req.reply.is_closed() => Err(ApplyError::Op(KvError::Closed)),
                 Op::Dequeue { lease_ms } => cx.apply_dequeue(*lease_ms).await,
                 Op::Finish { lease, success } => cx.apply_finish(*lease, *success).await,
                 Op::Maintenance => cx.apply_maintenance().await,
+                Op::Release(lease) => cx.apply_release(*lease).await,
                 Op::Shutdown => Ok(OpResult::Shutdown),
             };
             match res {

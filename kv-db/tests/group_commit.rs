@@ -1,88 +1,17 @@
 //! Group commit: concurrent writes share transactions yet stay individually atomic, and a commit
 //! failure poisons the database.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+mod common;
 
-use async_trait::async_trait;
+use std::sync::atomic::Ordering;
+
+use common::faulty;
 use kv_db::{Db, DbConfig};
 use kv_engine_memory::MemoryBackend;
 use kv_traits::{
-    AtomicWrite, Backend, BackendError, CommitResult, Consistency, Database, KvError, KvPair,
-    KvValue, Mutation, MutationKind, ReadRange, ReadTxn, WriteTxn,
+    AtomicWrite, Backend, BackendError, CommitResult, Consistency, Database, KvError, KvValue,
+    Mutation, MutationKind, ReadRange,
 };
-
-/// Wraps a backend, counting commits and failing them on demand.
-#[derive(Clone)]
-struct Faulty {
-    inner: MemoryBackend,
-    commits: Arc<AtomicUsize>,
-    fail_commits: Arc<AtomicBool>,
-}
-
-struct FaultyWrite {
-    inner: Box<dyn WriteTxn>,
-    commits: Arc<AtomicUsize>,
-    fail: bool,
-}
-
-#[async_trait]
-impl ReadTxn for FaultyWrite {
-    async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        self.inner.get(key).await
-    }
-    async fn scan(
-        &mut self,
-        s: &[u8],
-        e: &[u8],
-        l: usize,
-        r: bool,
-    ) -> Result<Vec<KvPair>, BackendError> {
-        self.inner.scan(s, e, l, r).await
-    }
-}
-
-#[async_trait]
-impl WriteTxn for FaultyWrite {
-    async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), BackendError> {
-        self.inner.put(key, value).await
-    }
-    async fn delete(&mut self, key: &[u8]) -> Result<(), BackendError> {
-        self.inner.delete(key).await
-    }
-    async fn commit(self: Box<Self>) -> Result<(), BackendError> {
-        if self.fail {
-            return Err(BackendError::Io("injected fsync failure".into()));
-        }
-        self.commits.fetch_add(1, Ordering::SeqCst);
-        self.inner.commit().await
-    }
-}
-
-#[async_trait]
-impl Backend for Faulty {
-    async fn begin_read(&self) -> Result<Box<dyn ReadTxn>, BackendError> {
-        self.inner.begin_read().await
-    }
-    async fn begin_write(&self) -> Result<Box<dyn WriteTxn>, BackendError> {
-        let inner = self.inner.begin_write().await?;
-        // Slow commits make concurrent writers pile up behind them, as an fsync would.
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        Ok(Box::new(FaultyWrite {
-            inner,
-            commits: self.commits.clone(),
-            fail: self.fail_commits.load(Ordering::SeqCst),
-        }))
-    }
-}
-
-fn faulty() -> Faulty {
-    Faulty {
-        inner: MemoryBackend::new(),
-        commits: Arc::default(),
-        fail_commits: Arc::default(),
-    }
-}
 
 fn k(s: &str) -> Vec<u8> {
     let mut v = vec![2];
