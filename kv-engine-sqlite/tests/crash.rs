@@ -120,7 +120,7 @@ async fn crash_child() {
                     },
                     expire_at_ms: None,
                 });
-                let enqueue = i % ENQUEUE_EVERY == 0;
+                let enqueue = i.is_multiple_of(ENQUEUE_EVERY);
                 let enqueues = if enqueue {
                     vec![Enqueue {
                         payload: v8_string(&message_name(round, task, i)),

@@ -8,9 +8,10 @@ use crate::types::{AtomicWrite, MutationKind, ReadRange};
 /// with 100 checks per write as the Deno client allows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Max encoded size of a key that is written (mutation keys, dead-letter keys, watch keys).
+    /// Max encoded size of a key that is written (mutation keys, dead-letter keys).
     pub max_write_key_size: usize,
-    /// Max encoded size of a read bound or check key.
+    /// Max encoded size of a read bound, check key or watched key (the Deno client allows 2049
+    /// for watched keys, so the server does too).
     pub max_read_key_size: usize,
     /// Max size of a value or queue payload.
     pub max_value_size: usize,
