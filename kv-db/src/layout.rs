@@ -98,21 +98,29 @@ impl Record {
         out
     }
 
-    /// Inverse of [`Record::encode`].
-    pub fn decode(b: &[u8]) -> Result<Record, BackendError> {
+    /// Inverse of [`Record::encode`], reusing the buffer for the value (no copy of the data
+    /// into a new allocation: reads decode many records).
+    pub fn decode_owned(mut b: Vec<u8>) -> Result<Record, BackendError> {
         if b.len() < 19 {
             return Err(corrupt("short data record"));
         }
         let versionstamp =
             Versionstamp::from_slice(&b[1..11]).ok_or_else(|| corrupt("versionstamp"))?;
         let expire = decode_u64(&b[11..19])?;
-        let value = KvValue::from_encoded(b[0] as i32, b[19..].to_vec())
+        let encoding = b[0] as i32;
+        b.drain(..19);
+        let value = KvValue::from_encoded(encoding, b)
             .map_err(|e| BackendError::Corrupt(format!("stored value: {e}")))?;
         Ok(Record {
             value,
             versionstamp,
             expire_at_ms: (expire != 0).then_some(expire),
         })
+    }
+
+    /// Inverse of [`Record::encode`].
+    pub fn decode(b: &[u8]) -> Result<Record, BackendError> {
+        Self::decode_owned(b.to_vec())
     }
 
     /// True when the record has expired at `now_ms`.
@@ -222,6 +230,8 @@ mod tests {
             expire_at_ms: Some(99),
         };
         assert_eq!(Record::decode(&r.encode()).unwrap(), r);
+        assert_eq!(Record::decode_owned(r.encode()).unwrap(), r);
+        assert!(Record::decode_owned(vec![1; 18]).is_err());
         let r = Record {
             value: KvValue::Bytes(vec![]),
             versionstamp: Versionstamp::from_version(1),

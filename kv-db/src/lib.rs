@@ -243,17 +243,17 @@ impl Inner {
             let want = limit - out.len();
             let page = txn.scan(&start, &end, want, r.reverse).await?;
             let n = page.len();
-            let mut last = None;
-            for (k, v) in page {
-                let rec = Record::decode(&v)?;
+            let last = page.last().map(|(k, _)| k.clone());
+            for (mut k, v) in page {
+                let rec = Record::decode_owned(v)?;
                 if !rec.is_expired(now) {
+                    k.remove(0); // the DATA prefix
                     out.push(KvEntry {
-                        key: k[1..].to_vec(),
+                        key: k,
                         value: rec.value,
                         versionstamp: rec.versionstamp,
                     });
                 }
-                last = Some(k);
             }
             if out.len() >= limit || n < want {
                 return Ok(out);
@@ -280,7 +280,7 @@ impl Inner {
         for k in keys {
             let entry = match txn.get(&layout::prefixed(DATA, k)).await? {
                 Some(b) => {
-                    let rec = Record::decode(&b)?;
+                    let rec = Record::decode_owned(b)?;
                     (!rec.is_expired(now)).then(|| KvEntry {
                         key: k.clone(),
                         value: rec.value,

@@ -116,7 +116,7 @@ impl Cx<'_> {
 
     async fn record(&mut self, user_key: &[u8]) -> Result<Option<Record>, BackendError> {
         match self.get(&layout::prefixed(DATA, user_key)).await? {
-            Some(b) => Ok(Some(Record::decode(&b)?)),
+            Some(b) => Ok(Some(Record::decode_owned(b)?)),
             None => Ok(None),
         }
     }
@@ -417,6 +417,9 @@ impl Writer {
     /// Runs until the channel closes or a shutdown request is processed.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         while let Some(first) = rx.recv().await {
+            // Let writers that are already running enqueue their requests before the batch is
+            // cut, so a burst lands in one commit; a lone writer loses only a scheduler turn.
+            tokio::task::yield_now().await;
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
