@@ -1,15 +1,20 @@
 //! Random sequences of atomic writes and reads against the memory engine, compared with a
 //! BTreeMap model after every step: a write that fails (bad sum/min/max operand) or fails a
 //! check applies nothing; a committed write applies everything under one fresh versionstamp.
+//! Commits fail on demand (an injected I/O error): that write applies nothing and every later
+//! write is refused (the database is poisoned) while reads still show the last committed state.
 #![no_main]
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use arbitrary::Arbitrary;
 use kv_db::{Db, DbConfig};
 use kv_engine_memory::MemoryBackend;
+use async_trait::async_trait;
 use kv_traits::{
-    AtomicWrite, Check, CommitResult, Consistency, Database, KvValue, Mutation, MutationKind, ReadRange,
+    AtomicWrite, Backend, BackendError, Check, KvError, KvPair, ReadTxn, WriteTxn, CommitResult, Consistency, Database, KvValue, Mutation, MutationKind, ReadRange,
     Versionstamp,
 };
 use libfuzzer_sys::fuzz_target;
@@ -30,6 +35,56 @@ struct Step {
     ops: Vec<Op>,
     read_reverse: bool,
     read_limit: u8,
+    /// Make this step's commit fail with an I/O error.
+    fail_commit: bool,
+}
+
+/// The memory engine with commits that fail while `fail` is set.
+#[derive(Clone)]
+struct Failing {
+    inner: MemoryBackend,
+    fail: Arc<AtomicBool>,
+}
+
+struct FailingWrite {
+    inner: Box<dyn WriteTxn>,
+    fail: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl ReadTxn for FailingWrite {
+    async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        self.inner.get(key).await
+    }
+    async fn scan(&mut self, s: &[u8], e: &[u8], l: usize, r: bool) -> Result<Vec<KvPair>, BackendError> {
+        self.inner.scan(s, e, l, r).await
+    }
+}
+
+#[async_trait]
+impl WriteTxn for FailingWrite {
+    async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), BackendError> {
+        self.inner.put(key, value).await
+    }
+    async fn delete(&mut self, key: &[u8]) -> Result<(), BackendError> {
+        self.inner.delete(key).await
+    }
+    async fn commit(self: Box<Self>) -> Result<(), BackendError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(BackendError::Io("injected fsync failure".into()));
+        }
+        self.inner.commit().await
+    }
+}
+
+#[async_trait]
+impl Backend for Failing {
+    async fn begin_read(&self) -> Result<Box<dyn ReadTxn>, BackendError> {
+        self.inner.begin_read().await
+    }
+    async fn begin_write(&self) -> Result<Box<dyn WriteTxn>, BackendError> {
+        Ok(Box::new(FailingWrite { inner: self.inner.begin_write().await?, fail: self.fail.clone() }))
+    }
 }
 
 fn key(k: u8) -> Vec<u8> {
@@ -76,9 +131,11 @@ fn apply(model: &Model, ops: &[Op], vs: Versionstamp) -> Result<Option<Model>, (
 fuzz_target!(|steps: Vec<Step>| {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
-        let db = Db::open(MemoryBackend::new(), DbConfig { background_tasks: false, ..Default::default() })
+        let backend = Failing { inner: MemoryBackend::new(), fail: Arc::default() };
+        let db = Db::open(backend.clone(), DbConfig { background_tasks: false, ..Default::default() })
             .await
             .expect("open");
+        let mut poisoned = false;
         let mut model = Model::new();
         let mut last = Versionstamp::ZERO;
         for step in steps.iter().take(32) {
@@ -106,14 +163,25 @@ fuzz_target!(|steps: Vec<Step>| {
                     }),
                 }
             }
+            backend.fail.store(step.fail_commit, Ordering::SeqCst);
+            let writes_something = apply(&model, &ops, last).is_ok_and(|m| m.is_some());
             match db.atomic_write(write).await {
                 Ok(CommitResult::Committed(vs)) => {
+                    assert!(!poisoned, "a poisoned database committed");
+                    assert!(!step.fail_commit, "a failed commit was reported as committed");
                     assert!(vs > last, "versionstamps increase");
                     last = vs;
-                    model = apply(&model, &ops, vs).expect("db committed a write the model rejects").expect("db committed a write whose check fails in the model");
+                    model = apply(&model, &ops, vs)
+                        .expect("db committed a write the model rejects")
+                        .expect("db committed a write whose check fails in the model");
                 }
                 Ok(CommitResult::CheckFailed(_)) => {
                     assert!(matches!(apply(&model, &ops, last), Ok(None)), "db failed a check the model passes");
+                }
+                Err(KvError::Backend(e)) => {
+                    assert!(poisoned || (step.fail_commit && writes_something), "unexpected storage error {e}");
+                    assert!(!poisoned || matches!(e, BackendError::Poisoned(_)), "after a failed commit: {e}");
+                    poisoned = true;
                 }
                 Err(e) => {
                     assert!(e.is_client_error(), "unexpected error {e}");

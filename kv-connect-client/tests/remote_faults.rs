@@ -1,5 +1,5 @@
 //! `RemoteDatabase` against a scriptable fake KV Connect server: retries and backoff, unknown
-//! write outcomes, 4xx handling, watch reconnection and de-duplication, metadata refresh,
+//! write outcomes, 4xx handling, watch reconnection, de-duplication and coalescing, metadata refresh,
 //! protocol versions, HTTP version selection and the queue extension's wire behaviour.
 
 use std::collections::HashMap;
@@ -28,7 +28,7 @@ use prost::Message;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Proto {
     Auto,
     Http1,
@@ -62,6 +62,9 @@ enum Reply {
     },
     /// The reply after a delay (a long poll).
     Delayed(Duration, Box<Reply>),
+    /// A streaming body fed by the test: one body chunk per message, ends when the sender is
+    /// dropped.
+    Live(tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>),
 }
 
 fn ok(body: Vec<u8>) -> Reply {
@@ -231,6 +234,17 @@ fn respond(reply: Reply) -> Result<Response<BoxBody<Bytes, std::io::Error>>, std
                         .map_err(|e: Infallible| match e {})
                         .boxed(),
                 )
+                .unwrap())
+        }
+        Reply::Live(rx) => {
+            let body = futures::stream::unfold(rx, |mut rx| async move {
+                let chunk = rx.recv().await?;
+                Some((Ok::<_, std::io::Error>(Frame::data(Bytes::from(chunk))), rx))
+            });
+            Ok(Response::builder()
+                .status(200)
+                .header("content-type", "application/octet-stream")
+                .body(BodyExt::boxed(StreamBody::new(body)))
                 .unwrap())
         }
         Reply::Stream { chunks, stay_open } => {
@@ -891,5 +905,168 @@ async fn close_ends_long_polls_and_watches() {
     assert_eq!(
         db.snapshot_read(get_range(), Consistency::Strong).await,
         Err(KvError::Closed)
+    );
+}
+
+/// A watch frame for the keys `a`, `b`, `c`: `Some(None)` = changed and absent, `Some(Some(v))`
+/// = changed to the entry of versionstamp `v`, `None` = unchanged.
+fn frame3(outs: [Option<Option<u64>>; 3]) -> Vec<u8> {
+    wire::encode_watch_frame(&wire::watch_output(
+        outs.iter().zip(KEYS3).map(|(o, k)| out3(k, *o)).collect(),
+    ))
+}
+
+const KEYS3: [&[u8]; 3] = [b"\x02a\x00", b"\x02b\x00", b"\x02c\x00"];
+
+fn out3(key: &[u8], o: Option<Option<u64>>) -> WatchKeyOutput {
+    match o {
+        None => WatchKeyOutput::Unchanged,
+        Some(vs) => WatchKeyOutput::Changed(vs.map(|v| KvEntry {
+            key: key.to_vec(),
+            value: KvValue::U64(v),
+            versionstamp: Versionstamp::from_version(v),
+        })),
+    }
+}
+
+/// A fake whose first `/watch` response is fed through the returned sender.
+async fn live_watch_server(proto: Proto) -> (Fake, tokio::sync::mpsc::UnboundedSender<Vec<u8>>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let rx = Mutex::new(Some(rx));
+    let fake = Fake::start(proto, move |r| match r.path.as_str() {
+        "/v2/watch" => match rx.lock().unwrap().take() {
+            Some(rx) => Reply::Live(rx),
+            None => status(500, "only one watch connection in this test"),
+        },
+        _ => default_handler(r),
+    })
+    .await;
+    (fake, tx)
+}
+
+async fn next_within(
+    stream: &mut kv_traits::WatchStream,
+    ms: u64,
+) -> Option<Result<Vec<WatchKeyOutput>, KvError>> {
+    tokio::time::timeout(Duration::from_millis(ms), stream.next())
+        .await
+        .ok()
+        .flatten()
+}
+
+/// A watcher that does not poll during a burst of 200 frames gets one notification with the
+/// merged latest state, and nothing after it.
+async fn slow_watcher_case(proto: Proto) {
+    let (fake, tx) = live_watch_server(proto).await;
+    let mut c = fast(fake.url());
+    c.http_version = match proto {
+        Proto::Http1 => HttpVersionPolicy::Http1Only,
+        _ => HttpVersionPolicy::Http2Only,
+    };
+    let db = RemoteDatabase::open_with(c).await.unwrap();
+    let mut stream = db
+        .watch(KEYS3.iter().map(|k| k.to_vec()).collect())
+        .await
+        .unwrap();
+    tx.send(frame3([Some(Some(1)), Some(None), Some(Some(2))]))
+        .unwrap();
+    let first = next_within(&mut stream, 5000).await.unwrap().unwrap();
+    assert_eq!(
+        first,
+        vec![
+            out3(KEYS3[0], Some(Some(1))),
+            out3(KEYS3[1], Some(None)),
+            out3(KEYS3[2], Some(Some(2)))
+        ]
+    );
+    // A burst the consumer does not read: `a` changes in every frame, `b` once in the
+    // middle, `c` never (reported unchanged, or as a full snapshot with the same
+    // versionstamp); keep-alives and a frame split across chunks in between.
+    for i in 0..200u64 {
+        let b = (i == 100).then_some(Some(500));
+        let c = (i % 2 == 0).then_some(Some(2));
+        let f = frame3([Some(Some(10 + i)), b, c]);
+        if i % 50 == 0 {
+            tx.send(vec![0, 0, 0, 0]).unwrap();
+            let (x, y) = f.split_at(5);
+            tx.send(x.to_vec()).unwrap();
+            tx.send(y.to_vec()).unwrap();
+        } else {
+            tx.send(f).unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let n = next_within(&mut stream, 5000).await.unwrap().unwrap();
+    assert_eq!(
+        n,
+        vec![
+            out3(KEYS3[0], Some(Some(209))),
+            out3(KEYS3[1], Some(Some(500))),
+            WatchKeyOutput::Unchanged,
+        ],
+        "{proto:?}: the first notification after the burst is the merged latest state"
+    );
+    assert!(
+        next_within(&mut stream, 300).await.is_none(),
+        "{proto:?}: nothing follows the merged state"
+    );
+    // A consumer that is waiting still sees each later change on its own.
+    tx.send(frame3([None, Some(None), None])).unwrap();
+    let n = next_within(&mut stream, 5000).await.unwrap().unwrap();
+    assert_eq!(
+        n,
+        vec![
+            WatchKeyOutput::Unchanged,
+            out3(KEYS3[1], Some(None)),
+            WatchKeyOutput::Unchanged
+        ]
+    );
+    assert_eq!(fake.count("/v2/watch"), 1, "{proto:?}: no reconnect");
+}
+
+#[tokio::test]
+async fn slow_watcher_gets_one_merged_notification() {
+    slow_watcher_case(Proto::Http2).await;
+    // HTTP/1.1 hands the body over one chunk at a time from the connection task; on a
+    // current-thread runtime one yield lets it pass on everything already received.
+    slow_watcher_case(Proto::Http1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_watcher_gets_one_merged_notification_multi_thread() {
+    slow_watcher_case(Proto::Http2).await;
+}
+
+#[tokio::test]
+async fn merged_state_comes_before_a_fatal_frame() {
+    let (_fake, tx) = live_watch_server(Proto::Auto).await;
+    let db = RemoteDatabase::open_with(fast(_fake.url())).await.unwrap();
+    let mut stream = db
+        .watch(KEYS3.iter().map(|k| k.to_vec()).collect())
+        .await
+        .unwrap();
+    tx.send(frame3([Some(Some(1)), Some(None), Some(Some(2))]))
+        .unwrap();
+    next_within(&mut stream, 5000).await.unwrap().unwrap();
+    tx.send(frame3([Some(Some(3)), None, None])).unwrap();
+    tx.send(frame3([Some(Some(4)), None, None])).unwrap();
+    // A frame with the wrong number of keys is a protocol error.
+    tx.send(watch_frame(Some(9))).unwrap();
+    tx.send(frame3([Some(Some(5)), None, None])).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let n = next_within(&mut stream, 5000).await.unwrap().unwrap();
+    assert_eq!(
+        n,
+        vec![
+            out3(KEYS3[0], Some(Some(4))),
+            WatchKeyOutput::Unchanged,
+            WatchKeyOutput::Unchanged
+        ]
+    );
+    let err = next_within(&mut stream, 5000).await.unwrap().unwrap_err();
+    assert!(matches!(err, KvError::Transport(_)), "{err:?}");
+    assert!(
+        next_within(&mut stream, 1000).await.is_none(),
+        "the stream ends"
     );
 }

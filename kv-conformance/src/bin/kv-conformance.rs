@@ -31,8 +31,8 @@ use kv_traits::{AtomicWrite, CommitResult, Consistency, Database, KvError, Mutat
 /// `--include-remote-limited` is given.
 const REMOTE_LIMITATIONS: &[(&str, &str)] = &[(
     "watch::slow_watcher_gets_latest_state",
-    "/watch is a server-push stream: a watcher that does not read during a burst receives the \
-     buffered notifications in order, and the newest one may still be in flight",
+    "/watch is a server-push stream: the client merges the frames it has received when the \
+     watcher polls, but the newest one may still be in flight when the last commit returns",
 )];
 
 /// Keys deleted per write while wiping (far below the mutation count and total size limits even
