@@ -10,7 +10,8 @@
 //!   when the connection could not be established. A write whose connection failed after it
 //!   was sent, that timed out, or that got a 5xx fails with [`KvError::UnknownOutcome`].
 //!   A 4xx is [`KvError::Remote`] (a client error), never retried.
-//! - [`Database::watch`] reconnects transparently and suppresses repeated notifications.
+//! - [`Database::watch`] reconnects transparently, suppresses repeated notifications, and merges
+//!   frames that arrived while the consumer was busy, so a slow watcher gets the latest state.
 //! - [`Database::dequeue`] / [`Database::finish`] use the `queue-v1` extension
 //!   (`docs/queue-extension.md`).
 
