@@ -43,7 +43,7 @@ use kv_traits::{
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
-use crate::layout::{Record, DATA, EXPIRY, QUEUE_LEASE};
+use crate::layout::{Record, DATA, EXPIRY, QUEUE_LEASE, QUEUE_READY};
 use crate::watch::WatchHub;
 use crate::writer::{Op, OpResult, Request, Writer};
 
@@ -294,6 +294,18 @@ impl Inner {
         Ok((version, entries))
     }
 
+    /// The ready time of the earliest queued (not leased) message.
+    async fn earliest_ready(&self) -> Result<Option<u64>, KvError> {
+        let mut txn = self.backend.begin_read().await?;
+        let first = txn
+            .scan(&[QUEUE_READY], &[QUEUE_READY + 1], 1, false)
+            .await?;
+        match first.first() {
+            Some((k, _)) => Ok(Some(layout::split_timed(k)?.0)),
+            None => Ok(None),
+        }
+    }
+
     /// True when an expired key or an expired lease awaits maintenance.
     async fn maintenance_due(&self) -> Result<bool, KvError> {
         let now = self.config.clock.now_ms();
@@ -455,6 +467,7 @@ impl Database for Db {
 
     async fn dequeue(&self, wait: Duration) -> Result<Option<QueueMessage>, KvError> {
         let inner = &self.inner;
+        inner.check_open()?;
         if inner.config.read_only {
             return Err(KvError::WriteDisabled);
         }
@@ -465,14 +478,21 @@ impl Database for Db {
             let notified = inner.queue_notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let next_ready = match inner.submit(Op::Dequeue { lease_ms }).await? {
-                OpResult::Dequeue(Some(m), _) => return Ok(Some(m)),
-                OpResult::Dequeue(None, next) => next,
-                _ => {
-                    return Err(KvError::Backend(BackendError::Corrupt(
-                        "unexpected writer reply".into(),
-                    )))
+            // Look first with a read transaction; only a ready message needs the writer.
+            let earliest = inner.earliest_ready().await?;
+            let next_ready = match earliest {
+                Some(ts) if ts <= inner.config.clock.now_ms() => {
+                    match inner.submit(Op::Dequeue { lease_ms }).await? {
+                        OpResult::Dequeue(Some(m), _) => return Ok(Some(m)),
+                        OpResult::Dequeue(None, next) => next,
+                        _ => {
+                            return Err(KvError::Backend(BackendError::Corrupt(
+                                "unexpected writer reply".into(),
+                            )))
+                        }
+                    }
                 }
+                other => other,
             };
             let now = tokio::time::Instant::now();
             if now >= give_up {
