@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arbitrary::Arbitrary;
+use async_trait::async_trait;
 use kv_db::{Db, DbConfig};
 use kv_engine_memory::MemoryBackend;
-use async_trait::async_trait;
 use kv_traits::{
-    AtomicWrite, Backend, BackendError, Check, KvError, KvPair, ReadTxn, WriteTxn, CommitResult, Consistency, Database, KvValue, Mutation, MutationKind, ReadRange,
-    Versionstamp,
+    AtomicWrite, Backend, BackendError, Check, CommitResult, Consistency, Database, KvError,
+    KvPair, KvValue, Mutation, MutationKind, ReadRange, ReadTxn, Versionstamp, WriteTxn,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -56,7 +56,13 @@ impl ReadTxn for FailingWrite {
     async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         self.inner.get(key).await
     }
-    async fn scan(&mut self, s: &[u8], e: &[u8], l: usize, r: bool) -> Result<Vec<KvPair>, BackendError> {
+    async fn scan(
+        &mut self,
+        s: &[u8],
+        e: &[u8],
+        l: usize,
+        r: bool,
+    ) -> Result<Vec<KvPair>, BackendError> {
         self.inner.scan(s, e, l, r).await
     }
 }
@@ -83,7 +89,10 @@ impl Backend for Failing {
         self.inner.begin_read().await
     }
     async fn begin_write(&self) -> Result<Box<dyn WriteTxn>, BackendError> {
-        Ok(Box::new(FailingWrite { inner: self.inner.begin_write().await?, fail: self.fail.clone() }))
+        Ok(Box::new(FailingWrite {
+            inner: self.inner.begin_write().await?,
+            fail: self.fail.clone(),
+        }))
     }
 }
 
@@ -129,12 +138,24 @@ fn apply(model: &Model, ops: &[Op], vs: Versionstamp) -> Result<Option<Model>, (
 }
 
 fuzz_target!(|steps: Vec<Step>| {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
-        let backend = Failing { inner: MemoryBackend::new(), fail: Arc::default() };
-        let db = Db::open(backend.clone(), DbConfig { background_tasks: false, ..Default::default() })
-            .await
-            .expect("open");
+        let backend = Failing {
+            inner: MemoryBackend::new(),
+            fail: Arc::default(),
+        };
+        let db = Db::open(
+            backend.clone(),
+            DbConfig {
+                background_tasks: false,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("open");
         let mut poisoned = false;
         let mut model = Model::new();
         let mut last = Versionstamp::ZERO;
@@ -143,17 +164,32 @@ fuzz_target!(|steps: Vec<Step>| {
             let mut write = AtomicWrite::default();
             for op in &ops {
                 match *op {
-                    Op::CheckAbsent(k) => write.checks.push(Check { key: key(k), versionstamp: None }),
+                    Op::CheckAbsent(k) => write.checks.push(Check {
+                        key: key(k),
+                        versionstamp: None,
+                    }),
                     Op::CheckCurrent(k) => {
                         let current = model.get(&key(k)).map(|e| e.1);
-                        write.checks.push(Check { key: key(k), versionstamp: current });
+                        write.checks.push(Check {
+                            key: key(k),
+                            versionstamp: current,
+                        });
                     }
-                    Op::Set(k, v) => write.mutations.push(Mutation::set(key(k), KvValue::Bytes(vec![v]))),
-                    Op::SetU64(k, v) => write.mutations.push(Mutation::set(key(k), KvValue::U64(v))),
+                    Op::Set(k, v) => write
+                        .mutations
+                        .push(Mutation::set(key(k), KvValue::Bytes(vec![v]))),
+                    Op::SetU64(k, v) => {
+                        write.mutations.push(Mutation::set(key(k), KvValue::U64(v)))
+                    }
                     Op::Delete(k) => write.mutations.push(Mutation::delete(key(k))),
                     Op::Sum(k, v) => write.mutations.push(Mutation {
                         key: key(k),
-                        kind: MutationKind::Sum { value: KvValue::U64(v), min: None, max: None, clamp: false },
+                        kind: MutationKind::Sum {
+                            value: KvValue::U64(v),
+                            min: None,
+                            max: None,
+                            clamp: false,
+                        },
                         expire_at_ms: None,
                     }),
                     Op::Max(k, v) => write.mutations.push(Mutation {
@@ -168,7 +204,10 @@ fuzz_target!(|steps: Vec<Step>| {
             match db.atomic_write(write).await {
                 Ok(CommitResult::Committed(vs)) => {
                     assert!(!poisoned, "a poisoned database committed");
-                    assert!(!step.fail_commit, "a failed commit was reported as committed");
+                    assert!(
+                        !step.fail_commit,
+                        "a failed commit was reported as committed"
+                    );
                     assert!(vs > last, "versionstamps increase");
                     last = vs;
                     model = apply(&model, &ops, vs)
@@ -176,27 +215,50 @@ fuzz_target!(|steps: Vec<Step>| {
                         .expect("db committed a write whose check fails in the model");
                 }
                 Ok(CommitResult::CheckFailed(_)) => {
-                    assert!(matches!(apply(&model, &ops, last), Ok(None)), "db failed a check the model passes");
+                    assert!(
+                        matches!(apply(&model, &ops, last), Ok(None)),
+                        "db failed a check the model passes"
+                    );
                 }
                 Err(KvError::Backend(e)) => {
-                    assert!(poisoned || (step.fail_commit && writes_something), "unexpected storage error {e}");
-                    assert!(!poisoned || matches!(e, BackendError::Poisoned(_)), "after a failed commit: {e}");
+                    assert!(
+                        poisoned || (step.fail_commit && writes_something),
+                        "unexpected storage error {e}"
+                    );
+                    assert!(
+                        !poisoned || matches!(e, BackendError::Poisoned(_)),
+                        "after a failed commit: {e}"
+                    );
                     poisoned = true;
                 }
                 Err(e) => {
                     assert!(e.is_client_error(), "unexpected error {e}");
-                    assert!(apply(&model, &ops, last).is_err(), "db rejected a write the model accepts: {e}");
+                    assert!(
+                        apply(&model, &ops, last).is_err(),
+                        "db rejected a write the model accepts: {e}"
+                    );
                 }
             }
             let limit = u32::from(step.read_limit.max(1));
-            let range = ReadRange { start: vec![0x02], end: vec![0x03], limit, reverse: step.read_reverse };
-            let out = db.snapshot_read(vec![range], Consistency::Strong).await.expect("read");
+            let range = ReadRange {
+                start: vec![0x02],
+                end: vec![0x03],
+                limit,
+                reverse: step.read_reverse,
+            };
+            let out = db
+                .snapshot_read(vec![range], Consistency::Strong)
+                .await
+                .expect("read");
             let mut want: Vec<_> = model.iter().collect();
             if step.read_reverse {
                 want.reverse();
             }
             want.truncate(limit as usize);
-            let got: Vec<_> = out[0].iter().map(|e| (&e.key, (&e.value, &e.versionstamp))).collect();
+            let got: Vec<_> = out[0]
+                .iter()
+                .map(|e| (&e.key, (&e.value, &e.versionstamp)))
+                .collect();
             let want: Vec<_> = want.into_iter().map(|(k, (v, vs))| (k, (v, vs))).collect();
             assert_eq!(got, want);
         }
