@@ -143,8 +143,9 @@ impl Db {
         &self.inner.config
     }
 
-    /// Runs one expiry sweep and one queue lease-expiry pass now, at the clock's current time.
-    /// Returns the number of expired keys deleted.
+    /// Runs the expiry sweep and the queue lease-expiry pass now, at the clock's current time,
+    /// until nothing due is left (each pass of up to 1000 keys is its own commit). Returns the
+    /// number of expired keys deleted.
     pub async fn run_maintenance(&self) -> Result<usize, KvError> {
         self.inner.maintain().await
     }
