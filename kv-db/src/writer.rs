@@ -365,7 +365,7 @@ impl Cx<'_> {
         for (k, _) in due {
             let (ts, user_key) = layout::split_timed(&k)?;
             let user_key = user_key.to_vec();
-            self.delete(k.clone());
+            self.delete(k);
             if let Some(rec) = self.record(&user_key).await? {
                 if rec.expire_at_ms == Some(ts) {
                     self.delete(layout::prefixed(DATA, &user_key));

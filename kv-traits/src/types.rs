@@ -21,10 +21,9 @@ pub struct ReadRange {
 impl ReadRange {
     /// The range that reads exactly `key` (what Deno sends for `get`): `[key, key ‖ 00)`.
     pub fn single(key: &[u8]) -> Self {
-        let mut end = key.to_vec();
-        end.push(0);
+        let (start, end) = crate::key::single_key_range(key);
         ReadRange {
-            start: key.to_vec(),
+            start,
             end,
             limit: 1,
             reverse: false,
@@ -33,10 +32,7 @@ impl ReadRange {
 
     /// All keys strictly under `prefix` (Deno's `list({prefix})`): `[prefix ‖ 00, prefix ‖ ff)`.
     pub fn prefix(prefix: &[u8], limit: u32) -> Self {
-        let mut start = prefix.to_vec();
-        start.push(0);
-        let mut end = prefix.to_vec();
-        end.push(0xff);
+        let (start, end) = crate::key::prefix_range(prefix);
         ReadRange {
             start,
             end,
