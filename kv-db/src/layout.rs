@@ -9,6 +9,8 @@
 //! | `03` | `03 ‖ ready_ms BE ‖ id` | [`QueueRecord`] (ready queue) |
 //! | `04` | `04 ‖ id` | [`QueueRecord`] with its lease deadline (running) |
 //! | `05` | `05 ‖ deadline_ms BE ‖ id` | empty (lease index) |
+//! | `00 'c'` | version from which the change log is complete | u64 BE (only while logging) |
+//! | `06` | `06 ‖ version BE` | one logged commit (see [`crate::changes`]) |
 //!
 //! Prefixing keeps user-key order, so a user range `[s, e)` is the backend range `[01‖s, 01‖e)`.
 
@@ -30,6 +32,10 @@ pub const QUEUE_READY: u8 = 0x03;
 pub const QUEUE_RUNNING: u8 = 0x04;
 /// Prefix of the lease deadline index.
 pub const QUEUE_LEASE: u8 = 0x05;
+/// Prefix of the change log.
+pub const CHANGE_LOG: u8 = 0x06;
+/// Meta key holding the version from which the change log is complete.
+pub const META_CHANGE_LOG_SINCE: &[u8] = b"\x00c";
 
 fn corrupt(what: &str) -> BackendError {
     BackendError::Corrupt(what.to_string())

@@ -24,6 +24,7 @@
 
 #![warn(missing_docs)]
 
+pub mod changes;
 pub mod layout;
 mod mutate;
 mod watch;
@@ -43,7 +44,8 @@ use kv_traits::{
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
-use crate::layout::{Record, DATA, EXPIRY, QUEUE_LEASE, QUEUE_READY};
+pub use crate::changes::{ChangeBatch, ExportEntry, ImportOp, KeyChange};
+use crate::layout::{Record, CHANGE_LOG, DATA, EXPIRY, QUEUE_LEASE, QUEUE_READY};
 use crate::watch::WatchHub;
 use crate::writer::{Op, OpResult, Request, Writer};
 
@@ -61,8 +63,12 @@ pub struct DbConfig {
     pub maintenance_interval: Duration,
     /// How long a dequeued message is leased to its listener before it is redelivered.
     pub queue_lease: Duration,
-    /// Read-only database: writes fail with [`KvError::WriteDisabled`].
+    /// Read-only database: writes fail with [`KvError::WriteDisabled`]. [`Db::import`] still
+    /// works (read replicas apply what they follow with it).
     pub read_only: bool,
+    /// Keep a durable log of every commit's changes for a backup shipper (see
+    /// [`Db::read_changes`]). Costs one extra row per commit until it is trimmed.
+    pub change_log: bool,
 }
 
 impl Default for DbConfig {
@@ -74,6 +80,7 @@ impl Default for DbConfig {
             maintenance_interval: Duration::from_millis(500),
             queue_lease: Duration::from_secs(30),
             read_only: false,
+            change_log: false,
         }
     }
 }
@@ -87,6 +94,7 @@ struct Inner {
     closed: AtomicBool,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    commits: Arc<tokio::sync::watch::Sender<Versionstamp>>,
 }
 
 /// A Deno KV database over a [`Backend`]. Cloning gives another handle to the same database.
@@ -102,6 +110,11 @@ impl Db {
     pub async fn open(backend: impl Backend, config: DbConfig) -> Result<Db, KvError> {
         let backend: Arc<dyn Backend> = Arc::new(backend);
         check_format(&*backend, config.read_only).await?;
+        if !config.read_only {
+            mark_change_log(&*backend, config.change_log).await?;
+        }
+        let current = read_version(&*backend).await?;
+        let commits = Arc::new(tokio::sync::watch::channel(Versionstamp::from_version(current)).0);
         let (tx, rx) = mpsc::channel(4096);
         let hub = Arc::new(WatchHub::default());
         let queue_notify = Arc::new(Notify::new());
@@ -111,6 +124,8 @@ impl Db {
             hub: hub.clone(),
             queue_notify: queue_notify.clone(),
             poisoned: None,
+            change_log: config.change_log && !config.read_only,
+            commits: commits.clone(),
         };
         let writer_task = tokio::spawn(writer.run(rx));
         let (shutdown, _) = tokio::sync::watch::channel(false);
@@ -124,6 +139,7 @@ impl Db {
                 closed: AtomicBool::new(false),
                 shutdown,
                 tasks: Mutex::new(vec![writer_task]),
+                commits,
             }),
         };
         if db.inner.config.background_tasks && !db.inner.config.read_only {
@@ -149,6 +165,182 @@ impl Db {
     pub async fn run_maintenance(&self) -> Result<usize, KvError> {
         self.inner.maintain().await
     }
+
+    /// Versionstamp of the latest commit (all zero for an empty database).
+    pub async fn current_versionstamp(&self) -> Result<Versionstamp, KvError> {
+        self.inner.check_open()?;
+        Ok(Versionstamp::from_version(
+            read_version(&*self.inner.backend).await?,
+        ))
+    }
+
+    /// A receiver whose value is the latest committed versionstamp; it changes on every commit
+    /// that allocates a version (writes, expiry sweeps, dead letters, imports).
+    pub fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<Versionstamp> {
+        self.inner.commits.subscribe()
+    }
+
+    /// With the change log on: the versionstamp after which it is complete (every commit with a
+    /// larger versionstamp is in it until trimmed). It is the database version at the moment
+    /// logging was turned on, and is persisted. `None` when the change log is off.
+    pub async fn change_log_since(&self) -> Result<Option<Versionstamp>, KvError> {
+        self.inner.check_open()?;
+        let mut txn = self.inner.backend.begin_read().await?;
+        match txn.get(layout::META_CHANGE_LOG_SINCE).await? {
+            Some(b) => Ok(Some(Versionstamp::from_version(layout::decode_u64(&b)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `max_batches` logged commits with a versionstamp above `after` (`None`: from the
+    /// oldest kept), in commit order. A commit is in the log if and only if it committed.
+    pub async fn read_changes(
+        &self,
+        after: Option<Versionstamp>,
+        max_batches: usize,
+    ) -> Result<Vec<ChangeBatch>, KvError> {
+        self.inner.check_open()?;
+        let start = match after {
+            Some(vs) => match vs.version().checked_add(1) {
+                Some(v) => changes::log_key(v),
+                None => return Ok(Vec::new()),
+            },
+            None => vec![CHANGE_LOG],
+        };
+        let mut txn = self.inner.backend.begin_read().await?;
+        let rows = txn
+            .scan(&start, &[CHANGE_LOG + 1], max_batches, false)
+            .await?;
+        rows.iter()
+            .map(|(k, v)| changes::decode_batch(k, v).map_err(KvError::from))
+            .collect()
+    }
+
+    /// Deletes logged commits with a versionstamp up to and including `through` (once a
+    /// shipper has stored them safely elsewhere).
+    pub async fn trim_changes(&self, through: Versionstamp) -> Result<(), KvError> {
+        loop {
+            match self
+                .inner
+                .submit(Op::Trim {
+                    through: through.version(),
+                })
+                .await?
+            {
+                OpResult::Trim(true) => continue,
+                OpResult::Trim(false) => return Ok(()),
+                _ => return Err(unexpected_reply()),
+            }
+        }
+    }
+
+    /// Raw data entries with `start <= key < end` (encoded user keys), ascending, at most
+    /// `limit`, from one consistent snapshot, with that snapshot's versionstamp. Entries that
+    /// have expired but are not swept yet are included, with their expiry.
+    pub async fn export_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<(Vec<ExportEntry>, Versionstamp), KvError> {
+        self.inner.check_open()?;
+        let mut txn = self.inner.backend.begin_read().await?;
+        let version = match txn.get(layout::META_VERSION).await? {
+            Some(b) => layout::decode_u64(&b)?,
+            None => 0,
+        };
+        let mut out = Vec::new();
+        if start < end && limit > 0 {
+            let rows = txn
+                .scan(
+                    &layout::prefixed(DATA, start),
+                    &layout::prefixed(DATA, end),
+                    limit,
+                    false,
+                )
+                .await?;
+            out.reserve(rows.len());
+            for (mut k, v) in rows {
+                let rec = Record::decode_owned(v)?;
+                k.remove(0);
+                out.push(ExportEntry {
+                    key: k,
+                    value: rec.value,
+                    versionstamp: rec.versionstamp,
+                    expire_at_ms: rec.expire_at_ms,
+                });
+            }
+        }
+        Ok((out, Versionstamp::from_version(version)))
+    }
+
+    /// Applies `ops` in one commit as they are, without checks or limits (restore and read
+    /// replicas); works on a read-only database too. Afterwards the database version is at
+    /// least `advance_to`, so later writes get larger versionstamps. Watchers of the touched
+    /// keys are notified. Imports are not written to the change log.
+    pub async fn import(
+        &self,
+        ops: Vec<ImportOp>,
+        advance_to: Option<Versionstamp>,
+    ) -> Result<(), KvError> {
+        let op = Op::Import {
+            ops,
+            advance_to: advance_to.map(|v| v.version()),
+        };
+        match self.inner.submit(op).await? {
+            OpResult::Import => Ok(()),
+            _ => Err(unexpected_reply()),
+        }
+    }
+}
+
+fn unexpected_reply() -> KvError {
+    KvError::Backend(BackendError::Corrupt("unexpected writer reply".into()))
+}
+
+async fn read_version(backend: &dyn Backend) -> Result<u64, KvError> {
+    let mut r = backend.begin_read().await?;
+    match r.get(layout::META_VERSION).await? {
+        Some(b) => Ok(layout::decode_u64(&b)?),
+        None => Ok(0),
+    }
+}
+
+/// Records from which version the change log is complete when logging is turned on, and
+/// forgets it when logging is turned off (so a later re-enable starts a new, later point).
+async fn mark_change_log(backend: &dyn Backend, on: bool) -> Result<(), KvError> {
+    let mut r = backend.begin_read().await?;
+    let present = r.get(layout::META_CHANGE_LOG_SINCE).await?.is_some();
+    drop(r);
+    if present == on {
+        return Ok(());
+    }
+    let mut w = backend.begin_write().await?;
+    if on {
+        let version = match w.get(layout::META_VERSION).await? {
+            Some(b) => layout::decode_u64(&b)?,
+            None => 0,
+        };
+        w.put(layout::META_CHANGE_LOG_SINCE, &layout::encode_u64(version))
+            .await?;
+    } else {
+        // Whatever was logged before is useless without the marker: a later re-enable starts
+        // from scratch.
+        w.delete(layout::META_CHANGE_LOG_SINCE).await?;
+        loop {
+            let old = w
+                .scan(&[CHANGE_LOG], &[CHANGE_LOG + 1], 1000, false)
+                .await?;
+            if old.is_empty() {
+                break;
+            }
+            for (k, _) in old {
+                w.delete(&k).await?;
+            }
+        }
+    }
+    w.commit().await?;
+    Ok(())
 }
 
 async fn check_format(backend: &dyn Backend, read_only: bool) -> Result<(), KvError> {

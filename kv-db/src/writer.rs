@@ -13,8 +13,9 @@ use kv_traits::{
 };
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use crate::changes::{self, ImportOp, KeyChange};
 use crate::layout::{
-    self, QueueRecord, Record, DATA, EXPIRY, QUEUE_LEASE, QUEUE_READY, QUEUE_RUNNING,
+    self, QueueRecord, Record, CHANGE_LOG, DATA, EXPIRY, QUEUE_LEASE, QUEUE_READY, QUEUE_RUNNING,
 };
 use crate::mutate;
 use crate::watch::WatchHub;
@@ -38,6 +39,15 @@ pub(crate) enum Op {
     /// Puts a leased message back as if it had never been delivered (its requester went away
     /// before receiving it).
     Release(QueueLease),
+    /// Deletes change-log entries up to and including a version.
+    Trim {
+        through: u64,
+    },
+    /// Stores raw entries (restore, replicas).
+    Import {
+        ops: Vec<ImportOp>,
+        advance_to: Option<u64>,
+    },
     Shutdown,
 }
 
@@ -49,6 +59,9 @@ pub(crate) enum OpResult {
     Finish,
     /// Number of expired keys deleted, and whether more work was due than one pass handles.
     Maintenance(usize, bool),
+    /// Whether more change-log entries remain to trim.
+    Trim(bool),
+    Import,
     Shutdown,
 }
 
@@ -88,6 +101,8 @@ struct Effects {
     /// User keys changed, with the version of the change.
     changed: Vec<(Vec<u8>, u64)>,
     queue_changed: bool,
+    /// Change-log batches: (version, post-images).
+    log: Vec<(u64, Vec<KeyChange>)>,
 }
 
 struct Cx<'a> {
@@ -96,9 +111,21 @@ struct Cx<'a> {
     version: u64,
     now: u64,
     fx: Effects,
+    /// Record post-images for the change log.
+    logging: bool,
+    /// Post-images of the logical write being applied.
+    pending: Vec<KeyChange>,
 }
 
 impl Cx<'_> {
+    /// Ends a logical write at `version`: its post-images become one change-log batch.
+    fn seal(&mut self, version: u64) {
+        if self.logging && !self.pending.is_empty() {
+            let changes = changes::dedupe(std::mem::take(&mut self.pending));
+            self.fx.log.push((version, changes));
+        }
+    }
+
     async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         match self.ov.writes.get(key) {
             Some(v) => Ok(v.clone()),
@@ -136,6 +163,13 @@ impl Cx<'_> {
         if let Some(t) = rec.expire_at_ms {
             self.put(layout::timed(EXPIRY, t, user_key), Vec::new());
         }
+        if self.logging {
+            self.pending.push(KeyChange {
+                key: user_key.to_vec(),
+                value: Some(rec.value.clone()),
+                expire_at_ms: rec.expire_at_ms,
+            });
+        }
         self.put(layout::prefixed(DATA, user_key), rec.encode());
         self.fx
             .changed
@@ -150,6 +184,13 @@ impl Cx<'_> {
             }
             self.delete(layout::prefixed(DATA, user_key));
             self.fx.changed.push((user_key.to_vec(), version));
+            if self.logging {
+                self.pending.push(KeyChange {
+                    key: user_key.to_vec(),
+                    value: None,
+                    expire_at_ms: None,
+                });
+            }
         }
         Ok(())
     }
@@ -237,6 +278,7 @@ impl Cx<'_> {
             self.fx.queue_changed = true;
         }
         self.version = version;
+        self.seal(version);
         Ok(OpResult::Write(CommitResult::Committed(vs)))
     }
 
@@ -321,6 +363,7 @@ impl Cx<'_> {
                 };
                 self.set_record(key, r).await?;
             }
+            self.seal(self.version);
         }
         Ok(())
     }
@@ -369,6 +412,13 @@ impl Cx<'_> {
             if let Some(rec) = self.record(&user_key).await? {
                 if rec.expire_at_ms == Some(ts) {
                     self.delete(layout::prefixed(DATA, &user_key));
+                    if self.logging {
+                        self.pending.push(KeyChange {
+                            key: user_key.clone(),
+                            value: None,
+                            expire_at_ms: None,
+                        });
+                    }
                     self.fx.changed.push((user_key, sweep_version));
                     deleted += 1;
                 }
@@ -376,6 +426,7 @@ impl Cx<'_> {
         }
         if deleted > 0 {
             self.version = sweep_version;
+            self.seal(sweep_version);
         }
         // Lease expiry: treat as a failed delivery.
         let end = layout::timed(QUEUE_LEASE, now.saturating_add(1), &[]);
@@ -402,6 +453,56 @@ impl Cx<'_> {
         }
         Ok(OpResult::Maintenance(deleted, more))
     }
+
+    async fn apply_trim(&mut self, through: u64) -> Result<OpResult, ApplyError> {
+        let end = changes::log_key(through.saturating_add(1));
+        let old = self
+            .txn
+            .scan(&[CHANGE_LOG], &end, MAINTENANCE_CHUNK, false)
+            .await?;
+        let more = old.len() == MAINTENANCE_CHUNK;
+        for (k, _) in old {
+            self.delete(k);
+        }
+        Ok(OpResult::Trim(more))
+    }
+
+    async fn apply_import(
+        &mut self,
+        ops: Vec<ImportOp>,
+        advance_to: Option<u64>,
+    ) -> Result<OpResult, ApplyError> {
+        // Imports are not logged: they replay history that is already stored elsewhere.
+        self.logging = false;
+        if self.get(layout::META_FORMAT).await?.is_none() {
+            self.put(
+                layout::META_FORMAT.to_vec(),
+                layout::encode_u64(layout::FORMAT_VERSION).to_vec(),
+            );
+        }
+        if let Some(a) = advance_to {
+            self.version = self.version.max(a);
+        }
+        let version = self.version;
+        for op in ops {
+            match op {
+                ImportOp::Put(e) => {
+                    let rec = Record {
+                        value: e.value,
+                        versionstamp: e.versionstamp,
+                        expire_at_ms: e.expire_at_ms,
+                    };
+                    self.set_record(&e.key, rec).await?;
+                }
+                ImportOp::Delete(k) => self.delete_record(&k, version).await?,
+            }
+        }
+        // Watchers wait for a version above the one they read: signal the import's version.
+        for c in &mut self.fx.changed {
+            c.1 = version;
+        }
+        Ok(OpResult::Import)
+    }
 }
 
 /// Shared state the writer needs.
@@ -411,6 +512,10 @@ pub(crate) struct Writer {
     pub hub: Arc<WatchHub>,
     pub queue_notify: Arc<Notify>,
     pub poisoned: Option<BackendError>,
+    /// Store a change-log batch for every commit that changes user data.
+    pub change_log: bool,
+    /// Latest committed version, for backup shippers.
+    pub commits: Arc<tokio::sync::watch::Sender<Versionstamp>>,
 }
 
 impl Writer {
@@ -439,7 +544,7 @@ impl Writer {
         }
     }
 
-    async fn run_batch(&mut self, batch: Vec<Request>) {
+    async fn run_batch(&mut self, mut batch: Vec<Request>) {
         if let Some(p) = &self.poisoned {
             let e = BackendError::Poisoned(p.to_string());
             for r in batch {
@@ -452,7 +557,7 @@ impl Writer {
             }
             return;
         }
-        match self.apply_batch(&batch).await {
+        match self.apply_batch(&mut batch).await {
             Ok((results, fx)) => {
                 for (k, v) in &fx.changed {
                     self.hub.notify(std::iter::once(k.as_slice()), *v);
@@ -495,7 +600,7 @@ impl Writer {
 
     async fn apply_batch(
         &mut self,
-        batch: &[Request],
+        batch: &mut [Request],
     ) -> Result<(Vec<Result<OpResult, KvError>>, Effects), BackendError> {
         let mut txn = self.backend.begin_write().await?;
         let start_version = match txn.get(layout::META_VERSION).await? {
@@ -514,12 +619,18 @@ impl Writer {
                 version,
                 now,
                 fx: Effects::default(),
+                logging: self.change_log,
+                pending: Vec::new(),
             };
-            let res = match &req.op {
+            let res = match &mut req.op {
                 Op::Write(w) => cx.apply_write(w).await,
                 // Nobody waits for this message any more: don't lease it to anyone.
                 Op::Dequeue { .. } if req.reply.is_closed() => Err(ApplyError::Op(KvError::Closed)),
                 Op::Dequeue { lease_ms } => cx.apply_dequeue(*lease_ms).await,
+                Op::Trim { through } => cx.apply_trim(*through).await,
+                Op::Import { ops, advance_to } => {
+                    cx.apply_import(std::mem::take(ops), *advance_to).await
+                }
                 Op::Finish { lease, success } => cx.apply_finish(*lease, *success).await,
                 Op::Maintenance => cx.apply_maintenance().await,
                 Op::Release(lease) => cx.apply_release(*lease).await,
@@ -536,6 +647,11 @@ impl Writer {
                             Some(val) => txn.put(&k, &val).await?,
                             None => txn.delete(&k).await?,
                         }
+                    }
+                    for (v, changes) in &fx.log {
+                        dirty = true;
+                        let body = changes::encode_batch(now, *v, changes);
+                        txn.put(&changes::log_key(*v), &body).await?;
                     }
                     version = v;
                     all.changed.extend(fx.changed);
@@ -565,6 +681,10 @@ impl Writer {
                 self.poisoned = Some(BackendError::Poisoned(reason));
                 return Err(e);
             }
+        }
+        if version != start_version {
+            self.commits
+                .send_replace(Versionstamp::from_version(version));
         }
         Ok((results, all))
     }
