@@ -49,5 +49,8 @@ mod service;
 pub mod tls;
 
 pub use error::{kv_error_status, ApiError};
-pub use server::{shutdown_signal, BoundServer, KvConnectServer, ServeError, ServerConfig};
+pub use server::{
+    shutdown_signal, BoundServer, HealthReport, KvConnectServer, ReplicaSettings, ServeError,
+    ServerConfig,
+};
 pub use service::{ResponseBody, OCTET_STREAM, PROTOBUF};

@@ -6,13 +6,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use kv_connect_server::{tls, KvConnectServer, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
+#[cfg(feature = "pitr")]
+mod pitr_cmd;
+
 /// Storage engines (each needs its cargo feature compiled in).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Engine {
+pub(crate) enum Engine {
     /// SQLite file (feature `sqlite`).
     Sqlite,
     /// redb file (feature `redb`).
@@ -34,22 +37,48 @@ const fn default_engine() -> Engine {
 /// Serve a Deno KV database over the KV Connect protocol, for `Deno.openKv("http://HOST:PORT")`
 /// and the `@deno/kv` npm client (both HTTP/1.1 and HTTP/2 on one port).
 ///
-/// Prints `kv-connect-server listening on http://ADDR` on stdout once the socket is bound; logs
-/// go to stderr (level from `RUST_LOG`, default `info`). SIGINT/SIGTERM shut down gracefully.
+/// Without a subcommand it serves (the flags of `serve`). Prints `kv-connect-server listening on
+/// http://ADDR` on stdout once the socket is bound; logs go to stderr (level from `RUST_LOG`,
+/// default `info`). SIGINT/SIGTERM shut down gracefully.
 #[derive(Parser, Debug)]
-#[command(name = "kv-connect-server", version)]
+#[command(name = "kv-connect-server", version, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve a database (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Backups: list recovery points, show a backup, restore a database from it.
+    #[cfg(feature = "pitr")]
+    #[command(subcommand)]
+    Pitr(pitr_cmd::PitrCommand),
+}
+
+/// Where the database lives.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct DbArgs {
     /// Storage engine: `sqlite`, `redb` or `memory` (only those compiled in are available).
     #[arg(long, value_enum, env = "KV_CONNECT_ENGINE", default_value_t = default_engine())]
-    engine: Engine,
+    pub engine: Engine,
 
     /// Database file for the `sqlite` and `redb` engines (created if missing).
     #[arg(long, env = "KV_CONNECT_PATH", default_value = "./data.db")]
-    path: PathBuf,
+    pub path: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ServeArgs {
+    #[command(flatten)]
+    db: DbArgs,
 
     /// Access token clients must present (`DENO_KV_ACCESS_TOKEN` on the client side too).
     #[arg(long, env = "DENO_KV_ACCESS_TOKEN", hide_env_values = true)]
-    access_token: String,
+    access_token: Option<String>,
 
     /// Address to listen on; port 0 picks a free port (the line printed on stdout tells which).
     #[arg(long, env = "KV_CONNECT_ADDR", default_value = "127.0.0.1:4512")]
@@ -86,10 +115,16 @@ struct Cli {
     /// message is retried along its backoff schedule.
     #[arg(long, env = "KV_CONNECT_QUEUE_LEASE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     queue_lease_secs: u64,
+
+    #[cfg(feature = "pitr")]
+    #[command(flatten)]
+    backup: pitr_cmd::ServeBackupArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
-enum MainError {
+pub(crate) enum MainError {
+    #[error("the access token is missing: pass --access-token or set DENO_KV_ACCESS_TOKEN")]
+    NoAccessToken,
     #[error("the {0:?} engine is not compiled into this binary (enable the cargo feature)")]
     EngineMissing(Engine),
     #[error("cannot open the database: {0}")]
@@ -100,19 +135,18 @@ enum MainError {
     Serve(#[from] kv_connect_server::ServeError),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[cfg(feature = "pitr")]
+    #[error(transparent)]
+    Pitr(#[from] pitr_cmd::PitrCliError),
 }
 
 #[cfg(any(feature = "sqlite", feature = "redb"))]
-fn open_error(cli: &Cli, e: impl std::fmt::Display) -> MainError {
+fn open_error(cli: &DbArgs, e: impl std::fmt::Display) -> MainError {
     MainError::Open(format!("{}: {e}", cli.path.display()))
 }
 
-async fn open_db(cli: &Cli) -> Result<kv_db::Db, MainError> {
-    let config = kv_db::DbConfig {
-        read_only: cli.read_only,
-        queue_lease: std::time::Duration::from_secs(cli.queue_lease_secs),
-        ..kv_db::DbConfig::default()
-    };
+/// Opens the database `cli` names with `config`.
+pub(crate) async fn open_db(cli: &DbArgs, config: kv_db::DbConfig) -> Result<kv_db::Db, MainError> {
     match cli.engine {
         #[cfg(feature = "sqlite")]
         Engine::Sqlite => {
@@ -146,19 +180,40 @@ async fn open_db(cli: &Cli) -> Result<kv_db::Db, MainError> {
 }
 
 async fn run(cli: Cli) -> Result<(), MainError> {
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        #[cfg(feature = "pitr")]
+        Some(Command::Pitr(cmd)) => Ok(pitr_cmd::run(cmd).await?),
+    }
+}
+
+async fn serve(cli: ServeArgs) -> Result<(), MainError> {
+    let access_token = match &cli.access_token {
+        Some(t) if !t.is_empty() => t.clone(),
+        _ => return Err(MainError::NoAccessToken),
+    };
     let tls = match (&cli.tls_cert, &cli.tls_key) {
         (Some(cert), Some(key)) => Some(tls::load_tls_config(cert, key)?),
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let db = open_db(&cli).await?;
-    let mut config = ServerConfig::new(cli.access_token.clone());
+    let db_config = kv_db::DbConfig {
+        read_only: cli.read_only,
+        queue_lease: std::time::Duration::from_secs(cli.queue_lease_secs),
+        ..kv_db::DbConfig::default()
+    };
+    let mut config = ServerConfig::new(access_token);
     config.database_id = cli.database_id;
     config.token_ttl = Duration::from_secs(cli.token_ttl_secs);
     config.shutdown_timeout = Duration::from_secs(cli.shutdown_timeout_secs);
     config.tls = tls;
+    #[cfg(feature = "pitr")]
+    let (db, pitr) = pitr_cmd::open_for_serving(&cli.db, db_config, &cli.backup, &mut config).await?;
+    #[cfg(not(feature = "pitr"))]
+    let db = open_db(&cli.db, db_config).await?;
     let server = KvConnectServer::new(db, config).bind(cli.addr).await?;
-    tracing::info!(engine = ?cli.engine, path = %cli.path.display(), read_only = cli.read_only, "database open");
+    tracing::info!(engine = ?cli.db.engine, path = %cli.db.path.display(), read_only = cli.read_only, "database open");
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
@@ -168,7 +223,10 @@ async fn run(cli: Cli) -> Result<(), MainError> {
         );
         let _ = out.flush();
     }
-    server.serve().await?;
+    let served = server.serve().await;
+    #[cfg(feature = "pitr")]
+    pitr.stop().await;
+    served?;
     Ok(())
 }
 
@@ -181,10 +239,6 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if cli.access_token.is_empty() {
-        eprintln!("kv-connect-server: the access token must not be empty");
-        return ExitCode::from(2);
-    }
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

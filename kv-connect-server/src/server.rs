@@ -7,6 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -19,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
 use crate::auth::TokenAuthority;
-use crate::service::{handle, AppState, ConnInfo};
+use crate::service::{handle, AppState, ConnInfo, ResponseBody};
 
 /// Settings of a [`KvConnectServer`].
 #[derive(Clone)]
@@ -43,6 +46,26 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// TLS settings; `None` serves plaintext (HTTP/1.1 and h2c prior knowledge).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Serve as a read-only replica: the metadata advertises this server as an `eventual`
+    /// endpoint and writes and queue calls get a 400 that says so.
+    pub replica: Option<ReplicaSettings>,
+    /// Extra lines for `GET /healthz` after `ok` (e.g. backup lag), computed per request.
+    pub health_report: Option<HealthReport>,
+}
+
+/// Produces extra `/healthz` lines (`name: value`), e.g. how far a backup lags behind.
+pub type HealthReport = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// How a read replica presents itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaSettings {
+    /// What the replica follows (for messages), e.g. `s3://bucket/prefix/`.
+    pub source: String,
+    /// Absolute URL of the primary's data path (e.g. `http://primary:4512/v2`), advertised as
+    /// the `strong` endpoint; it must accept the same tokens (same access token). `None`
+    /// advertises this server for strong reads too (clients require a strong endpoint), which
+    /// then see the replica's, possibly stale, state.
+    pub primary_data_url: Option<String>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -56,6 +79,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("watch_keepalive", &self.watch_keepalive)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("tls", &self.tls.is_some())
+            .field("replica", &self.replica)
             .finish()
     }
 }
@@ -72,6 +96,8 @@ impl ServerConfig {
             watch_keepalive: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(30),
             tls: None,
+            replica: None,
+            health_report: None,
         }
     }
 }
@@ -99,25 +125,56 @@ pub enum ServeError {
 pub struct KvConnectServer<D> {
     db: Arc<D>,
     config: ServerConfig,
+    /// Keeps the `/watch` streams of [`handle`](KvConnectServer::handle) running; they end when
+    /// this server value is dropped (or bound).
+    in_process_stop: watch::Sender<bool>,
 }
 
 impl<D: Database> KvConnectServer<D> {
     /// A server for `db` with `config`.
     pub fn new(db: D, config: ServerConfig) -> Self {
-        KvConnectServer {
-            db: Arc::new(db),
-            config,
-        }
+        Self::from_arc(Arc::new(db), config)
     }
 
     /// A server for a database that is shared with other code.
     pub fn from_arc(db: Arc<D>, config: ServerConfig) -> Self {
-        KvConnectServer { db, config }
+        KvConnectServer {
+            db,
+            config,
+            in_process_stop: watch::channel(false).0,
+        }
     }
 
     /// The database id the server advertises.
     pub fn database_id(&self) -> Uuid {
         resolve_database_id(&self.config)
+    }
+
+    /// Handles one HTTP request in-process, without a socket: the same routing, authentication,
+    /// limits and handlers (and the same panic-to-500 guard) as a request on a served
+    /// connection, as if it arrived over plaintext from `127.0.0.1`. Meant for tests and fuzzing
+    /// (`fuzz/`); never fails, errors are answered as responses.
+    ///
+    /// A `/watch` response body streams until it is dropped or this server value is dropped.
+    /// Must be called inside a tokio runtime.
+    pub async fn handle(&self, req: Request<Bytes>) -> Response<ResponseBody> {
+        let state = Arc::new(AppState {
+            db: self.db.clone(),
+            tokens: TokenAuthority::new(&self.config.access_token, self.config.token_ttl),
+            database_id: resolve_database_id(&self.config),
+            limits: self.config.limits.clone(),
+            max_body_size: self.config.max_body_size,
+            watch_keepalive: self.config.watch_keepalive,
+            replica: self.config.replica.clone(),
+            health_report: self.config.health_report.clone(),
+            shutdown: self.in_process_stop.subscribe(),
+        });
+        let conn = ConnInfo {
+            tls: false,
+            peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let (parts, body) = req.into_parts();
+        handle(state, conn, Request::from_parts(parts, Full::new(body))).await
     }
 
     /// Binds the listening socket (`127.0.0.1:0` picks a free port).
@@ -196,6 +253,8 @@ impl<D: Database> BoundServer<D> {
             limits: self.config.limits.clone(),
             max_body_size: self.config.max_body_size,
             watch_keepalive: self.config.watch_keepalive,
+            replica: self.config.replica.clone(),
+            health_report: self.config.health_report.clone(),
             shutdown: stop_rx.clone(),
         });
         // Every connection task holds a clone; `recv` returns `None` once all have ended.
@@ -326,5 +385,40 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => tracing::info!("received SIGINT"),
         _ = term => tracing::info!("received SIGTERM"),
+    }
+}
+
+#[cfg(all(test, feature = "memory"))]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn handle_serves_requests_without_a_socket() {
+        let db = kv_db::Db::open(
+            kv_engine_memory::MemoryBackend::new(),
+            kv_db::DbConfig::default(),
+        )
+        .await
+        .unwrap();
+        let server = KvConnectServer::new(db, ServerConfig::new("secret"));
+        let get = |uri: &str| Request::get(uri).body(Bytes::new()).unwrap();
+        let res = server.handle(get("/healthz")).await;
+        assert_eq!(res.status(), 200);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok\n");
+        assert_eq!(server.handle(get("/nope")).await.status(), 404);
+        let meta = |token: &str| {
+            Request::post("/")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Bytes::from_static(br#"{"supportedVersions":[2,3]}"#))
+                .unwrap()
+        };
+        assert_eq!(server.handle(meta("wrong")).await.status(), 401);
+        let res = server.handle(meta("secret")).await;
+        assert_eq!(res.status(), 200);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["version"], 3);
     }
 }

@@ -39,7 +39,10 @@ pub(crate) struct AppState<D> {
     pub max_body_size: usize,
     pub watch_keepalive: std::time::Duration,
     /// Becomes `true` when the server shuts down; watch streams end then.
-    pub shutdown: watch::Receiver<bool>,
+    pub shutdown: watch::Receiver<bool>,    /// Set when serving as a read replica.
+    pub replica: Option<crate::server::ReplicaSettings>,
+    /// Extra `/healthz` lines.
+    pub health_report: Option<crate::server::HealthReport>,
 }
 
 /// Facts about the connection a request arrived on.
@@ -47,6 +50,31 @@ pub(crate) struct AppState<D> {
 pub(crate) struct ConnInfo {
     pub tls: bool,
     pub peer: std::net::SocketAddr,
+}
+
+/// The advertised data-path endpoints: this server, `strong`; or, on a replica, this server as
+/// `eventual` followed by the primary (or this server again) as the `strong` endpoint every
+/// client requires.
+fn endpoints(url: String, replica: Option<&crate::server::ReplicaSettings>) -> Vec<Endpoint> {
+    match replica {
+        None => vec![Endpoint {
+            url,
+            consistency: "strong",
+        }],
+        Some(r) => {
+            let strong = r.primary_data_url.clone().unwrap_or_else(|| url.clone());
+            vec![
+                Endpoint {
+                    url,
+                    consistency: "eventual",
+                },
+                Endpoint {
+                    url: strong,
+                    consistency: "strong",
+                },
+            ]
+        }
+    }
 }
 
 fn full(body: impl Into<Bytes>) -> ResponseBody {
@@ -158,11 +186,11 @@ where
             if req.method() != Method::GET && req.method() != Method::HEAD {
                 return Err(method_not_allowed("GET"));
             }
-            Ok(response(
-                StatusCode::OK,
-                "text/plain; charset=utf-8",
-                "ok\n",
-            ))
+            let mut body = String::from("ok\n");
+            if let Some(report) = &state.health_report {
+                body.push_str(&report());
+            }
+            Ok(response(StatusCode::OK, "text/plain; charset=utf-8", body))
         }
         _ => Err(ApiError::new(StatusCode::NOT_FOUND, "Resource not found.")),
     }
@@ -222,10 +250,7 @@ where
     let meta = MetadataResponse {
         version,
         database_id: state.database_id.hyphenated().to_string(),
-        endpoints: vec![Endpoint {
-            url,
-            consistency: "strong",
-        }],
+        endpoints: endpoints(url, state.replica.as_ref()),
         token,
         expires_at: metadata::rfc3339_utc(expires),
     };
@@ -323,6 +348,14 @@ where
             state.limits.validate_read(&ranges).map_err(KvError::from)?;
             let result = state.db.snapshot_read(ranges, Consistency::Strong).await?;
             Ok(protobuf_response(&wire::snapshot_read_output(result)))
+        }
+        DataOp::AtomicWrite | DataOp::QueueDequeue | DataOp::QueueFinish
+            if state.replica.is_some() =>
+        {
+            let source = state.replica.as_ref().map(|r| r.source.as_str()).unwrap_or("");
+            Err(ApiError::bad_request(format!(
+                "This database is a read-only replica of {source}; it does not accept writes or queue operations. Send them to the primary."
+            )))
         }
         DataOp::AtomicWrite => {
             let request: pb::AtomicWrite = wire::decode_request(&body)?;

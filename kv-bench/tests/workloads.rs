@@ -1,0 +1,242 @@
+//! Every workload against an in-process `kv-connect-server` over the memory engine: it runs,
+//! commits, finds what it seeded and passes its correctness checks; wrong setups fail.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use clap::Parser;
+use kv_bench::{BenchError, ClientError, Options};
+use kv_connect_server::{KvConnectServer, ServerConfig};
+
+const TOKEN: &str = "kv-bench-test-token";
+
+async fn server() -> SocketAddr {
+    server_with_db().await.0
+}
+
+async fn server_with_db() -> (SocketAddr, Arc<kv_db::Db>) {
+    let db = Arc::new(
+        kv_db::Db::open(
+            kv_engine_memory::MemoryBackend::new(),
+            kv_db::DbConfig::default(),
+        )
+        .await
+        .unwrap(),
+    );
+    let bound = KvConnectServer::from_arc(db.clone(), ServerConfig::new(TOKEN))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = bound.local_addr();
+    tokio::spawn(bound.serve_with_shutdown(std::future::pending()));
+    (addr, db)
+}
+
+fn opts(addr: SocketAddr, extra: &[&str]) -> Options {
+    let url = format!("http://{addr}");
+    let mut args = vec![
+        "kv-bench",
+        "--url",
+        &url,
+        "--access-token",
+        TOKEN,
+        "--duration-secs",
+        "0.3",
+        "--warmup-secs",
+        "0.05",
+        "--keys",
+        "2000",
+    ];
+    args.extend_from_slice(extra);
+    Options::parse_from(args)
+}
+
+async fn run_ok(addr: SocketAddr, extra: &[&str]) -> kv_bench::Report {
+    let report = kv_bench::run(&opts(addr, extra)).await.unwrap();
+    assert!(report.ops > 0, "{}", report.text());
+    assert_eq!(report.errors, 0, "{}", report.text());
+    assert!(report.checks.passed(), "{}", report.text());
+    assert_eq!(report.protocol_version, 3);
+    assert!(report.latency.p50_ms > 0.0 && report.latency.p50_ms <= report.latency.p99_ms);
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn point_workloads_over_h2_and_http1() {
+    let addr = server().await;
+    for http in ["h2", "http1"] {
+        for w in ["set", "get", "mixed"] {
+            let r = run_ok(addr, &["--workload", w, "--clients", "4", "--http", http]).await;
+            assert_eq!(r.workload, w);
+            assert_eq!(r.connections, 4);
+        }
+    }
+    let r = run_ok(
+        addr,
+        &[
+            "--workload",
+            "mixed",
+            "--clients",
+            "8",
+            "--read-ratio",
+            "0.5",
+        ],
+    )
+    .await;
+    assert!(r.latency_by_kind.contains_key("get") && r.latency_by_kind.contains_key("set"));
+    // Tasks sharing fewer connections, several sets per write.
+    let r = run_ok(
+        addr,
+        &[
+            "--workload",
+            "set",
+            "--clients",
+            "8",
+            "--connections",
+            "2",
+            "--mutations",
+            "10",
+        ],
+    )
+    .await;
+    assert_eq!(r.connections, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_reads_every_key_in_pages() {
+    let addr = server().await;
+    let r = run_ok(
+        addr,
+        &[
+            "--workload",
+            "list",
+            "--list-keys",
+            "2000",
+            "--page-size",
+            "300",
+            "--clients",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(r.latency_by_kind.keys().collect::<Vec<_>>(), ["list"]);
+    // More keys than were seeded cannot be listed.
+    let err = kv_bench::run(&opts(addr, &["--workload", "list", "--list-keys", "5000"])).await;
+    assert!(matches!(err, Err(BenchError::Options(_))), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_of_unseeded_keys_counts_errors() {
+    let addr = server().await;
+    let r = kv_bench::run(&opts(
+        addr,
+        &["--workload", "get", "--no-seed", "--max-ops", "5"],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.ops, 0);
+    assert!(r.errors > 0);
+    assert!(
+        r.error_samples.iter().any(|s| s.contains("seeded?")),
+        "{:?}",
+        r.error_samples
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_transfers_conserve_the_total() {
+    let addr = server().await;
+    let r = run_ok(
+        addr,
+        &[
+            "--workload",
+            "bank",
+            "--clients",
+            "16",
+            "--accounts",
+            "10",
+            "--audit-interval-ms",
+            "5",
+        ],
+    )
+    .await;
+    assert!(r.checks.bank_audits >= 2, "{:?}", r.checks);
+    assert_eq!(r.checks.bank_violations, 0);
+    // 16 clients on 10 accounts must collide now and then.
+    assert!(r.conflicts > 0, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_key_sum_matches_commits() {
+    let addr = server().await;
+    let r = run_ok(addr, &["--workload", "sum", "--clients", "8"]).await;
+    assert_eq!(r.checks.sum_ok, Some(true));
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["workload"], "sum");
+    assert_eq!(json["checks"]["sum_ok"], true);
+    assert!(json["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_token_and_remote_targets_are_refused() {
+    let addr = server().await;
+    let mut o = opts(addr, &[]);
+    o.access_token = "wrong-token-wrong".into();
+    match kv_bench::run(&o).await {
+        Err(BenchError::Client(ClientError::Status { status, .. })) => assert_eq!(status, 401),
+        other => panic!("{other:?}"),
+    }
+    let mut o = opts(addr, &[]);
+    o.url = "http://192.0.2.1:4512".into();
+    assert!(matches!(
+        kv_bench::run(&o).await,
+        Err(BenchError::Client(ClientError::NotLoopback(_)))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_audit_detects_a_changed_total() {
+    use kv_traits::key::{encode_key, KeyPart};
+    use kv_traits::{AtomicWrite, Database, KvValue, Mutation};
+    let (addr, db) = server_with_db().await;
+    // Behind the transfers' back, mint money into account 0 once they are running.
+    let key = encode_key(&[
+        KeyPart::from("kvbench"),
+        KeyPart::from("bank"),
+        KeyPart::Float(0.0),
+    ])
+    .unwrap();
+    let tamper = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let mutations = vec![Mutation::set(key, KvValue::U64(u64::MAX / 4))];
+        db.atomic_write(AtomicWrite {
+            mutations,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+    let r = kv_bench::run(&opts(
+        addr,
+        &[
+            "--workload",
+            "bank",
+            "--clients",
+            "4",
+            "--accounts",
+            "10",
+            "--audit-interval-ms",
+            "5",
+        ],
+    ))
+    .await
+    .unwrap();
+    tamper.await.unwrap();
+    assert!(r.checks.bank_violations > 0, "{}", r.text());
+    assert!(!r.checks.passed());
+    assert!(
+        r.checks.details.iter().any(|d| d.contains("expected")),
+        "{:?}",
+        r.checks.details
+    );
+}

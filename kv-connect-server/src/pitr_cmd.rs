@@ -1,0 +1,434 @@
+//! Backups in the server binary: `serve --backup-to`, `serve --replica-of` and the `pitr`
+//! subcommands, on top of the `kv-pitr` crate.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use kv_connect_server::{ReplicaSettings, ServerConfig};
+use kv_pitr::consumer::BackupReader;
+use kv_pitr::producer::{Backup, BackupConfig};
+use kv_pitr::restore::{Replica, ReplicaConfig, RestoreTarget};
+use kv_traits::Versionstamp;
+use object_store::path::Path;
+use object_store::ObjectStore;
+
+use crate::{open_db, DbArgs, MainError};
+
+/// Errors of the backup commands, each naming what failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PitrCliError {
+    #[error("invalid backup location {url:?}: {reason}")]
+    Location { url: String, reason: String },
+    #[error("invalid {what} {value:?}: {reason}")]
+    Argument {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("backup: {0}")]
+    Backup(String),
+    #[error("restore: {0}")]
+    Restore(String),
+    #[error("replica: {0}")]
+    Replica(String),
+    #[error("reading the backup: {0}")]
+    Read(String),
+}
+
+/// Where backups live and how to reach an S3-compatible store.
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct StoreArgs {
+    /// Endpoint of an S3-compatible store (MinIO, moto, Cloudflare R2, ...) for `s3://` URLs.
+    /// Credentials and region come from the usual `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_SESSION_TOKEN` and `AWS_REGION` variables.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub s3_endpoint: Option<String>,
+}
+
+/// Backup options of `serve`.
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct ServeBackupArgs {
+    /// Stream every committed write to a backup at this location: `s3://bucket/prefix/`,
+    /// `file:///abs/dir` or a directory path. The backup uses Deno Deploy's continuous-backup
+    /// layout; writes never wait for the store, which catches up if it was unreachable.
+    #[arg(long, env = "KV_CONNECT_BACKUP_TO", conflicts_with = "replica_of")]
+    pub backup_to: Option<String>,
+
+    /// Serve a read-only replica that follows the backup at this location (restored into the
+    /// database at `--path` first). Writes get a 400 saying the database is a replica.
+    #[arg(long, env = "KV_CONNECT_REPLICA_OF")]
+    pub replica_of: Option<String>,
+
+    /// Replica only: the primary's data-path URL (e.g. `http://primary:4512/v2`), advertised as
+    /// the `strong` endpoint so clients send writes and strong reads there. It must use the
+    /// same access token.
+    #[arg(long, env = "KV_CONNECT_PRIMARY_URL", requires = "replica_of")]
+    pub primary_url: Option<String>,
+
+    /// Replica only: how often to look for new log segments, in milliseconds.
+    #[arg(long, env = "KV_CONNECT_REPLICA_POLL_MS", default_value_t = 1000)]
+    pub replica_poll_ms: u64,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `kv-connect-server pitr ...`
+#[derive(Subcommand, Debug)]
+pub(crate) enum PitrCommand {
+    /// List the recovery points of a backup, newest first: `<versionstamp>\t<RFC 3339 time>`.
+    List {
+        /// The backup: `s3://bucket/prefix/`, `file:///abs/dir` or a directory path.
+        #[arg(long, env = "KV_PITR_FROM")]
+        from: String,
+        /// Only points at or after this time (RFC 3339).
+        #[arg(long)]
+        start: Option<String>,
+        /// Only points before this time (RFC 3339).
+        #[arg(long)]
+        end: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Describe a backup: its first consistent point, latest point and object counts.
+    Info {
+        /// The backup: `s3://bucket/prefix/`, `file:///abs/dir` or a directory path.
+        #[arg(long, env = "KV_PITR_FROM")]
+        from: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Move a database restored from a backup (and not written since) forward: to the latest
+    /// point, or to `--at` / `--time`. Moving backwards needs a new restore.
+    Checkout {
+        /// The backup the database was restored from.
+        #[arg(long, env = "KV_PITR_FROM")]
+        from: String,
+        #[command(flatten)]
+        db: DbArgs,
+        /// Move to this recovery point (20 hex digits).
+        #[arg(long, conflicts_with = "time")]
+        at: Option<String>,
+        /// Move to the newest recovery point at or before this time (RFC 3339).
+        #[arg(long)]
+        time: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Restore a backup into a new database (any engine), to the latest point or to `--at` /
+    /// `--time`.
+    Restore {
+        /// The backup: `s3://bucket/prefix/`, `file:///abs/dir` or a directory path.
+        #[arg(long, env = "KV_PITR_FROM")]
+        from: String,
+        #[command(flatten)]
+        db: DbArgs,
+        /// Restore to this recovery point (20 hex digits, as `pitr list` prints them).
+        #[arg(long, conflicts_with = "time")]
+        at: Option<String>,
+        /// Restore to the newest recovery point at or before this time (RFC 3339).
+        #[arg(long)]
+        time: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Opens an object store from a backup location.
+/// A local directory is created when `create` is set (a new backup), and must exist otherwise.
+pub(crate) fn open_store(
+    url: &str,
+    store: &StoreArgs,
+    create: bool,
+) -> Result<(Arc<dyn ObjectStore>, Path), PitrCliError> {
+    let bad = |reason: String| PitrCliError::Location {
+        url: url.to_string(),
+        reason,
+    };
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(bad("the bucket name is missing".into()));
+        }
+        let mut builder =
+            object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket.to_string());
+        if let Some(endpoint) = &store.s3_endpoint {
+            builder = builder
+                .with_endpoint(endpoint.clone())
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        let s3 = builder.build().map_err(|e| bad(e.to_string()))?;
+        return Ok((Arc::new(s3), Path::from(prefix)));
+    }
+    let dir = match url.strip_prefix("file://") {
+        Some(path) => std::path::PathBuf::from(path),
+        None if url.contains("://") => {
+            return Err(bad(
+                "only s3://, file:// and plain directory paths are supported".into(),
+            ))
+        }
+        None => std::path::PathBuf::from(url),
+    };
+    if create {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| bad(format!("cannot create the directory: {e}")))?;
+    } else if !dir.is_dir() {
+        return Err(bad("no such directory".into()));
+    }
+    let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok((Arc::new(fs), Path::from("")))
+}
+
+/// What runs beside the server: a backup shipper or a replica follower.
+pub(crate) enum Companion {
+    None,
+    Backup(Backup),
+    Replica(Replica),
+}
+
+impl Companion {
+    /// Stops it, shipping or applying what it can first.
+    pub(crate) async fn stop(self) {
+        match self {
+            Companion::None => {}
+            Companion::Backup(b) => {
+                if let Err(e) = b.shutdown().await {
+                    tracing::warn!(error = %e, "backup stopped with unshipped changes; they are kept and shipped at the next start");
+                }
+            }
+            Companion::Replica(r) => r.stop().await,
+        }
+    }
+}
+
+/// Opens the database to serve, with its backup shipper or replica follower.
+pub(crate) async fn open_for_serving(
+    db_args: &DbArgs,
+    mut db_config: kv_db::DbConfig,
+    args: &ServeBackupArgs,
+    server: &mut ServerConfig,
+) -> Result<(kv_db::Db, Companion), MainError> {
+    if let Some(url) = &args.backup_to {
+        let (store, prefix) = open_store(url, &args.store, true)?;
+        db_config.change_log = true;
+        let db = open_db(db_args, db_config).await?;
+        let backup = Backup::start(db.clone(), BackupConfig::new(store, prefix))
+            .await
+            .map_err(|e| PitrCliError::Backup(e.to_string()))?;
+        let status = backup.subscribe();
+        server.health_report = Some(Arc::new(move || {
+            let s = status.borrow().clone();
+            format!(
+                "backup_shipped_through: {}\nbackup_committed: {}\nbackup_lag_ms: {}\nbackup_last_error: {}\n",
+                s.shipped_through,
+                s.committed,
+                s.lag_ms,
+                s.last_error.as_deref().unwrap_or("none")
+            )
+        }));
+        tracing::info!(to = %url, "continuous backup running");
+        return Ok((db, Companion::Backup(backup)));
+    }
+    if let Some(url) = &args.replica_of {
+        let (store, prefix) = open_store(url, &args.store, false)?;
+        db_config.read_only = true;
+        db_config.background_tasks = false;
+        let db = open_db(db_args, db_config).await?;
+        let reader = BackupReader::new(store, prefix);
+        // A restarted replica continues from what its database already holds.
+        let config = ReplicaConfig {
+            resume_existing: true,
+            ..ReplicaConfig::new(Duration::from_millis(args.replica_poll_ms.max(10)))
+        };
+        let replica = Replica::start_with(reader, db.clone(), config)
+            .await
+        .map_err(|e| PitrCliError::Replica(e.to_string()))?;
+        let status = replica.subscribe();
+        server.health_report = Some(Arc::new(move || {
+            let s = status.borrow().clone();
+            format!(
+                "replica_applied_through: {}\nreplica_lag_ms: {}\nreplica_last_error: {}\n",
+                s.applied_through,
+                s.lag_ms.map_or_else(|| "unknown".to_string(), |l| l.to_string()),
+                s.last_error.as_deref().unwrap_or("none")
+            )
+        }));
+        server.replica = Some(ReplicaSettings {
+            source: url.clone(),
+            primary_data_url: args.primary_url.clone(),
+        });
+        tracing::info!(of = %url, "read replica following the backup");
+        return Ok((db, Companion::Replica(replica)));
+    }
+    Ok((open_db(db_args, db_config).await?, Companion::None))
+}
+
+fn parse_time(what: &'static str, value: &str) -> Result<u64, PitrCliError> {
+    let t = chrono::DateTime::parse_from_rfc3339(value).map_err(|e| PitrCliError::Argument {
+        what,
+        value: value.to_string(),
+        reason: format!("not an RFC 3339 time: {e}"),
+    })?;
+    u64::try_from(t.timestamp_millis()).map_err(|_| PitrCliError::Argument {
+        what,
+        value: value.to_string(),
+        reason: "before 1970".into(),
+    })
+}
+
+fn parse_target(at: Option<String>, time: Option<String>) -> Result<RestoreTarget, PitrCliError> {
+    Ok(match (at, time) {
+        (Some(vs), _) => RestoreTarget::Versionstamp(vs.parse::<Versionstamp>().map_err(|e| {
+            PitrCliError::Argument {
+                what: "--at",
+                value: vs.clone(),
+                reason: e.to_string(),
+            }
+        })?),
+        (None, Some(t)) => RestoreTarget::Time(parse_time("--time", &t)?),
+        (None, None) => RestoreTarget::Latest,
+    })
+}
+
+fn format_time(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+fn print(line: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_fmt(line);
+    let _ = out.write_all(b"\n");
+}
+
+/// Runs a `pitr` subcommand.
+pub(crate) async fn run(cmd: PitrCommand) -> Result<(), MainError> {
+    match cmd {
+        PitrCommand::List {
+            from,
+            start,
+            end,
+            store,
+        } => {
+            let start = start.map(|s| parse_time("--start", &s)).transpose()?;
+            let end = end.map(|s| parse_time("--end", &s)).transpose()?;
+            let (store, prefix) = open_store(&from, &store, false)?;
+            let reader = BackupReader::new(store, prefix);
+            let points = reader
+                .recovery_points(start, end)
+                .await
+                .map_err(|e| PitrCliError::Read(e.to_string()))?;
+            for p in points {
+                print(format_args!(
+                    "{}\t{}",
+                    p.versionstamp,
+                    format_time(p.timestamp_ms)
+                ));
+            }
+            Ok(())
+        }
+        PitrCommand::Info { from, store } => {
+            let (store, prefix) = open_store(&from, &store, false)?;
+            let reader = BackupReader::new(store, prefix);
+            let info = reader
+                .info()
+                .await
+                .map_err(|e| PitrCliError::Read(e.to_string()))?;
+            let kind = if info.manifest.is_some() {
+                "kv-pitr"
+            } else {
+                "foreign (e.g. Deno Deploy)"
+            };
+            print(format_args!("Backup written by: {kind}"));
+            print(format_args!(
+                "First consistent point: {}\t{}",
+                info.first_point.versionstamp,
+                format_time(info.first_point.timestamp_ms)
+            ));
+            print(format_args!(
+                "Latest point: {}\t{}",
+                info.latest_point.versionstamp,
+                format_time(info.latest_point.timestamp_ms)
+            ));
+            print(format_args!("Recovery points: {}", info.recovery_points));
+            print(format_args!(
+                "Objects: {} snapshot ranges, {} log segments, {} bytes",
+                info.snapshot_ranges, info.log_segments, info.log_bytes
+            ));
+            Ok(())
+        }
+        PitrCommand::Checkout {
+            from,
+            db,
+            at,
+            time,
+            store,
+        } => {
+            let target = parse_target(at, time)?;
+            let (store, prefix) = open_store(&from, &store, false)?;
+            let reader = BackupReader::new(store, prefix);
+            let target_db = open_db(
+                &db,
+                kv_db::DbConfig {
+                    background_tasks: false,
+                    ..Default::default()
+                },
+            )
+            .await?;
+            let outcome = kv_pitr::restore::catch_up(&reader, &target_db, target)
+                .await
+                .map_err(|e| PitrCliError::Restore(e.to_string()));
+            let closed = kv_traits::Database::close(&target_db).await;
+            let outcome = outcome?;
+            closed.map_err(|e| MainError::Open(e.to_string()))?;
+            print(format_args!(
+                "Snapshot is now at versionstamp {} ({})",
+                outcome.versionstamp,
+                format_time(outcome.timestamp_ms)
+            ));
+            Ok(())
+        }
+        PitrCommand::Restore {
+            from,
+            db,
+            at,
+            time,
+            store,
+        } => {
+            let target = parse_target(at, time)?;
+            let (store, prefix) = open_store(&from, &store, false)?;
+            let reader = BackupReader::new(store, prefix);
+            let target_db = open_db(
+                &db,
+                kv_db::DbConfig {
+                    background_tasks: false,
+                    ..Default::default()
+                },
+            )
+            .await?;
+            let mut last_report = std::time::Instant::now();
+            let outcome = kv_pitr::restore::restore(&reader, &target_db, target, |p| {
+                if last_report.elapsed() >= Duration::from_secs(1) {
+                    last_report = std::time::Instant::now();
+                    eprintln!("restoring: {p:?}");
+                }
+            })
+            .await
+            .map_err(|e| PitrCliError::Restore(e.to_string()));
+            let closed = kv_traits::Database::close(&target_db).await;
+            let outcome = outcome?;
+            closed.map_err(|e| MainError::Open(e.to_string()))?;
+            print(format_args!(
+                "Restored {} to versionstamp {} ({})",
+                db.path.display(),
+                outcome.versionstamp,
+                format_time(outcome.timestamp_ms)
+            ));
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! The binary's backup features end to end: `serve --backup-to`, a `--replica-of` server
+//! following it, and `pitr list|info|restore|checkout` on the backup it wrote.
+#![cfg(all(feature = "pitr", feature = "sqlite", feature = "redb", feature = "memory"))]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::Full;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kv-connect-server");
+
+struct Proc {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Proc {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("DENO_KV_ACCESS_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim_end()
+        .strip_prefix("kv-connect-server listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    Proc { child, addr }
+}
+
+impl Proc {
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not exit within 10 s of SIGTERM");
+    }
+}
+
+/// Runs a `pitr` subcommand; its stdout, or a panic with its stderr.
+fn pitr(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .arg("pitr")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pitr {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn connect(addr: std::net::SocketAddr) -> (Kv, serde_json::Value) {
+    let auth = format!("Bearer {TOKEN}");
+    let r = post(
+        Proto::H2c,
+        &format!("http://{addr}/"),
+        &[("authorization", &auth)],
+        r#"{"supportedVersions":[1,2,3]}"#,
+    )
+    .await;
+    assert_eq!(r.status, http::StatusCode::OK, "{}", r.text());
+    let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let kv = Kv {
+        proto: Proto::H2c,
+        base: format!("http://{addr}/v2"),
+        token: json["token"].as_str().unwrap().into(),
+        database_id: json["databaseId"].as_str().unwrap().into(),
+    };
+    (kv, json)
+}
+
+async fn healthz(addr: std::net::SocketAddr) -> String {
+    let req = http::Request::get(format!("http://{addr}/healthz"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    send(Proto::Http1, req).await.text()
+}
+
+fn field<'a>(report: &'a str, name: &str) -> &'a str {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
+        .unwrap_or_else(|| panic!("no {name} in {report:?}"))
+}
+
+async fn wait_until_shipped(addr: std::net::SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = healthz(addr).await;
+        if field(&report, "backup_shipped_through") == field(&report, "backup_committed") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "backup never caught up: {report}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn value_of(kv: &Kv, k: &str) -> Option<Vec<u8>> {
+    kv.get(&key(k)).await.map(|e| e.value)
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "kvcs-{name}-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[tokio::test]
+async fn backup_replica_and_point_in_time_restore_through_the_binary() {
+    let dir = temp_dir("backup");
+    let backup = dir.join("backup");
+    let primary_db = dir.join("primary.db");
+    let primary = spawn(&[
+        "serve",
+        "--engine",
+        "sqlite",
+        "--path",
+        s(&primary_db),
+        "--addr",
+        "127.0.0.1:0",
+        "--backup-to",
+        s(&backup),
+    ]);
+    let (kv, _) = connect(primary.addr).await;
+    assert_eq!(kv.write(&write_of(vec![set(&key("a"), b"1")])).await.status, 1);
+    assert_eq!(
+        kv.write(&write_of(vec![set(&key("b"), b"2"), set(&key("c"), b"3")]))
+            .await
+            .status,
+        1
+    );
+    wait_until_shipped(primary.addr).await;
+    // Recovery points so far; the newest first.
+    let listed = pitr(&["list", "--from", s(&backup)]);
+    let points: Vec<&str> = listed
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert!(points.len() >= 2, "{listed}");
+    let after_bc = points[0].to_string();
+    let info = pitr(&["info", "--from", s(&backup)]);
+    assert!(info.contains("kv-pitr"), "{info}");
+    assert!(info.contains(&after_bc), "{info}");
+
+    // A replica follows the backup and refuses writes with a 400 that says why.
+    let replica = spawn(&[
+        "serve",
+        "--engine",
+        "memory",
+        "--addr",
+        "127.0.0.1:0",
+        "--replica-of",
+        s(&backup),
+        "--replica-poll-ms",
+        "100",
+    ]);
+    let (rkv, meta) = connect(replica.addr).await;
+    let endpoints = meta["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints[0]["consistency"], "eventual");
+    assert!(endpoints.iter().any(|e| e["consistency"] == "strong"));
+    assert_eq!(value_of(&rkv, "c").await.as_deref(), Some(&b"3"[..]));
+    let refused = rkv
+        .raw(
+            "atomic_write",
+            prost::Message::encode_to_vec(&write_of(vec![set(&key("x"), b"1")])),
+        )
+        .await;
+    assert_eq!(refused.status, http::StatusCode::BAD_REQUEST);
+    assert!(refused.text().contains("read-only replica"), "{}", refused.text());
+
+    // New writes on the primary reach the replica.
+    assert_eq!(
+        kv.write(&write_of(vec![set(&key("a"), b"changed"), set(&key("d"), b"4")]))
+            .await
+            .status,
+        1
+    );
+    wait_until_shipped(primary.addr).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while value_of(&rkv, "d").await.is_none() {
+        assert!(Instant::now() < deadline, "the replica never saw the new write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(value_of(&rkv, "a").await.as_deref(), Some(&b"changed"[..]));
+    assert!(field(&healthz(replica.addr).await, "replica_applied_through").len() == 20);
+
+    // Restore the earlier point into a redb file: the later write is absent.
+    let restored = dir.join("restored.redb");
+    let out = pitr(&[
+        "restore",
+        "--from",
+        s(&backup),
+        "--engine",
+        "redb",
+        "--path",
+        s(&restored),
+        "--at",
+        &after_bc,
+    ]);
+    assert!(out.contains(&after_bc), "{out}");
+    {
+        let p = spawn(&["--engine", "redb", "--path", s(&restored), "--addr", "127.0.0.1:0"]);
+        let (r, _) = connect(p.addr).await;
+        assert_eq!(value_of(&r, "a").await.as_deref(), Some(&b"1"[..]));
+        assert_eq!(value_of(&r, "c").await.as_deref(), Some(&b"3"[..]));
+        assert_eq!(value_of(&r, "d").await, None);
+        // Same versionstamps as on the primary.
+        assert_eq!(
+            r.get(&key("c")).await.unwrap().versionstamp,
+            kv.get(&key("c")).await.unwrap().versionstamp
+        );
+        assert!(p.terminate().success());
+    }
+    // Move it forward to the latest point.
+    let out = pitr(&[
+        "checkout",
+        "--from",
+        s(&backup),
+        "--engine",
+        "redb",
+        "--path",
+        s(&restored),
+    ]);
+    assert!(out.starts_with("Snapshot is now at versionstamp"), "{out}");
+    {
+        let p = spawn(&["--engine", "redb", "--path", s(&restored), "--addr", "127.0.0.1:0"]);
+        let (r, _) = connect(p.addr).await;
+        assert_eq!(value_of(&r, "a").await.as_deref(), Some(&b"changed"[..]));
+        assert_eq!(value_of(&r, "d").await.as_deref(), Some(&b"4"[..]));
+        // A restored database takes writes again, with versionstamps after the backup's.
+        let out = r.write(&write_of(vec![set(&key("e"), b"5")])).await;
+        assert_eq!(out.status, 1);
+        assert!(out.versionstamp > kv.get(&key("d")).await.unwrap().versionstamp);
+        assert!(p.terminate().success());
+    }
+
+    // Restoring into a database that holds data is refused.
+    let out = Command::new(BIN)
+        .args(["pitr", "restore", "--from", s(&backup), "--engine", "redb"])
+        .args(["--path", s(&restored)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!out.stderr.is_empty());
+
+    assert!(tokio::task::spawn_blocking(move || replica.terminate())
+        .await
+        .unwrap()
+        .success());
+    assert!(tokio::task::spawn_blocking(move || primary.terminate())
+        .await
+        .unwrap()
+        .success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_backup_locations_and_arguments_are_clear_errors() {
+    let out = Command::new(BIN)
+        .args(["pitr", "list", "--from", "ftp://example.com/x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("s3://"), "{err}");
+
+    let dir = temp_dir("empty-backup");
+    let out = Command::new(BIN)
+        .args(["pitr", "info", "--from", s(&dir)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!out.stderr.is_empty());
+
+    let out = Command::new(BIN)
+        .args(["pitr", "restore", "--from", s(&dir), "--engine", "memory"])
+        .args(["--at", "not-hex"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--at"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,913 @@
+//! Point-in-time restore from a backup into an empty database, moving a restored database
+//! forward in time, and read replicas that follow a backup continuously.
+//!
+//! - [`restore`] rebuilds the state at a [`RestoreTarget`] in an empty [`Db`] of any engine:
+//!   every object it needs is downloaded and checked **before** the first write, so a damaged
+//!   or incomplete backup leaves the database empty. Restored keys keep their versionstamps
+//!   and expiry times, and the database version ends exactly at the restored point, so writes
+//!   after promoting the copy get larger versionstamps.
+//! - [`catch_up`] moves a database restored from the same backup forward to a later point
+//!   (applying whole transactions). Moving backwards is not supported: restore into a new
+//!   database instead.
+//! - [`Replica`] restores the latest point, then keeps polling the backup for new log
+//!   segments and applies each complete transaction; watchers of the database are notified.
+//!   Open the database with `read_only: true` so clients cannot write to it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use kv_db::{Db, ExportEntry, ImportOp};
+use kv_traits::{KvError, Versionstamp};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::consumer::{
+    BackupLayout, BackupReader, ConsumerError, LogObject, LogWalker, RecoveryPoint, Transaction,
+};
+use crate::format;
+
+/// Most entries written by one import call while restoring.
+const IMPORT_CHUNK_ENTRIES: usize = 2000;
+/// Most value bytes written by one import call while restoring.
+const IMPORT_CHUNK_BYTES: usize = 8 << 20;
+
+/// Which state of the backup to restore.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestoreTarget {
+    /// The latest recovery point.
+    Latest,
+    /// The state after the commit with this versionstamp: the newest recovery point at or
+    /// before it. Earlier than the first consistent point or later than the latest recovery
+    /// point is an error.
+    Versionstamp(Versionstamp),
+    /// The state at this time (ms since the Unix epoch): the newest recovery point whose time
+    /// is at or before it (the latest if the time is later than every point). Earlier than the
+    /// first point is an error.
+    Time(u64),
+}
+
+/// Text that is not a [`RestoreTarget`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid restore target {0:?}: expected `latest`, a 20-hex-digit versionstamp or an RFC 3339 time such as 2026-01-02T03:04:05.678Z")]
+pub struct InvalidTarget(pub String);
+
+impl FromStr for RestoreTarget {
+    type Err = InvalidTarget;
+
+    /// Parses `latest`, a 20-hex-digit versionstamp, or an RFC 3339 time.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("latest") {
+            return Ok(RestoreTarget::Latest);
+        }
+        if let Ok(vs) = t.parse::<Versionstamp>() {
+            return Ok(RestoreTarget::Versionstamp(vs));
+        }
+        chrono::DateTime::parse_from_rfc3339(t)
+            .ok()
+            .and_then(|d| u64::try_from(d.timestamp_millis()).ok())
+            .map(RestoreTarget::Time)
+            .ok_or_else(|| InvalidTarget(s.to_string()))
+    }
+}
+
+impl fmt::Display for RestoreTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestoreTarget::Latest => f.write_str("latest"),
+            RestoreTarget::Versionstamp(v) => write!(f, "versionstamp {v}"),
+            RestoreTarget::Time(ms) => {
+                write!(f, "time {}", crate::consumer::format_time_ms(*ms))
+            }
+        }
+    }
+}
+
+/// Progress of a restore, reported as it goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RestoreProgress {
+    /// The backup was listed and checked.
+    Listed {
+        /// Snapshot ranges to load.
+        snapshot_ranges: usize,
+        /// Log segments in the backup.
+        log_segments: usize,
+    },
+    /// One more snapshot range was downloaded and checked.
+    SnapshotRange {
+        /// Ranges done so far.
+        done: usize,
+        /// All ranges.
+        total: usize,
+    },
+    /// One more log segment was downloaded, checked and replayed (in memory).
+    LogSegment {
+        /// Segments done so far.
+        done: usize,
+        /// All segments (the restore may stop earlier at its target).
+        total: usize,
+        /// Transactions replayed so far.
+        transactions: u64,
+    },
+    /// Entries written into the database so far.
+    Writing {
+        /// Entries written.
+        written: usize,
+        /// All entries to write.
+        total: usize,
+    },
+}
+
+/// What a restore produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestoreOutcome {
+    /// The recovery point restored (also the database's versionstamp afterwards).
+    pub versionstamp: Versionstamp,
+    /// Time of that point (ms since the Unix epoch).
+    pub timestamp_ms: u64,
+    /// Keys in the restored database.
+    pub keys: usize,
+    /// Log transactions replayed on top of the snapshot.
+    pub transactions: u64,
+}
+
+/// A restore, catch-up or replica failure.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The backup cannot be read, is damaged or incomplete, or does not hold the target.
+    #[error(transparent)]
+    Backup(#[from] ConsumerError),
+    /// Restores only go into an empty database.
+    #[error("the target database is not empty (its versionstamp is {versionstamp}, {detail}); restore into a new, empty database")]
+    NotEmpty {
+        /// The database's current versionstamp.
+        versionstamp: Versionstamp,
+        /// What was found.
+        detail: &'static str,
+    },
+    /// The database is not at a recovery point of this backup, so it cannot be moved forward
+    /// along it.
+    #[error("the database (at {versionstamp}) is not a restored copy of this backup: {reason}")]
+    NotACopy {
+        /// The database's current versionstamp.
+        versionstamp: Versionstamp,
+        /// Why.
+        reason: String,
+    },
+    /// The target is before the database's current point (moving backwards is unsupported).
+    #[error("the database is at {current}, after the requested {target}; moving backwards in time is not supported: restore into a new database instead")]
+    Backwards {
+        /// The database's current versionstamp.
+        current: Versionstamp,
+        /// The requested target, as text.
+        target: String,
+    },
+    /// The database failed.
+    #[error("the target database failed: {0}")]
+    Db(#[from] KvError),
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Fails unless the database holds no data and has never committed.
+async fn check_empty(db: &Db) -> Result<(), RestoreError> {
+    let versionstamp = db.current_versionstamp().await?;
+    if versionstamp != Versionstamp::ZERO {
+        return Err(RestoreError::NotEmpty {
+            versionstamp,
+            detail: "it has committed writes",
+        });
+    }
+    let (entries, _) = db.export_range(&[], &[0xff], 1).await?;
+    if !entries.is_empty() {
+        return Err(RestoreError::NotEmpty {
+            versionstamp,
+            detail: "it holds data",
+        });
+    }
+    Ok(())
+}
+
+/// Decides, transaction by transaction after the first consistent point, where a fold stops.
+struct Stopper {
+    target: RestoreTarget,
+}
+
+impl Stopper {
+    /// Whether a transaction after the first point is still part of the target state.
+    fn includes(&self, txn: &Transaction) -> bool {
+        match self.target {
+            RestoreTarget::Latest => true,
+            RestoreTarget::Versionstamp(v) => txn.versionstamp <= v,
+            RestoreTarget::Time(t) => txn.timestamp_ms <= t,
+        }
+    }
+
+    /// Checks the target against the first point, once it is known.
+    fn check_first(&self, first: &RecoveryPoint) -> Result<(), ConsumerError> {
+        let before = match self.target {
+            RestoreTarget::Latest => false,
+            RestoreTarget::Versionstamp(v) => v < first.versionstamp,
+            RestoreTarget::Time(t) => t < first.timestamp_ms,
+        };
+        if before {
+            return Err(ConsumerError::BeforeFirstPoint {
+                target: self.target.to_string(),
+                first: *first,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the target against the latest point when the log ran out before the target.
+    fn check_latest(&self, latest: &RecoveryPoint) -> Result<(), ConsumerError> {
+        if let RestoreTarget::Versionstamp(v) = self.target {
+            if v > latest.versionstamp {
+                return Err(ConsumerError::BeyondLatest {
+                    target: self.target.to_string(),
+                    latest: *latest,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A restore's in-memory result, before it is written.
+struct Staged {
+    layout: BackupLayout,
+    state: BTreeMap<Vec<u8>, ExportEntry>,
+    walker: LogWalker,
+    point: RecoveryPoint,
+    transactions: u64,
+}
+
+fn apply_to_state(state: &mut BTreeMap<Vec<u8>, ExportEntry>, txn: Transaction) {
+    for e in txn.entries {
+        match e.value {
+            Some(value) => {
+                let versionstamp = format::vs10_of(&e.vs12);
+                state.insert(
+                    e.key.clone(),
+                    ExportEntry {
+                        key: e.key,
+                        value,
+                        versionstamp,
+                        expire_at_ms: e.expire_at_ms,
+                    },
+                );
+            }
+            None => {
+                state.remove(&e.key);
+            }
+        }
+    }
+}
+
+/// Downloads, checks and replays everything the target needs, in memory.
+async fn stage(
+    reader: &BackupReader,
+    target: RestoreTarget,
+    progress: &mut dyn FnMut(RestoreProgress),
+) -> Result<Staged, ConsumerError> {
+    let layout = reader.layout().await?;
+    let dv = layout.differential;
+    progress(RestoreProgress::Listed {
+        snapshot_ranges: layout.snapshot_ranges.len(),
+        log_segments: layout.logs.len(),
+    });
+    let stopper = Stopper { target };
+    // Fail early for versionstamps before the first point (its time is not needed).
+    if let RestoreTarget::Versionstamp(v) = target {
+        if v < dv {
+            return Err(ConsumerError::BeforeFirstPoint {
+                target: target.to_string(),
+                first: RecoveryPoint {
+                    versionstamp: dv,
+                    timestamp_ms: 0,
+                },
+            });
+        }
+    }
+
+    let mut state: BTreeMap<Vec<u8>, ExportEntry> = BTreeMap::new();
+    let total = layout.snapshot_ranges.len();
+    let mut ranges = reader.fetch_snapshot_ranges(layout.snapshot_ranges.clone());
+    let mut done = 0;
+    while let Some(item) = ranges.next().await {
+        let (key, entries) = item?;
+        for e in entries {
+            if e.versionstamp > dv {
+                return Err(ConsumerError::Inconsistent {
+                    object: format::snapshot_path(reader.prefix(), &key).to_string(),
+                    reason: format!(
+                        "it holds a key written at {}, after the differential versionstamp {dv}",
+                        e.versionstamp
+                    ),
+                });
+            }
+            match state.get(&e.key) {
+                Some(old) if old.versionstamp > e.versionstamp => {}
+                _ => {
+                    state.insert(e.key.clone(), e);
+                }
+            }
+        }
+        done += 1;
+        progress(RestoreProgress::SnapshotRange { done, total });
+    }
+    drop(ranges);
+
+    let skip_through = layout.snapshot_start();
+    let mut walker = LogWalker::new(&layout);
+    let mut point: Option<RecoveryPoint> = None;
+    let mut transactions = 0u64;
+    let mut stopped = false;
+    let total = layout.logs.len();
+    // Segments wholly before the snapshot started are not needed (replaying them would be
+    // harmless but slow); they are still listed and gap-checked.
+    let (skipped, needed): (Vec<LogObject>, Vec<LogObject>) = layout
+        .logs
+        .iter()
+        .cloned()
+        .partition(|o| skip_through.is_some_and(|s| format::vs10_of(&o.key.last_vs12) <= s));
+    for o in &skipped {
+        walker.skip(&o.key);
+    }
+    let mut done = skipped.len();
+    let mut segments = reader.fetch_logs(needed.iter().map(|o| o.key).collect());
+    'segments: while let Some(item) = segments.next().await {
+        let (key, seg) = item?;
+        for txn in walker.push(&key, seg) {
+            if txn.versionstamp <= dv {
+                apply_to_state(&mut state, txn);
+                transactions += 1;
+                continue;
+            }
+            if let Some(first) = walker.take_first_point() {
+                stopper.check_first(&first)?;
+                point = Some(first);
+            }
+            if !stopper.includes(&txn) {
+                stopped = true;
+                break 'segments;
+            }
+            point = Some(RecoveryPoint {
+                versionstamp: txn.versionstamp,
+                timestamp_ms: txn.timestamp_ms,
+            });
+            apply_to_state(&mut state, txn);
+            transactions += 1;
+        }
+        done += 1;
+        progress(RestoreProgress::LogSegment {
+            done,
+            total,
+            transactions,
+        });
+    }
+    drop(segments);
+    if !stopped {
+        walker.check_reached_differential(reader)?;
+    }
+    if let Some(first) = walker.take_first_point() {
+        stopper.check_first(&first)?;
+        point = Some(first);
+    }
+    let Some(point) = point else {
+        // take_first_point returns the first point exactly once, so this is unreachable.
+        return Err(ConsumerError::NotReady {
+            prefix: reader.prefix().to_string(),
+        });
+    };
+    if !stopped {
+        stopper.check_latest(&point)?;
+    }
+    Ok(Staged {
+        layout,
+        state,
+        walker,
+        point,
+        transactions,
+    })
+}
+
+/// Restores the backup's state at `target` into `db`, which must be empty (no data, never
+/// committed). Works on a read-only database too.
+///
+/// All objects needed are downloaded and verified, and the log is replayed in memory, before
+/// anything is written: on any backup error the database is left untouched. The entries are
+/// then written in chunks, and the database's versionstamp ends at the restored point.
+/// Memory use is about the size of the restored data.
+pub async fn restore(
+    reader: &BackupReader,
+    db: &Db,
+    target: RestoreTarget,
+    mut progress: impl FnMut(RestoreProgress),
+) -> Result<RestoreOutcome, RestoreError> {
+    let (outcome, _) = restore_staged(reader, db, target, &mut progress).await?;
+    Ok(outcome)
+}
+
+async fn restore_staged(
+    reader: &BackupReader,
+    db: &Db,
+    target: RestoreTarget,
+    progress: &mut dyn FnMut(RestoreProgress),
+) -> Result<(RestoreOutcome, Staged), RestoreError> {
+    check_empty(db).await?;
+    let mut staged = stage(reader, target, progress).await?;
+    // Someone may have written meanwhile.
+    check_empty(db).await?;
+    let state = std::mem::take(&mut staged.state);
+    let total = state.len();
+    let mut written = 0;
+    let mut chunk: Vec<ImportOp> = Vec::new();
+    let mut chunk_bytes = 0;
+    for (_, e) in state {
+        chunk_bytes += e.key.len() + e.value.encoded_len();
+        chunk.push(ImportOp::Put(e));
+        if chunk.len() >= IMPORT_CHUNK_ENTRIES || chunk_bytes >= IMPORT_CHUNK_BYTES {
+            written += chunk.len();
+            db.import(std::mem::take(&mut chunk), Some(staged.point.versionstamp))
+                .await?;
+            chunk_bytes = 0;
+            progress(RestoreProgress::Writing { written, total });
+        }
+    }
+    if !chunk.is_empty() || staged.point.versionstamp != Versionstamp::ZERO {
+        written += chunk.len();
+        db.import(chunk, Some(staged.point.versionstamp)).await?;
+        progress(RestoreProgress::Writing { written, total });
+    }
+    let now = db.current_versionstamp().await?;
+    if now != staged.point.versionstamp {
+        return Err(RestoreError::NotACopy {
+            versionstamp: now,
+            reason: format!(
+                "after the restore its versionstamp is not the restored point {} (was it written to meanwhile?)",
+                staged.point.versionstamp
+            ),
+        });
+    }
+    let outcome = RestoreOutcome {
+        versionstamp: staged.point.versionstamp,
+        timestamp_ms: staged.point.timestamp_ms,
+        keys: total,
+        transactions: staged.transactions,
+    };
+    tracing::info!(
+        versionstamp = %outcome.versionstamp,
+        keys = outcome.keys,
+        transactions = outcome.transactions,
+        "restored backup {}",
+        reader.prefix()
+    );
+    Ok((outcome, staged))
+}
+
+/// Applies log transactions to a database that holds a restored copy of the backup.
+struct Follower {
+    reader: BackupReader,
+    db: Db,
+    layout: BackupLayout,
+    walker: LogWalker,
+    applied: RecoveryPoint,
+    transactions: u64,
+}
+
+/// The import operations of whole transactions (each key once, with its final state).
+fn txn_ops(txns: Vec<Transaction>) -> Vec<ImportOp> {
+    let mut ops: BTreeMap<Vec<u8>, ImportOp> = BTreeMap::new();
+    for txn in txns {
+        for e in txn.entries {
+            let op = match e.value {
+                Some(value) => ImportOp::Put(ExportEntry {
+                    key: e.key.clone(),
+                    value,
+                    versionstamp: format::vs10_of(&e.vs12),
+                    expire_at_ms: e.expire_at_ms,
+                }),
+                None => ImportOp::Delete(e.key.clone()),
+            };
+            ops.insert(e.key, op);
+        }
+    }
+    ops.into_values().collect()
+}
+
+impl Follower {
+    /// Resumes on a database that already holds a copy of the backup at some recovery point.
+    async fn resume(reader: &BackupReader, db: &Db) -> Result<Follower, RestoreError> {
+        let current = db.current_versionstamp().await?;
+        let layout = reader.layout().await?;
+        if current < layout.differential {
+            return Err(RestoreError::NotACopy {
+                versionstamp: current,
+                reason: format!(
+                    "it is before the backup's first consistent point {}",
+                    layout.differential
+                ),
+            });
+        }
+        let boundary = format::boundary_of(&current);
+        // The segment that ends with the current point, or holds it.
+        let mut timestamp_ms = 0;
+        if current != layout.differential {
+            let holder = layout
+                .logs
+                .iter()
+                .find(|o| o.key.first_vs12 <= boundary && boundary <= o.key.last_vs12);
+            let found = match holder {
+                Some(o) => {
+                    let seg = reader.fetch_log(&o.key).await?;
+                    timestamp_ms = seg.timestamp_ms;
+                    seg.entries.iter().any(|e| e.vs12 == boundary)
+                }
+                None => false,
+            };
+            if !found {
+                return Err(RestoreError::NotACopy {
+                    versionstamp: current,
+                    reason: "its versionstamp is not a recovery point of the backup".into(),
+                });
+            }
+        }
+        let last_before = layout
+            .logs
+            .iter()
+            .take_while(|o| o.key.last_vs12 <= boundary)
+            .last()
+            .map(|o| o.key);
+        let walker = LogWalker::resume(&layout, last_before, current, Vec::new());
+        Ok(Follower {
+            reader: reader.clone(),
+            db: db.clone(),
+            layout,
+            walker,
+            applied: RecoveryPoint {
+                versionstamp: current,
+                timestamp_ms,
+            },
+            transactions: 0,
+        })
+    }
+
+    /// Lists segments after the cursor and applies their complete transactions (those the
+    /// stopper includes, if any). Returns whether the stopper stopped it.
+    async fn poll(&mut self, stopper: Option<&Stopper>) -> Result<bool, RestoreError> {
+        let logs = self
+            .reader
+            .logs_after(&self.layout.kind, self.walker.cursor.as_ref())
+            .await?;
+        if logs.is_empty() {
+            return Ok(false);
+        }
+        let mut segments = self.reader.fetch_logs(logs.iter().map(|o| o.key).collect());
+        while let Some(item) = segments.next().await {
+            let (key, seg) = item?;
+            let before = self.walker.clone();
+            let txns = self.walker.push(&key, seg);
+            let mut take = Vec::with_capacity(txns.len());
+            let mut stopped = false;
+            for txn in txns {
+                if stopper.is_some_and(|s| !s.includes(&txn)) {
+                    stopped = true;
+                    break;
+                }
+                take.push(txn);
+            }
+            if let Some(last) = take.last() {
+                let point = RecoveryPoint {
+                    versionstamp: last.versionstamp,
+                    timestamp_ms: last.timestamp_ms,
+                };
+                let n = take.len() as u64;
+                if let Err(e) = self
+                    .db
+                    .import(txn_ops(take), Some(point.versionstamp))
+                    .await
+                {
+                    self.walker = before;
+                    return Err(e.into());
+                }
+                self.applied = point;
+                self.transactions += n;
+            }
+            if stopped {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Moves a database that holds a restored copy of this backup (made by [`restore`], a
+/// [`Replica`] or an earlier `catch_up`, and not written to since) forward to `target`,
+/// applying whole transactions. Returns the point reached. Moving backwards is an error
+/// ([`RestoreError::Backwards`]).
+pub async fn catch_up(
+    reader: &BackupReader,
+    db: &Db,
+    target: RestoreTarget,
+) -> Result<RestoreOutcome, RestoreError> {
+    let mut f = Follower::resume(reader, db).await?;
+    let current = f.applied.versionstamp;
+    let backwards = match target {
+        RestoreTarget::Latest => false,
+        RestoreTarget::Versionstamp(v) => v < current,
+        RestoreTarget::Time(t) => f.applied.timestamp_ms > 0 && t < f.applied.timestamp_ms,
+    };
+    if backwards {
+        return Err(RestoreError::Backwards {
+            current,
+            target: target.to_string(),
+        });
+    }
+    let stopper = Stopper { target };
+    let stopped = f.poll(Some(&stopper)).await?;
+    if !stopped {
+        stopper.check_latest(&f.applied)?;
+    }
+    let (entries, _) = db.export_range(&[], &[0xff], usize::MAX).await?;
+    Ok(RestoreOutcome {
+        versionstamp: f.applied.versionstamp,
+        timestamp_ms: f.applied.timestamp_ms,
+        keys: entries.len(),
+        transactions: f.transactions,
+    })
+}
+
+/// Settings of a [`Replica`].
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    /// Time between two polls of the backup for new log segments.
+    pub poll_interval: Duration,
+    /// If the database is not empty, assume it is a copy of this backup made earlier (by a
+    /// replica or a restore) and continue from its versionstamp instead of failing.
+    pub resume_existing: bool,
+}
+
+impl ReplicaConfig {
+    /// Polls every `poll_interval`; refuses a non-empty database.
+    pub fn new(poll_interval: Duration) -> Self {
+        ReplicaConfig {
+            poll_interval,
+            resume_existing: false,
+        }
+    }
+}
+
+/// Where a [`Replica`] is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// The recovery point the database is at.
+    pub applied_through: Versionstamp,
+    /// Source time of that point (ms since the Unix epoch; 0 if unknown).
+    pub applied_timestamp_ms: u64,
+    /// Transactions applied since the replica started (the initial restore included).
+    pub transactions: u64,
+    /// When the last poll started (ms since the Unix epoch).
+    pub last_poll_at_ms: Option<u64>,
+    /// When the last poll that succeeded started: everything the backup held then is applied.
+    pub last_success_at_ms: Option<u64>,
+    /// How far behind the backup the replica may be: time since `last_success_at_ms`, when
+    /// the status was taken.
+    pub lag_ms: Option<u64>,
+    /// The error of the last poll, if it failed (cleared by the next success).
+    pub last_error: Option<String>,
+}
+
+/// A read replica: a database that follows a backup. Dropping it stops the follower too.
+pub struct Replica {
+    status: watch::Receiver<ReplicaStatus>,
+    stop: watch::Sender<bool>,
+    wake: Arc<Notify>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Replica {
+    /// Restores the latest point of the backup into the empty `db`, then follows the backup,
+    /// polling every `poll_interval`. Returns once the initial restore is done (serve the
+    /// database after that). Open `db` read-only so clients cannot write to it.
+    pub async fn start(
+        reader: BackupReader,
+        db: Db,
+        poll_interval: Duration,
+    ) -> Result<Replica, RestoreError> {
+        Self::start_with(reader, db, ReplicaConfig::new(poll_interval)).await
+    }
+
+    /// [`Replica::start`] with all settings.
+    pub async fn start_with(
+        reader: BackupReader,
+        db: Db,
+        config: ReplicaConfig,
+    ) -> Result<Replica, RestoreError> {
+        let started = now_ms();
+        let empty = check_empty(&db).await;
+        let follower = match empty {
+            Ok(()) => {
+                let (outcome, staged) =
+                    restore_staged(&reader, &db, RestoreTarget::Latest, &mut |_| {}).await?;
+                Follower {
+                    reader: reader.clone(),
+                    db: db.clone(),
+                    layout: staged.layout,
+                    walker: staged.walker,
+                    applied: RecoveryPoint {
+                        versionstamp: outcome.versionstamp,
+                        timestamp_ms: outcome.timestamp_ms,
+                    },
+                    transactions: outcome.transactions,
+                }
+            }
+            Err(RestoreError::NotEmpty { .. }) if config.resume_existing => {
+                let mut f = Follower::resume(&reader, &db).await?;
+                f.poll(None).await?;
+                f
+            }
+            Err(e) => return Err(e),
+        };
+        let initial = ReplicaStatus {
+            applied_through: follower.applied.versionstamp,
+            applied_timestamp_ms: follower.applied.timestamp_ms,
+            transactions: follower.transactions,
+            last_poll_at_ms: Some(started),
+            last_success_at_ms: Some(started),
+            lag_ms: None,
+            last_error: None,
+        };
+        tracing::info!(
+            versionstamp = %initial.applied_through,
+            "read replica of {} started",
+            reader.prefix()
+        );
+        let (status_tx, status) = watch::channel(initial);
+        let (stop, stop_rx) = watch::channel(false);
+        let wake = Arc::new(Notify::new());
+        let task = tokio::spawn(follow(
+            follower,
+            config.poll_interval,
+            status_tx,
+            stop_rx,
+            wake.clone(),
+        ));
+        Ok(Replica {
+            status,
+            stop,
+            wake,
+            task: Some(task),
+        })
+    }
+
+    /// The current status (with `lag_ms` computed now).
+    pub fn status(&self) -> ReplicaStatus {
+        let mut s = self.status.borrow().clone();
+        s.lag_ms = s.last_success_at_ms.map(|t| now_ms().saturating_sub(t));
+        s
+    }
+
+    /// A receiver that changes after every poll (its `lag_ms` is not filled in).
+    pub fn subscribe(&self) -> watch::Receiver<ReplicaStatus> {
+        self.status.clone()
+    }
+
+    /// Polls now instead of waiting for the interval.
+    pub fn poll_now(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Waits until the replica has applied `versionstamp` (or later), up to `timeout`.
+    /// Returns the status then, or `None` on timeout.
+    pub async fn wait_for(
+        &self,
+        versionstamp: Versionstamp,
+        timeout: Duration,
+    ) -> Option<ReplicaStatus> {
+        let mut rx = self.status.clone();
+        let res =
+            tokio::time::timeout(timeout, rx.wait_for(|s| s.applied_through >= versionstamp)).await;
+        match res {
+            Ok(Ok(s)) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// Stops following (the database stays open and keeps its data).
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+async fn follow(
+    mut follower: Follower,
+    interval: Duration,
+    status: watch::Sender<ReplicaStatus>,
+    mut stop: watch::Receiver<bool>,
+    wake: Arc<Notify>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = wake.notified() => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let started = now_ms();
+        let res = follower.poll(None).await;
+        status.send_modify(|s| {
+            s.applied_through = follower.applied.versionstamp;
+            s.applied_timestamp_ms = follower.applied.timestamp_ms;
+            s.transactions = follower.transactions;
+            s.last_poll_at_ms = Some(started);
+            match &res {
+                Ok(_) => {
+                    s.last_success_at_ms = Some(started);
+                    s.last_error = None;
+                }
+                Err(e) => s.last_error = Some(e.to_string()),
+            }
+        });
+        if let Err(e) = res {
+            tracing::warn!("read replica of {}: {e}", follower.reader.prefix());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(
+            "latest".parse::<RestoreTarget>().unwrap(),
+            RestoreTarget::Latest
+        );
+        assert_eq!(
+            "00000000000000050000".parse::<RestoreTarget>().unwrap(),
+            RestoreTarget::Versionstamp(Versionstamp::from_version(5))
+        );
+        assert_eq!(
+            "2023-11-14T22:13:20.123Z".parse::<RestoreTarget>().unwrap(),
+            RestoreTarget::Time(1_700_000_000_123)
+        );
+        assert!("yesterday".parse::<RestoreTarget>().is_err());
+        assert!("1969-01-01T00:00:00Z".parse::<RestoreTarget>().is_err());
+        assert_eq!(
+            RestoreTarget::Time(1_700_000_000_123).to_string(),
+            "time 2023-11-14T22:13:20.123Z"
+        );
+    }
+
+    #[test]
+    fn ops_keep_last_state_per_key() {
+        let e = |v: u64, i: u16, key: &[u8], val: Option<u64>| format::LogEntry {
+            vs12: format::vs12(&Versionstamp::from_version(v), i),
+            key: key.to_vec(),
+            value: val.map(kv_traits::KvValue::U64),
+            expire_at_ms: None,
+        };
+        let ops = txn_ops(vec![
+            Transaction {
+                versionstamp: Versionstamp::from_version(1),
+                timestamp_ms: 0,
+                entries: vec![e(1, 0, b"a", Some(1)), e(1, 0xffff, b"b", Some(2))],
+            },
+            Transaction {
+                versionstamp: Versionstamp::from_version(2),
+                timestamp_ms: 0,
+                entries: vec![e(2, 0xffff, b"a", None)],
+            },
+        ]);
+        assert_eq!(ops.len(), 2);
+        assert_eq!(ops[0], ImportOp::Delete(b"a".to_vec()));
+        assert!(
+            matches!(&ops[1], ImportOp::Put(p) if p.versionstamp == Versionstamp::from_version(1))
+        );
+    }
+}

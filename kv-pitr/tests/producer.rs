@@ -1,0 +1,868 @@
+//! Continuous backup producer: the objects it writes (decoded with the format module and
+//! compared with the database), resuming after a restart, a failing object store, and the
+//! start-up checks (change log off, change-log gap, foreign or newer prefix).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::BoxStream;
+use futures::TryStreamExt;
+use kv_db::{Db, DbConfig, ExportEntry};
+use kv_engine_memory::MemoryBackend;
+use kv_engine_sqlite::{SqliteBackend, SqliteOptions};
+use kv_pitr::format::{self, BackupManifest, LogSegment, LogSegmentKey, SnapshotRangeKey, Vs12};
+use kv_pitr::producer::{Backup, BackupConfig, BackupError};
+use kv_traits::key::{encode_key, KeyPart};
+use kv_traits::{
+    AtomicWrite, CommitResult, Database, KvValue, Mutation, MutationKind, Versionstamp,
+};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
+type State = BTreeMap<Vec<u8>, (KvValue, Versionstamp, Option<u64>)>;
+
+fn key(name: &str, i: i64) -> Vec<u8> {
+    encode_key(&[KeyPart::from(name), KeyPart::from(i)]).unwrap()
+}
+
+fn config() -> DbConfig {
+    DbConfig {
+        change_log: true,
+        background_tasks: false,
+        ..Default::default()
+    }
+}
+
+async fn memory_db() -> Db {
+    Db::open(MemoryBackend::new(), config()).await.unwrap()
+}
+
+async fn write(db: &Db, mutations: Vec<Mutation>) -> Versionstamp {
+    match db
+        .atomic_write(AtomicWrite {
+            checks: vec![],
+            mutations,
+            enqueues: vec![],
+        })
+        .await
+        .unwrap()
+    {
+        CommitResult::Committed(vs) => vs,
+        other => panic!("write failed: {other:?}"),
+    }
+}
+
+/// A varied write: sets of all three value kinds, an expiring key, a sum and a delete.
+async fn varied_write(db: &Db, round: i64) -> Versionstamp {
+    write(
+        db,
+        vec![
+            Mutation::set(
+                key("v8", round),
+                KvValue::V8(vec![0xff, 0x0f, 0x49, round as u8]),
+            ),
+            Mutation::set(
+                key("bytes", round),
+                KvValue::Bytes(format!("b{round}").into_bytes()),
+            ),
+            Mutation {
+                key: key("exp", round),
+                kind: MutationKind::Set(KvValue::U64(round as u64)),
+                expire_at_ms: Some(4_000_000_000_000 + round as u64),
+            },
+            Mutation {
+                key: key("counter", 0),
+                kind: MutationKind::Sum {
+                    value: KvValue::U64(1),
+                    min: None,
+                    max: None,
+                    clamp: false,
+                },
+                expire_at_ms: None,
+            },
+            Mutation::delete(key("bytes", round - 3)),
+        ],
+    )
+    .await
+}
+
+async fn db_state(db: &Db) -> State {
+    let (entries, _) = db.export_range(&[], &[0xff], usize::MAX).await.unwrap();
+    entries
+        .into_iter()
+        .map(|e| (e.key, (e.value, e.versionstamp, e.expire_at_ms)))
+        .collect()
+}
+
+/// Everything in a backup prefix, decoded and checked for structure.
+struct Decoded {
+    manifest: BackupManifest,
+    differential: Versionstamp,
+    snapshots: Vec<(SnapshotRangeKey, Vec<ExportEntry>)>,
+    logs: Vec<(LogSegmentKey, LogSegment)>,
+}
+
+async fn list(store: &dyn ObjectStore, dir: &Path) -> Vec<Path> {
+    let metas: Vec<ObjectMeta> = store.list(Some(dir)).try_collect().await.unwrap();
+    let mut out: Vec<Path> = metas.into_iter().map(|m| m.location).collect();
+    out.sort();
+    out
+}
+
+async fn get(store: &dyn ObjectStore, path: &Path) -> bytes::Bytes {
+    store.get(path).await.unwrap().bytes().await.unwrap()
+}
+
+async fn decode_prefix(store: &dyn ObjectStore, prefix: &Path) -> Decoded {
+    let manifest =
+        BackupManifest::from_bytes(&get(store, &format::manifest_path(prefix)).await).unwrap();
+    let differential =
+        format::decode_differential(&get(store, &format::differential_path(prefix)).await).unwrap();
+    assert_eq!(manifest.snapshot_end, differential.to_string());
+    assert!(manifest.snapshot_start <= manifest.snapshot_end);
+    assert_eq!(manifest.format, 1);
+
+    let mut snapshots = Vec::new();
+    for (i, p) in list(store, &format::snapshots_dir(prefix))
+        .await
+        .iter()
+        .enumerate()
+    {
+        let k = SnapshotRangeKey::parse(p.as_ref()).unwrap();
+        assert_eq!(format::snapshot_path(prefix, &k), *p);
+        assert_eq!(
+            (k.format_version, k.monoseq, k.seq),
+            (1, 1, i as u64),
+            "{p}"
+        );
+        let body = get(store, p).await;
+        assert_eq!(
+            format::verify_checksum(&body).unwrap().1,
+            format::ChecksumStatus::Verified
+        );
+        snapshots.push((k, format::decode_snapshot_range(&body).unwrap()));
+    }
+    assert!(!snapshots.is_empty(), "snapshot range 0 always exists");
+
+    let mut logs: Vec<(LogSegmentKey, LogSegment)> = Vec::new();
+    let mut last_vs: Option<Vs12> = None;
+    for (i, p) in list(store, &format::logs_dir(prefix))
+        .await
+        .iter()
+        .enumerate()
+    {
+        let k = LogSegmentKey::parse(p.as_ref()).unwrap();
+        assert_eq!(format::log_path(prefix, &k), *p);
+        assert_eq!(k.format_version, 1);
+        assert_eq!(k.monoseq, i as u64 + 1, "monoseq is contiguous from 1: {p}");
+        let seg = format::decode_log_segment(&get(store, p).await).unwrap();
+        format::check_segment_matches_key(&seg, &k).unwrap();
+        assert!(
+            format::is_boundary(&k.last_vs12),
+            "segments end on a commit boundary"
+        );
+        if let Some(prev) = last_vs {
+            assert!(prev < k.first_vs12, "segments overlap: {p}");
+        }
+        last_vs = Some(k.last_vs12);
+        logs.push((k, seg));
+    }
+    Decoded {
+        manifest,
+        differential,
+        snapshots,
+        logs,
+    }
+}
+
+impl Decoded {
+    /// Snapshot + every log entry (post-images, in order): the state at the latest commit.
+    fn materialize(&self) -> State {
+        let mut state = State::new();
+        for (_, entries) in &self.snapshots {
+            for e in entries {
+                state.insert(
+                    e.key.clone(),
+                    (e.value.clone(), e.versionstamp, e.expire_at_ms),
+                );
+            }
+        }
+        let entries: Vec<_> = self
+            .logs
+            .iter()
+            .flat_map(|(_, s)| s.entries.iter().cloned())
+            .collect();
+        let (txs, rest) = format::group_transactions(entries);
+        assert!(rest.is_empty(), "the log ends on a transaction boundary");
+        for (vs, changes) in txs {
+            for c in changes {
+                assert_eq!(format::vs10_of(&c.vs12), vs);
+                match c.value {
+                    Some(v) => state.insert(c.key, (v, vs, c.expire_at_ms)),
+                    None => state.remove(&c.key),
+                };
+            }
+        }
+        state
+    }
+
+    /// Every log entry's vs12, for duplicate checks.
+    fn all_vs12(&self) -> Vec<Vs12> {
+        self.logs
+            .iter()
+            .flat_map(|(_, s)| s.entries.iter().map(|e| e.vs12))
+            .collect()
+    }
+}
+
+fn fast(store: Arc<dyn ObjectStore>, prefix: &str) -> BackupConfig {
+    let mut c = BackupConfig::new(store, Path::from(prefix));
+    c.flush_interval = Duration::from_millis(30);
+    c.snapshot_range_entries = 7;
+    c.retry_max_backoff = Duration::from_millis(100);
+    c.shutdown_timeout = Duration::from_secs(5);
+    c
+}
+
+async fn snapshot_and_logs_round_trip(store: Arc<dyn ObjectStore>) {
+    let db = memory_db().await;
+    for round in 0..10 {
+        varied_write(&db, round).await;
+    }
+    let backup = Backup::start(db.clone(), fast(store.clone(), "backups/db1"))
+        .await
+        .unwrap();
+    // Writes racing with the initial snapshot and after it.
+    let mut last = Versionstamp::ZERO;
+    for round in 10..40 {
+        last = varied_write(&db, round).await;
+        if round % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+    }
+    let shipped = backup.flush(Duration::from_secs(10)).await.unwrap();
+    assert!(shipped >= last);
+    let status = backup.status();
+    assert!(status.initial_snapshot_done);
+    assert_eq!(status.shipped_through, shipped);
+    assert_eq!(status.lag_ms, 0);
+    assert_eq!(status.pending_commits_estimate, 0);
+    assert!(status.last_error.is_none());
+    assert!(status.last_upload_at_ms.is_some());
+
+    let decoded = decode_prefix(&*store, &Path::from("backups/db1")).await;
+    // 10 writes before the backup: 10 v8 + 10 exp + counter + (10 - 3) bytes = 28 keys → 4 ranges.
+    assert!(decoded.snapshots.len() >= 4, "{}", decoded.snapshots.len());
+    assert_eq!(decoded.manifest.initial_snapshot_monoseq, 1);
+    assert!(!decoded.logs.is_empty());
+    assert_eq!(decoded.materialize(), db_state(&db).await);
+    // The shipped part of the change log is trimmed.
+    assert!(db.read_changes(None, 10).await.unwrap().is_empty());
+    // No object other than ours.
+    let all = list(&*store, &Path::from("backups/db1")).await;
+    assert!(all.iter().all(|p| {
+        let s = p.as_ref();
+        s.ends_with("differential")
+            || s.ends_with("kv-pitr.json")
+            || s.contains("/snapshots/")
+            || s.contains("/logs/")
+    }));
+    backup.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_in_memory_store() {
+    snapshot_and_logs_round_trip(Arc::new(InMemory::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_local_filesystem() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+    snapshot_and_logs_round_trip(Arc::new(store)).await;
+    // The files are really there.
+    assert!(dir.path().join("backups/db1/differential").is_file());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_database_and_empty_prefix() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let db = memory_db().await;
+    let backup = Backup::start(db.clone(), fast(store.clone(), "p"))
+        .await
+        .unwrap();
+    backup.flush(Duration::from_secs(5)).await.unwrap();
+    let decoded = decode_prefix(&*store, &Path::from("p")).await;
+    assert_eq!(decoded.differential, Versionstamp::ZERO);
+    assert_eq!(decoded.snapshots.len(), 1);
+    assert!(decoded.snapshots[0].1.is_empty());
+    assert!(decoded.logs.is_empty());
+    // The differential body is exactly 20 hex characters.
+    assert_eq!(
+        &get(&*store, &Path::from("p/differential")).await[..],
+        b"00000000000000000000"
+    );
+    // Then a single-key write becomes one segment whose only entry is the boundary.
+    let vs = write(&db, vec![Mutation::set(key("k", 1), KvValue::U64(1))]).await;
+    backup.flush(Duration::from_secs(5)).await.unwrap();
+    let decoded = decode_prefix(&*store, &Path::from("p")).await;
+    assert_eq!(decoded.logs.len(), 1);
+    assert_eq!(decoded.logs[0].0.first_vs12, format::boundary_of(&vs));
+    assert_eq!(decoded.logs[0].0.last_vs12, format::boundary_of(&vs));
+    backup.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesces_commits_into_few_segments() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let db = memory_db().await;
+    let mut cfg = fast(store.clone(), "p");
+    cfg.flush_interval = Duration::from_millis(400);
+    let backup = Backup::start(db.clone(), cfg).await.unwrap();
+    backup.flush(Duration::from_secs(5)).await.unwrap();
+    let t0 = Instant::now();
+    for i in 0..200 {
+        write(&db, vec![Mutation::set(key("c", i), KvValue::U64(1))]).await;
+    }
+    let elapsed = t0.elapsed();
+    // Wait for the interval-driven shipping (no flush call).
+    let mut rx = backup.subscribe();
+    let committed = db.current_versionstamp().await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|s| s.shipped_through >= committed),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let decoded = decode_prefix(&*store, &Path::from("p")).await;
+    // At most one segment per interval (plus one for the first commit after idling).
+    let max = 2 + (elapsed.as_millis() / 400) as usize + 1;
+    assert!(
+        decoded.logs.len() <= max,
+        "{} segments for 200 commits in {elapsed:?}",
+        decoded.logs.len()
+    );
+    assert_eq!(decoded.materialize(), db_state(&db).await);
+    backup.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segment_limits_split_large_backlogs() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let db = memory_db().await;
+    let mut cfg = fast(store.clone(), "p");
+    cfg.max_segment_batches = 5;
+    cfg.max_segment_bytes = 10_000;
+    let backup = Backup::start(db.clone(), cfg).await.unwrap();
+    backup.flush(Duration::from_secs(5)).await.unwrap();
+    for i in 0..23 {
+        write(
+            &db,
+            vec![Mutation::set(key("s", i), KvValue::U64(i as u64))],
+        )
+        .await;
+    }
+    // Large values: the byte limit cuts segments of fewer commits.
+    for i in 0..4 {
+        write(
+            &db,
+            vec![Mutation::set(
+                key("big", i),
+                KvValue::Bytes(vec![i as u8; 6000]),
+            )],
+        )
+        .await;
+    }
+    backup.flush(Duration::from_secs(5)).await.unwrap();
+    let decoded = decode_prefix(&*store, &Path::from("p")).await;
+    let mut commits = 0;
+    for (_, seg) in &decoded.logs {
+        let (txs, rest) = format::group_transactions(seg.entries.clone());
+        assert!(rest.is_empty());
+        assert!(txs.len() <= 5);
+        commits += txs.len();
+    }
+    assert_eq!(commits, 27);
+    assert!(decoded.logs.len() >= 5 + 4, "{}", decoded.logs.len());
+    assert_eq!(decoded.materialize(), db_state(&db).await);
+    backup.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_resumes_without_duplicates_or_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("store")).unwrap();
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path().join("store")).unwrap());
+    let db_path = dir.path().join("db.sqlite3");
+    let open = || async {
+        Db::open(
+            SqliteBackend::open(&db_path, SqliteOptions::default()).unwrap(),
+            config(),
+        )
+        .await
+        .unwrap()
+    };
+    let mut round = 0;
+    for restart in 0..4 {
+        let db = open().await;
+        // Writes while no backup runs stay in the change log.
+        for _ in 0..5 {
+            varied_write(&db, round).await;
+            round += 1;
+        }
+        let backup = Backup::start(db.clone(), fast(store.clone(), "r"))
+            .await
+            .unwrap();
+        if restart > 0 {
+            assert!(backup.status().initial_snapshot_done, "resumed");
+        }
+        for _ in 0..5 {
+            varied_write(&db, round).await;
+            round += 1;
+        }
+        if restart % 2 == 0 {
+            backup.shutdown().await.unwrap();
+        } else {
+            // An abrupt stop: whatever was not shipped stays in the change log.
+            drop(backup);
+        }
+        let state = db_state(&db).await;
+        db.close().await.unwrap();
+        if restart % 2 == 0 {
+            let decoded = decode_prefix(&*store, &Path::from("r")).await;
+            assert_eq!(decoded.materialize(), state);
+        }
+    }
+    let db = open().await;
+    let backup = Backup::start(db.clone(), fast(store.clone(), "r"))
+        .await
+        .unwrap();
+    backup.flush(Duration::from_secs(10)).await.unwrap();
+    let decoded = decode_prefix(&*store, &Path::from("r")).await;
+    let vs = decoded.all_vs12();
+    let mut dedup = vs.clone();
+    dedup.dedup();
+    assert_eq!(vs, dedup, "no duplicated log entries");
+    assert_eq!(decoded.materialize(), db_state(&db).await);
+    // Every commit of the database is in exactly one segment: 40 writes minus the ones in
+    // the initial snapshot.
+    let (txs, _) = format::group_transactions(
+        decoded
+            .logs
+            .iter()
+            .flat_map(|(_, s)| s.entries.clone())
+            .collect(),
+    );
+    let initial_end: Versionstamp = decoded.manifest.snapshot_end.parse().unwrap();
+    let final_vs = db.current_versionstamp().await.unwrap();
+    assert_eq!(
+        txs.len() as u64,
+        final_vs.version() - initial_end.version(),
+        "one transaction per commit after the snapshot"
+    );
+    backup.shutdown().await.unwrap();
+    db.close().await.unwrap();
+}
+
+/// An object store whose writes (or all operations) can be made to fail.
+#[derive(Debug)]
+struct FlakyStore {
+    inner: Arc<dyn ObjectStore>,
+    fail_writes: AtomicBool,
+    failed: AtomicU64,
+}
+
+impl FlakyStore {
+    fn check(&self) -> object_store::Result<()> {
+        if self.fail_writes.load(Ordering::SeqCst) {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            Err(object_store::Error::Generic {
+                store: "flaky",
+                source: "injected failure: store unreachable".into(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl fmt::Display for FlakyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FlakyStore({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for FlakyStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.check()?;
+        // A slow store too.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.check()?;
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.check()?;
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_store_never_blocks_writes_and_catches_up() {
+    let flaky = Arc::new(FlakyStore {
+        inner: Arc::new(InMemory::new()),
+        fail_writes: AtomicBool::new(false),
+        failed: AtomicU64::new(0),
+    });
+    let store: Arc<dyn ObjectStore> = flaky.clone();
+    let db = memory_db().await;
+    for round in 0..5 {
+        varied_write(&db, round).await;
+    }
+    let backup = Backup::start(db.clone(), fast(store.clone(), "f"))
+        .await
+        .unwrap();
+    backup.flush(Duration::from_secs(5)).await.unwrap();
+
+    flaky.fail_writes.store(true, Ordering::SeqCst);
+    let t0 = Instant::now();
+    for round in 5..205 {
+        let t = Instant::now();
+        varied_write(&db, round).await;
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "a write waited for the store"
+        );
+    }
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = backup.status();
+    assert!(status.shipped_through < status.committed);
+    assert!(status.lag_ms >= 250, "{status:?}");
+    assert!(status.pending_commits_estimate >= 1);
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("injected failure")),
+        "{status:?}"
+    );
+    assert!(flaky.failed.load(Ordering::SeqCst) >= 2, "retried");
+    match backup.flush(Duration::from_millis(300)).await {
+        Err(BackupError::FlushTimeout { last_error, .. }) => assert!(last_error.is_some()),
+        other => panic!("expected a flush timeout, got {other:?}"),
+    }
+    // The unshipped changes are still in the database's change log.
+    assert!(!db.read_changes(None, 1).await.unwrap().is_empty());
+
+    flaky.fail_writes.store(false, Ordering::SeqCst);
+    let shipped = backup.flush(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(shipped, db.current_versionstamp().await.unwrap());
+    let status = backup.status();
+    assert!(status.last_error.is_none());
+    assert_eq!(status.lag_ms, 0);
+    let decoded = decode_prefix(&*store, &Path::from("f")).await;
+    assert_eq!(decoded.materialize(), db_state(&db).await);
+    backup.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_down_during_initial_snapshot() {
+    let flaky = Arc::new(FlakyStore {
+        inner: Arc::new(InMemory::new()),
+        fail_writes: AtomicBool::new(true),
+        failed: AtomicU64::new(0),
+    });
+    let store: Arc<dyn ObjectStore> = flaky.clone();
+    let db = memory_db().await;
+    for round in 0..5 {
+        varied_write(&db, round).await;
+    }
+    let backup = Backup::start(db.clone(), fast(store.clone(), "f"))
+        .await
+        .unwrap();
+    for round in 5..30 {
+        varied_write(&db, round).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!backup.status().initial_snapshot_done);
+    assert!(backup.status().last_error.is_some());
+    // Shutdown while the store is down reports what is missing.
+    let shut = backup.shutdown().await;
+    assert!(
+        matches!(shut, Err(BackupError::Incomplete { .. })),
+        "{shut:?}"
+    );
+
+    flaky.fail_writes.store(false, Ordering::SeqCst);
+    // Nothing was written, so the prefix is still empty and the backup starts afresh.
+    let backup = Backup::start(db.clone(), fast(store.clone(), "f"))
+        .await
+        .unwrap();
+    backup.flush(Duration::from_secs(10)).await.unwrap();
+    let decoded = decode_prefix(&*store, &Path::from("f")).await;
+    assert_eq!(decoded.materialize(), db_state(&db).await);
+    backup.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_initial_snapshot_is_redone() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let db = memory_db().await;
+    for round in 0..5 {
+        varied_write(&db, round).await;
+    }
+    // What a crash in the middle of the initial snapshot leaves: the init marker, some
+    // ranges and logs, but no `differential`.
+    store
+        .put(
+            &Path::from("i/kv-pitr.init.json"),
+            PutPayload::from(
+                r#"{"producer":"kv-pitr","created_at_ms":1,"snapshot_start":"00000000000000000000"}"#,
+            ),
+        )
+        .await
+        .unwrap();
+    let stale = Path::from("i/snapshots/0001_0000000000000001_0000000000000009.bin");
+    store
+        .put(&stale, format::encode_snapshot_range(&[]).into())
+        .await
+        .unwrap();
+    let stale_log = Path::from(
+        "i/logs/0001_0000000000000001_00000000000000630000ffff_00000000000000630000ffff.bin",
+    );
+    store
+        .put(&stale_log, PutPayload::from_static(b""))
+        .await
+        .unwrap();
+    let backup = Backup::start(db.clone(), fast(store.clone(), "i"))
+        .await
+        .unwrap();
+    backup.flush(Duration::from_secs(5)).await.unwrap();
+    assert!(store.head(&stale).await.is_err());
+    assert!(store.head(&stale_log).await.is_err());
+    assert!(store
+        .head(&Path::from("i/kv-pitr.init.json"))
+        .await
+        .is_err());
+    let decoded = decode_prefix(&*store, &Path::from("i")).await;
+    assert_eq!(decoded.materialize(), db_state(&db).await);
+    backup.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_between_differential_and_manifest_is_completed() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let db = memory_db().await;
+    varied_write(&db, 0).await;
+    let backup = Backup::start(db.clone(), fast(store.clone(), "m"))
+        .await
+        .unwrap();
+    backup.flush(Duration::from_secs(5)).await.unwrap();
+    backup.shutdown().await.unwrap();
+    let manifest = get(&*store, &Path::from("m/kv-pitr.json")).await;
+    // Simulate the crash: the manifest is missing, the init marker still there.
+    store.delete(&Path::from("m/kv-pitr.json")).await.unwrap();
+    store
+        .put(
+            &Path::from("m/kv-pitr.init.json"),
+            PutPayload::from(
+                serde_json::to_vec(&serde_json::json!({
+                    "producer": "kv-pitr test",
+                    "created_at_ms": 1,
+                    "snapshot_start": "00000000000000000000",
+                }))
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    varied_write(&db, 1).await;
+    let backup = Backup::start(db.clone(), fast(store.clone(), "m"))
+        .await
+        .unwrap();
+    assert!(backup.status().initial_snapshot_done);
+    backup.flush(Duration::from_secs(5)).await.unwrap();
+    let decoded = decode_prefix(&*store, &Path::from("m")).await;
+    let old = BackupManifest::from_bytes(&manifest).unwrap();
+    assert_eq!(decoded.manifest.snapshot_end, old.snapshot_end);
+    assert_eq!(decoded.materialize(), db_state(&db).await);
+    backup.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_checks() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    // Change log off.
+    let plain = Db::open(
+        MemoryBackend::new(),
+        DbConfig {
+            background_tasks: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let err = Backup::start(plain, fast(store.clone(), "x"))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, BackupError::ChangeLogDisabled), "{err}");
+    assert!(err.to_string().contains("change_log: true"));
+
+    // Somebody else's objects.
+    store
+        .put(
+            &Path::from("foreign/data.txt"),
+            PutPayload::from_static(b"hi"),
+        )
+        .await
+        .unwrap();
+    let db = memory_db().await;
+    let err = Backup::start(db.clone(), fast(store.clone(), "foreign"))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, BackupError::ForeignPrefix { .. }), "{err}");
+
+    // A backup of a database that is further along than this one.
+    for round in 0..5 {
+        varied_write(&db, round).await;
+    }
+    let backup = Backup::start(db.clone(), fast(store.clone(), "ahead"))
+        .await
+        .unwrap();
+    backup.flush(Duration::from_secs(5)).await.unwrap();
+    backup.shutdown().await.unwrap();
+    let other = memory_db().await;
+    let err = Backup::start(other, fast(store.clone(), "ahead"))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, BackupError::BackupAhead { .. }), "{err}");
+
+    // A malformed object name in logs/.
+    store
+        .put(
+            &Path::from("ahead/logs/garbage.bin"),
+            PutPayload::from_static(b""),
+        )
+        .await
+        .unwrap();
+    let err = Backup::start(db.clone(), fast(store.clone(), "ahead"))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, BackupError::Format { .. }), "{err}");
+    assert!(err.to_string().contains("garbage"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_log_gap_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let db_path = dir.path().join("gap.sqlite3");
+    let open = |change_log: bool| {
+        let db_path = db_path.clone();
+        async move {
+            Db::open(
+                SqliteBackend::open(&db_path, SqliteOptions::default()).unwrap(),
+                DbConfig {
+                    change_log,
+                    background_tasks: false,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let db = open(true).await;
+    varied_write(&db, 0).await;
+    let backup = Backup::start(db.clone(), fast(store.clone(), "g"))
+        .await
+        .unwrap();
+    backup.flush(Duration::from_secs(5)).await.unwrap();
+    backup.shutdown().await.unwrap();
+    db.close().await.unwrap();
+
+    // Reopened without the change log: writes are not logged.
+    let db = open(false).await;
+    varied_write(&db, 1).await;
+    db.close().await.unwrap();
+
+    let db = open(true).await;
+    let err = Backup::start(db.clone(), fast(store.clone(), "g"))
+        .await
+        .err()
+        .unwrap();
+    match &err {
+        BackupError::Gap {
+            log_since,
+            shipped_through,
+        } => assert!(log_since > shipped_through),
+        other => panic!("expected a gap, got {other}"),
+    }
+    assert!(err.to_string().contains("new backup prefix"), "{err}");
+    // A new prefix works.
+    let backup = Backup::start(db.clone(), fast(store.clone(), "g2"))
+        .await
+        .unwrap();
+    backup.flush(Duration::from_secs(5)).await.unwrap();
+    let decoded = decode_prefix(&*store, &Path::from("g2")).await;
+    assert_eq!(decoded.materialize(), db_state(&db).await);
+    backup.shutdown().await.unwrap();
+    db.close().await.unwrap();
+}

@@ -1,0 +1,389 @@
+//! Backup, restore and read replicas through a real S3-compatible server on loopback: moto's
+//! standalone server, installed from PyPI and started by `scripts/start-s3-test-server.sh`.
+//!
+//! If the server cannot be installed or started these tests FAIL (they are never skipped
+//! silently), unless `KV_PITR_SKIP_S3=1` is set, which skips them with a message.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use kv_db::{Db, DbConfig, ExportEntry};
+use kv_engine_memory::MemoryBackend;
+use kv_pitr::consumer::{BackupReader, ConsumerError};
+use kv_pitr::format::FormatError;
+use kv_pitr::producer::{Backup, BackupConfig};
+use kv_pitr::restore::{restore, Replica, RestoreError, RestoreTarget};
+use kv_traits::{
+    AtomicWrite, CommitResult, Database, KvValue, Mutation, MutationKind, Versionstamp,
+};
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The running S3 server (shared by the tests of this file; it stops when this test process
+/// exits, thanks to the script's `--exit-with`).
+struct S3Server {
+    endpoint: String,
+    port: u16,
+}
+
+fn skip() -> bool {
+    if std::env::var("KV_PITR_SKIP_S3").is_ok_and(|v| v == "1") {
+        eprintln!("KV_PITR_SKIP_S3=1: skipping the S3 tests");
+        return true;
+    }
+    false
+}
+
+fn server() -> &'static S3Server {
+    static SERVER: OnceLock<Result<S3Server, String>> = OnceLock::new();
+    let res = SERVER.get_or_init(|| {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .join("scripts")
+            .join("start-s3-test-server.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("--exit-with")
+            .arg(std::process::id().to_string())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("could not run {}: {e}", script.display()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        if !out.status.success() {
+            return Err(format!(
+                "{} failed ({}): the S3 tests need moto's server from PyPI (set KV_PITR_SKIP_S3=1 to skip them).\nstdout:\n{stdout}\nstderr:\n{stderr}",
+                script.display(),
+                out.status
+            ));
+        }
+        let endpoint = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("S3_ENDPOINT="))
+            .ok_or_else(|| format!("the script printed no S3_ENDPOINT=; stdout:\n{stdout}"))?
+            .to_string();
+        let port = endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| format!("bad endpoint {endpoint}"))?;
+        Ok(S3Server { endpoint, port })
+    });
+    match res {
+        Ok(s) => s,
+        Err(e) => panic!("starting the S3 test server failed:\n{e}"),
+    }
+}
+
+/// Creates a new bucket with a plain HTTP request (object_store cannot create buckets).
+fn create_bucket(server: &S3Server) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let bucket = format!(
+        "kv-pitr-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        conn,
+        "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        server.port
+    )
+    .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
+        "creating bucket {bucket} failed:\n{response}"
+    );
+    bucket
+}
+
+fn s3_store(server: &S3Server, bucket: &str) -> Arc<dyn ObjectStore> {
+    Arc::new(
+        AmazonS3Builder::new()
+            .with_endpoint(&server.endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_bucket_name(bucket)
+            .with_access_key_id("test-access-key")
+            .with_secret_access_key("test-secret-key")
+            .with_virtual_hosted_style_request(false)
+            .build()
+            .unwrap(),
+    )
+}
+
+fn key(s: &str) -> Vec<u8> {
+    let mut k = vec![2];
+    k.extend_from_slice(s.as_bytes());
+    k.push(0);
+    k
+}
+
+async fn dump(db: &Db) -> Vec<ExportEntry> {
+    db.export_range(&[], &[0xff], usize::MAX).await.unwrap().0
+}
+
+async fn commit(db: &Db, mutations: Vec<Mutation>) -> Versionstamp {
+    match db
+        .atomic_write(AtomicWrite {
+            mutations,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+    {
+        CommitResult::Committed(vs) => vs,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn source() -> Db {
+    Db::open(
+        MemoryBackend::new(),
+        DbConfig {
+            change_log: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn start_backup(db: &Db, store: Arc<dyn ObjectStore>, prefix: &str) -> Backup {
+    let mut config = BackupConfig::new(store, Path::from(prefix));
+    config.flush_interval = Duration::from_millis(50);
+    config.max_segment_batches = 3;
+    config.snapshot_range_entries = 3;
+    let backup = Backup::start(db.clone(), config).await.unwrap();
+    backup
+        .subscribe()
+        .wait_for(|s| s.initial_snapshot_done)
+        .await
+        .unwrap();
+    backup
+}
+
+/// A few commits of every kind; returns the state after each.
+async fn workload(db: &Db, round: u64, states: &mut Vec<(Versionstamp, Vec<ExportEntry>)>) {
+    let vs = commit(
+        db,
+        vec![
+            Mutation::set(
+                key(&format!("v8-{round}")),
+                KvValue::V8(vec![0xff, 0x0f, 0x49, round as u8]),
+            ),
+            Mutation::set(
+                key(&format!("bytes-{round}")),
+                KvValue::Bytes(vec![round as u8; 4]),
+            ),
+            Mutation::set(key("counter"), KvValue::U64(round)),
+        ],
+    )
+    .await;
+    states.push((vs, dump(db).await));
+    let vs = commit(
+        db,
+        vec![Mutation {
+            key: key("counter"),
+            kind: MutationKind::Sum {
+                value: KvValue::U64(10),
+                min: None,
+                max: None,
+                clamp: false,
+            },
+            expire_at_ms: None,
+        }],
+    )
+    .await;
+    states.push((vs, dump(db).await));
+    if round > 0 {
+        let vs = commit(
+            db,
+            vec![Mutation::delete(key(&format!("bytes-{}", round - 1)))],
+        )
+        .await;
+        states.push((vs, dump(db).await));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_backup_and_point_in_time_restore_round_trip() {
+    if skip() {
+        return;
+    }
+    let server = server();
+    let bucket = create_bucket(server);
+    let store = s3_store(server, &bucket);
+    let src = source().await;
+    let mut states = Vec::new();
+    workload(&src, 0, &mut states).await;
+    let backup = start_backup(&src, store.clone(), "team/db1").await;
+    for round in 1..5 {
+        workload(&src, round, &mut states).await;
+    }
+    backup.flush(WAIT).await.unwrap();
+    backup.shutdown().await.unwrap();
+
+    // The objects really are in the bucket.
+    let listed: Vec<_> = store
+        .list(Some(&Path::from("team/db1/logs")))
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(listed.len() >= 3, "{listed:?}");
+
+    let reader = BackupReader::new(store.clone(), Path::from("team/db1"));
+    // Latest, into a SQLite database.
+    let dir = tempfile::tempdir().unwrap();
+    let target = Db::open(
+        kv_engine_sqlite::SqliteBackend::open(dir.path().join("r.db"), Default::default()).unwrap(),
+        DbConfig::default(),
+    )
+    .await
+    .unwrap();
+    let out = restore(&reader, &target, RestoreTarget::Latest, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(out.versionstamp, src.current_versionstamp().await.unwrap());
+    assert_eq!(dump(&target).await, dump(&src).await);
+    target.close().await.unwrap();
+
+    // Every commit after the differential point, into memory databases.
+    let info = reader.info().await.unwrap();
+    let mut checked = 0;
+    for (vs, state) in states.iter().filter(|(vs, _)| *vs >= info.differential) {
+        let db = Db::open(MemoryBackend::new(), DbConfig::default())
+            .await
+            .unwrap();
+        let out = restore(&reader, &db, RestoreTarget::Versionstamp(*vs), |_| {})
+            .await
+            .unwrap();
+        assert_eq!(out.versionstamp, *vs);
+        assert_eq!(&dump(&db).await, state, "state at {vs}");
+        checked += 1;
+    }
+    assert!(checked >= 8, "only {checked} points checked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_replica_follows_a_live_producer() {
+    if skip() {
+        return;
+    }
+    let server = server();
+    let bucket = create_bucket(server);
+    let store = s3_store(server, &bucket);
+    let src = source().await;
+    let mut states = Vec::new();
+    workload(&src, 0, &mut states).await;
+    let backup = start_backup(&src, store.clone(), "replicated").await;
+    backup.flush(WAIT).await.unwrap();
+
+    let replica_db = Db::open(
+        MemoryBackend::new(),
+        DbConfig {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let replica = Replica::start(
+        BackupReader::new(store.clone(), Path::from("replicated")),
+        replica_db.clone(),
+        Duration::from_millis(100),
+    )
+    .await
+    .unwrap();
+    assert_eq!(dump(&replica_db).await, dump(&src).await);
+    for round in 1..6 {
+        workload(&src, round, &mut states).await;
+        let vs = backup.flush(WAIT).await.unwrap();
+        let st = replica.wait_for(vs, WAIT).await.expect("replica caught up");
+        assert!(st.last_error.is_none(), "{st:?}");
+        assert_eq!(dump(&replica_db).await, dump(&src).await, "round {round}");
+    }
+    replica.stop().await;
+    backup.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_corrupt_and_missing_objects_are_clear_errors() {
+    if skip() {
+        return;
+    }
+    let server = server();
+    let bucket = create_bucket(server);
+    let store = s3_store(server, &bucket);
+    let src = source().await;
+    let mut states = Vec::new();
+    workload(&src, 0, &mut states).await;
+    let backup = start_backup(&src, store.clone(), "damaged").await;
+    for round in 1..4 {
+        workload(&src, round, &mut states).await;
+    }
+    backup.flush(WAIT).await.unwrap();
+    backup.shutdown().await.unwrap();
+    let mut logs: Vec<Path> = store
+        .list(Some(&Path::from("damaged/logs")))
+        .map_ok(|m| m.location)
+        .try_collect()
+        .await
+        .unwrap();
+    logs.sort();
+    assert!(logs.len() >= 3);
+    let reader = BackupReader::new(store.clone(), Path::from("damaged"));
+
+    let mut body = store
+        .get(&logs[1])
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    body[12] ^= 0x10;
+    store.put(&logs[1], PutPayload::from(body)).await.unwrap();
+    let db = Db::open(MemoryBackend::new(), DbConfig::default())
+        .await
+        .unwrap();
+    let err = restore(&reader, &db, RestoreTarget::Latest, |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RestoreError::Backup(ConsumerError::Corrupt { object, source: FormatError::Checksum { .. } }) if object == logs[1].as_ref()),
+        "{err}"
+    );
+    assert!(dump(&db).await.is_empty());
+
+    store.delete(&logs[1]).await.unwrap();
+    let err = restore(&reader, &db, RestoreTarget::Latest, |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RestoreError::Backup(ConsumerError::MissingLogSegments {
+                expected_monoseq: 2,
+                ..
+            })
+        ),
+        "{err}"
+    );
+    assert!(dump(&db).await.is_empty());
+    assert_eq!(db.current_versionstamp().await.unwrap(), Versionstamp::ZERO);
+}
