@@ -41,7 +41,11 @@ const fn default_engine() -> Engine {
 /// http://ADDR` on stdout once the socket is bound; logs go to stderr (level from `RUST_LOG`,
 /// default `info`). SIGINT/SIGTERM shut down gracefully.
 #[derive(Parser, Debug)]
-#[command(name = "kv-connect-server", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "kv-connect-server",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -209,7 +213,8 @@ async fn serve(cli: ServeArgs) -> Result<(), MainError> {
     config.shutdown_timeout = Duration::from_secs(cli.shutdown_timeout_secs);
     config.tls = tls;
     #[cfg(feature = "pitr")]
-    let (db, pitr) = pitr_cmd::open_for_serving(&cli.db, db_config, &cli.backup, &mut config).await?;
+    let (db, pitr) =
+        pitr_cmd::open_for_serving(&cli.db, db_config, &cli.backup, &mut config).await?;
     #[cfg(not(feature = "pitr"))]
     let db = open_db(&cli.db, db_config).await?;
     let server = KvConnectServer::new(db, config).bind(cli.addr).await?;

@@ -136,50 +136,32 @@ pub(crate) enum PitrCommand {
     },
 }
 
-/// Opens an object store from a backup location.
+/// Opens an object store from a backup location (see [`kv_pitr::consumer::open_store_url`]).
 /// A local directory is created when `create` is set (a new backup), and must exist otherwise.
 pub(crate) fn open_store(
     url: &str,
     store: &StoreArgs,
     create: bool,
 ) -> Result<(Arc<dyn ObjectStore>, Path), PitrCliError> {
-    let bad = |reason: String| PitrCliError::Location {
-        url: url.to_string(),
-        reason,
+    let local = match url.strip_prefix("file://") {
+        Some(p) => Some(p),
+        None if url.contains("://") => None,
+        None => Some(url),
     };
-    if let Some(rest) = url.strip_prefix("s3://") {
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(bad("the bucket name is missing".into()));
+    if let Some(dir) = local {
+        if !create && !dir.is_empty() && !std::path::Path::new(dir).is_dir() {
+            return Err(PitrCliError::Location {
+                url: url.to_string(),
+                reason: "no such directory".into(),
+            });
         }
-        let mut builder =
-            object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket.to_string());
-        if let Some(endpoint) = &store.s3_endpoint {
-            builder = builder
-                .with_endpoint(endpoint.clone())
-                .with_allow_http(endpoint.starts_with("http://"));
-        }
-        let s3 = builder.build().map_err(|e| bad(e.to_string()))?;
-        return Ok((Arc::new(s3), Path::from(prefix)));
     }
-    let dir = match url.strip_prefix("file://") {
-        Some(path) => std::path::PathBuf::from(path),
-        None if url.contains("://") => {
-            return Err(bad(
-                "only s3://, file:// and plain directory paths are supported".into(),
-            ))
+    kv_pitr::consumer::open_store_url(url, store.s3_endpoint.as_deref()).map_err(|e| {
+        PitrCliError::Location {
+            url: url.to_string(),
+            reason: e.to_string(),
         }
-        None => std::path::PathBuf::from(url),
-    };
-    if create {
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| bad(format!("cannot create the directory: {e}")))?;
-    } else if !dir.is_dir() {
-        return Err(bad("no such directory".into()));
-    }
-    let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-        .map_err(|e| bad(e.to_string()))?;
-    Ok((Arc::new(fs), Path::from("")))
+    })
 }
 
 /// What runs beside the server: a backup shipper or a replica follower.
@@ -245,14 +227,15 @@ pub(crate) async fn open_for_serving(
         };
         let replica = Replica::start_with(reader, db.clone(), config)
             .await
-        .map_err(|e| PitrCliError::Replica(e.to_string()))?;
+            .map_err(|e| PitrCliError::Replica(e.to_string()))?;
         let status = replica.subscribe();
         server.health_report = Some(Arc::new(move || {
             let s = status.borrow().clone();
             format!(
                 "replica_applied_through: {}\nreplica_lag_ms: {}\nreplica_last_error: {}\n",
                 s.applied_through,
-                s.lag_ms.map_or_else(|| "unknown".to_string(), |l| l.to_string()),
+                s.lag_ms
+                    .map_or_else(|| "unknown".to_string(), |l| l.to_string()),
                 s.last_error.as_deref().unwrap_or("none")
             )
         }));

@@ -39,7 +39,8 @@ pub(crate) struct AppState<D> {
     pub max_body_size: usize,
     pub watch_keepalive: std::time::Duration,
     /// Becomes `true` when the server shuts down; watch streams end then.
-    pub shutdown: watch::Receiver<bool>,    /// Set when serving as a read replica.
+    pub shutdown: watch::Receiver<bool>,
+    /// Set when serving as a read replica.
     pub replica: Option<crate::server::ReplicaSettings>,
     /// Extra `/healthz` lines.
     pub health_report: Option<crate::server::HealthReport>,
@@ -143,10 +144,14 @@ where
     }
     let status = res.status().as_u16();
     let latency_us = started.elapsed().as_micros() as u64;
+    // One line per request costs real CPU at tens of thousands of requests per second: successes
+    // are logged at debug level (RUST_LOG=kv_connect_server=debug), failures always.
     if res.status().is_server_error() {
         tracing::warn!(%method, %path, status, latency_us, ?version, peer = %conn.peer, "request");
-    } else {
+    } else if res.status().is_client_error() {
         tracing::info!(%method, %path, status, latency_us, ?version, peer = %conn.peer, "request");
+    } else {
+        tracing::debug!(%method, %path, status, latency_us, ?version, peer = %conn.peer, "request");
     }
     res
 }
@@ -352,7 +357,11 @@ where
         DataOp::AtomicWrite | DataOp::QueueDequeue | DataOp::QueueFinish
             if state.replica.is_some() =>
         {
-            let source = state.replica.as_ref().map(|r| r.source.as_str()).unwrap_or("");
+            let source = state
+                .replica
+                .as_ref()
+                .map(|r| r.source.as_str())
+                .unwrap_or("");
             Err(ApiError::bad_request(format!(
                 "This database is a read-only replica of {source}; it does not accept writes or queue operations. Send them to the primary."
             )))

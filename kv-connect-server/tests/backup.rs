@@ -1,6 +1,11 @@
 //! The binary's backup features end to end: `serve --backup-to`, a `--replica-of` server
 //! following it, and `pitr list|info|restore|checkout` on the backup it wrote.
-#![cfg(all(feature = "pitr", feature = "sqlite", feature = "redb", feature = "memory"))]
+#![cfg(all(
+    feature = "pitr",
+    feature = "sqlite",
+    feature = "redb",
+    feature = "memory"
+))]
 
 mod common;
 
@@ -124,7 +129,10 @@ async fn wait_until_shipped(addr: std::net::SocketAddr) {
         if field(&report, "backup_shipped_through") == field(&report, "backup_committed") {
             return;
         }
-        assert!(Instant::now() < deadline, "backup never caught up: {report}");
+        assert!(
+            Instant::now() < deadline,
+            "backup never caught up: {report}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -164,7 +172,10 @@ async fn backup_replica_and_point_in_time_restore_through_the_binary() {
         s(&backup),
     ]);
     let (kv, _) = connect(primary.addr).await;
-    assert_eq!(kv.write(&write_of(vec![set(&key("a"), b"1")])).await.status, 1);
+    assert_eq!(
+        kv.write(&write_of(vec![set(&key("a"), b"1")])).await.status,
+        1
+    );
     assert_eq!(
         kv.write(&write_of(vec![set(&key("b"), b"2"), set(&key("c"), b"3")]))
             .await
@@ -208,19 +219,29 @@ async fn backup_replica_and_point_in_time_restore_through_the_binary() {
         )
         .await;
     assert_eq!(refused.status, http::StatusCode::BAD_REQUEST);
-    assert!(refused.text().contains("read-only replica"), "{}", refused.text());
+    assert!(
+        refused.text().contains("read-only replica"),
+        "{}",
+        refused.text()
+    );
 
     // New writes on the primary reach the replica.
     assert_eq!(
-        kv.write(&write_of(vec![set(&key("a"), b"changed"), set(&key("d"), b"4")]))
-            .await
-            .status,
+        kv.write(&write_of(vec![
+            set(&key("a"), b"changed"),
+            set(&key("d"), b"4")
+        ]))
+        .await
+        .status,
         1
     );
     wait_until_shipped(primary.addr).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while value_of(&rkv, "d").await.is_none() {
-        assert!(Instant::now() < deadline, "the replica never saw the new write");
+        assert!(
+            Instant::now() < deadline,
+            "the replica never saw the new write"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(value_of(&rkv, "a").await.as_deref(), Some(&b"changed"[..]));
@@ -241,7 +262,14 @@ async fn backup_replica_and_point_in_time_restore_through_the_binary() {
     ]);
     assert!(out.contains(&after_bc), "{out}");
     {
-        let p = spawn(&["--engine", "redb", "--path", s(&restored), "--addr", "127.0.0.1:0"]);
+        let p = spawn(&[
+            "--engine",
+            "redb",
+            "--path",
+            s(&restored),
+            "--addr",
+            "127.0.0.1:0",
+        ]);
         let (r, _) = connect(p.addr).await;
         assert_eq!(value_of(&r, "a").await.as_deref(), Some(&b"1"[..]));
         assert_eq!(value_of(&r, "c").await.as_deref(), Some(&b"3"[..]));
@@ -265,7 +293,14 @@ async fn backup_replica_and_point_in_time_restore_through_the_binary() {
     ]);
     assert!(out.starts_with("Snapshot is now at versionstamp"), "{out}");
     {
-        let p = spawn(&["--engine", "redb", "--path", s(&restored), "--addr", "127.0.0.1:0"]);
+        let p = spawn(&[
+            "--engine",
+            "redb",
+            "--path",
+            s(&restored),
+            "--addr",
+            "127.0.0.1:0",
+        ]);
         let (r, _) = connect(p.addr).await;
         assert_eq!(value_of(&r, "a").await.as_deref(), Some(&b"changed"[..]));
         assert_eq!(value_of(&r, "d").await.as_deref(), Some(&b"4"[..]));

@@ -76,6 +76,10 @@ pub const SNAPSHOTS: &str = "snapshots";
 pub const LOGS: &str = "logs";
 /// Name of our manifest object.
 pub const MANIFEST: &str = "kv-pitr.json";
+/// Directory of checkpoints (our extension).
+pub const CHECKPOINTS: &str = "checkpoints";
+/// Name of a checkpoint's manifest inside its directory.
+pub const CHECKPOINT_MANIFEST: &str = "checkpoint.json";
 /// File extension of snapshot ranges and log segments.
 pub const OBJECT_EXTENSION: &str = ".bin";
 
@@ -118,7 +122,7 @@ pub enum FormatError {
         reason: &'static str,
     },
     /// A snapshot metadata value has the wrong length.
-    #[error("snapshot metadata at entry {index} has {len} bytes (expected 11 or 19)")]
+    #[error("snapshot metadata at entry {index} has {len} bytes (expected at least 11)")]
     BadMetadata {
         /// Index in `metadata_list`.
         index: usize,
@@ -409,6 +413,38 @@ pub fn manifest_path(prefix: &Path) -> Path {
     prefix.clone().join(MANIFEST)
 }
 
+/// `<prefix>/checkpoints`: periodic full snapshots (our extension; the reference ignores them).
+pub fn checkpoints_dir(prefix: &Path) -> Path {
+    prefix.clone().join(CHECKPOINTS)
+}
+
+/// `<prefix>/checkpoints/{monoseq:016x}`: the objects of one checkpoint.
+pub fn checkpoint_dir(prefix: &Path, monoseq: u64) -> Path {
+    checkpoints_dir(prefix).join(format!("{monoseq:016x}"))
+}
+
+/// `<prefix>/checkpoints/{monoseq:016x}/snapshots/<key>.bin`: a range of a checkpoint, in the
+/// snapshot range format (`key.monoseq` is the checkpoint's).
+pub fn checkpoint_snapshot_path(prefix: &Path, key: &SnapshotRangeKey) -> Path {
+    checkpoint_dir(prefix, key.monoseq)
+        .join(SNAPSHOTS)
+        .join(format!("{key}{OBJECT_EXTENSION}"))
+}
+
+/// `<prefix>/checkpoints/{monoseq:016x}/checkpoint.json`: written last; a checkpoint without
+/// it is incomplete and must be ignored.
+pub fn checkpoint_manifest_path(prefix: &Path, monoseq: u64) -> Path {
+    checkpoint_dir(prefix, monoseq).join(CHECKPOINT_MANIFEST)
+}
+
+/// Parses the `monoseq` directory name of a checkpoint object path
+/// (`…/checkpoints/{monoseq:016x}/…`).
+pub fn checkpoint_monoseq_of(prefix: &Path, path: &Path) -> Option<u64> {
+    let mut parts = path.prefix_match(&checkpoints_dir(prefix))?;
+    let dir = parts.next()?;
+    parse_hex_u64(dir.as_ref())
+}
+
 /// The body of the `differential` object: 20 lowercase hex characters, no newline.
 pub fn encode_differential(vs: &Versionstamp) -> Bytes {
     Bytes::from(vs.to_string())
@@ -579,7 +615,7 @@ pub fn decode_snapshot_range(body: &[u8]) -> Result<Vec<ExportEntry>, FormatErro
             return Err(unpaired("data and metadata keys differ"));
         }
         let m = &meta.value;
-        if m.len() != 11 && m.len() != 19 {
+        if m.len() < 11 {
             return Err(FormatError::BadMetadata {
                 index,
                 len: m.len(),
@@ -589,10 +625,12 @@ pub fn decode_snapshot_range(body: &[u8]) -> Result<Vec<ExportEntry>, FormatErro
         vs.copy_from_slice(&m[..10]);
         let value = KvValue::from_encoded(i32::from(m[10]), data.value)
             .map_err(|source| FormatError::BadValue { index, source })?;
-        let expire_at_ms = if m.len() == 19 {
+        // Like the reference: the expiry is present from 19 bytes on; -1 (or any value
+        // <= 0) means none. Longer metadata (future fields) is accepted.
+        let expire_at_ms = if m.len() >= 19 {
             let mut b = [0u8; 8];
             b.copy_from_slice(&m[11..19]);
-            u64::try_from(i64::from_le_bytes(b)).ok()
+            u64::try_from(i64::from_le_bytes(b)).ok().filter(|&e| e > 0)
         } else {
             None
         };
@@ -791,6 +829,52 @@ pub struct BackupManifest {
 
 impl BackupManifest {
     /// Current manifest format.
+    pub const FORMAT: u32 = 1;
+
+    /// JSON bytes of the manifest.
+    pub fn to_bytes(&self) -> Result<Bytes, FormatError> {
+        Ok(Bytes::from(serde_json::to_vec_pretty(self)?))
+    }
+
+    /// Parses manifest JSON.
+    pub fn from_bytes(body: &[u8]) -> Result<Self, FormatError> {
+        Ok(serde_json::from_slice(body)?)
+    }
+}
+
+/// The manifest of a checkpoint: a full snapshot taken while the backup was running.
+///
+/// To restore a point `P >= snapshot_end` from it: load its ranges
+/// ([`checkpoint_snapshot_path`], `seq` = 0..`ranges`), then replay, in order, every log entry
+/// whose versionstamp is greater than `snapshot_start` (entries at or before it are already in
+/// the ranges), stopping at the boundary of `P`. States are consistent from `snapshot_end` on,
+/// exactly like the initial snapshot with `differential`. The log segments needed are all
+/// shipped before this manifest is written.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct CheckpointManifest {
+    /// Checkpoint format version (1).
+    pub format: u32,
+    /// The checkpoint's `monoseq` (2, 3, …; the initial snapshot is 1).
+    pub monoseq: u64,
+    /// Producer name and version.
+    pub producer: String,
+    /// Wall-clock time the checkpoint was completed (ms since the Unix epoch).
+    pub created_at_ms: u64,
+    /// Number of range objects (`seq` 0..ranges).
+    pub ranges: u64,
+    /// Number of keys in all ranges.
+    pub keys: u64,
+    /// Versionstamp (hex) of the database when the checkpoint started.
+    pub snapshot_start: String,
+    /// Versionstamp (hex) from which states are consistent.
+    pub snapshot_end: String,
+    /// Wall-clock time (ms) of the commit at `snapshot_end` as far as known (the time the
+    /// checkpoint finished reading, otherwise).
+    pub snapshot_end_timestamp_ms: u64,
+}
+
+impl CheckpointManifest {
+    /// Current checkpoint manifest format.
     pub const FORMAT: u32 = 1;
 
     /// JSON bytes of the manifest.
@@ -1048,11 +1132,20 @@ mod tests {
         ));
         let mut msg =
             pb::BackupSnapshotRange::decode(&encode_snapshot_range(&sample_entries())[..]).unwrap();
-        msg.metadata_list[1].value.truncate(12);
+        msg.metadata_list[1].value.truncate(10);
         assert!(matches!(
             decode_snapshot_range(&msg.encode_to_vec()),
-            Err(FormatError::BadMetadata { index: 1, len: 12 })
+            Err(FormatError::BadMetadata { index: 1, len: 10 })
         ));
+        // As the reference writes it: always 19 bytes, -1 = no expiry; extra bytes ignored.
+        let mut msg =
+            pb::BackupSnapshotRange::decode(&encode_snapshot_range(&sample_entries())[..]).unwrap();
+        msg.metadata_list[0]
+            .value
+            .extend_from_slice(&(-1i64).to_le_bytes());
+        msg.metadata_list[1].value.push(0);
+        let decoded = decode_snapshot_range(&msg.encode_to_vec()).unwrap();
+        assert_eq!(decoded, sample_entries());
     }
 
     #[test]
@@ -1232,6 +1325,45 @@ mod tests {
         assert_eq!(txs.len(), 1);
         assert_eq!(txs[0].0, vs(1));
         assert_eq!(rest.len(), 2);
+    }
+
+    #[test]
+    fn checkpoint_paths() {
+        let p = Path::from("b");
+        let k = SnapshotRangeKey {
+            format_version: 1,
+            monoseq: 3,
+            seq: 2,
+        };
+        let sp = checkpoint_snapshot_path(&p, &k);
+        assert_eq!(
+            sp.as_ref(),
+            "b/checkpoints/0000000000000003/snapshots/0001_0000000000000003_0000000000000002.bin"
+        );
+        assert_eq!(SnapshotRangeKey::parse(sp.as_ref()).unwrap(), k);
+        assert_eq!(
+            checkpoint_manifest_path(&p, 3).as_ref(),
+            "b/checkpoints/0000000000000003/checkpoint.json"
+        );
+        assert_eq!(checkpoint_monoseq_of(&p, &sp), Some(3));
+        assert_eq!(checkpoint_monoseq_of(&p, &Path::from("b/logs/x")), None);
+        // The reference lists `<prefix>/snapshots/`: checkpoints are outside it.
+        assert!(!sp.as_ref().starts_with(snapshots_dir(&p).as_ref()));
+        let m = CheckpointManifest {
+            format: 1,
+            monoseq: 3,
+            producer: "t".into(),
+            created_at_ms: 1,
+            ranges: 3,
+            keys: 10,
+            snapshot_start: "00000000000000010000".into(),
+            snapshot_end: "00000000000000020000".into(),
+            snapshot_end_timestamp_ms: 5,
+        };
+        assert_eq!(
+            CheckpointManifest::from_bytes(&m.to_bytes().unwrap()).unwrap(),
+            m
+        );
     }
 
     #[test]

@@ -19,7 +19,14 @@
 //! 4. `differential` (after the segments covering the snapshot are durable), then
 //!    `kv-pitr.json` (the manifest; its presence means the backup is complete and incremental).
 //!
-//! One prefix must have at most one producer at a time.
+//! Optionally ([`BackupConfig::checkpoint_interval`]) a second task writes periodic full
+//! snapshots ("checkpoints") under `checkpoints/{monoseq:016x}/`, each completed by a
+//! `checkpoint.json` ([`format::CheckpointManifest`]) once the log up to its end is shipped, so
+//! that a restore can start from a recent checkpoint instead of replaying the whole log. The
+//! reference consumer does not look there; the initial snapshot and the log are never deleted.
+//!
+//! One prefix must have at most one producer at a time, and one database at most one
+//! [`Backup`] (the change log has a single reader that trims it).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -70,6 +77,13 @@ pub struct BackupConfig {
     pub retry_max_backoff: Duration,
     /// How long [`Backup::shutdown`] keeps trying to ship what is left (default 10 s).
     pub shutdown_timeout: Duration,
+    /// Take a checkpoint (a full snapshot under `checkpoints/`, so restores need not replay
+    /// the log from the beginning) this often, when there were commits since the last one.
+    /// `None` (the default) disables checkpoints.
+    pub checkpoint_interval: Option<Duration>,
+    /// Complete checkpoints kept; older ones are deleted (default 2). The initial snapshot and
+    /// the log are never deleted, so every point stays restorable.
+    pub checkpoint_retain: usize,
 }
 
 impl BackupConfig {
@@ -84,6 +98,8 @@ impl BackupConfig {
             snapshot_range_entries: 10_000,
             retry_max_backoff: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
+            checkpoint_interval: None,
+            checkpoint_retain: 2,
         }
     }
 }
@@ -206,6 +222,12 @@ pub struct BackupStatus {
     pub next_monoseq: u64,
     /// The background task has stopped (after shutdown or a fatal error).
     pub stopped: bool,
+    /// `snapshot_end` of the newest complete checkpoint known to this task.
+    pub last_checkpoint: Option<Versionstamp>,
+    /// Checkpoints completed by this task.
+    pub checkpoints_written: u64,
+    /// The last checkpoint error; cleared by the next successful checkpoint.
+    pub last_checkpoint_error: Option<String>,
 }
 
 struct StatusState {
@@ -306,6 +328,8 @@ pub struct Backup {
     /// Follows the database's commits into the status (so lag is visible even while the
     /// shipping task is stuck on a slow store).
     watcher: JoinHandle<()>,
+    /// Takes periodic checkpoints, if configured.
+    checkpointer: Option<JoinHandle<()>>,
     shutdown_timeout: Duration,
 }
 
@@ -344,6 +368,9 @@ impl Backup {
             segments_uploaded: 0,
             next_monoseq: 1,
             stopped: false,
+            last_checkpoint: None,
+            checkpoints_written: 0,
+            last_checkpoint_error: None,
         };
         if let StartMode::Resume {
             shipped_through,
@@ -385,6 +412,17 @@ impl Backup {
         });
         shared.update(|_| {});
         let shutdown_timeout = config.shutdown_timeout;
+        let checkpointer = config.checkpoint_interval.map(|interval| {
+            tokio::spawn(
+                Checkpointer {
+                    db: db.clone(),
+                    config: config.clone(),
+                    shared: shared.clone(),
+                    interval,
+                }
+                .run(),
+            )
+        });
         let worker = Worker {
             commits: db.subscribe_commits(),
             db: db.clone(),
@@ -413,6 +451,7 @@ impl Backup {
             db,
             task: Some(task),
             watcher,
+            checkpointer,
             shutdown_timeout,
         })
     }
@@ -477,6 +516,9 @@ impl Backup {
             }
         }
         self.watcher.abort();
+        if let Some(c) = &self.checkpointer {
+            c.abort();
+        }
         self.shared.update(|st| st.status.stopped = true);
         let status = self.status();
         let committed = target.unwrap_or(status.committed).max(status.committed);
@@ -498,6 +540,9 @@ impl Drop for Backup {
             task.abort();
         }
         self.watcher.abort();
+        if let Some(c) = &self.checkpointer {
+            c.abort();
+        }
     }
 }
 
@@ -574,8 +619,9 @@ async fn inspect_prefix(config: &BackupConfig) -> Result<StartMode, BackupError>
             let marker_path = init_marker_path(prefix);
             match get_opt(store, &marker_path).await? {
                 None => {
-                    let all = list_paths(store, prefix).await?;
-                    if let Some(found) = all.first() {
+                    // Any object at all under the prefix (the first one listed is enough).
+                    let first = store.list(Some(prefix)).try_next().await?;
+                    if let Some(found) = first.map(|m| m.location) {
                         return Err(BackupError::ForeignPrefix {
                             prefix: prefix.to_string(),
                             found: found.to_string(),
@@ -1050,6 +1096,233 @@ impl Worker {
         // Everything logged before the snapshot is in it.
         if let Err(e) = self.db.trim_changes(shipped).await {
             tracing::warn!(error = %e, "could not trim the change log");
+        }
+        Ok(())
+    }
+}
+
+/// Reads every complete checkpoint manifest under the prefix (oldest first), and the
+/// `monoseq`s of incomplete checkpoints (objects without `checkpoint.json`).
+pub async fn list_checkpoints(
+    store: &dyn ObjectStore,
+    prefix: &Path,
+) -> Result<(Vec<format::CheckpointManifest>, Vec<u64>), BackupError> {
+    let paths = list_paths(store, &format::checkpoints_dir(prefix)).await?;
+    let mut dirs: std::collections::BTreeMap<u64, bool> = std::collections::BTreeMap::new();
+    for p in &paths {
+        if let Some(m) = format::checkpoint_monoseq_of(prefix, p) {
+            let complete = *p == format::checkpoint_manifest_path(prefix, m);
+            *dirs.entry(m).or_default() |= complete;
+        }
+    }
+    let mut complete = Vec::new();
+    let mut incomplete = Vec::new();
+    for (m, has_manifest) in dirs {
+        if !has_manifest {
+            incomplete.push(m);
+            continue;
+        }
+        let path = format::checkpoint_manifest_path(prefix, m);
+        let Some(body) = get_opt(store, &path).await? else {
+            incomplete.push(m);
+            continue;
+        };
+        let manifest = format::CheckpointManifest::from_bytes(&body).map_err(|source| {
+            BackupError::Format {
+                object: path.to_string(),
+                source,
+            }
+        })?;
+        complete.push(manifest);
+    }
+    Ok((complete, incomplete))
+}
+
+/// Deletes every object of one checkpoint, its manifest first (so it stops being used
+/// before its ranges disappear).
+async fn delete_checkpoint(
+    store: &dyn ObjectStore,
+    prefix: &Path,
+    monoseq: u64,
+) -> Result<(), BackupError> {
+    let manifest = format::checkpoint_manifest_path(prefix, monoseq);
+    match store.delete(&manifest).await {
+        Ok(()) => {}
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(e.into()),
+    }
+    for p in list_paths(store, &format::checkpoint_dir(prefix, monoseq)).await? {
+        match store.delete(&p).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// The periodic checkpoint task.
+struct Checkpointer {
+    db: Db,
+    config: BackupConfig,
+    shared: Arc<Shared>,
+    interval: Duration,
+}
+
+impl Checkpointer {
+    async fn run(self) {
+        let mut rx = self.shared.tx.subscribe();
+        match rx.wait_for(|s| s.initial_snapshot_done || s.stopped).await {
+            Ok(s) if s.stopped => return,
+            Ok(_) => {}
+            Err(_) => return,
+        }
+        let mut next_monoseq = INITIAL_SNAPSHOT_MONOSEQ + 1;
+        let mut last_end: Option<Versionstamp> = None;
+        let store = &*self.config.store;
+        let prefix = &self.config.prefix;
+        match list_checkpoints(store, prefix).await {
+            Ok((complete, incomplete)) => {
+                for m in &incomplete {
+                    tracing::info!(prefix = %prefix, monoseq = m, "removing an incomplete checkpoint");
+                    if let Err(e) = delete_checkpoint(store, prefix, *m).await {
+                        tracing::warn!(error = %e, "could not remove an incomplete checkpoint");
+                    }
+                }
+                let max = complete
+                    .iter()
+                    .map(|c| c.monoseq)
+                    .chain(incomplete.iter().copied())
+                    .max();
+                if let Some(max) = max {
+                    next_monoseq = next_monoseq.max(max + 1);
+                }
+                last_end = complete
+                    .iter()
+                    .filter_map(|c| c.snapshot_end.parse::<Versionstamp>().ok())
+                    .max();
+                self.shared
+                    .update(|st| st.status.last_checkpoint = last_end);
+            }
+            Err(e) => {
+                // Not fatal: a fresh monoseq far above any existing one is still unique.
+                tracing::warn!(error = %e, "could not list checkpoints");
+                next_monoseq = now_ms().max(next_monoseq);
+            }
+        }
+        loop {
+            tokio::time::sleep(self.interval).await;
+            if self.shared.stopping() {
+                return;
+            }
+            let committed = self.shared.lock().status.committed;
+            if last_end.is_some_and(|e| e >= committed) {
+                continue;
+            }
+            let monoseq = next_monoseq;
+            next_monoseq += 1;
+            match self.take(monoseq).await {
+                Ok(m) => {
+                    let end = m.snapshot_end.parse::<Versionstamp>().ok();
+                    last_end = end.or(last_end);
+                    tracing::info!(prefix = %prefix, monoseq, keys = m.keys, snapshot_end = %m.snapshot_end, "checkpoint complete");
+                    self.shared.update(|st| {
+                        st.status.last_checkpoint = end;
+                        st.status.checkpoints_written += 1;
+                        st.status.last_checkpoint_error = None;
+                    });
+                    if let Err(e) = self.retain().await {
+                        tracing::warn!(error = %e, "could not delete old checkpoints");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, prefix = %prefix, monoseq, "checkpoint failed");
+                    let msg = e.to_string();
+                    self.shared
+                        .update(|st| st.status.last_checkpoint_error = Some(msg));
+                    if let Err(e) = delete_checkpoint(store, prefix, monoseq).await {
+                        tracing::debug!(error = %e, "could not remove a failed checkpoint");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn take(&self, monoseq: u64) -> Result<format::CheckpointManifest, BackupError> {
+        let store = &*self.config.store;
+        let prefix = &self.config.prefix;
+        let v0 = self.db.current_versionstamp().await?;
+        let mut v1 = v0;
+        let mut start: Vec<u8> = Vec::new();
+        let mut seq = 0u64;
+        let mut keys = 0u64;
+        let limit = self.config.snapshot_range_entries.max(1);
+        loop {
+            let (entries, at) = self.db.export_range(&start, &[0xff], limit).await?;
+            v1 = v1.max(at);
+            keys += entries.len() as u64;
+            let key = SnapshotRangeKey {
+                format_version: format::FORMAT_VERSION,
+                monoseq,
+                seq,
+            };
+            store
+                .put(
+                    &format::checkpoint_snapshot_path(prefix, &key),
+                    format::encode_snapshot_range(&entries).into(),
+                )
+                .await?;
+            seq += 1;
+            match entries.last() {
+                Some(last) if entries.len() >= limit => {
+                    start = last.key.clone();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        let read_at_ms = now_ms();
+        // The log up to v1 must be shipped before the checkpoint is usable.
+        let mut rx = self.shared.tx.subscribe();
+        let shipped = rx
+            .wait_for(|s| s.shipped_through >= v1 || s.stopped)
+            .await
+            .map_err(|_| BackupError::Stopped("backup task gone".into()))?
+            .clone();
+        if shipped.shipped_through < v1 {
+            return Err(BackupError::Stopped(
+                "the backup stopped before the checkpoint's log was shipped".into(),
+            ));
+        }
+        let manifest = format::CheckpointManifest {
+            format: format::CheckpointManifest::FORMAT,
+            monoseq,
+            producer: producer_name(),
+            created_at_ms: now_ms(),
+            ranges: seq,
+            keys,
+            snapshot_start: v0.to_string(),
+            snapshot_end: v1.to_string(),
+            snapshot_end_timestamp_ms: read_at_ms,
+        };
+        let path = format::checkpoint_manifest_path(prefix, monoseq);
+        let body = manifest.to_bytes().map_err(|source| BackupError::Format {
+            object: path.to_string(),
+            source,
+        })?;
+        store.put(&path, body.into()).await?;
+        Ok(manifest)
+    }
+
+    async fn retain(&self) -> Result<(), BackupError> {
+        let store = &*self.config.store;
+        let prefix = &self.config.prefix;
+        let (complete, _) = list_checkpoints(store, prefix).await?;
+        let keep = self.config.checkpoint_retain.max(1);
+        if complete.len() > keep {
+            for c in &complete[..complete.len() - keep] {
+                delete_checkpoint(store, prefix, c.monoseq).await?;
+            }
         }
         Ok(())
     }

@@ -166,6 +166,17 @@ pub enum RestoreError {
         /// The requested target, as text.
         target: String,
     },
+    /// The backup under the prefix was replaced by another one (its differential point
+    /// changed or disappeared) while this copy followed it.
+    #[error("the backup at {prefix} was replaced: its differential point changed from {was} to {}; this copy cannot follow the new backup, restore into a new database", .now.map_or_else(|| "nothing".to_string(), |v| v.to_string()))]
+    BackupReplaced {
+        /// The backup prefix.
+        prefix: String,
+        /// The differential versionstamp this copy was made from.
+        was: Versionstamp,
+        /// The differential versionstamp now (`None`: the marker is gone).
+        now: Option<Versionstamp>,
+    },
     /// The database failed.
     #[error("the target database failed: {0}")]
     Db(#[from] KvError),
@@ -565,6 +576,18 @@ impl Follower {
     /// Lists segments after the cursor and applies their complete transactions (those the
     /// stopper includes, if any). Returns whether the stopper stopped it.
     async fn poll(&mut self, stopper: Option<&Stopper>) -> Result<bool, RestoreError> {
+        // Fails with `Closed` once the database is closed, which ends a replica.
+        self.db.current_versionstamp().await?;
+        // A backup that was deleted and started again under the same prefix has a new
+        // differential point and restarts its segment numbers: this copy cannot follow it.
+        let dv = self.reader.differential().await?;
+        if dv != Some(self.layout.differential) {
+            return Err(RestoreError::BackupReplaced {
+                prefix: self.reader.prefix().to_string(),
+                was: self.layout.differential,
+                now: dv,
+            });
+        }
         let logs = self
             .reader
             .logs_after(&self.layout.kind, self.walker.cursor.as_ref())
@@ -638,13 +661,30 @@ pub async fn catch_up(
     if !stopped {
         stopper.check_latest(&f.applied)?;
     }
-    let (entries, _) = db.export_range(&[], &[0xff], usize::MAX).await?;
     Ok(RestoreOutcome {
         versionstamp: f.applied.versionstamp,
         timestamp_ms: f.applied.timestamp_ms,
-        keys: entries.len(),
+        keys: count_keys(db).await?,
         transactions: f.transactions,
     })
+}
+
+/// Counts the raw entries of a database, a page at a time.
+async fn count_keys(db: &Db) -> Result<usize, KvError> {
+    const PAGE: usize = 10_000;
+    let mut start: Vec<u8> = Vec::new();
+    let mut n = 0;
+    loop {
+        let (page, _) = db.export_range(&start, &[0xff], PAGE).await?;
+        n += page.len();
+        match page.last() {
+            Some(last) if page.len() == PAGE => {
+                start = last.key.clone();
+                start.push(0);
+            }
+            _ => return Ok(n),
+        }
+    }
 }
 
 /// Settings of a [`Replica`].
@@ -832,7 +872,11 @@ async fn follow(
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = wake.notified() => {}
-            _ = stop.changed() => {}
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
         }
         if *stop.borrow() {
             return;
@@ -852,8 +896,16 @@ async fn follow(
                 Err(e) => s.last_error = Some(e.to_string()),
             }
         });
-        if let Err(e) = res {
-            tracing::warn!("read replica of {}: {e}", follower.reader.prefix());
+        match res {
+            Err(RestoreError::Db(KvError::Closed)) => {
+                tracing::info!(
+                    "read replica of {}: the database was closed; stopping",
+                    follower.reader.prefix()
+                );
+                return;
+            }
+            Err(e) => tracing::warn!("read replica of {}: {e}", follower.reader.prefix()),
+            Ok(_) => {}
         }
     }
 }

@@ -383,3 +383,51 @@ async fn deploy_backup_with_a_corrupt_object() {
     );
     assert!(dump(&db).await.is_empty());
 }
+
+#[tokio::test]
+async fn replica_follows_a_deploy_backup_as_objects_appear() {
+    let b = write_deploy_backup().await;
+    // Hide the last two objects (transaction 12 is split: its end is in the third).
+    let hidden: Vec<(Path, Vec<u8>)> = {
+        let mut v = Vec::new();
+        for p in &b.logs[2..] {
+            let body = b
+                .store
+                .get(p)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec();
+            b.store.delete(p).await.unwrap();
+            v.push((p.clone(), body));
+        }
+        v
+    };
+    let db = Db::open(
+        MemoryBackend::new(),
+        DbConfig {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let reader = BackupReader::new(b.store.clone(), Path::from("deploy"));
+    let replica = kv_pitr::restore::Replica::start(reader, db.clone(), Duration::from_millis(20))
+        .await
+        .unwrap();
+    assert_eq!(replica.status().applied_through, vs(10));
+    assert_eq!(dump(&db).await, expected(10));
+    for (p, body) in hidden {
+        b.store.put(&p, PutPayload::from(body)).await.unwrap();
+    }
+    let st = replica
+        .wait_for(vs(15), Duration::from_secs(20))
+        .await
+        .expect("replica caught up");
+    assert_eq!(st.applied_through, vs(15));
+    assert_eq!(dump(&db).await, expected(15));
+    replica.stop().await;
+}

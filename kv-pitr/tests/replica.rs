@@ -112,7 +112,7 @@ async fn follows_a_live_producer(store: Arc<dyn ObjectStore>) {
     let mut last = Versionstamp::ZERO;
     for i in 0..20u64 {
         last = set(&src, &format!("live{}", i % 7), KvValue::U64(i)).await;
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             src.atomic_write(AtomicWrite {
                 mutations: vec![
                     Mutation::set(key("pair-a"), KvValue::U64(i)),
@@ -214,6 +214,33 @@ async fn replica_reports_errors_and_recovers() {
     let before = dump(&replica_db).await;
     assert!(!before.is_empty());
 
+    // A replaced backup (another differential point) is reported, not followed.
+    store.delete(&junk).await.unwrap();
+    let diff = Path::from("p/differential");
+    let original = store.get(&diff).await.unwrap().bytes().await.unwrap();
+    store
+        .put(&diff, PutPayload::from_static(b"00000000000000ff0000"))
+        .await
+        .unwrap();
+    let st = tokio::time::timeout(
+        WAIT,
+        status.wait_for(|s| {
+            s.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("was replaced"))
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .clone();
+    assert!(st.last_error.unwrap().contains("p"));
+    store.put(&diff, PutPayload::from(original)).await.unwrap();
+    store
+        .put(&junk, PutPayload::from_static(b"junk"))
+        .await
+        .unwrap();
+
     // Once the object is gone, the replica catches up with what was written meanwhile.
     let vs = set(&src, "after-error", KvValue::U64(1)).await;
     backup.flush(WAIT).await.unwrap();
@@ -288,5 +315,24 @@ async fn replica_resumes_on_its_existing_database() {
         .expect("follows after resume");
     assert_eq!(dump(&db).await, dump(&src).await);
     replica.stop().await;
+    backup.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn replica_stops_when_its_database_is_closed() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let (_src, backup) = source_with_backup(store.clone(), "p").await;
+    backup.flush(WAIT).await.unwrap();
+    let db = read_only_db().await;
+    let replica = Replica::start(
+        BackupReader::new(store, Path::from("p")),
+        db.clone(),
+        Duration::from_millis(10),
+    )
+    .await
+    .unwrap();
+    db.close().await.unwrap();
+    // The follower ends by itself; stop() returns promptly.
+    tokio::time::timeout(WAIT, replica.stop()).await.unwrap();
     backup.shutdown().await.unwrap();
 }

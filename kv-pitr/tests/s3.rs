@@ -264,6 +264,24 @@ async fn s3_backup_and_point_in_time_restore_round_trip() {
 
     // Every commit after the differential point, into memory databases.
     let info = reader.info().await.unwrap();
+    assert_eq!(info.latest_point.versionstamp, out.versionstamp);
+
+    // The same backup through a location URL, as the command-line tools open it
+    // (credentials from the environment, like the AWS tools; moto accepts any).
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test-access-key");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test-secret-key");
+    let (url_store, url_prefix) = kv_pitr::consumer::open_store_url(
+        &format!("s3://{bucket}/team/db1/"),
+        Some(&server.endpoint),
+    )
+    .unwrap();
+    assert_eq!(url_prefix.as_ref(), "team/db1");
+    let via_url = BackupReader::new(url_store, url_prefix)
+        .info()
+        .await
+        .unwrap();
+    assert_eq!(via_url.latest_point, info.latest_point);
+    assert_eq!(via_url.log_segments, info.log_segments);
     let mut checked = 0;
     for (vs, state) in states.iter().filter(|(vs, _)| *vs >= info.differential) {
         let db = Db::open(MemoryBackend::new(), DbConfig::default())
