@@ -56,6 +56,16 @@ pub(crate) struct ServeBackupArgs {
     #[arg(long, env = "KV_CONNECT_BACKUP_TO", conflicts_with = "replica_of")]
     pub backup_to: Option<String>,
 
+    /// With `--backup-to`: take a full snapshot ("checkpoint") this often, in seconds, when
+    /// there were writes since the last one, so restores replay at most this much log.
+    /// 0 disables checkpoints (restores then replay the log from the first snapshot).
+    #[arg(
+        long,
+        env = "KV_CONNECT_BACKUP_CHECKPOINT_SECS",
+        default_value_t = 3600
+    )]
+    pub backup_checkpoint_secs: u64,
+
     /// Serve a read-only replica that follows the backup at this location (restored into the
     /// database at `--path` first). Writes get a 400 saying the database is a replica.
     #[arg(long, env = "KV_CONNECT_REPLICA_OF")]
@@ -100,8 +110,9 @@ pub(crate) enum PitrCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Move a database restored from a backup (and not written since) forward: to the latest
-    /// point, or to `--at` / `--time`. Moving backwards needs a new restore.
+    /// Move a database restored from a backup (and not written since) to another point: the
+    /// latest, or `--at` / `--time`. Forward moves apply the log in place; backward moves
+    /// restore into a new file and replace the old one (sqlite and redb only).
     Checkout {
         /// The backup the database was restored from.
         #[arg(long, env = "KV_PITR_FROM")]
@@ -197,14 +208,18 @@ pub(crate) async fn open_for_serving(
         let (store, prefix) = open_store(url, &args.store, true)?;
         db_config.change_log = true;
         let db = open_db(db_args, db_config).await?;
-        let backup = Backup::start(db.clone(), BackupConfig::new(store, prefix))
+        let mut config = BackupConfig::new(store, prefix);
+        config.checkpoint_interval = (args.backup_checkpoint_secs > 0)
+            .then(|| Duration::from_secs(args.backup_checkpoint_secs));
+        let backup = Backup::start(db.clone(), config)
             .await
             .map_err(|e| PitrCliError::Backup(e.to_string()))?;
         let status = backup.subscribe();
         server.health_report = Some(Arc::new(move || {
             let s = status.borrow().clone();
             format!(
-                "backup_shipped_through: {}\nbackup_committed: {}\nbackup_lag_ms: {}\nbackup_last_error: {}\n",
+                "backup_initial_snapshot_done: {}\nbackup_shipped_through: {}\nbackup_committed: {}\nbackup_lag_ms: {}\nbackup_last_error: {}\n",
+                s.initial_snapshot_done,
                 s.shipped_through,
                 s.committed,
                 s.lag_ms,
@@ -260,6 +275,69 @@ fn parse_time(what: &'static str, value: &str) -> Result<u64, PitrCliError> {
         value: value.to_string(),
         reason: "before 1970".into(),
     })
+}
+
+/// Files of a database at `path` (SQLite keeps two companions beside the main file).
+fn db_files(path: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_os_string();
+        name.push(suffix);
+        files.push(name.into());
+    }
+    files
+}
+
+/// Moves a restored file database back in time: restores the target into a new file beside it,
+/// then replaces the old files with it. The old copy stays untouched if anything fails first.
+async fn checkout_backwards(
+    reader: &BackupReader,
+    db: &DbArgs,
+    target: RestoreTarget,
+) -> Result<kv_pitr::restore::RestoreOutcome, MainError> {
+    if db.engine == crate::Engine::Memory {
+        return Err(PitrCliError::Restore(
+            "a memory database cannot be moved backwards; restore again instead".into(),
+        )
+        .into());
+    }
+    let mut tmp_name = db.path.as_os_str().to_os_string();
+    tmp_name.push(".pitr-checkout");
+    let tmp = DbArgs {
+        engine: db.engine,
+        path: tmp_name.into(),
+    };
+    let io = |what: &str, e: std::io::Error| PitrCliError::Restore(format!("{what}: {e}"));
+    for f in db_files(&tmp.path) {
+        if f.exists() {
+            std::fs::remove_file(&f).map_err(|e| io("cannot remove a stale temporary file", e))?;
+        }
+    }
+    let fresh = open_db(
+        &tmp,
+        kv_db::DbConfig {
+            background_tasks: false,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let outcome = kv_pitr::restore::restore(reader, &fresh, target, |_| {}).await;
+    let closed = kv_traits::Database::close(&fresh).await;
+    let outcome = outcome.map_err(|e| PitrCliError::Restore(e.to_string()))?;
+    closed.map_err(|e| MainError::Open(e.to_string()))?;
+    // The old companions must go before the new main file arrives (a stale SQLite WAL would be
+    // replayed onto it); the main file itself is replaced atomically by the rename.
+    for f in db_files(&db.path).into_iter().skip(1) {
+        if f.exists() {
+            std::fs::remove_file(&f).map_err(|e| io("cannot remove the old copy", e))?;
+        }
+    }
+    for (from, to) in db_files(&tmp.path).into_iter().zip(db_files(&db.path)) {
+        if from.exists() {
+            std::fs::rename(&from, &to).map_err(|e| io("cannot move the new copy in place", e))?;
+        }
+    }
+    Ok(outcome)
 }
 
 fn parse_target(at: Option<String>, time: Option<String>) -> Result<RestoreTarget, PitrCliError> {
@@ -362,12 +440,19 @@ pub(crate) async fn run(cmd: PitrCommand) -> Result<(), MainError> {
                 },
             )
             .await?;
-            let outcome = kv_pitr::restore::catch_up(&reader, &target_db, target)
-                .await
-                .map_err(|e| PitrCliError::Restore(e.to_string()));
+            let outcome = kv_pitr::restore::catch_up(&reader, &target_db, target).await;
             let closed = kv_traits::Database::close(&target_db).await;
-            let outcome = outcome?;
-            closed.map_err(|e| MainError::Open(e.to_string()))?;
+            let outcome = match outcome {
+                Err(kv_pitr::restore::RestoreError::Backwards { .. }) => {
+                    closed.map_err(|e| MainError::Open(e.to_string()))?;
+                    checkout_backwards(&reader, &db, target).await?
+                }
+                other => {
+                    let outcome = other.map_err(|e| PitrCliError::Restore(e.to_string()))?;
+                    closed.map_err(|e| MainError::Open(e.to_string()))?;
+                    outcome
+                }
+            };
             print(format_args!(
                 "Snapshot is now at versionstamp {} ({})",
                 outcome.versionstamp,

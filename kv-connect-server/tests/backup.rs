@@ -126,7 +126,9 @@ async fn wait_until_shipped(addr: std::net::SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let report = healthz(addr).await;
-        if field(&report, "backup_shipped_through") == field(&report, "backup_committed") {
+        if field(&report, "backup_initial_snapshot_done") == "true"
+            && field(&report, "backup_shipped_through") == field(&report, "backup_committed")
+        {
             return;
         }
         assert!(
@@ -172,6 +174,8 @@ async fn backup_replica_and_point_in_time_restore_through_the_binary() {
         s(&backup),
     ]);
     let (kv, _) = connect(primary.addr).await;
+    // The initial snapshot first, so that each write below becomes its own recovery point.
+    wait_until_shipped(primary.addr).await;
     assert_eq!(
         kv.write(&write_of(vec![set(&key("a"), b"1")])).await.status,
         1
@@ -279,7 +283,11 @@ async fn backup_replica_and_point_in_time_restore_through_the_binary() {
             r.get(&key("c")).await.unwrap().versionstamp,
             kv.get(&key("c")).await.unwrap().versionstamp
         );
-        assert!(p.terminate().success());
+        // Off the runtime: the client's connections must keep running while the server drains.
+        assert!(tokio::task::spawn_blocking(move || p.terminate())
+            .await
+            .unwrap()
+            .success());
     }
     // Move it forward to the latest point.
     let out = pitr(&[
@@ -304,12 +312,57 @@ async fn backup_replica_and_point_in_time_restore_through_the_binary() {
         let (r, _) = connect(p.addr).await;
         assert_eq!(value_of(&r, "a").await.as_deref(), Some(&b"changed"[..]));
         assert_eq!(value_of(&r, "d").await.as_deref(), Some(&b"4"[..]));
-        // A restored database takes writes again, with versionstamps after the backup's.
+        // Off the runtime: the client's connections must keep running while the server drains.
+        assert!(tokio::task::spawn_blocking(move || p.terminate())
+            .await
+            .unwrap()
+            .success());
+    }
+
+    // And back again to the earlier point: a new copy replaces the old file.
+    let out = pitr(&[
+        "checkout",
+        "--from",
+        s(&backup),
+        "--engine",
+        "redb",
+        "--path",
+        s(&restored),
+        "--at",
+        &after_bc,
+    ]);
+    assert!(out.contains(&after_bc), "{out}");
+    {
+        let p = spawn(&[
+            "--engine",
+            "redb",
+            "--path",
+            s(&restored),
+            "--addr",
+            "127.0.0.1:0",
+        ]);
+        let (r, _) = connect(p.addr).await;
+        assert_eq!(value_of(&r, "a").await.as_deref(), Some(&b"1"[..]));
+        assert_eq!(value_of(&r, "d").await, None);
+        // A restored database takes writes again, with versionstamps after the point's.
         let out = r.write(&write_of(vec![set(&key("e"), b"5")])).await;
         assert_eq!(out.status, 1);
-        assert!(out.versionstamp > kv.get(&key("d")).await.unwrap().versionstamp);
-        assert!(p.terminate().success());
+        assert!(out.versionstamp > kv.get(&key("c")).await.unwrap().versionstamp);
+        // Off the runtime: the client's connections must keep running while the server drains.
+        assert!(tokio::task::spawn_blocking(move || p.terminate())
+            .await
+            .unwrap()
+            .success());
     }
+
+    // Once written to, it is no longer a copy of the backup: checkout refuses to touch it.
+    let out = Command::new(BIN)
+        .args(["pitr", "checkout", "--from", s(&backup), "--engine", "redb"])
+        .args(["--path", s(&restored)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a restored copy"));
 
     // Restoring into a database that holds data is refused.
     let out = Command::new(BIN)

@@ -11,6 +11,7 @@
 //! | `05` | `05 ‖ deadline_ms BE ‖ id` | empty (lease index) |
 //! | `00 'c'` | version from which the change log is complete | u64 BE (only while logging) |
 //! | `06` | `06 ‖ version BE` | one logged commit (see [`crate::changes`]) |
+//! | `00 'i'` | version reached by imports (restored copy, replica) | u64 BE (until a write) |
 //!
 //! Prefixing keeps user-key order, so a user range `[s, e)` is the backend range `[01‖s, 01‖e)`.
 
@@ -36,6 +37,8 @@ pub const QUEUE_LEASE: u8 = 0x05;
 pub const CHANGE_LOG: u8 = 0x06;
 /// Meta key holding the version from which the change log is complete.
 pub const META_CHANGE_LOG_SINCE: &[u8] = b"\x00c";
+/// Meta key holding the version reached by imports, while nothing else has been committed.
+pub const META_IMPORTED: &[u8] = b"\x00i";
 
 fn corrupt(what: &str) -> BackendError {
     BackendError::Corrupt(what.to_string())

@@ -126,6 +126,7 @@ impl Db {
             poisoned: None,
             change_log: config.change_log && !config.read_only,
             commits: commits.clone(),
+            import_marker: None,
         };
         let writer_task = tokio::spawn(writer.run(rx));
         let (shutdown, _) = tokio::sync::watch::channel(false);
@@ -172,6 +173,19 @@ impl Db {
         Ok(Versionstamp::from_version(
             read_version(&*self.inner.backend).await?,
         ))
+    }
+
+    /// While the database holds only what [`Db::import`] put there (a restored copy or a
+    /// replica): the versionstamp the imports reached. `None` once anything else committed
+    /// (a write, an expiry sweep, a dead letter), i.e. once the copy has diverged from its
+    /// source.
+    pub async fn imported_through(&self) -> Result<Option<Versionstamp>, KvError> {
+        self.inner.check_open()?;
+        let mut txn = self.inner.backend.begin_read().await?;
+        match txn.get(layout::META_IMPORTED).await? {
+            Some(b) => Ok(Some(Versionstamp::from_version(layout::decode_u64(&b)?))),
+            None => Ok(None),
+        }
     }
 
     /// A receiver whose value is the latest committed versionstamp; it changes on every commit

@@ -516,6 +516,8 @@ pub(crate) struct Writer {
     pub change_log: bool,
     /// Latest committed version, for backup shippers.
     pub commits: Arc<tokio::sync::watch::Sender<Versionstamp>>,
+    /// Whether the imported-version marker is stored (`None`: not read yet).
+    pub import_marker: Option<bool>,
 }
 
 impl Writer {
@@ -612,6 +614,8 @@ impl Writer {
         let mut results = Vec::with_capacity(batch.len());
         let mut all = Effects::default();
         let mut dirty = false;
+        // Some(true): the batch ends with an import; Some(false): something else committed.
+        let mut imported: Option<bool> = None;
         for req in batch {
             let mut cx = Cx {
                 txn: &mut *txn,
@@ -653,6 +657,11 @@ impl Writer {
                         let body = changes::encode_batch(now, *v, changes);
                         txn.put(&changes::log_key(*v), &body).await?;
                     }
+                    if matches!(r, OpResult::Import) {
+                        imported = Some(true);
+                    } else if v != version {
+                        imported = Some(false);
+                    }
                     version = v;
                     all.changed.extend(fx.changed);
                     all.queue_changed |= fx.queue_changed;
@@ -667,8 +676,28 @@ impl Writer {
                 .await?;
             dirty = true;
         }
+        let marker_before = self.import_marker;
+        match imported {
+            Some(true) => {
+                txn.put(layout::META_IMPORTED, &layout::encode_u64(version))
+                    .await?;
+                self.import_marker = Some(true);
+            }
+            Some(false) => {
+                let present = match self.import_marker {
+                    Some(p) => p,
+                    None => txn.get(layout::META_IMPORTED).await?.is_some(),
+                };
+                if present {
+                    txn.delete(layout::META_IMPORTED).await?;
+                }
+                self.import_marker = Some(false);
+            }
+            None => {}
+        }
         if dirty {
             if let Err(e) = txn.commit().await {
+                self.import_marker = marker_before;
                 if matches!(e, BackendError::Conflict(_)) {
                     return Err(e);
                 }

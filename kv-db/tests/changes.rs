@@ -457,3 +457,51 @@ proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn imported_through_tracks_an_unmodified_copy() {
+    let clock = Arc::new(ManualClock::new(1_000));
+    let backend = MemoryBackend::new();
+    let db = Db::open(backend.clone(), manual(&clock, false))
+        .await
+        .unwrap();
+    assert_eq!(db.imported_through().await.unwrap(), None);
+    let vs = Versionstamp::from_version(7);
+    let put = |k: &str| {
+        ImportOp::Put(ExportEntry {
+            key: key(k),
+            value: KvValue::U64(1),
+            versionstamp: vs,
+            expire_at_ms: None,
+        })
+    };
+    db.import(vec![put("a")], Some(vs)).await.unwrap();
+    assert_eq!(db.imported_through().await.unwrap(), Some(vs));
+    let later = Versionstamp::from_version(9);
+    db.import(vec![put("b")], Some(later)).await.unwrap();
+    assert_eq!(db.imported_through().await.unwrap(), Some(later));
+    // A failed check commits nothing: still a copy.
+    let failed = db
+        .atomic_write(AtomicWrite {
+            checks: vec![Check {
+                key: key("a"),
+                versionstamp: None,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(matches!(failed, CommitResult::CheckFailed(_)));
+    assert_eq!(db.imported_through().await.unwrap(), Some(later));
+    // A write makes it diverge, also after a reopen.
+    commit(&db, write(vec![Mutation::set(key("c"), KvValue::U64(1))])).await;
+    assert_eq!(db.imported_through().await.unwrap(), None);
+    drop(db);
+    let db = Db::open(backend, manual(&clock, false)).await.unwrap();
+    assert_eq!(db.imported_through().await.unwrap(), None);
+    db.import(vec![put("d")], None).await.unwrap();
+    assert_eq!(
+        db.imported_through().await.unwrap(),
+        Some(db.current_versionstamp().await.unwrap())
+    );
+}
