@@ -183,7 +183,9 @@ impl Db {
         self.inner.check_open()?;
         let mut txn = self.inner.backend.begin_read().await?;
         match txn.get(layout::META_IMPORTED).await? {
-            Some(b) => Ok(Some(Versionstamp::from_version(layout::decode_u64(&b)?))),
+            Some(b) => Ok(Some(Versionstamp::from_slice(&b).ok_or_else(|| {
+                BackendError::Corrupt("the import marker is not a versionstamp".into())
+            })?)),
             None => Ok(None),
         }
     }
@@ -199,6 +201,11 @@ impl Db {
     /// logging was turned on, and is persisted. `None` when the change log is off.
     pub async fn change_log_since(&self) -> Result<Option<Versionstamp>, KvError> {
         self.inner.check_open()?;
+        // A database opened without logging (or read-only) does not log, whatever the store
+        // remembers from an earlier run.
+        if !self.inner.config.change_log || self.inner.config.read_only {
+            return Ok(None);
+        }
         let mut txn = self.inner.backend.begin_read().await?;
         match txn.get(layout::META_CHANGE_LOG_SINCE).await? {
             Some(b) => Ok(Some(Versionstamp::from_version(layout::decode_u64(&b)?))),
@@ -290,17 +297,16 @@ impl Db {
 
     /// Applies `ops` in one commit as they are, without checks or limits (restore and read
     /// replicas); works on a read-only database too. Afterwards the database version is at
-    /// least `advance_to`, so later writes get larger versionstamps. Watchers of the touched
-    /// keys are notified. Imports are not written to the change log.
+    /// least `advance_to`, so later writes get larger versionstamps, and
+    /// [`Db::imported_through`] reports `advance_to` (all 10 bytes) while the database holds
+    /// nothing but imports. Watchers of the touched keys are notified. Imports are not written
+    /// to the change log, which therefore counts as complete only after them.
     pub async fn import(
         &self,
         ops: Vec<ImportOp>,
         advance_to: Option<Versionstamp>,
     ) -> Result<(), KvError> {
-        let op = Op::Import {
-            ops,
-            advance_to: advance_to.map(|v| v.version()),
-        };
+        let op = Op::Import { ops, advance_to };
         match self.inner.submit(op).await? {
             OpResult::Import => Ok(()),
             _ => Err(unexpected_reply()),

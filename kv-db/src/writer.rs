@@ -46,7 +46,7 @@ pub(crate) enum Op {
     /// Stores raw entries (restore, replicas).
     Import {
         ops: Vec<ImportOp>,
-        advance_to: Option<u64>,
+        advance_to: Option<Versionstamp>,
     },
     Shutdown,
 }
@@ -89,6 +89,16 @@ impl From<KvError> for ApplyError {
     }
 }
 
+/// The version after `v`, or an error once the 64-bit version space is used up (only a corrupt
+/// or hostile store or import can get there).
+fn next_version(v: u64) -> Result<u64, BackendError> {
+    v.checked_add(1).ok_or_else(|| {
+        BackendError::Corrupt(
+            "the database version is at its maximum; no further commit is possible".into(),
+        )
+    })
+}
+
 /// Buffered writes of one operation, read through to the transaction.
 #[derive(Default)]
 struct Overlay {
@@ -115,6 +125,8 @@ struct Cx<'a> {
     logging: bool,
     /// Post-images of the logical write being applied.
     pending: Vec<KeyChange>,
+    /// Where an import left the database.
+    import_point: Versionstamp,
 }
 
 impl Cx<'_> {
@@ -206,7 +218,7 @@ impl Cx<'_> {
         if !failed.is_empty() {
             return Ok(OpResult::Write(CommitResult::CheckFailed(failed)));
         }
-        let version = self.version + 1;
+        let version = next_version(self.version)?;
         let vs = Versionstamp::from_version(version);
         for m in &w.mutations {
             match &m.kind {
@@ -353,7 +365,7 @@ impl Cx<'_> {
             );
             self.fx.queue_changed = true;
         } else if !rec.keys_if_undelivered.is_empty() {
-            self.version += 1;
+            self.version = next_version(self.version)?;
             let vs = Versionstamp::from_version(self.version);
             for key in &rec.keys_if_undelivered {
                 let r = Record {
@@ -403,7 +415,7 @@ impl Cx<'_> {
             .scan(&[EXPIRY], &end, MAINTENANCE_CHUNK, false)
             .await?;
         let mut more = due.len() == MAINTENANCE_CHUNK;
-        let sweep_version = self.version + 1;
+        let sweep_version = next_version(self.version)?;
         let mut deleted = 0;
         for (k, _) in due {
             let (ts, user_key) = layout::split_timed(&k)?;
@@ -461,8 +473,23 @@ impl Cx<'_> {
             .scan(&[CHANGE_LOG], &end, MAINTENANCE_CHUNK, false)
             .await?;
         let more = old.len() == MAINTENANCE_CHUNK;
+        let mut newest = None;
         for (k, _) in old {
+            newest = Some(layout::split_timed(&k)?.0);
             self.delete(k);
+        }
+        // What is trimmed is no longer in the log: it is complete only after the newest
+        // deleted entry (another reader of the log would otherwise miss those commits).
+        if let Some(newest) = newest {
+            if let Some(b) = self.get(layout::META_CHANGE_LOG_SINCE).await? {
+                let since = layout::decode_u64(&b)?;
+                if newest > since {
+                    self.put(
+                        layout::META_CHANGE_LOG_SINCE.to_vec(),
+                        layout::encode_u64(newest).to_vec(),
+                    );
+                }
+            }
         }
         Ok(OpResult::Trim(more))
     }
@@ -470,7 +497,7 @@ impl Cx<'_> {
     async fn apply_import(
         &mut self,
         ops: Vec<ImportOp>,
-        advance_to: Option<u64>,
+        advance_to: Option<Versionstamp>,
     ) -> Result<OpResult, ApplyError> {
         // Imports are not logged: they replay history that is already stored elsewhere.
         self.logging = false;
@@ -480,10 +507,26 @@ impl Cx<'_> {
                 layout::encode_u64(layout::FORMAT_VERSION).to_vec(),
             );
         }
-        if let Some(a) = advance_to {
-            self.version = self.version.max(a);
-        }
+        // The point the imports reached, with all 10 bytes (a Deno Deploy versionstamp can have a
+        // non-zero batch index; the database's own counter is the first 8 bytes).
+        self.import_point = match advance_to {
+            Some(a) if a.version() >= self.version => {
+                self.version = a.version();
+                a
+            }
+            _ => Versionstamp::from_version(self.version),
+        };
         let version = self.version;
+        // Imported changes are not in the change log: a log reader must not take it as complete
+        // across them.
+        if let Some(b) = self.get(layout::META_CHANGE_LOG_SINCE).await? {
+            if layout::decode_u64(&b)? < version {
+                self.put(
+                    layout::META_CHANGE_LOG_SINCE.to_vec(),
+                    layout::encode_u64(version).to_vec(),
+                );
+            }
+        }
         for op in ops {
             match op {
                 ImportOp::Put(e) => {
@@ -614,8 +657,9 @@ impl Writer {
         let mut results = Vec::with_capacity(batch.len());
         let mut all = Effects::default();
         let mut dirty = false;
-        // Some(true): the batch ends with an import; Some(false): something else committed.
-        let mut imported: Option<bool> = None;
+        // The import marker after this batch: Some(Some(point)) set, Some(None) cleared.
+        let mut marker: Option<Option<Versionstamp>> = None;
+        let mut diverged = false;
         for req in batch {
             let mut cx = Cx {
                 txn: &mut *txn,
@@ -625,6 +669,7 @@ impl Writer {
                 fx: Effects::default(),
                 logging: self.change_log,
                 pending: Vec::new(),
+                import_point: Versionstamp::from_version(version),
             };
             let res = match &mut req.op {
                 Op::Write(w) => cx.apply_write(w).await,
@@ -643,7 +688,11 @@ impl Writer {
             match res {
                 Ok(r) => {
                     let Cx {
-                        ov, version: v, fx, ..
+                        ov,
+                        version: v,
+                        fx,
+                        import_point: cx_point,
+                        ..
                     } = cx;
                     for (k, val) in ov.writes {
                         dirty = true;
@@ -658,9 +707,21 @@ impl Writer {
                         txn.put(&changes::log_key(*v), &body).await?;
                     }
                     if matches!(r, OpResult::Import) {
-                        imported = Some(true);
+                        // Only a copy that has seen nothing but imports (or was empty) stays one.
+                        let present = match self.import_marker {
+                            Some(p) => p,
+                            None => {
+                                let p = txn.get(layout::META_IMPORTED).await?.is_some();
+                                self.import_marker = Some(p);
+                                p
+                            }
+                        };
+                        if !diverged && (present || start_version == 0 || marker.is_some()) {
+                            marker = Some(Some(cx_point));
+                        }
                     } else if v != version {
-                        imported = Some(false);
+                        diverged = true;
+                        marker = Some(None);
                     }
                     version = v;
                     all.changed.extend(fx.changed);
@@ -677,19 +738,20 @@ impl Writer {
             dirty = true;
         }
         let marker_before = self.import_marker;
-        match imported {
-            Some(true) => {
-                txn.put(layout::META_IMPORTED, &layout::encode_u64(version))
-                    .await?;
+        match marker {
+            Some(Some(point)) => {
+                txn.put(layout::META_IMPORTED, point.as_bytes()).await?;
                 self.import_marker = Some(true);
+                dirty = true;
             }
-            Some(false) => {
+            Some(None) => {
                 let present = match self.import_marker {
                     Some(p) => p,
                     None => txn.get(layout::META_IMPORTED).await?.is_some(),
                 };
                 if present {
                     txn.delete(layout::META_IMPORTED).await?;
+                    dirty = true;
                 }
                 self.import_marker = Some(false);
             }

@@ -499,9 +499,92 @@ async fn imported_through_tracks_an_unmodified_copy() {
     drop(db);
     let db = Db::open(backend, manual(&clock, false)).await.unwrap();
     assert_eq!(db.imported_through().await.unwrap(), None);
+    // Importing into a diverged database doesn't make it a copy again.
     db.import(vec![put("d")], None).await.unwrap();
-    assert_eq!(
-        db.imported_through().await.unwrap(),
-        Some(db.current_versionstamp().await.unwrap())
+    assert_eq!(db.imported_through().await.unwrap(), None);
+    drop(db);
+
+    // A Deno Deploy point keeps its batch index; the next write still sorts after it.
+    let db = Db::open(MemoryBackend::new(), manual(&clock, false))
+        .await
+        .unwrap();
+    let deploy: Versionstamp = "000000000000000c0003".parse().unwrap();
+    db.import(vec![put("a")], Some(deploy)).await.unwrap();
+    assert_eq!(db.imported_through().await.unwrap(), Some(deploy));
+    // A write and an import in one batch: the write wins, the copy has diverged.
+    let (w, i) = tokio::join!(
+        db.atomic_write(write(vec![Mutation::set(key("w"), KvValue::U64(1))])),
+        db.import(vec![put("b")], Some(Versionstamp::from_version(100)))
     );
+    i.unwrap();
+    let CommitResult::Committed(vs) = w.unwrap() else {
+        panic!()
+    };
+    assert!(vs > deploy);
+    assert_eq!(db.imported_through().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn trims_and_imports_move_the_change_log_start() {
+    let clock = Arc::new(ManualClock::new(1_000));
+    let backend = MemoryBackend::new();
+    let db = Db::open(backend.clone(), manual(&clock, true))
+        .await
+        .unwrap();
+    let v1 = commit(&db, write(vec![Mutation::set(key("a"), KvValue::U64(1))])).await;
+    let v2 = commit(&db, write(vec![Mutation::set(key("b"), KvValue::U64(1))])).await;
+    assert_eq!(
+        db.change_log_since().await.unwrap(),
+        Some(Versionstamp::from_version(0))
+    );
+    db.trim_changes(v1).await.unwrap();
+    assert_eq!(db.change_log_since().await.unwrap(), Some(v1));
+    // Trimming past the log (commits that logged nothing) moves it only as far as it deleted.
+    db.trim_changes(Versionstamp::from_version(50))
+        .await
+        .unwrap();
+    assert_eq!(db.change_log_since().await.unwrap(), Some(v2));
+    let vi = Versionstamp::from_version(70);
+    db.import(
+        vec![ImportOp::Put(ExportEntry {
+            key: key("i"),
+            value: KvValue::U64(1),
+            versionstamp: vi,
+            expire_at_ms: None,
+        })],
+        Some(vi),
+    )
+    .await
+    .unwrap();
+    assert_eq!(db.change_log_since().await.unwrap(), Some(vi));
+    drop(db);
+    // Opened read-only, the database logs nothing, whatever the store remembers.
+    let ro = Db::open(
+        backend,
+        DbConfig {
+            read_only: true,
+            ..manual(&clock, true)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(ro.change_log_since().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn an_exhausted_version_space_is_an_error_not_a_crash() {
+    let clock = Arc::new(ManualClock::new(1_000));
+    let db = Db::open(MemoryBackend::new(), manual(&clock, false))
+        .await
+        .unwrap();
+    let max = Versionstamp::from_version(u64::MAX);
+    db.import(vec![], Some(max)).await.unwrap();
+    let err = db
+        .atomic_write(write(vec![Mutation::set(key("a"), KvValue::U64(1))]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("maximum"), "{err}");
+    // The writer is still alive: reads and imports work.
+    assert_eq!(db.current_versionstamp().await.unwrap(), max);
+    db.import(vec![], None).await.unwrap();
 }
