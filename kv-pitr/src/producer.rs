@@ -880,6 +880,19 @@ impl Worker {
     /// Cuts (if needed) and stores one segment. Returns whether more changes are waiting.
     async fn ship_one(&mut self) -> Result<bool, BackupError> {
         if self.pending.is_none() {
+            // The log may have been trimmed by another reader or passed by imports since the
+            // last segment: shipping on would leave a silent hole in the backup.
+            let log_since = self
+                .db
+                .change_log_since()
+                .await?
+                .ok_or(BackupError::ChangeLogDisabled)?;
+            if log_since > self.shipped {
+                return Err(BackupError::Gap {
+                    log_since,
+                    shipped_through: self.shipped,
+                });
+            }
             let before = self.db.current_versionstamp().await?;
             let mut batches = self
                 .db
@@ -888,9 +901,18 @@ impl Worker {
             let full_read = batches.len() >= self.config.max_segment_batches.max(1);
             let mut size = 0usize;
             let mut take = 0usize;
+            // A segment carries one time (its last commit's), which is what recovery points by
+            // time see: keep the commits of one segment within one flush interval of each
+            // other, also when a backlog is shipped.
+            let first_ts = batches.first().map_or(0, |b| b.timestamp_ms);
+            let max_spread =
+                u64::try_from(self.config.flush_interval.as_millis()).unwrap_or(u64::MAX);
             for b in &batches {
                 let s = batch_size_estimate(b);
-                if take > 0 && size + s > self.config.max_segment_bytes {
+                if take > 0
+                    && (size + s > self.config.max_segment_bytes
+                        || b.timestamp_ms.saturating_sub(first_ts) > max_spread)
+                {
                     break;
                 }
                 size += s;

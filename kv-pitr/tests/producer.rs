@@ -1153,3 +1153,83 @@ async fn reference_time_machine_replay_matches() {
         .collect();
     assert_eq!(replayed, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_is_cut_so_segment_times_stay_close_to_commit_times() {
+    let clock = Arc::new(kv_traits::ManualClock::new(1_000_000));
+    let db = Db::open(
+        MemoryBackend::new(),
+        DbConfig {
+            clock: clock.clone(),
+            ..config()
+        },
+    )
+    .await
+    .unwrap();
+    let flaky = Arc::new(FlakyStore {
+        inner: Arc::new(InMemory::new()),
+        fail_writes: AtomicBool::new(false),
+        failed: AtomicU64::new(0),
+    });
+    let store: Arc<dyn ObjectStore> = flaky.clone();
+    let mut cfg = fast(store.clone(), "t");
+    cfg.flush_interval = Duration::from_millis(1_000);
+    let backup = Backup::start(db.clone(), cfg).await.unwrap();
+    backup.flush(Duration::from_secs(5)).await.unwrap();
+    // A backlog while the store is down: commits 10 s, 50 s and 50.5 s later.
+    flaky.fail_writes.store(true, Ordering::SeqCst);
+    clock.advance(10_000);
+    let a = write(&db, vec![Mutation::set(key("a", 1), KvValue::U64(1))]).await;
+    clock.advance(40_000);
+    let b = write(&db, vec![Mutation::set(key("b", 1), KvValue::U64(1))]).await;
+    clock.advance(500);
+    let c = write(&db, vec![Mutation::set(key("c", 1), KvValue::U64(1))]).await;
+    flaky.fail_writes.store(false, Ordering::SeqCst);
+    backup.flush(Duration::from_secs(10)).await.unwrap();
+    let decoded = decode_prefix(&*store, &Path::from("t")).await;
+    let times: Vec<(Vec<Versionstamp>, u64)> = decoded
+        .logs
+        .iter()
+        .map(|(_, s)| {
+            let (txs, _) = format::group_transactions(s.entries.clone());
+            (txs.into_iter().map(|(vs, _)| vs).collect(), s.timestamp_ms)
+        })
+        .collect();
+    // `a` is not stamped with b's time: it is alone in its segment.
+    assert!(times.contains(&(vec![a], 1_010_000)), "{times:?}");
+    assert!(times.contains(&(vec![b, c], 1_050_500)), "{times:?}");
+    backup.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_trimmed_behind_the_backups_back_stops_it() {
+    let db = memory_db().await;
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    write(&db, vec![Mutation::set(key("a", 1), KvValue::U64(1))]).await;
+    let backup = Backup::start(db.clone(), fast(store.clone(), "p"))
+        .await
+        .unwrap();
+    let shipped = backup.flush(Duration::from_secs(5)).await.unwrap();
+    backup.shutdown().await.unwrap();
+    // Someone else consumes (and trims) the log while this backup is stopped ...
+    let k2 = write(&db, vec![Mutation::set(key("k", 2), KvValue::U64(2))]).await;
+    db.trim_changes(k2).await.unwrap();
+    assert!(k2 > shipped);
+    // ... so resuming would leave k2 out: refused.
+    match Backup::start(db.clone(), fast(store.clone(), "p")).await {
+        Err(BackupError::Gap { .. }) => {}
+        Ok(b) => {
+            let flushed = b.flush(Duration::from_secs(2)).await;
+            let status = b.status();
+            assert!(
+                flushed.is_err()
+                    && status
+                        .last_error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("change log starts")),
+                "{flushed:?} {status:?}"
+            );
+        }
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
