@@ -277,6 +277,32 @@ fn parse_time(what: &'static str, value: &str) -> Result<u64, PitrCliError> {
     })
 }
 
+/// Opens a database to restore into or move in time (no background sweeps: it must hold
+/// exactly what the backup says).
+async fn open_target(db: &DbArgs) -> Result<kv_db::Db, MainError> {
+    let config = kv_db::DbConfig {
+        background_tasks: false,
+        ..Default::default()
+    };
+    open_db(db, config).await
+}
+
+/// [`kv_pitr::restore::restore`], printing its progress on stderr about once a second.
+async fn restore_reporting(
+    reader: &BackupReader,
+    db: &kv_db::Db,
+    target: RestoreTarget,
+) -> Result<kv_pitr::restore::RestoreOutcome, kv_pitr::restore::RestoreError> {
+    let mut last_report = std::time::Instant::now();
+    kv_pitr::restore::restore(reader, db, target, |p| {
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            last_report = std::time::Instant::now();
+            eprintln!("restoring: {p:?}");
+        }
+    })
+    .await
+}
+
 /// Files of a database at `path` (SQLite keeps two companions beside the main file).
 fn db_files(path: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = vec![path.to_path_buf()];
@@ -313,15 +339,8 @@ async fn checkout_backwards(
             std::fs::remove_file(&f).map_err(|e| io("cannot remove a stale temporary file", e))?;
         }
     }
-    let fresh = open_db(
-        &tmp,
-        kv_db::DbConfig {
-            background_tasks: false,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let outcome = kv_pitr::restore::restore(reader, &fresh, target, |_| {}).await;
+    let fresh = open_target(&tmp).await?;
+    let outcome = restore_reporting(reader, &fresh, target).await;
     let closed = kv_traits::Database::close(&fresh).await;
     let outcome = outcome.map_err(|e| PitrCliError::Restore(e.to_string()))?;
     closed.map_err(|e| MainError::Open(e.to_string()))?;
@@ -432,14 +451,7 @@ pub(crate) async fn run(cmd: PitrCommand) -> Result<(), MainError> {
             let target = parse_target(at, time)?;
             let (store, prefix) = open_store(&from, &store, false)?;
             let reader = BackupReader::new(store, prefix);
-            let target_db = open_db(
-                &db,
-                kv_db::DbConfig {
-                    background_tasks: false,
-                    ..Default::default()
-                },
-            )
-            .await?;
+            let target_db = open_target(&db).await?;
             let outcome = kv_pitr::restore::catch_up(&reader, &target_db, target).await;
             let closed = kv_traits::Database::close(&target_db).await;
             let outcome = match outcome {
@@ -470,23 +482,10 @@ pub(crate) async fn run(cmd: PitrCommand) -> Result<(), MainError> {
             let target = parse_target(at, time)?;
             let (store, prefix) = open_store(&from, &store, false)?;
             let reader = BackupReader::new(store, prefix);
-            let target_db = open_db(
-                &db,
-                kv_db::DbConfig {
-                    background_tasks: false,
-                    ..Default::default()
-                },
-            )
-            .await?;
-            let mut last_report = std::time::Instant::now();
-            let outcome = kv_pitr::restore::restore(&reader, &target_db, target, |p| {
-                if last_report.elapsed() >= Duration::from_secs(1) {
-                    last_report = std::time::Instant::now();
-                    eprintln!("restoring: {p:?}");
-                }
-            })
-            .await
-            .map_err(|e| PitrCliError::Restore(e.to_string()));
+            let target_db = open_target(&db).await?;
+            let outcome = restore_reporting(&reader, &target_db, target)
+                .await
+                .map_err(|e| PitrCliError::Restore(e.to_string()));
             let closed = kv_traits::Database::close(&target_db).await;
             let outcome = outcome?;
             closed.map_err(|e| MainError::Open(e.to_string()))?;
