@@ -8,6 +8,10 @@
 //! and the listing is checked as a whole (no missing segment or snapshot range in backups that
 //! carry our manifest). Problems are [`ConsumerError`]s naming the object.
 //!
+//! Our backups may also hold checkpoints (`checkpoints/{monoseq:016x}/`, full snapshots
+//! taken while the backup runs): [`BackupReader::checkpoints`] lists the complete ones and
+//! checks them like the initial snapshot.
+//!
 //! Only transaction boundaries (log entries whose 12-byte versionstamp ends in `ff ff`) at or
 //! after the differential versionstamp are consistent states: those are the
 //! [`RecoveryPoint`]s. The differential versionstamp itself is always the first one.
@@ -22,8 +26,8 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::format::{
-    self, BackupManifest, ExportEntry, FormatError, LogEntry, LogSegment, LogSegmentKey,
-    SnapshotRangeKey, Vs12,
+    self, BackupManifest, CheckpointManifest, ExportEntry, FormatError, LogEntry, LogSegment,
+    LogSegmentKey, SnapshotRangeKey, Vs12,
 };
 
 /// How many objects are downloaded at the same time by default (results stay in order).
@@ -81,7 +85,7 @@ pub enum ConsumerError {
         prefix: String,
         /// The monoseq that should come next.
         expected_monoseq: u64,
-        /// Where in the sequence ("after <segment>" or "first").
+        /// Where in the sequence (`after <segment>`, `before <segment> …` or `first`).
         after: String,
         /// What was found instead.
         found: String,
@@ -139,6 +143,20 @@ pub enum ConsumerError {
         target: String,
         /// The first recovery point.
         first: RecoveryPoint,
+    },
+    /// A complete checkpoint (one with a `checkpoint.json`) is damaged or contradicts the
+    /// backup. Restores do not silently fall back to an older checkpoint: delete the
+    /// checkpoint's folder, or read the backup with [`BackupReader::with_checkpoints`]`(false)`,
+    /// to restore from older data (slower: more of the log is replayed).
+    #[error("checkpoint {dir} cannot be used: {source}; delete that folder (or restore without checkpoints) to restore from an older checkpoint or the initial snapshot instead")]
+    Checkpoint {
+        /// The checkpoint's `monoseq`.
+        monoseq: u64,
+        /// Full path of the checkpoint's folder.
+        dir: String,
+        /// What is wrong.
+        #[source]
+        source: Box<ConsumerError>,
     },
     /// The requested target is after the latest recovery point of the backup.
     #[error("{target} is after the latest recovery point of the backup ({latest})")]
@@ -251,6 +269,31 @@ pub struct BackupInfo {
     pub latest_point: RecoveryPoint,
 }
 
+/// A complete checkpoint of a backup (see [`format::CheckpointManifest`]): its manifest was
+/// read and checked, and its range objects were listed (their content is checked when they
+/// are downloaded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The manifest (`checkpoint.json`).
+    pub manifest: CheckpointManifest,
+    /// Versionstamp of the database when the checkpoint started: log entries after it are
+    /// replayed on top of the ranges.
+    pub snapshot_start: Versionstamp,
+    /// Versionstamp from which states restored from the checkpoint are consistent.
+    pub snapshot_end: Versionstamp,
+    /// The range objects, `seq` 0, 1, … in order.
+    pub ranges: Vec<SnapshotRangeKey>,
+}
+
+/// The objects listed in one checkpoint folder.
+#[derive(Default)]
+struct CheckpointListing {
+    has_manifest: bool,
+    ranges: Vec<SnapshotRangeKey>,
+    /// The first object that is neither the manifest nor a range.
+    foreign: Option<ConsumerError>,
+}
+
 /// Reads a backup under `prefix` of an object store.
 ///
 /// Cloning is cheap (the store is shared).
@@ -259,6 +302,7 @@ pub struct BackupReader {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     concurrency: usize,
+    use_checkpoints: bool,
 }
 
 impl BackupReader {
@@ -268,7 +312,21 @@ impl BackupReader {
             store,
             prefix,
             concurrency: DEFAULT_FETCH_CONCURRENCY,
+            use_checkpoints: true,
         }
+    }
+
+    /// Whether restores start from the newest suitable checkpoint (the default) or always
+    /// from the initial snapshot (replaying the whole log; e.g. to get around a damaged
+    /// checkpoint).
+    pub fn with_checkpoints(mut self, use_them: bool) -> Self {
+        self.use_checkpoints = use_them;
+        self
+    }
+
+    /// Whether restores may start from a checkpoint; see [`BackupReader::with_checkpoints`].
+    pub fn uses_checkpoints(&self) -> bool {
+        self.use_checkpoints
     }
 
     /// Sets how many objects are downloaded at the same time (at least 1).
@@ -462,40 +520,7 @@ impl BackupReader {
         let listing_started = Utc::now();
         let mut logs = self.list_logs(after).await?;
         match kind {
-            BackupKind::KvPitr(_) => {
-                let mut prev = after.copied();
-                for obj in &logs {
-                    if let Some(p) = &prev {
-                        let expected = p.monoseq.saturating_add(1);
-                        if obj.key.monoseq != expected {
-                            return Err(ConsumerError::MissingLogSegments {
-                                prefix: self.prefix_text(),
-                                expected_monoseq: expected,
-                                after: format!("after {p}"),
-                                found: obj.key.to_string(),
-                            });
-                        }
-                        if obj.key.first_vs12 <= p.last_vs12 {
-                            return Err(ConsumerError::Inconsistent {
-                                object: format::log_path(&self.prefix, &obj.key).to_string(),
-                                reason: format!(
-                                    "it starts at {} but the previous segment {p} ends at {}",
-                                    hex::encode(obj.key.first_vs12),
-                                    hex::encode(p.last_vs12)
-                                ),
-                            });
-                        }
-                    } else if obj.key.monoseq != FIRST_LOG_MONOSEQ {
-                        return Err(ConsumerError::MissingLogSegments {
-                            prefix: self.prefix_text(),
-                            expected_monoseq: FIRST_LOG_MONOSEQ,
-                            after: "first".into(),
-                            found: obj.key.to_string(),
-                        });
-                    }
-                    prev = Some(obj.key);
-                }
-            }
+            BackupKind::KvPitr(_) => self.check_log_sequence(after.copied(), &logs)?,
             BackupKind::Foreign => {
                 if let Some(cut) = logs.iter().position(|o| o.last_modified > listing_started) {
                     logs.truncate(cut);
@@ -505,11 +530,131 @@ impl BackupReader {
         Ok(logs)
     }
 
+    /// Checks that `logs` continue `prev` without a gap (`monoseq` + 1, no overlap), or start
+    /// the backup's log when `prev` is `None`.
+    fn check_log_sequence(
+        &self,
+        prev: Option<LogSegmentKey>,
+        logs: &[LogObject],
+    ) -> Result<(), ConsumerError> {
+        let mut prev = prev;
+        for obj in logs {
+            if let Some(p) = &prev {
+                let expected = p.monoseq.saturating_add(1);
+                if obj.key.monoseq != expected {
+                    return Err(ConsumerError::MissingLogSegments {
+                        prefix: self.prefix_text(),
+                        expected_monoseq: expected,
+                        after: format!("after {p}"),
+                        found: obj.key.to_string(),
+                    });
+                }
+                if obj.key.first_vs12 <= p.last_vs12 {
+                    return Err(ConsumerError::Inconsistent {
+                        object: format::log_path(&self.prefix, &obj.key).to_string(),
+                        reason: format!(
+                            "it starts at {} but the previous segment {p} ends at {}",
+                            hex::encode(obj.key.first_vs12),
+                            hex::encode(p.last_vs12)
+                        ),
+                    });
+                }
+            } else if obj.key.monoseq != FIRST_LOG_MONOSEQ {
+                return Err(ConsumerError::MissingLogSegments {
+                    prefix: self.prefix_text(),
+                    expected_monoseq: FIRST_LOG_MONOSEQ,
+                    after: "first".into(),
+                    found: obj.key.to_string(),
+                });
+            }
+            prev = Some(obj.key);
+        }
+        Ok(())
+    }
+
+    /// Splits the listed segments of a layout from [`BackupReader::restore_layout`] into
+    /// those wholly at or before `start` (not needed to rebuild states after `start`; they
+    /// are not checked, and may even have been deleted) and the rest, which are checked: with
+    /// our manifest, their `monoseq` numbers are contiguous and nothing is missing between
+    /// `start` and the first of them (it is the backup's first segment, holds `start`
+    /// itself, or its predecessor is listed). `None`: every segment is needed.
+    pub(crate) fn split_logs(
+        &self,
+        layout: &BackupLayout,
+        start: Option<Vs12>,
+    ) -> Result<(Vec<LogObject>, Vec<LogObject>), ConsumerError> {
+        let (before, needed): (Vec<LogObject>, Vec<LogObject>) = layout
+            .logs
+            .iter()
+            .cloned()
+            .partition(|o| start.is_some_and(|s| o.key.last_vs12 <= s));
+        if let BackupKind::KvPitr(_) = layout.kind {
+            if let Some(first) = needed.first() {
+                if let Some(late) = before.iter().find(|o| o.key > first.key) {
+                    return Err(ConsumerError::Inconsistent {
+                        object: format::log_path(&self.prefix, &late.key).to_string(),
+                        reason: format!("it comes after {} but ends before it", first.key),
+                    });
+                }
+            }
+            let prev = match needed.first() {
+                None => None,
+                Some(first) if first.key.monoseq == FIRST_LOG_MONOSEQ => None,
+                Some(first) => match before.last() {
+                    Some(p) if p.key.monoseq.saturating_add(1) == first.key.monoseq => Some(p.key),
+                    _ if start.is_some_and(|s| {
+                        next_vs12(&s).is_none_or(|next| first.key.first_vs12 <= next)
+                    }) =>
+                    {
+                        // It starts at or before the first entry that can follow `start`:
+                        // nothing after `start` can be in an earlier one.
+                        self.check_log_sequence(
+                            Some(first.key),
+                            needed.get(1..).unwrap_or_default(),
+                        )?;
+                        return Ok((before, needed));
+                    }
+                    _ => {
+                        return Err(ConsumerError::MissingLogSegments {
+                            prefix: self.prefix_text(),
+                            expected_monoseq: first.key.monoseq.saturating_sub(1),
+                            after: format!(
+                                "before {} (it may hold entries after {}, which are needed)",
+                                first.key,
+                                start.map_or_else(
+                                    || "the start".to_string(),
+                                    |s| format::vs10_of(&s).to_string()
+                                )
+                            ),
+                            found: match before.last() {
+                                Some(p) => format!("{} before it", p.key),
+                                None => "no earlier segment".into(),
+                            },
+                        });
+                    }
+                },
+            };
+            self.check_log_sequence(prev, &needed)?;
+        }
+        Ok((before, needed))
+    }
+
     /// Lists the whole backup and checks its structure: the differential marker exists, the
     /// manifest (if any) is valid, snapshot ranges are complete (`seq` contiguous from 0 in
     /// each snapshot; with our manifest only the manifest's snapshot is used) and log
     /// segments are complete (see [`BackupReader::logs_after`]).
     pub async fn layout(&self) -> Result<BackupLayout, ConsumerError> {
+        self.layout_inner(true).await
+    }
+
+    /// [`BackupReader::layout`] without the completeness check of the log segments of our
+    /// backups (restores check only the segments they need, with
+    /// [`BackupReader::split_logs`]).
+    pub(crate) async fn restore_layout(&self) -> Result<BackupLayout, ConsumerError> {
+        self.layout_inner(false).await
+    }
+
+    async fn layout_inner(&self, check_logs: bool) -> Result<BackupLayout, ConsumerError> {
         let (differential, manifest, ranges) = futures::try_join!(
             self.differential(),
             self.manifest(),
@@ -519,7 +664,10 @@ impl BackupReader {
             Some(m) => BackupKind::KvPitr(m),
             None => BackupKind::Foreign,
         };
-        let logs = self.logs_after(&kind, None).await?;
+        let logs = match &kind {
+            BackupKind::KvPitr(_) if !check_logs => self.list_logs(None).await?,
+            _ => self.logs_after(&kind, None).await?,
+        };
         let Some(differential) = differential else {
             if ranges.is_empty() && logs.is_empty() && kind == BackupKind::Foreign {
                 return Err(ConsumerError::NotABackup {
@@ -589,6 +737,254 @@ impl BackupReader {
             snapshot_ranges,
             logs,
         })
+    }
+
+    /// The complete checkpoints of a backup (see [`format::CheckpointManifest`]), oldest
+    /// first. Folders without `checkpoint.json` (being written, or left by a crash) are
+    /// ignored, and so is a checkpoint deleted while it is listed (the producer deletes old
+    /// ones, manifest first). Reads every complete checkpoint's manifest; range contents are
+    /// not read.
+    ///
+    /// A complete checkpoint that is inconsistent (unreadable manifest, ranges missing or
+    /// extra, a start before the backup's differential point, …) is an error
+    /// ([`ConsumerError::Checkpoint`]) rather than skipped, so damage is noticed. A checkpoint
+    /// created before the backup's manifest (left by an earlier backup under the same prefix)
+    /// is ignored with a warning.
+    pub async fn checkpoints(
+        &self,
+        layout: &BackupLayout,
+    ) -> Result<Vec<Checkpoint>, ConsumerError> {
+        let dir = format::checkpoints_dir(&self.prefix);
+        let mut dirs: std::collections::BTreeMap<u64, CheckpointListing> =
+            std::collections::BTreeMap::new();
+        for meta in self.list_dir(&dir, None).await? {
+            let Some(m) = format::checkpoint_monoseq_of(&self.prefix, &meta.location) else {
+                tracing::debug!(object = %meta.location, "ignoring an object outside any checkpoint folder");
+                continue;
+            };
+            let entry = dirs.entry(m).or_default();
+            if meta.location == format::checkpoint_manifest_path(&self.prefix, m) {
+                entry.has_manifest = true;
+                continue;
+            }
+            let ranges_dir = format::checkpoint_dir(&self.prefix, m).join(format::SNAPSHOTS);
+            let parsed = if meta.location.prefix_matches(&ranges_dir) {
+                Self::object_name(&ranges_dir, &meta).and_then(|name| {
+                    SnapshotRangeKey::parse(name).map_err(|source| ConsumerError::ForeignObject {
+                        object: meta.location.to_string(),
+                        source,
+                    })
+                })
+            } else {
+                Err(ConsumerError::ForeignObject {
+                    object: meta.location.to_string(),
+                    source: FormatError::BadObjectName {
+                        name: meta.location.filename().unwrap_or_default().to_string(),
+                        reason: "a checkpoint folder holds only checkpoint.json and snapshots/",
+                    },
+                })
+            };
+            match parsed {
+                Ok(key) => entry.ranges.push(key),
+                Err(e) => {
+                    entry.foreign.get_or_insert(e);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (monoseq, listing) in dirs {
+            if !listing.has_manifest {
+                continue;
+            }
+            match self.check_checkpoint(layout, monoseq, listing).await {
+                Ok(Some(c)) => {
+                    let backup_created = match &layout.kind {
+                        BackupKind::KvPitr(m) => m.created_at_ms,
+                        BackupKind::Foreign => 0,
+                    };
+                    if c.manifest.created_at_ms < backup_created {
+                        // Left by an earlier backup under the same prefix (whose other
+                        // objects were deleted): its versionstamps mean nothing here. The
+                        // producer's retention removes it eventually.
+                        tracing::warn!(
+                            monoseq,
+                            "ignoring checkpoint {monoseq} of {}: it is older than the backup itself",
+                            self.prefix_text()
+                        );
+                        continue;
+                    }
+                    out.push(c)
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    if self.checkpoint_exists(monoseq).await? {
+                        return Err(self.checkpoint_error(monoseq, e));
+                    }
+                    tracing::debug!(monoseq, "checkpoint deleted while listed; ignored");
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Wraps a problem with a checkpoint's objects into [`ConsumerError::Checkpoint`].
+    pub(crate) fn checkpoint_error(&self, monoseq: u64, source: ConsumerError) -> ConsumerError {
+        ConsumerError::Checkpoint {
+            monoseq,
+            dir: format!(
+                "{}/{}/",
+                self.store,
+                format::checkpoint_dir(&self.prefix, monoseq)
+            ),
+            source: Box::new(source),
+        }
+    }
+
+    /// Whether the manifest of checkpoint `monoseq` (still) exists.
+    pub async fn checkpoint_exists(&self, monoseq: u64) -> Result<bool, ConsumerError> {
+        let path = format::checkpoint_manifest_path(&self.prefix, monoseq);
+        match self.store.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(source) => Err(ConsumerError::Store {
+                object: path.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Reads and checks one checkpoint's manifest against its listing and the backup.
+    /// `None`: the manifest disappeared (deleted meanwhile).
+    async fn check_checkpoint(
+        &self,
+        layout: &BackupLayout,
+        monoseq: u64,
+        mut listing: CheckpointListing,
+    ) -> Result<Option<Checkpoint>, ConsumerError> {
+        let path = format::checkpoint_manifest_path(&self.prefix, monoseq);
+        let Some(body) = self.get_optional(&path).await? else {
+            return Ok(None);
+        };
+        let inconsistent = |reason: String| ConsumerError::Inconsistent {
+            object: path.to_string(),
+            reason,
+        };
+        let manifest =
+            CheckpointManifest::from_bytes(&body).map_err(|source| ConsumerError::Corrupt {
+                object: path.to_string(),
+                source,
+            })?;
+        if manifest.format != CheckpointManifest::FORMAT {
+            return Err(ConsumerError::UnsupportedManifest {
+                object: path.to_string(),
+                format: manifest.format,
+                supported: CheckpointManifest::FORMAT,
+            });
+        }
+        if manifest.monoseq != monoseq {
+            return Err(inconsistent(format!(
+                "it names checkpoint {} but sits in the folder of checkpoint {monoseq}",
+                manifest.monoseq
+            )));
+        }
+        let parse = |field: &str, text: &str| {
+            text.parse::<Versionstamp>().map_err(|_| {
+                inconsistent(format!(
+                    "{field} {text:?} is not a 20-hex-digit versionstamp"
+                ))
+            })
+        };
+        let snapshot_start = parse("snapshot_start", &manifest.snapshot_start)?;
+        let snapshot_end = parse("snapshot_end", &manifest.snapshot_end)?;
+        if snapshot_start > snapshot_end {
+            return Err(inconsistent(format!(
+                "its snapshot_start {snapshot_start} is after its snapshot_end {snapshot_end}"
+            )));
+        }
+        if snapshot_start < layout.differential {
+            return Err(inconsistent(format!(
+                "its snapshot_start {snapshot_start} is before the backup's differential point {}",
+                layout.differential
+            )));
+        }
+        if let Some(e) = listing.foreign.take() {
+            return Err(e);
+        }
+        listing.ranges.sort();
+        for (i, key) in listing.ranges.iter().enumerate() {
+            let expected = i as u64;
+            if key.monoseq != monoseq || key.format_version != format::FORMAT_VERSION {
+                return Err(ConsumerError::Inconsistent {
+                    object: format::checkpoint_snapshot_path(&self.prefix, key).to_string(),
+                    reason: format!("its name does not belong to checkpoint {monoseq}"),
+                });
+            }
+            if key.seq != expected {
+                return Err(ConsumerError::MissingSnapshotRanges {
+                    prefix: self.prefix_text(),
+                    monoseq,
+                    expected_seq: expected,
+                    found: key.to_string(),
+                });
+            }
+        }
+        let listed = listing.ranges.len() as u64;
+        if listed < manifest.ranges {
+            return Err(ConsumerError::MissingSnapshotRanges {
+                prefix: self.prefix_text(),
+                monoseq,
+                expected_seq: listed,
+                found: format!(
+                    "{listed} of the {} ranges its manifest lists",
+                    manifest.ranges
+                ),
+            });
+        }
+        if listed == 0 {
+            return Err(inconsistent(
+                "it has no range (a checkpoint always has range 0)".into(),
+            ));
+        }
+        if listed > manifest.ranges {
+            return Err(inconsistent(format!(
+                "it lists {} ranges but the folder holds {listed}",
+                manifest.ranges
+            )));
+        }
+        Ok(Some(Checkpoint {
+            manifest,
+            snapshot_start,
+            snapshot_end,
+            ranges: listing.ranges,
+        }))
+    }
+
+    /// Downloads and decodes one range of a checkpoint (checksum verified when present).
+    pub async fn fetch_checkpoint_range(
+        &self,
+        key: &SnapshotRangeKey,
+    ) -> Result<Vec<ExportEntry>, ConsumerError> {
+        let path = format::checkpoint_snapshot_path(&self.prefix, key);
+        let body = self.get_required(&path).await?;
+        format::decode_snapshot_range(&body).map_err(|source| ConsumerError::Corrupt {
+            object: path.to_string(),
+            source,
+        })
+    }
+
+    /// Downloads ranges of a checkpoint concurrently; results come in the order of `keys`.
+    pub fn fetch_checkpoint_ranges(
+        &self,
+        keys: Vec<SnapshotRangeKey>,
+    ) -> BoxStream<'static, Result<(SnapshotRangeKey, Vec<ExportEntry>), ConsumerError>> {
+        let reader = self.clone();
+        stream::iter(keys)
+            .map(move |k| {
+                let reader = reader.clone();
+                async move { reader.fetch_checkpoint_range(&k).await.map(|e| (k, e)) }
+            })
+            .buffered(self.concurrency)
+            .boxed()
     }
 
     /// Downloads and decodes one snapshot range (checksum verified when present).
@@ -729,6 +1125,21 @@ impl BackupReader {
     pub(crate) fn prefix_for_errors(&self) -> String {
         self.prefix_text()
     }
+}
+
+/// The 12-byte versionstamp right after `v` (`None` after the largest one): no entry can lie
+/// strictly between the two.
+fn next_vs12(v: &Vs12) -> Option<Vs12> {
+    let mut next = *v;
+    for b in next.iter_mut().rev() {
+        if *b == 0xff {
+            *b = 0;
+        } else {
+            *b += 1;
+            return Some(next);
+        }
+    }
+    None
 }
 
 /// A backup location that cannot be opened.
@@ -1054,6 +1465,103 @@ mod tests {
         assert_eq!(first.timestamp_ms, 10);
         assert!(w.take_first_point().is_none());
         assert_eq!(w.cursor, Some(key(2, &s2)));
+    }
+
+    #[test]
+    fn split_logs_checks_only_the_needed_segments() {
+        use object_store::memory::InMemory;
+        let reader = BackupReader::new(Arc::new(InMemory::new()), Path::from("p"));
+        // Segment m holds versions 10m+1 ..= 10m+10 (boundaries only).
+        let obj = |m: u64| LogObject {
+            key: LogSegmentKey {
+                format_version: 1,
+                monoseq: m,
+                first_vs12: boundary_of(&vs(10 * m + 1)),
+                last_vs12: boundary_of(&vs(10 * m + 10)),
+            },
+            size: 1,
+            last_modified: Utc::now(),
+        };
+        let layout = |ms: &[u64]| BackupLayout {
+            differential: vs(1),
+            kind: BackupKind::KvPitr(BackupManifest {
+                format: 1,
+                producer: "t".into(),
+                created_at_ms: 0,
+                initial_snapshot_monoseq: 1,
+                snapshot_start: vs(0).to_string(),
+                snapshot_end: vs(1).to_string(),
+            }),
+            snapshot_ranges: vec![],
+            logs: ms.iter().map(|m| obj(*m)).collect(),
+        };
+        let monoseqs = |v: &[LogObject]| v.iter().map(|o| o.key.monoseq).collect::<Vec<_>>();
+        // Start at the end of segment 3: 4.. needed, 3 listed as its predecessor.
+        let (before, needed) = reader
+            .split_logs(&layout(&[1, 2, 3, 4, 5]), Some(boundary_of(&vs(40))))
+            .unwrap();
+        assert_eq!(
+            (monoseqs(&before), monoseqs(&needed)),
+            (vec![1, 2, 3], vec![4, 5])
+        );
+        // Segments before the predecessor may be gone.
+        let (_, needed) = reader
+            .split_logs(&layout(&[3, 4, 5]), Some(boundary_of(&vs(40))))
+            .unwrap();
+        assert_eq!(monoseqs(&needed), vec![4, 5]);
+        // Without the predecessor, entries after the start may be missing...
+        let err = reader
+            .split_logs(&layout(&[4, 5]), Some(boundary_of(&vs(40))))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConsumerError::MissingLogSegments {
+                    expected_monoseq: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // ...unless the first needed segment holds the start itself.
+        let (_, needed) = reader
+            .split_logs(&layout(&[4, 5]), Some(boundary_of(&vs(45))))
+            .unwrap();
+        assert_eq!(monoseqs(&needed), vec![4, 5]);
+        // ...or starts with the entry right after it (a one-change commit is a lone boundary
+        // entry): the start of a checkpoint is `vs12(start, 0xfffe)`.
+        let (_, needed) = reader
+            .split_logs(&layout(&[4, 5]), Some(vs12(&vs(41), 0xfffe)))
+            .unwrap();
+        assert_eq!(monoseqs(&needed), vec![4, 5]);
+        assert!(reader
+            .split_logs(&layout(&[4, 5]), Some(vs12(&vs(40), 0xfffe)))
+            .is_err());
+        assert_eq!(
+            next_vs12(&vs12(&vs(41), 0xfffe)),
+            Some(boundary_of(&vs(41)))
+        );
+        assert_eq!(next_vs12(&[0xff; 12]), None);
+        // Gaps among the needed segments are errors; among the others they are not.
+        assert!(matches!(
+            reader.split_logs(&layout(&[1, 3, 4, 6]), Some(boundary_of(&vs(40)))),
+            Err(ConsumerError::MissingLogSegments {
+                expected_monoseq: 5,
+                ..
+            })
+        ));
+        // From the beginning, the first segment must be there.
+        assert!(matches!(
+            reader.split_logs(&layout(&[2, 3]), None),
+            Err(ConsumerError::MissingLogSegments {
+                expected_monoseq: 1,
+                ..
+            })
+        ));
+        assert_eq!(
+            monoseqs(&reader.split_logs(&layout(&[1, 2]), None).unwrap().1),
+            vec![1, 2]
+        );
     }
 
     #[test]

@@ -12,6 +12,12 @@
 //! - [`consumer`]: [`BackupReader`] lists and verifies the objects of a backup.
 //! - [`restore`](mod@restore): point-in-time [`restore()`](fn@restore) into an empty database, and read [`Replica`]s that
 //!   follow a backup.
+//! - Checkpoints: with [`BackupConfig::checkpoint_interval`] set, the producer also writes
+//!   periodic full snapshots under `checkpoints/`; [`restore()`](fn@restore) and [`Replica`]s
+//!   then start from the newest checkpoint at or before their target and download only the log
+//!   after it, so their time is bounded by the checkpoint interval instead of the backup's age
+//!   (every point since the differential stays restorable from the initial snapshot and the
+//!   log; a damaged checkpoint is an error, see [`BackupReader::with_checkpoints`]).
 //!
 //! ```
 //! use std::sync::Arc;

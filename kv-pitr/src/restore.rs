@@ -6,12 +6,26 @@
 //!   or incomplete backup leaves the database empty. Restored keys keep their versionstamps
 //!   and expiry times, and the database version ends exactly at the restored point, so writes
 //!   after promoting the copy get larger versionstamps.
+//!
+//!   A restore starts from the newest complete checkpoint (see
+//!   [`BackupConfig::checkpoint_interval`](crate::producer::BackupConfig::checkpoint_interval))
+//!   whose first consistent point is at or before the target, or from the initial snapshot
+//!   when there is none (targets before every checkpoint, backups without checkpoints, or
+//!   [`BackupReader::with_checkpoints`]`(false)`). It downloads that base's ranges and only
+//!   the log segments that end after the base's start (for a checkpoint, also the one ending
+//!   with the commit at its start, which dates its first recovery point), so its cost is
+//!   bounded by the checkpoint interval, not by the backup's age; older segments need not
+//!   even exist. The recovery points are the same whatever the base: from the differential
+//!   point to the latest commit. A damaged checkpoint is an error
+//!   ([`ConsumerError::Checkpoint`]), never silently skipped; restoring without checkpoints
+//!   gets around it.
 //! - [`catch_up`] moves a database restored from the same backup forward to a later point
-//!   (applying whole transactions). Moving backwards is not supported: restore into a new
-//!   database instead.
-//! - [`Replica`] restores the latest point, then keeps polling the backup for new log
-//!   segments and applies each complete transaction; watchers of the database are notified.
-//!   Open the database with `read_only: true` so clients cannot write to it.
+//!   (applying whole transactions; only the log after the database's point is read). Moving
+//!   backwards is not supported: restore into a new database instead.
+//! - [`Replica`] restores the latest point (from the newest checkpoint, if any), then keeps
+//!   polling the backup for new log segments and applies each complete transaction; watchers
+//!   of the database are notified. Open the database with `read_only: true` so clients cannot
+//!   write to it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,9 +40,11 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::consumer::{
-    BackupLayout, BackupReader, ConsumerError, LogObject, LogWalker, RecoveryPoint, Transaction,
+    BackupKind, BackupLayout, BackupReader, Checkpoint, ConsumerError, LogObject, LogWalker,
+    RecoveryPoint, Transaction,
 };
 use crate::format;
+use crate::format::{LogSegment, LogSegmentKey, SnapshotRangeKey};
 
 /// Most entries written by one import call while restoring.
 const IMPORT_CHUNK_ENTRIES: usize = 2000;
@@ -97,6 +113,16 @@ pub enum RestoreProgress {
         /// Log segments in the backup.
         log_segments: usize,
     },
+    /// The restore starts from this base (reported again if it falls back to an older one:
+    /// a checkpoint deleted meanwhile, or one whose first point is after a time target).
+    Base {
+        /// The checkpoint's `monoseq`; `None` for the initial snapshot.
+        checkpoint: Option<u64>,
+        /// Its snapshot ranges, to download.
+        snapshot_ranges: usize,
+        /// Log segments to download (those ending after the base's start).
+        log_segments: usize,
+    },
     /// One more snapshot range was downloaded and checked.
     SnapshotRange {
         /// Ranges done so far.
@@ -133,6 +159,9 @@ pub struct RestoreOutcome {
     pub keys: usize,
     /// Log transactions replayed on top of the snapshot.
     pub transactions: u64,
+    /// The checkpoint the restore started from (its `monoseq`); `None` for the initial
+    /// snapshot (and for [`catch_up`], which starts from the database).
+    pub checkpoint: Option<u64>,
 }
 
 /// A restore, catch-up or replica failure.
@@ -215,11 +244,11 @@ struct Stopper {
 
 impl Stopper {
     /// Whether a transaction after the first point is still part of the target state.
-    fn includes(&self, txn: &Transaction) -> bool {
+    fn includes(&self, point: &RecoveryPoint) -> bool {
         match self.target {
             RestoreTarget::Latest => true,
-            RestoreTarget::Versionstamp(v) => txn.versionstamp <= v,
-            RestoreTarget::Time(t) => txn.timestamp_ms <= t,
+            RestoreTarget::Versionstamp(v) => point.versionstamp <= v,
+            RestoreTarget::Time(t) => point.timestamp_ms <= t,
         }
     }
 
@@ -260,6 +289,8 @@ struct Staged {
     walker: LogWalker,
     point: RecoveryPoint,
     transactions: u64,
+    /// The checkpoint restored from (`None`: the initial snapshot).
+    checkpoint: Option<u64>,
 }
 
 fn apply_to_state(state: &mut BTreeMap<Vec<u8>, ExportEntry>, txn: Transaction) {
@@ -284,19 +315,28 @@ fn apply_to_state(state: &mut BTreeMap<Vec<u8>, ExportEntry>, txn: Transaction) 
     }
 }
 
-/// Downloads, checks and replays everything the target needs, in memory.
+/// What a restore starts from.
+#[derive(Clone, Copy)]
+enum Base<'a> {
+    /// The initial snapshot (`snapshots/`), consistent from the differential point.
+    Initial,
+    /// A checkpoint, consistent from its `snapshot_end`.
+    Checkpoint(&'a Checkpoint),
+}
+
+/// Downloads, checks and replays everything the target needs, in memory, starting from the
+/// newest checkpoint that can hold the target (the initial snapshot if none can).
 async fn stage(
     reader: &BackupReader,
     target: RestoreTarget,
     progress: &mut dyn FnMut(RestoreProgress),
 ) -> Result<Staged, ConsumerError> {
-    let layout = reader.layout().await?;
+    let layout = reader.restore_layout().await?;
     let dv = layout.differential;
     progress(RestoreProgress::Listed {
         snapshot_ranges: layout.snapshot_ranges.len(),
         log_segments: layout.logs.len(),
     });
-    let stopper = Stopper { target };
     // Fail early for versionstamps before the first point (its time is not needed).
     if let RestoreTarget::Versionstamp(v) = target {
         if v < dv {
@@ -309,22 +349,91 @@ async fn stage(
             });
         }
     }
+    let checkpoints = match layout.kind {
+        BackupKind::KvPitr(_) if reader.uses_checkpoints() => reader.checkpoints(&layout).await?,
+        _ => Vec::new(),
+    };
+    // Newest first. The time of a checkpoint's first recovery point is only known from the
+    // log (the manifest's time comes from another clock): for a time target, a checkpoint
+    // whose first point turns out to be after the target is passed over in `stage_from`,
+    // before its ranges are downloaded.
+    let candidates = checkpoints.iter().rev().filter(|c| match target {
+        RestoreTarget::Latest | RestoreTarget::Time(_) => true,
+        RestoreTarget::Versionstamp(v) => c.snapshot_end <= v,
+    });
+    for c in candidates {
+        if let Some(staged) =
+            stage_from(reader, &layout, Base::Checkpoint(c), target, progress).await?
+        {
+            return Ok(staged);
+        }
+    }
+    match stage_from(reader, &layout, Base::Initial, target, progress).await? {
+        Some(staged) => Ok(staged),
+        // Only a checkpoint base can decline the target.
+        None => Err(ConsumerError::NotReady {
+            prefix: reader.prefix().to_string(),
+        }),
+    }
+}
 
+/// Loads the snapshot ranges of `base` into a state (newest version of each key), checking
+/// that no entry is newer than `end`. For a checkpoint, also that its keys are strictly
+/// ascending across ranges and that their number matches its manifest.
+async fn load_base(
+    reader: &BackupReader,
+    layout: &BackupLayout,
+    base: Base<'_>,
+    progress: &mut dyn FnMut(RestoreProgress),
+) -> Result<BTreeMap<Vec<u8>, ExportEntry>, ConsumerError> {
+    let (keys, end, what) = match base {
+        Base::Initial => (
+            layout.snapshot_ranges.clone(),
+            layout.differential,
+            "the differential versionstamp",
+        ),
+        Base::Checkpoint(c) => (
+            c.ranges.clone(),
+            c.snapshot_end,
+            "the checkpoint's snapshot_end",
+        ),
+    };
+    let total = keys.len();
+    let mut ranges = match base {
+        Base::Initial => reader.fetch_snapshot_ranges(keys),
+        Base::Checkpoint(_) => reader.fetch_checkpoint_ranges(keys),
+    };
+    let path_of = |key: &SnapshotRangeKey| match base {
+        Base::Initial => format::snapshot_path(reader.prefix(), key),
+        Base::Checkpoint(_) => format::checkpoint_snapshot_path(reader.prefix(), key),
+    };
     let mut state: BTreeMap<Vec<u8>, ExportEntry> = BTreeMap::new();
-    let total = layout.snapshot_ranges.len();
-    let mut ranges = reader.fetch_snapshot_ranges(layout.snapshot_ranges.clone());
+    let mut last_key: Option<Vec<u8>> = None;
+    let mut count = 0u64;
     let mut done = 0;
     while let Some(item) = ranges.next().await {
         let (key, entries) = item?;
         for e in entries {
-            if e.versionstamp > dv {
+            if e.versionstamp > end {
                 return Err(ConsumerError::Inconsistent {
-                    object: format::snapshot_path(reader.prefix(), &key).to_string(),
+                    object: path_of(&key).to_string(),
                     reason: format!(
-                        "it holds a key written at {}, after the differential versionstamp {dv}",
+                        "it holds a key written at {}, after {what} {end}",
                         e.versionstamp
                     ),
                 });
+            }
+            if let Base::Checkpoint(_) = base {
+                if last_key.as_ref().is_some_and(|l| *l >= e.key) {
+                    return Err(ConsumerError::Inconsistent {
+                        object: path_of(&key).to_string(),
+                        reason:
+                            "its keys are not in ascending order after those of the previous ranges"
+                                .into(),
+                    });
+                }
+                last_key = Some(e.key.clone());
+                count += 1;
             }
             match state.get(&e.key) {
                 Some(old) if old.versionstamp > e.versionstamp => {}
@@ -336,46 +445,134 @@ async fn stage(
         done += 1;
         progress(RestoreProgress::SnapshotRange { done, total });
     }
-    drop(ranges);
+    if let Base::Checkpoint(c) = base {
+        if count != c.manifest.keys {
+            return Err(ConsumerError::Inconsistent {
+                object: format::checkpoint_manifest_path(reader.prefix(), c.manifest.monoseq)
+                    .to_string(),
+                reason: format!(
+                    "it counts {} keys but its ranges hold {count}",
+                    c.manifest.keys
+                ),
+            });
+        }
+    }
+    Ok(state)
+}
 
-    let skip_through = layout.snapshot_start();
-    let mut walker = LogWalker::new(&layout);
+/// Restores the target from one base. `None`: the base cannot produce the target (a
+/// checkpoint whose first consistent point is after it, or that was deleted meanwhile).
+async fn stage_from(
+    reader: &BackupReader,
+    layout: &BackupLayout,
+    base: Base<'_>,
+    target: RestoreTarget,
+    progress: &mut dyn FnMut(RestoreProgress),
+) -> Result<Option<Staged>, ConsumerError> {
+    let dv = layout.differential;
+    let stopper = Stopper { target };
+    // Entries up to `start` are in the ranges; states are consistent from `end` on.
+    let (start, end) = match base {
+        Base::Initial => (layout.snapshot_start(), dv),
+        Base::Checkpoint(c) => (Some(c.snapshot_start), c.snapshot_end),
+    };
+    // Segments wholly at or before `start` are not needed (replaying them would be harmless
+    // but slow), not even downloaded: restore time depends on the log after the base only.
+    // For a checkpoint, the segment ending with the commit at `start` is read too: that
+    // commit is often the checkpoint's first recovery point, whose time it gives.
+    let skip_through = match base {
+        Base::Initial => start.map(|s| format::boundary_of(&s)),
+        Base::Checkpoint(c) => Some(format::vs12(&c.snapshot_start, format::BOUNDARY_INDEX - 1)),
+    };
+    let (skipped, needed) = reader.split_logs(layout, skip_through)?;
+    let checkpoint = match base {
+        Base::Initial => None,
+        Base::Checkpoint(c) => Some(c.manifest.monoseq),
+    };
+    progress(RestoreProgress::Base {
+        checkpoint,
+        snapshot_ranges: match base {
+            Base::Initial => layout.snapshot_ranges.len(),
+            Base::Checkpoint(c) => c.ranges.len(),
+        },
+        log_segments: needed.len(),
+    });
+
+    let mut walker = LogWalker::new(layout);
+    for o in &skipped {
+        walker.skip(&o.key);
+    }
+    // For a checkpoint, first find its first recovery point in the log (usually in the
+    // first segment or two, which are needed anyway): if the target is before it, the
+    // checkpoint is passed over without downloading its ranges.
+    let mut prefetched = Vec::new();
+    if let Base::Checkpoint(c) = base {
+        let (first, fetched) = checkpoint_first_point(reader, layout, c, &walker, &needed).await?;
+        match first {
+            Some(p) if stopper.includes(&p) => {}
+            _ => return Ok(None),
+        }
+        prefetched = fetched;
+    }
+
+    let mut state = match load_base(reader, layout, base, progress).await {
+        Ok(state) => state,
+        Err(e) => match base {
+            Base::Initial => return Err(e),
+            Base::Checkpoint(c) => {
+                if reader.checkpoint_exists(c.manifest.monoseq).await? {
+                    return Err(reader.checkpoint_error(c.manifest.monoseq, e));
+                }
+                tracing::info!(
+                    monoseq = c.manifest.monoseq,
+                    "checkpoint deleted while it was being read; using an older one"
+                );
+                return Ok(None);
+            }
+        },
+    };
+
+    // The first consistent point of the base: the differential point for the initial
+    // snapshot; for a checkpoint, the last transaction up to its end, if the log read holds it.
+    let mut last_in_base: Option<RecoveryPoint> = None;
+    let mut first_checked = false;
     let mut point: Option<RecoveryPoint> = None;
     let mut transactions = 0u64;
     let mut stopped = false;
     let total = layout.logs.len();
-    // Segments wholly before the snapshot started are not needed (replaying them would be
-    // harmless but slow); they are still listed and gap-checked.
-    let (skipped, needed): (Vec<LogObject>, Vec<LogObject>) = layout
-        .logs
-        .iter()
-        .cloned()
-        .partition(|o| skip_through.is_some_and(|s| format::vs10_of(&o.key.last_vs12) <= s));
-    for o in &skipped {
-        walker.skip(&o.key);
-    }
     let mut done = skipped.len();
-    let mut segments = reader.fetch_logs(needed.iter().map(|o| o.key).collect());
+    let rest: Vec<LogSegmentKey> = needed
+        .iter()
+        .skip(prefetched.len())
+        .map(|o| o.key)
+        .collect();
+    let mut segments = futures::stream::iter(prefetched.into_iter().map(Ok))
+        .chain(reader.fetch_logs(rest))
+        .boxed();
     'segments: while let Some(item) = segments.next().await {
         let (key, seg) = item?;
         for txn in walker.push(&key, seg) {
-            if txn.versionstamp <= dv {
+            if txn.versionstamp <= end {
+                if txn.versionstamp > dv {
+                    last_in_base = Some(point_of(&txn));
+                }
                 apply_to_state(&mut state, txn);
                 transactions += 1;
                 continue;
             }
-            if let Some(first) = walker.take_first_point() {
-                stopper.check_first(&first)?;
-                point = Some(first);
+            if !first_checked {
+                first_checked = true;
+                match first_point(base, &mut walker, last_in_base, &stopper)? {
+                    FirstPoint::Point(p) => point = Some(p),
+                    FirstPoint::Unknown => {}
+                    FirstPoint::AfterTarget => return Ok(None),
+                }
             }
-            if !stopper.includes(&txn) {
+            if !stopper.includes(&point_of(&txn)) {
                 stopped = true;
                 break 'segments;
             }
-            point = Some(RecoveryPoint {
-                versionstamp: txn.versionstamp,
-                timestamp_ms: txn.timestamp_ms,
-            });
+            point = Some(point_of(&txn));
             apply_to_state(&mut state, txn);
             transactions += 1;
         }
@@ -390,26 +587,109 @@ async fn stage(
     if !stopped {
         walker.check_reached_differential(reader)?;
     }
-    if let Some(first) = walker.take_first_point() {
-        stopper.check_first(&first)?;
-        point = Some(first);
+    if !first_checked {
+        match first_point(base, &mut walker, last_in_base, &stopper)? {
+            FirstPoint::Point(p) => point = Some(p),
+            FirstPoint::Unknown => {}
+            FirstPoint::AfterTarget => return Ok(None),
+        }
     }
     let Some(point) = point else {
-        // take_first_point returns the first point exactly once, so this is unreachable.
-        return Err(ConsumerError::NotReady {
-            prefix: reader.prefix().to_string(),
-        });
+        // The initial snapshot always has its first point; a checkpoint whose last
+        // transaction is in a segment before its start is declined.
+        return Ok(None);
     };
     if !stopped {
         stopper.check_latest(&point)?;
     }
-    Ok(Staged {
-        layout,
+    if let Base::Checkpoint(c) = base {
+        tracing::debug!(
+            monoseq = c.manifest.monoseq,
+            segments = needed.len(),
+            "restoring from checkpoint"
+        );
+    }
+    Ok(Some(Staged {
+        layout: layout.clone(),
         state,
         walker,
         point,
         transactions,
-    })
+        checkpoint,
+    }))
+}
+
+/// Downloads, in order, the needed segments of a checkpoint base up to the first commit after
+/// its end, and returns its first recovery point (the last commit up to its end if the
+/// segments read hold one after the differential point, else the first commit after its end;
+/// `None` if there is neither) with the segments read.
+async fn checkpoint_first_point(
+    reader: &BackupReader,
+    layout: &BackupLayout,
+    c: &Checkpoint,
+    walker: &LogWalker,
+    needed: &[LogObject],
+) -> Result<(Option<RecoveryPoint>, Vec<(LogSegmentKey, LogSegment)>), ConsumerError> {
+    let mut walker = walker.clone();
+    let mut fetched = Vec::new();
+    let mut last_in_base: Option<RecoveryPoint> = None;
+    for o in needed {
+        let seg = reader.fetch_log(&o.key).await?;
+        fetched.push((o.key, seg.clone()));
+        for txn in walker.push(&o.key, seg) {
+            if txn.versionstamp <= c.snapshot_end {
+                if txn.versionstamp > layout.differential {
+                    last_in_base = Some(point_of(&txn));
+                }
+                continue;
+            }
+            return Ok((
+                Some(last_in_base.unwrap_or_else(|| point_of(&txn))),
+                fetched,
+            ));
+        }
+    }
+    Ok((last_in_base, fetched))
+}
+
+fn point_of(txn: &Transaction) -> RecoveryPoint {
+    RecoveryPoint {
+        versionstamp: txn.versionstamp,
+        timestamp_ms: txn.timestamp_ms,
+    }
+}
+
+/// The first consistent point of a base, decided once every transaction up to the base's
+/// end has been replayed.
+enum FirstPoint {
+    /// The point, within the target.
+    Point(RecoveryPoint),
+    /// Not in the log read: the first point is the first transaction after the base's end.
+    Unknown,
+    /// The target is before the base's first point.
+    AfterTarget,
+}
+
+fn first_point(
+    base: Base<'_>,
+    walker: &mut LogWalker,
+    last_in_base: Option<RecoveryPoint>,
+    stopper: &Stopper,
+) -> Result<FirstPoint, ConsumerError> {
+    match base {
+        Base::Initial => match walker.take_first_point() {
+            Some(first) => {
+                stopper.check_first(&first)?;
+                Ok(FirstPoint::Point(first))
+            }
+            None => Ok(FirstPoint::Unknown),
+        },
+        Base::Checkpoint(_) => match last_in_base {
+            Some(p) if stopper.includes(&p) => Ok(FirstPoint::Point(p)),
+            Some(_) => Ok(FirstPoint::AfterTarget),
+            None => Ok(FirstPoint::Unknown),
+        },
+    }
 }
 
 /// Restores the backup's state at `target` into `db`, which must be empty (no data, never
@@ -449,21 +729,19 @@ async fn restore_staged(
         chunk.push(ImportOp::Put(e));
         if chunk.len() >= IMPORT_CHUNK_ENTRIES || chunk_bytes >= IMPORT_CHUNK_BYTES {
             written += chunk.len();
-            db.import(std::mem::take(&mut chunk), Some(staged.point.versionstamp))
-                .await?;
+            // Only the last import moves the database to the point: an interrupted restore
+            // stays at version 0 with data, which nothing mistakes for a complete copy.
+            db.import(std::mem::take(&mut chunk), None).await?;
             chunk_bytes = 0;
             progress(RestoreProgress::Writing { written, total });
         }
     }
-    if !chunk.is_empty() || staged.point.versionstamp != Versionstamp::ZERO {
-        written += chunk.len();
-        db.import(chunk, Some(staged.point.versionstamp)).await?;
-        progress(RestoreProgress::Writing { written, total });
-    }
-    let now = db.current_versionstamp().await?;
-    if now != staged.point.versionstamp {
+    written += chunk.len();
+    db.import(chunk, Some(staged.point.versionstamp)).await?;
+    progress(RestoreProgress::Writing { written, total });
+    if db.imported_through().await? != Some(staged.point.versionstamp) {
         return Err(RestoreError::NotACopy {
-            versionstamp: now,
+            versionstamp: db.current_versionstamp().await?,
             reason: format!(
                 "after the restore its versionstamp is not the restored point {} (was it written to meanwhile?)",
                 staged.point.versionstamp
@@ -475,6 +753,7 @@ async fn restore_staged(
         timestamp_ms: staged.point.timestamp_ms,
         keys: total,
         transactions: staged.transactions,
+        checkpoint: staged.checkpoint,
     };
     tracing::info!(
         versionstamp = %outcome.versionstamp,
@@ -494,6 +773,9 @@ struct Follower {
     walker: LogWalker,
     applied: RecoveryPoint,
     transactions: u64,
+    /// Segments already listed and checked that come next (when resuming, the segments
+    /// before them may be gone, so listing after the walker's cursor would not work).
+    backlog: Vec<LogObject>,
 }
 
 /// The import operations of whole transactions (each key once, with its final state).
@@ -519,8 +801,16 @@ fn txn_ops(txns: Vec<Transaction>) -> Vec<ImportOp> {
 impl Follower {
     /// Resumes on a database that already holds a copy of the backup at some recovery point.
     async fn resume(reader: &BackupReader, db: &Db) -> Result<Follower, RestoreError> {
-        let current = db.current_versionstamp().await?;
-        let layout = reader.layout().await?;
+        // Only a database that has held nothing but imports since its restore is a copy; its
+        // point keeps all 10 bytes (a Deploy point can have a non-zero batch index).
+        let Some(current) = db.imported_through().await? else {
+            return Err(RestoreError::NotACopy {
+                versionstamp: db.current_versionstamp().await?,
+                reason: "it was written to after it was restored (or never restored from a backup)"
+                    .into(),
+            });
+        };
+        let layout = reader.restore_layout().await?;
         if current < layout.differential {
             return Err(RestoreError::NotACopy {
                 versionstamp: current,
@@ -553,12 +843,9 @@ impl Follower {
                 });
             }
         }
-        let last_before = layout
-            .logs
-            .iter()
-            .take_while(|o| o.key.last_vs12 <= boundary)
-            .last()
-            .map(|o| o.key);
+        // Only the segments after the current point are needed (and checked).
+        let (before, backlog) = reader.split_logs(&layout, Some(boundary))?;
+        let last_before = before.last().map(|o| o.key);
         let walker = LogWalker::resume(&layout, last_before, current, Vec::new());
         Ok(Follower {
             reader: reader.clone(),
@@ -570,6 +857,7 @@ impl Follower {
                 timestamp_ms,
             },
             transactions: 0,
+            backlog,
         })
     }
 
@@ -588,10 +876,15 @@ impl Follower {
                 now: dv,
             });
         }
-        let logs = self
-            .reader
-            .logs_after(&self.layout.kind, self.walker.cursor.as_ref())
-            .await?;
+        let cursor = self.walker.cursor;
+        self.backlog.retain(|o| cursor.is_none_or(|c| o.key > c));
+        let mut logs = self.backlog.clone();
+        let after = logs.last().map(|o| o.key).or(cursor);
+        logs.extend(
+            self.reader
+                .logs_after(&self.layout.kind, after.as_ref())
+                .await?,
+        );
         if logs.is_empty() {
             return Ok(false);
         }
@@ -603,7 +896,7 @@ impl Follower {
             let mut take = Vec::with_capacity(txns.len());
             let mut stopped = false;
             for txn in txns {
-                if stopper.is_some_and(|s| !s.includes(&txn)) {
+                if stopper.is_some_and(|s| !s.includes(&point_of(&txn))) {
                     stopped = true;
                     break;
                 }
@@ -666,6 +959,7 @@ pub async fn catch_up(
         timestamp_ms: f.applied.timestamp_ms,
         keys: count_keys(db).await?,
         transactions: f.transactions,
+        checkpoint: None,
     })
 }
 
@@ -769,6 +1063,7 @@ impl Replica {
                         timestamp_ms: outcome.timestamp_ms,
                     },
                     transactions: outcome.transactions,
+                    backlog: Vec::new(),
                 }
             }
             Err(RestoreError::NotEmpty { .. }) if config.resume_existing => {

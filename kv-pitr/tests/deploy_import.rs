@@ -431,3 +431,127 @@ async fn replica_follows_a_deploy_backup_as_objects_appear() {
     assert_eq!(dump(&db).await, expected(15));
     replica.stop().await;
 }
+
+/// Deno Deploy versionstamps can carry a non-zero batch index in their last two bytes; such a
+/// point restores, is recognised as the copy's point afterwards, and a write ends that.
+#[tokio::test]
+async fn a_point_with_a_batch_index_restores_and_can_be_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let p = |name: &str| Path::from(format!("deploy/{name}"));
+    let point: Versionstamp = "000000000000000c0003".parse().unwrap();
+    let later: Versionstamp = "000000000000000d0001".parse().unwrap();
+    store
+        .put(
+            &p("differential"),
+            PutPayload::from(point.to_string().into_bytes()),
+        )
+        .await
+        .unwrap();
+    store
+        .put(
+            &p(&format!("snapshots/{:016x}_{:016x}_{:016x}.bin", 1, 0, 0)),
+            PutPayload::from(snapshot(vec![pair("a", b"1", 3, 5, None)])),
+        )
+        .await
+        .unwrap();
+    let seg = |entries: Vec<BackupReplicationLogEntry>, ts: u64| {
+        BackupMutationRange {
+            entries,
+            timestamp_ms: ts,
+        }
+        .encode_to_vec()
+    };
+    let e1 = vec![entry(
+        format::vs12(&point, 0xffff),
+        Kind::MkSet,
+        "b",
+        b"2",
+        3,
+        0,
+    )];
+    store
+        .put(
+            &p(&format!("logs/{}", log_name(1, &e1))),
+            PutPayload::from(seg(e1, 1000)),
+        )
+        .await
+        .unwrap();
+
+    let reader = BackupReader::new(store.clone(), Path::from("deploy"));
+    let db = empty_db().await;
+    let out = restore(&reader, &db, RestoreTarget::Latest, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(out.versionstamp, point);
+    assert_eq!(db.imported_through().await.unwrap(), Some(point));
+
+    // A later commit appears; the copy moves forward to it.
+    let e2 = vec![entry(
+        format::vs12(&later, 0xffff),
+        Kind::MkClear,
+        "a",
+        b"",
+        0,
+        0,
+    )];
+    store
+        .put(
+            &p(&format!("logs/{}", log_name(2, &e2))),
+            PutPayload::from(seg(e2, 2000)),
+        )
+        .await
+        .unwrap();
+    let out = kv_pitr::restore::catch_up(&reader, &db, RestoreTarget::Latest)
+        .await
+        .unwrap();
+    assert_eq!(out.versionstamp, later);
+    let keys: Vec<Vec<u8>> = dump(&db).await.into_iter().map(|e| e.key).collect();
+    assert_eq!(keys, vec![key("b")]);
+
+    // Written to, it is no longer a copy.
+    let w = kv_traits::Database::atomic_write(
+        &db,
+        kv_traits::AtomicWrite {
+            mutations: vec![kv_traits::Mutation::set(key("w"), KvValue::U64(1))],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(w, kv_traits::CommitResult::Committed(v) if v > later));
+    let err = kv_pitr::restore::catch_up(&reader, &db, RestoreTarget::Latest)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RestoreError::NotACopy { .. }), "{err}");
+}
+
+/// A restore that stopped halfway (some chunks imported, the final one not) is neither empty
+/// nor a copy: restore and catch-up both refuse it instead of serving partial data.
+#[tokio::test]
+async fn an_interrupted_restore_is_not_taken_for_a_copy() {
+    let b = write_deploy_backup().await;
+    let reader = BackupReader::new(b.store.clone(), Path::from("deploy"));
+    let db = empty_db().await;
+    // What the chunks of a restore do before the last one.
+    db.import(
+        vec![kv_db::ImportOp::Put(e(
+            "a",
+            KvValue::Bytes(b"x".to_vec()),
+            5,
+            None,
+        ))],
+        None,
+    )
+    .await
+    .unwrap();
+    let err = restore(&reader, &db, RestoreTarget::Latest, |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RestoreError::NotEmpty { .. }), "{err}");
+    let err = kv_pitr::restore::catch_up(&reader, &db, RestoreTarget::Latest)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RestoreError::NotACopy { .. }), "{err}");
+}
