@@ -142,6 +142,10 @@ pub(crate) enum PitrCommand {
         /// Restore to the newest recovery point at or before this time (RFC 3339).
         #[arg(long)]
         time: Option<String>,
+        /// Ignore checkpoints: start from the initial snapshot and replay the whole log (e.g.
+        /// to get around a damaged checkpoint).
+        #[arg(long)]
+        no_checkpoints: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -477,11 +481,12 @@ pub(crate) async fn run(cmd: PitrCommand) -> Result<(), MainError> {
             db,
             at,
             time,
+            no_checkpoints,
             store,
         } => {
             let target = parse_target(at, time)?;
             let (store, prefix) = open_store(&from, &store, false)?;
-            let reader = BackupReader::new(store, prefix);
+            let reader = BackupReader::new(store, prefix).with_checkpoints(!no_checkpoints);
             let target_db = open_target(&db).await?;
             let outcome = restore_reporting(&reader, &target_db, target)
                 .await
@@ -489,11 +494,17 @@ pub(crate) async fn run(cmd: PitrCommand) -> Result<(), MainError> {
             let closed = kv_traits::Database::close(&target_db).await;
             let outcome = outcome?;
             closed.map_err(|e| MainError::Open(e.to_string()))?;
+            let base = match outcome.checkpoint {
+                Some(c) => format!("checkpoint {c}"),
+                None => "the initial snapshot".to_string(),
+            };
             print(format_args!(
-                "Restored {} to versionstamp {} ({})",
+                "Restored {} to versionstamp {} ({}): {} keys, {} transactions replayed on {base}",
                 db.path.display(),
                 outcome.versionstamp,
-                format_time(outcome.timestamp_ms)
+                format_time(outcome.timestamp_ms),
+                outcome.keys,
+                outcome.transactions,
             ));
             Ok(())
         }
