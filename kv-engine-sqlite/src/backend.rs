@@ -63,6 +63,14 @@ fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
 
 fn configure(conn: &Connection, options: &SqliteOptions) -> Result<(), BackendError> {
     conn.busy_timeout(options.busy_timeout).map_err(sql_err)?;
+    // The scans bind their LIMIT as a parameter. Without a stable query plan SQLite treats such
+    // a statement as depending on the bound value and re-prepares it on every execution, which
+    // cost more CPU than the query itself.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .map_err(sql_err)?;
     conn.pragma_update(None, "cache_size", -i64::from(options.cache_size_kib))
         .map_err(sql_err)?;
     Ok(())
@@ -239,6 +247,12 @@ impl Shared {
         )
         .map_err(sql_err)?;
         configure(&conn, &self.options)?;
+        conn.pragma_update(
+            None,
+            "cache_size",
+            -i64::from(self.options.reader_cache_size_kib),
+        )
+        .map_err(sql_err)?;
         conn.pragma_update(None, "query_only", true)
             .map_err(sql_err)?;
         Ok(conn)
@@ -584,6 +598,29 @@ mod tests {
             assert!(conn
                 .execute("INSERT INTO kv VALUES (x'00', x'00')", [])
                 .is_err());
+            let cache: i64 = conn
+                .query_row("PRAGMA cache_size", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(cache, -2048);
+        }
+    }
+
+    #[test]
+    fn scans_with_different_limits_reuse_their_prepared_statement() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = SqliteBackend::open(dir.path().join("db"), SqliteOptions::default()).unwrap();
+        let conn = lock(&b.shared.idle_readers).pop().unwrap();
+        for limit in [1, 7, 100] {
+            scan(&conn, b"\x00", b"\xff", limit, false).unwrap();
+            scan(&conn, b"\x00", b"\xff", limit, true).unwrap();
+        }
+        for sql in [SQL_SCAN_ASC, SQL_SCAN_DESC] {
+            let stmt = conn.prepare_cached(sql).unwrap();
+            assert_eq!(
+                stmt.get_status(rusqlite::StatementStatus::RePrepare),
+                0,
+                "{sql} was prepared again"
+            );
         }
     }
 

@@ -40,9 +40,13 @@ pub struct SqliteOptions {
     /// How long a connection waits for a lock held by another process before failing with an
     /// I/O error (default 5 s). Within one process the engine never contends with itself.
     pub busy_timeout: Duration,
-    /// Page cache size of each connection in KiB (default 8192 = 8 MiB). The writer's cache
-    /// should hold a whole group commit, otherwise SQLite spills pages to the log early.
+    /// Page cache size of the writer connection in KiB (default 8192 = 8 MiB). It should hold
+    /// a whole group commit, otherwise SQLite spills pages to the log early.
     pub cache_size_kib: u32,
+    /// Page cache size of each reader connection in KiB (default 2048 = 2 MiB, SQLite's own
+    /// default). Every reader caches its own copy of hot pages; the operating system's page
+    /// cache serves the rest, so large reader caches mostly cost memory.
+    pub reader_cache_size_kib: u32,
 }
 
 impl Default for SqliteOptions {
@@ -52,6 +56,7 @@ impl Default for SqliteOptions {
             readers: 4,
             busy_timeout: Duration::from_secs(5),
             cache_size_kib: 8192,
+            reader_cache_size_kib: 2048,
         }
     }
 }
