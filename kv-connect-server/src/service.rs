@@ -352,7 +352,11 @@ where
             let ranges = wire::read_ranges_from_wire(request)?;
             state.limits.validate_read(&ranges).map_err(KvError::from)?;
             let result = state.db.snapshot_read(ranges, Consistency::Strong).await?;
-            Ok(protobuf_response(&wire::snapshot_read_output(result)))
+            Ok(response(
+                StatusCode::OK,
+                PROTOBUF,
+                wire::encode_snapshot_read_output(&result),
+            ))
         }
         DataOp::AtomicWrite | DataOp::QueueDequeue | DataOp::QueueFinish
             if state.replica.is_some() =>

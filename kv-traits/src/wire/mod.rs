@@ -244,6 +244,91 @@ pub fn snapshot_read_output(ranges: Vec<Vec<KvEntry>>) -> pb::SnapshotReadOutput
     }
 }
 
+/// The bytes of [`snapshot_read_output`]`(ranges)` encoded, written straight from the borrowed
+/// entries into one buffer of the exact size (no intermediate protobuf structs: a 10,000-key
+/// list spent a third of its CPU building, encoding and dropping them). Byte-identical to
+/// prost's encoding of the same message.
+pub fn encode_snapshot_read_output(ranges: &[Vec<KvEntry>]) -> Vec<u8> {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+
+    fn value_parts(v: &KvValue) -> (u64, &[u8], [u8; 8]) {
+        match v {
+            KvValue::V8(b) => (1, b, [0; 8]),
+            KvValue::Bytes(b) => (3, b, [0; 8]),
+            KvValue::U64(n) => (2, &[], n.to_le_bytes()),
+        }
+    }
+    fn bytes_field_len(len: usize) -> usize {
+        if len == 0 {
+            0
+        } else {
+            1 + encoded_len_varint(len as u64) + len
+        }
+    }
+    fn entry_len(e: &KvEntry) -> usize {
+        let (encoding, data, le) = value_parts(&e.value);
+        let value_len = if matches!(e.value, KvValue::U64(_)) {
+            le.len()
+        } else {
+            data.len()
+        };
+        bytes_field_len(e.key.len())
+            + bytes_field_len(value_len)
+            + 1
+            + encoded_len_varint(encoding)
+            + bytes_field_len(e.versionstamp.0.len())
+    }
+    fn put_bytes(buf: &mut Vec<u8>, tag: u32, b: &[u8]) {
+        if !b.is_empty() {
+            encode_key(tag, WireType::LengthDelimited, buf);
+            encode_varint(b.len() as u64, buf);
+            buf.extend_from_slice(b);
+        }
+    }
+
+    let range_lens: Vec<usize> = ranges
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|e| {
+                    let n = entry_len(e);
+                    1 + encoded_len_varint(n as u64) + n
+                })
+                .sum()
+        })
+        .collect();
+    let total: usize = range_lens
+        .iter()
+        .map(|&n| 1 + encoded_len_varint(n as u64) + n)
+        .sum::<usize>()
+        + 2 // read_is_strongly_consistent = true
+        + 2; // status = SR_SUCCESS (1)
+    let mut buf = Vec::with_capacity(total);
+    for (r, &len) in ranges.iter().zip(&range_lens) {
+        encode_key(1, WireType::LengthDelimited, &mut buf);
+        encode_varint(len as u64, &mut buf);
+        for e in r {
+            encode_key(1, WireType::LengthDelimited, &mut buf);
+            encode_varint(entry_len(e) as u64, &mut buf);
+            put_bytes(&mut buf, 1, &e.key);
+            let (encoding, data, le) = value_parts(&e.value);
+            if matches!(e.value, KvValue::U64(_)) {
+                put_bytes(&mut buf, 2, &le);
+            } else {
+                put_bytes(&mut buf, 2, data);
+            }
+            encode_key(3, WireType::Varint, &mut buf);
+            encode_varint(encoding, &mut buf);
+            put_bytes(&mut buf, 4, &e.versionstamp.0);
+        }
+    }
+    encode_key(4, WireType::Varint, &mut buf);
+    encode_varint(1, &mut buf);
+    encode_key(8, WireType::Varint, &mut buf);
+    encode_varint(pb::SnapshotReadStatus::SrSuccess as u64, &mut buf);
+    buf
+}
+
 /// The `SnapshotReadOutput` of an endpoint that cannot serve reads.
 pub fn snapshot_read_disabled_output() -> pb::SnapshotReadOutput {
     pb::SnapshotReadOutput {

@@ -526,3 +526,60 @@ fn unknown_fields_are_ignored_and_garbage_rejected() {
     );
     assert!(e.is_client_error());
 }
+
+mod direct_encoding {
+    use super::super::{encode_snapshot_read_output, snapshot_read_output};
+    use crate::{KvEntry, KvValue, Versionstamp};
+    use proptest::prelude::*;
+    use prost::Message;
+
+    fn value() -> impl Strategy<Value = KvValue> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..300).prop_map(KvValue::V8),
+            proptest::collection::vec(any::<u8>(), 0..300).prop_map(KvValue::Bytes),
+            any::<u64>().prop_map(KvValue::U64),
+        ]
+    }
+
+    fn entry() -> impl Strategy<Value = KvEntry> {
+        (
+            proptest::collection::vec(any::<u8>(), 0..200),
+            value(),
+            any::<[u8; 10]>(),
+        )
+            .prop_map(|(key, value, vs)| KvEntry {
+                key,
+                value,
+                versionstamp: Versionstamp(vs),
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        #[test]
+        fn equals_prost_encoding(ranges in proptest::collection::vec(proptest::collection::vec(entry(), 0..20), 0..5)) {
+            let direct = encode_snapshot_read_output(&ranges);
+            let via_prost = snapshot_read_output(ranges).encode_to_vec();
+            prop_assert_eq!(direct, via_prost);
+        }
+    }
+
+    #[test]
+    fn a_large_list_too() {
+        let ranges = vec![(0..10_000u32)
+            .map(|i| KvEntry {
+                key: format!("key-{i:05}").into_bytes(),
+                value: if i % 2 == 0 {
+                    KvValue::U64(u64::from(i))
+                } else {
+                    KvValue::V8(vec![0xff, 0x0f, 0x49, (i % 100) as u8])
+                },
+                versionstamp: Versionstamp::from_version(u64::from(i) * 1_000_003),
+            })
+            .collect::<Vec<_>>()];
+        assert_eq!(
+            encode_snapshot_read_output(&ranges),
+            snapshot_read_output(ranges).encode_to_vec()
+        );
+    }
+}
