@@ -3,185 +3,49 @@
 //! the checkpoint it starts from (old segments can even be gone), damaged checkpoints are
 //! clear errors, and replicas and catch-up work from a checkpoint.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::stream::BoxStream;
-use kv_db::{Db, DbConfig, ExportEntry};
-use kv_engine_memory::MemoryBackend;
 use kv_pitr::consumer::{BackupReader, Checkpoint, ConsumerError, RecoveryPoint};
 use kv_pitr::format::{self, LogSegmentKey};
 use kv_pitr::producer::{Backup, BackupConfig};
-use kv_pitr::restore::{
-    catch_up, restore, Replica, RestoreError, RestoreOutcome, RestoreProgress, RestoreTarget,
-};
-use kv_traits::{
-    AtomicWrite, CommitResult, Database, KvValue, ManualClock, Mutation, MutationKind, Versionstamp,
-};
+use kv_pitr::restore::{catch_up, restore, Replica, RestoreError, RestoreProgress, RestoreTarget};
+use kv_traits::{KvValue, Mutation, MutationKind, Versionstamp};
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
 
-fn key(s: &str) -> Vec<u8> {
-    let mut k = vec![2];
-    k.extend_from_slice(s.as_bytes());
-    k.push(0);
-    k
-}
+use common::{dump, key, memory_db, restore_err, restore_to, HookedStore, Source, StoreHooks};
 
-async fn dump(db: &Db) -> Vec<ExportEntry> {
-    db.export_range(&[], &[0xff], usize::MAX).await.unwrap().0
-}
-
-async fn memory_db() -> Db {
-    Db::open(MemoryBackend::new(), DbConfig::default())
-        .await
-        .unwrap()
-}
-
-/// A store that records the objects read from it (`get`, not `head` or listings).
-#[derive(Debug)]
-struct RecordingStore {
-    inner: InMemory,
+/// Records the objects read from a store (`get`, not `head` or listings).
+#[derive(Debug, Default)]
+struct Recording {
     gets: Mutex<Vec<Path>>,
 }
 
-impl RecordingStore {
-    fn new() -> Arc<RecordingStore> {
-        Arc::new(RecordingStore {
-            inner: InMemory::new(),
-            gets: Mutex::new(Vec::new()),
-        })
-    }
-
+impl Recording {
     fn take_gets(&self) -> Vec<Path> {
         std::mem::take(&mut *self.gets.lock().unwrap())
     }
 }
 
-impl std::fmt::Display for RecordingStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RecordingStore")
-    }
-}
+impl StoreHooks for Recording {
+    const NAME: &'static str = "RecordingStore";
 
-#[async_trait::async_trait]
-impl ObjectStore for RecordingStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
+    fn before_get(&self, location: &Path, options: &GetOptions) {
         if !options.head {
             self.gets.lock().unwrap().push(location.clone());
         }
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
     }
 }
 
-/// A source database recording its raw state after every commit.
-struct Source {
-    db: Db,
-    clock: Arc<ManualClock>,
-    states: BTreeMap<Versionstamp, Vec<ExportEntry>>,
+fn recording_store() -> Arc<HookedStore<Recording>> {
+    HookedStore::new(Arc::new(InMemory::new()), Recording::default())
 }
 
 impl Source {
-    async fn new() -> Source {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        let clock = Arc::new(ManualClock::new(now - 3_600_000));
-        let db = Db::open(
-            MemoryBackend::new(),
-            DbConfig {
-                clock: clock.clone(),
-                background_tasks: false,
-                change_log: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        let mut s = Source {
-            db,
-            clock,
-            states: BTreeMap::new(),
-        };
-        s.record().await;
-        s
-    }
-
-    async fn record(&mut self) -> Versionstamp {
-        let vs = self.db.current_versionstamp().await.unwrap();
-        let state = dump(&self.db).await;
-        self.states.insert(vs, state);
-        vs
-    }
-
-    async fn commit(&mut self, mutations: Vec<Mutation>) -> Versionstamp {
-        self.clock.advance(10);
-        let res = self
-            .db
-            .atomic_write(AtomicWrite {
-                mutations,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let CommitResult::Committed(vs) = res else {
-            panic!("not committed: {res:?}")
-        };
-        assert_eq!(self.record().await, vs);
-        vs
-    }
-
     /// Sets of all three encodings, a sum, an expiring key, overwrites and deletes.
     async fn round(&mut self, r: u32) {
         let n = |i: u32| format!("r{r}k{i}");
@@ -195,17 +59,7 @@ impl Source {
             },
         ])
         .await;
-        self.commit(vec![Mutation {
-            key: key("counter"),
-            kind: MutationKind::Sum {
-                value: KvValue::U64(1),
-                min: None,
-                max: None,
-                clamp: false,
-            },
-            expire_at_ms: None,
-        }])
-        .await;
+        self.commit(vec![common::sum(key("counter"), 1)]).await;
         if r > 0 {
             let p = |i: u32| format!("r{}k{i}", r - 1);
             self.commit(vec![
@@ -242,11 +96,7 @@ async fn backed_up_source(
     let backup = Backup::start(src.db.clone(), config(store, prefix))
         .await
         .unwrap();
-    backup
-        .subscribe()
-        .wait_for(|s| s.initial_snapshot_done)
-        .await
-        .unwrap();
+    common::initial_snapshot_done(&backup).await;
     let t0 = Instant::now();
     let mut r = 2;
     while r < rounds || backup.status().checkpoints_written < checkpoints {
@@ -278,6 +128,39 @@ async fn settle(src: &Source, backup: Backup) {
     backup.shutdown().await.unwrap();
 }
 
+/// [`backed_up_source`], then [`settle`]: the backup is complete and stopped. Returns the
+/// source and a reader of the backup.
+async fn settled_source(
+    store: Arc<dyn ObjectStore>,
+    prefix: &str,
+    rounds: u32,
+    checkpoints: u64,
+) -> (Source, BackupReader) {
+    let (src, backup) = backed_up_source(store.clone(), prefix, rounds, checkpoints).await;
+    settle(&src, backup).await;
+    (src, BackupReader::new(store, Path::from(prefix)))
+}
+
+/// Deletes the log segments that hold only commits before checkpoint `cp` started; returns
+/// how many.
+async fn delete_logs_before(
+    store: &dyn ObjectStore,
+    reader: &BackupReader,
+    cp: &Checkpoint,
+) -> usize {
+    let start = format::vs12(&cp.snapshot_start, format::BOUNDARY_INDEX - 1);
+    let layout = reader.layout().await.unwrap();
+    let mut deleted = 0;
+    for o in layout.logs.iter().filter(|o| o.key.last_vs12 <= start) {
+        store
+            .delete(&format::log_path(reader.prefix(), &o.key))
+            .await
+            .unwrap();
+        deleted += 1;
+    }
+    deleted
+}
+
 async fn checkpoints_of(reader: &BackupReader) -> Vec<Checkpoint> {
     let layout = reader.layout().await.unwrap();
     reader.checkpoints(&layout).await.unwrap()
@@ -293,12 +176,6 @@ fn expected_checkpoint(cps: &[Checkpoint], dv: Versionstamp, p: Versionstamp) ->
         .map(|c| c.manifest.monoseq)
 }
 
-async fn restore_to(reader: &BackupReader, target: RestoreTarget) -> (Db, RestoreOutcome) {
-    let db = memory_db().await;
-    let out = restore(reader, &db, target, |_| {}).await.unwrap();
-    (db, out)
-}
-
 fn log_key_of(prefix: &Path, path: &Path) -> Option<LogSegmentKey> {
     if !path.prefix_matches(&format::logs_dir(prefix)) {
         return None;
@@ -309,9 +186,7 @@ fn log_key_of(prefix: &Path, path: &Path) -> Option<LogSegmentKey> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_recovery_point_restores_exactly_from_the_newest_usable_checkpoint() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let (src, backup) = backed_up_source(store.clone(), "p", 14, 4).await;
-    settle(&src, backup).await;
-    let reader = BackupReader::new(store, Path::from("p"));
+    let (src, reader) = settled_source(store.clone(), "p", 14, 4).await;
     let cps = checkpoints_of(&reader).await;
     assert!(cps.len() >= 4, "{} checkpoints", cps.len());
     let dv = reader.layout().await.unwrap().differential;
@@ -361,12 +236,10 @@ async fn every_recovery_point_restores_exactly_from_the_newest_usable_checkpoint
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_targets_pick_the_same_points_as_a_full_replay() {
-    let recording = RecordingStore::new();
+    let recording = recording_store();
     let store: Arc<dyn ObjectStore> = recording.clone();
     let prefix = Path::from("t");
-    let (src, backup) = backed_up_source(store.clone(), "t", 10, 3).await;
-    settle(&src, backup).await;
-    let reader = BackupReader::new(store, prefix.clone());
+    let (src, reader) = settled_source(store.clone(), "t", 10, 3).await;
     let points = reader.recovery_points(None, None).await.unwrap();
     let oldest_first: Vec<RecoveryPoint> = points.iter().rev().copied().collect();
     let mut times: Vec<u64> = oldest_first.iter().map(|p| p.timestamp_ms).collect();
@@ -380,7 +253,7 @@ async fn time_targets_pick_the_same_points_as_a_full_replay() {
             .rev()
             .find(|p| p.timestamp_ms <= t)
             .unwrap();
-        recording.take_gets();
+        recording.hooks.take_gets();
         let db = memory_db().await;
         let mut bases = Vec::new();
         let out = restore(&reader, &db, RestoreTarget::Time(t), |e| {
@@ -404,7 +277,7 @@ async fn time_targets_pick_the_same_points_as_a_full_replay() {
         let used_dir = out
             .checkpoint
             .map(|m| format::checkpoint_dir(&prefix, m).join(format::SNAPSHOTS));
-        for p in recording.take_gets() {
+        for p in recording.hooks.take_gets() {
             if p.prefix_matches(&format::checkpoints_dir(&prefix)) && !p.as_ref().ends_with(".json")
             {
                 assert!(
@@ -419,15 +292,7 @@ async fn time_targets_pick_the_same_points_as_a_full_replay() {
     assert!(passed_over > 0);
     // Before the first point: still an error.
     let first = *oldest_first.first().unwrap();
-    let db = memory_db().await;
-    let err = restore(
-        &reader,
-        &db,
-        RestoreTarget::Time(first.timestamp_ms - 1),
-        |_| {},
-    )
-    .await
-    .unwrap_err();
+    let (_, err) = restore_err(&reader, RestoreTarget::Time(first.timestamp_ms - 1)).await;
     assert!(
         matches!(
             err,
@@ -439,7 +304,7 @@ async fn time_targets_pick_the_same_points_as_a_full_replay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latest_restore_reads_only_the_log_after_the_newest_checkpoint() {
-    let recording = RecordingStore::new();
+    let recording = recording_store();
     let store: Arc<dyn ObjectStore> = recording.clone();
     let prefix = Path::from("b");
     let (mut src, backup) = backed_up_source(store.clone(), "b", 12, 3).await;
@@ -477,7 +342,7 @@ async fn latest_restore_reads_only_the_log_after_the_newest_checkpoint() {
         old_segments.len()
     );
 
-    recording.take_gets();
+    recording.hooks.take_gets();
     let mut events = Vec::new();
     let db = memory_db().await;
     let out = restore(&reader, &db, RestoreTarget::Latest, |e| events.push(e))
@@ -490,7 +355,7 @@ async fn latest_restore_reads_only_the_log_after_the_newest_checkpoint() {
         events.iter().any(|e| matches!(e, RestoreProgress::Base { checkpoint: Some(m), .. } if *m == newest.manifest.monoseq)),
         "{events:?}"
     );
-    let gets = recording.take_gets();
+    let gets = recording.hooks.take_gets();
     let segments_read: Vec<LogSegmentKey> =
         gets.iter().filter_map(|p| log_key_of(&prefix, p)).collect();
     assert!(!segments_read.is_empty());
@@ -586,14 +451,7 @@ async fn latest_restore_reads_only_the_log_after_the_newest_checkpoint() {
 
 /// Flips one byte in the middle of an object.
 async fn damage(store: &dyn ObjectStore, path: &Path) {
-    let mut body = store
-        .get(path)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
+    let mut body = common::get(store, path).await.to_vec();
     let i = body.len() / 2;
     body[i] ^= 0x40;
     store.put(path, body.into()).await.unwrap();
@@ -603,10 +461,8 @@ async fn damage(store: &dyn ObjectStore, path: &Path) {
 async fn damaged_checkpoints_are_clear_errors() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let prefix = Path::from("d");
-    let (src, backup) = backed_up_source(store.clone(), "d", 8, 2).await;
-    settle(&src, backup).await;
+    let (src, reader) = settled_source(store.clone(), "d", 8, 2).await;
     let latest_vs = src.db.current_versionstamp().await.unwrap();
-    let reader = BackupReader::new(store.clone(), prefix.clone());
     let cps = checkpoints_of(&reader).await;
     let newest = cps.last().unwrap().clone();
     let m = newest.manifest.monoseq;
@@ -625,12 +481,9 @@ async fn damaged_checkpoints_are_clear_errors() {
 
     // A flipped byte in a range: checksum error naming the object.
     let range = format::checkpoint_snapshot_path(&prefix, &newest.ranges[1]);
-    let good = store.get(&range).await.unwrap().bytes().await.unwrap();
+    let good = common::get(&*store, &range).await;
     damage(&*store, &range).await;
-    let db = memory_db().await;
-    let err = restore(&reader, &db, RestoreTarget::Latest, |_| {})
-        .await
-        .unwrap_err();
+    let (db, err) = restore_err(&reader, RestoreTarget::Latest).await;
     let text = expect_checkpoint_error(err, "flipped byte");
     assert!(text.contains("checksum mismatch"), "{text}");
     assert!(text.contains(range.as_ref()), "{text}");
@@ -678,13 +531,7 @@ async fn damaged_checkpoints_are_clear_errors() {
 
     // A manifest that does not parse, or contradicts the folder.
     let manifest_path = format::checkpoint_manifest_path(&prefix, m);
-    let manifest = store
-        .get(&manifest_path)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let manifest = common::get(&*store, &manifest_path).await;
     store
         .put(
             &manifest_path,
@@ -725,13 +572,7 @@ async fn damaged_checkpoints_are_clear_errors() {
     // backup) is ignored, even though it looks newer.
     let stale = m + 50;
     for (i, k) in newest.ranges.iter().enumerate() {
-        let body = store
-            .get(&format::checkpoint_snapshot_path(&prefix, k))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let body = common::get(&*store, &format::checkpoint_snapshot_path(&prefix, k)).await;
         let mut entries = format::decode_snapshot_range(&body).unwrap();
         for e in &mut entries {
             e.value = KvValue::Bytes(b"from another database".to_vec());
@@ -794,27 +635,10 @@ async fn replica_starts_from_a_checkpoint_and_follows() {
     let cps = checkpoints_of(&reader).await;
     let newest = cps.last().unwrap().clone();
     // Without the segments before the checkpoint, only a checkpoint can start the replica.
-    let start = format::vs12(&newest.snapshot_start, format::BOUNDARY_INDEX - 1);
-    let layout = reader.layout().await.unwrap();
-    let mut deleted = 0;
-    for o in layout.logs.iter().filter(|o| o.key.last_vs12 <= start) {
-        store
-            .delete(&format::log_path(&prefix, &o.key))
-            .await
-            .unwrap();
-        deleted += 1;
-    }
+    let deleted = delete_logs_before(&*store, &reader, &newest).await;
     assert!(deleted > 3);
 
-    let replica_db = Db::open(
-        MemoryBackend::new(),
-        DbConfig {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let replica_db = common::read_only_db().await;
     let replica = Replica::start(
         reader.clone(),
         replica_db.clone(),
@@ -846,24 +670,14 @@ async fn replica_starts_from_a_checkpoint_and_follows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catch_up_from_a_checkpoint_restore_without_the_old_log() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let prefix = Path::from("c");
-    let (src, backup) = backed_up_source(store.clone(), "c", 10, 3).await;
-    settle(&src, backup).await;
+    let (src, reader) = settled_source(store.clone(), "c", 10, 3).await;
     let latest_vs = src.db.current_versionstamp().await.unwrap();
-    let reader = BackupReader::new(store.clone(), prefix.clone());
     let cps = checkpoints_of(&reader).await;
     let older = cps[cps.len() - 2].clone();
     // Restore the older checkpoint's point, drop the log before it, move to the latest.
     let (db, out) = restore_to(&reader, RestoreTarget::Versionstamp(older.snapshot_end)).await;
     assert_eq!(out.checkpoint, Some(older.manifest.monoseq));
-    let start = format::vs12(&older.snapshot_start, format::BOUNDARY_INDEX - 1);
-    let layout = reader.layout().await.unwrap();
-    for o in layout.logs.iter().filter(|o| o.key.last_vs12 <= start) {
-        store
-            .delete(&format::log_path(&prefix, &o.key))
-            .await
-            .unwrap();
-    }
+    delete_logs_before(&*store, &reader, &older).await;
     let out = catch_up(&reader, &db, RestoreTarget::Latest).await.unwrap();
     assert_eq!(out.versionstamp, latest_vs);
     assert_eq!(&dump(&db).await, src.states.get(&latest_vs).unwrap());
@@ -882,11 +696,7 @@ async fn checkpoints_read_while_commits_land_restore_exactly() {
     cfg.checkpoint_interval = Some(Duration::from_millis(15));
     cfg.snapshot_range_entries = 2;
     let backup = Backup::start(src.db.clone(), cfg).await.unwrap();
-    backup
-        .subscribe()
-        .wait_for(|s| s.initial_snapshot_done)
-        .await
-        .unwrap();
+    common::initial_snapshot_done(&backup).await;
     let reader = BackupReader::new(store.clone(), Path::from("w"));
     let t0 = Instant::now();
     let mut r = 30;
@@ -960,11 +770,7 @@ async fn checkpoint_starting_at_a_one_change_commit_needs_no_older_segment() {
     cfg.max_segment_batches = 1;
     cfg.checkpoint_interval = Some(Duration::from_millis(30));
     let backup = Backup::start(src.db.clone(), cfg).await.unwrap();
-    backup
-        .subscribe()
-        .wait_for(|s| s.initial_snapshot_done)
-        .await
-        .unwrap();
+    common::initial_snapshot_done(&backup).await;
     for r in 0..6 {
         src.round(r).await;
     }

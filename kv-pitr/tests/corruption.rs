@@ -1,13 +1,12 @@
 //! Damaged or incomplete backups give a clear error that names the object, and never a wrong
 //! database: the target database stays empty after every failed restore.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::TryStreamExt;
-use kv_db::{Db, DbConfig, ExportEntry};
-use kv_engine_memory::MemoryBackend;
+use kv_db::ExportEntry;
 use kv_pitr::consumer::{BackupReader, ConsumerError};
 use kv_pitr::format::{self, FormatError};
 use kv_pitr::producer::{Backup, BackupConfig};
@@ -15,29 +14,16 @@ use kv_pitr::restore::{restore, Replica, RestoreError, RestoreTarget};
 use kv_traits::{AtomicWrite, Database, KvValue, Mutation, Versionstamp};
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use common::{dump, get, key, memory_db as empty_db, put};
 
 const PREFIX: &str = "bk";
-
-fn key(s: &str) -> Vec<u8> {
-    let mut k = vec![2];
-    k.extend_from_slice(s.as_bytes());
-    k.push(0);
-    k
-}
 
 /// A backup with several snapshot ranges and several log segments.
 async fn make_backup() -> Arc<dyn ObjectStore> {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let db = Db::open(
-        MemoryBackend::new(),
-        DbConfig {
-            change_log: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let db = common::change_log_db().await;
     let put = |i: u32| {
         let db = db.clone();
         async move {
@@ -60,11 +46,7 @@ async fn make_backup() -> Arc<dyn ObjectStore> {
     config.max_segment_batches = 2;
     config.snapshot_range_entries = 3;
     let backup = Backup::start(db.clone(), config).await.unwrap();
-    backup
-        .subscribe()
-        .wait_for(|s| s.initial_snapshot_done)
-        .await
-        .unwrap();
+    common::initial_snapshot_done(&backup).await;
     for i in 6..16 {
         put(i).await;
     }
@@ -73,33 +55,18 @@ async fn make_backup() -> Arc<dyn ObjectStore> {
     store
 }
 
+/// The objects in folder `dir` of the backup, sorted.
 async fn list(store: &Arc<dyn ObjectStore>, dir: &str) -> Vec<Path> {
-    let mut out: Vec<Path> = store
-        .list(Some(&Path::from(format!("{PREFIX}/{dir}"))))
-        .map_ok(|m| m.location)
-        .try_collect()
-        .await
-        .unwrap();
-    out.sort();
-    out
+    common::list(&**store, &Path::from(format!("{PREFIX}/{dir}"))).await
 }
 
-async fn get(store: &Arc<dyn ObjectStore>, p: &Path) -> Bytes {
-    store.get(p).await.unwrap().bytes().await.unwrap()
-}
-
-async fn put(store: &Arc<dyn ObjectStore>, p: &Path, body: Vec<u8>) {
-    store.put(p, PutPayload::from(body)).await.unwrap();
-}
-
-async fn empty_db() -> Db {
-    Db::open(MemoryBackend::new(), DbConfig::default())
-        .await
-        .unwrap()
-}
-
-async fn dump(db: &Db) -> Vec<ExportEntry> {
-    db.export_range(&[], &[0xff], usize::MAX).await.unwrap().0
+/// Deletes object `index` of folder `dir` from a new backup and restores it, expecting an
+/// error. Returns how many objects the folder had, and the error.
+async fn restore_without(dir: &str, index: usize) -> (usize, ConsumerError) {
+    let store = make_backup().await;
+    let objects = list(&store, dir).await;
+    store.delete(&objects[index]).await.unwrap();
+    (objects.len(), restore_fails(&store).await)
 }
 
 /// Restores latest into a fresh database; expects an error and an untouched database.
@@ -187,10 +154,7 @@ async fn truncated_segment_is_corrupt() {
 
 #[tokio::test]
 async fn deleted_middle_segment_is_a_gap() {
-    let store = make_backup().await;
-    let logs = list(&store, "logs").await;
-    store.delete(&logs[2]).await.unwrap();
-    let err = restore_fails(&store).await;
+    let (_, err) = restore_without("logs", 2).await;
     assert!(
         matches!(
             err,
@@ -209,10 +173,7 @@ async fn deleted_middle_segment_is_a_gap() {
 
 #[tokio::test]
 async fn deleted_first_segment_is_a_gap() {
-    let store = make_backup().await;
-    let logs = list(&store, "logs").await;
-    store.delete(&logs[0]).await.unwrap();
-    let err = restore_fails(&store).await;
+    let (_, err) = restore_without("logs", 0).await;
     assert!(
         matches!(
             err,
@@ -228,11 +189,8 @@ async fn deleted_first_segment_is_a_gap() {
 #[tokio::test]
 async fn deleted_snapshot_range_is_reported() {
     for index in [0usize, 1] {
-        let store = make_backup().await;
-        let ranges = list(&store, "snapshots").await;
-        assert!(ranges.len() >= 3);
-        store.delete(&ranges[index]).await.unwrap();
-        let err = restore_fails(&store).await;
+        let (ranges, err) = restore_without("snapshots", index).await;
+        assert!(ranges >= 3);
         assert!(
             matches!(err, ConsumerError::MissingSnapshotRanges { expected_seq, .. } if expected_seq == index as u64),
             "{err}"
@@ -338,8 +296,7 @@ async fn segment_replaced_by_a_folder_is_reported() {
     // A local-filesystem store whose segment file became a folder.
     let dir = tempfile::tempdir().unwrap();
     let mem = make_backup().await;
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let store = common::local_store(dir.path());
     for dir_name in ["", "snapshots", "logs"] {
         let listed: Vec<Path> = if dir_name.is_empty() {
             vec![

@@ -7,6 +7,8 @@
 //! prefix of the committed transactions (never a torn one). At the end it restarts the producer,
 //! flushes, and checks that the restore equals the database, every acknowledged write included.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
@@ -14,7 +16,6 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::stream::BoxStream;
 use kv_db::{Db, DbConfig};
 use kv_engine_memory::MemoryBackend;
 use kv_engine_sqlite::{SqliteBackend, SqliteOptions};
@@ -25,10 +26,9 @@ use kv_traits::key::{decode_key, encode_key, KeyPart};
 use kv_traits::{AtomicWrite, CommitResult, Database, KvValue, Mutation, Versionstamp};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::ObjectStore;
+
+use common::{HookedStore, StoreHooks};
 
 const CHILD_ENV: &str = "KV_PITR_CRASH_CHILD";
 const ROUNDS: u64 = 4;
@@ -72,74 +72,26 @@ fn store(dir: &std::path::Path) -> Arc<dyn ObjectStore> {
     )
 }
 
-/// The child's store: a local filesystem with the latency of a remote store, announcing each
-/// upload on stdout (`PUT-BEGIN <path>` / `PUT-END <path>`) so the parent can kill the child
-/// while a segment is in flight.
+/// The child's store hooks: the latency of a remote store, and each upload announced on
+/// stdout (`PUT-BEGIN <path>` / `PUT-END <path>`) so the parent can kill the child while a
+/// segment is in flight.
 #[derive(Debug)]
-struct SlowStore {
-    inner: Arc<dyn ObjectStore>,
+struct Slow {
     latency: Duration,
 }
 
-impl std::fmt::Display for SlowStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SlowStore({})", self.inner)
-    }
-}
-
 #[async_trait::async_trait]
-impl ObjectStore for SlowStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
+impl StoreHooks for Slow {
+    const NAME: &'static str = "SlowStore";
+
+    async fn before_put(&self, location: &Path) -> object_store::Result<()> {
         println!("PUT-BEGIN {location}");
         tokio::time::sleep(self.latency).await;
-        let r = self.inner.put_opts(location, payload, opts).await;
+        Ok(())
+    }
+
+    fn after_put(&self, location: &Path) {
         println!("PUT-END {location}");
-        r
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
     }
 }
 
@@ -179,10 +131,12 @@ async fn crash_child() {
     let round: u64 = round.parse().unwrap();
     let dir = std::path::PathBuf::from(dir);
     let db = open_db(&dir, false).await;
-    let slow: Arc<dyn ObjectStore> = Arc::new(SlowStore {
-        inner: store(&dir),
-        latency: Duration::from_millis(20),
-    });
+    let slow: Arc<dyn ObjectStore> = HookedStore::new(
+        store(&dir),
+        Slow {
+            latency: Duration::from_millis(20),
+        },
+    );
     let backup = Backup::start(db.clone(), backup_config(slow))
         .await
         .unwrap();

@@ -4,11 +4,12 @@
 //! only becomes consistent at the differential versionstamp. The backup is built by hand with
 //! plain protobuf encoding, the way Deploy writes it.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use kv_db::{Db, DbConfig, ExportEntry};
-use kv_engine_memory::MemoryBackend;
+use kv_db::ExportEntry;
 use kv_pitr::consumer::{BackupReader, ConsumerError, RecoveryPoint};
 use kv_pitr::format::pb::{
     BackupKvMutationKind as Kind, BackupKvPair, BackupMutationRange, BackupReplicationLogEntry,
@@ -17,19 +18,13 @@ use kv_pitr::format::pb::{
 use kv_pitr::format::{self, Vs12};
 use kv_pitr::restore::{restore, RestoreError, RestoreTarget};
 use kv_traits::{KvValue, Versionstamp};
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use prost::Message;
 
-const FAR_FUTURE: u64 = 4_102_444_800_000; // 2100-01-01
+use common::{dump, key, local_store, memory_db as empty_db, restore_err, restore_to};
 
-fn key(s: &str) -> Vec<u8> {
-    let mut k = vec![2];
-    k.extend_from_slice(s.as_bytes());
-    k.push(0);
-    k
-}
+const FAR_FUTURE: u64 = 4_102_444_800_000; // 2100-01-01
 
 fn vs(n: u64) -> Versionstamp {
     Versionstamp::from_version(n)
@@ -111,8 +106,7 @@ struct DeployBackup {
 /// Writes the hand-made Deploy backup under `deploy/` of a local-filesystem store.
 async fn write_deploy_backup() -> DeployBackup {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let store = local_store(dir.path());
     let put = |name: String, body: Vec<u8>| {
         let store = store.clone();
         async move {
@@ -213,16 +207,6 @@ fn expected(at: u64) -> Vec<ExportEntry> {
     }
 }
 
-async fn dump(db: &Db) -> Vec<ExportEntry> {
-    db.export_range(&[], &[0xff], usize::MAX).await.unwrap().0
-}
-
-async fn empty_db() -> Db {
-    Db::open(MemoryBackend::new(), DbConfig::default())
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn deploy_backup_restores_at_every_point() {
     let b = write_deploy_backup().await;
@@ -243,15 +227,7 @@ async fn deploy_backup_restores_at_every_point() {
     assert_eq!(info.differential, vs(10));
 
     for p in &points {
-        let db = empty_db().await;
-        let out = restore(
-            &reader,
-            &db,
-            RestoreTarget::Versionstamp(p.versionstamp),
-            |_| {},
-        )
-        .await
-        .unwrap();
+        let (db, out) = restore_to(&reader, RestoreTarget::Versionstamp(p.versionstamp)).await;
         assert_eq!(out.versionstamp, p.versionstamp);
         assert_eq!(
             dump(&db).await,
@@ -269,17 +245,11 @@ async fn deploy_backup_restores_at_every_point() {
         (4000, 15),
         (99_999, 15),
     ] {
-        let db = empty_db().await;
-        let out = restore(&reader, &db, RestoreTarget::Time(t), |_| {})
-            .await
-            .unwrap();
+        let (db, out) = restore_to(&reader, RestoreTarget::Time(t)).await;
         assert_eq!(out.versionstamp, vs(v), "time {t}");
         assert_eq!(dump(&db).await, expected(v));
     }
-    let db = empty_db().await;
-    let err = restore(&reader, &db, RestoreTarget::Time(999), |_| {})
-        .await
-        .unwrap_err();
+    let (_, err) = restore_err(&reader, RestoreTarget::Time(999)).await;
     assert!(
         matches!(
             err,
@@ -288,16 +258,10 @@ async fn deploy_backup_restores_at_every_point() {
         "{err}"
     );
     // Inside the split transaction 12 is not a point: the state before it is restored.
-    let db = empty_db().await;
-    let out = restore(&reader, &db, RestoreTarget::Versionstamp(vs(11)), |_| {})
-        .await
-        .unwrap();
+    let (_, out) = restore_to(&reader, RestoreTarget::Versionstamp(vs(11))).await;
     assert_eq!(out.versionstamp, vs(10));
     // Latest.
-    let db = empty_db().await;
-    let out = restore(&reader, &db, RestoreTarget::Latest, |_| {})
-        .await
-        .unwrap();
+    let (_, out) = restore_to(&reader, RestoreTarget::Latest).await;
     assert_eq!(out.versionstamp, vs(15));
     assert_eq!(out.keys, 3);
     drop(b.dir);
@@ -313,10 +277,7 @@ async fn segments_modified_after_the_listing_began_are_left_for_later() {
         .unwrap();
     drop(f);
     let reader = BackupReader::new(b.store.clone(), Path::from("deploy"));
-    let db = empty_db().await;
-    let out = restore(&reader, &db, RestoreTarget::Latest, |_| {})
-        .await
-        .unwrap();
+    let (db, out) = restore_to(&reader, RestoreTarget::Latest).await;
     assert_eq!(out.versionstamp, vs(14));
     assert_eq!(dump(&db).await, expected(14));
 
@@ -324,10 +285,7 @@ async fn segments_modified_after_the_listing_began_are_left_for_later() {
     f.set_modified(SystemTime::now() - Duration::from_secs(10))
         .unwrap();
     drop(f);
-    let db = empty_db().await;
-    let out = restore(&reader, &db, RestoreTarget::Latest, |_| {})
-        .await
-        .unwrap();
+    let (_, out) = restore_to(&reader, RestoreTarget::Latest).await;
     assert_eq!(out.versionstamp, vs(15));
 }
 
@@ -338,10 +296,7 @@ async fn deploy_backup_whose_logs_do_not_reach_the_differential() {
         b.store.delete(p).await.unwrap();
     }
     let reader = BackupReader::new(b.store.clone(), Path::from("deploy"));
-    let db = empty_db().await;
-    let err = restore(&reader, &db, RestoreTarget::Latest, |_| {})
-        .await
-        .unwrap_err();
+    let (db, err) = restore_err(&reader, RestoreTarget::Latest).await;
     assert!(
         matches!(
             err,
@@ -373,10 +328,7 @@ async fn deploy_backup_with_a_corrupt_object() {
         .await
         .unwrap();
     let reader = BackupReader::new(b.store.clone(), Path::from("deploy"));
-    let db = empty_db().await;
-    let err = restore(&reader, &db, RestoreTarget::Latest, |_| {})
-        .await
-        .unwrap_err();
+    let (db, err) = restore_err(&reader, RestoreTarget::Latest).await;
     assert!(
         matches!(&err, RestoreError::Backup(ConsumerError::Corrupt { object, .. }) if object == b.logs[1].as_ref()),
         "{err}"
@@ -391,29 +343,13 @@ async fn replica_follows_a_deploy_backup_as_objects_appear() {
     let hidden: Vec<(Path, Vec<u8>)> = {
         let mut v = Vec::new();
         for p in &b.logs[2..] {
-            let body = b
-                .store
-                .get(p)
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap()
-                .to_vec();
+            let body = common::get(&*b.store, p).await.to_vec();
             b.store.delete(p).await.unwrap();
             v.push((p.clone(), body));
         }
         v
     };
-    let db = Db::open(
-        MemoryBackend::new(),
-        DbConfig {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let db = common::read_only_db().await;
     let reader = BackupReader::new(b.store.clone(), Path::from("deploy"));
     let replica = kv_pitr::restore::Replica::start(reader, db.clone(), Duration::from_millis(20))
         .await
@@ -437,25 +373,17 @@ async fn replica_follows_a_deploy_backup_as_objects_appear() {
 #[tokio::test]
 async fn a_point_with_a_batch_index_restores_and_can_be_followed() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let store = local_store(dir.path());
     let p = |name: &str| Path::from(format!("deploy/{name}"));
     let point: Versionstamp = "000000000000000c0003".parse().unwrap();
     let later: Versionstamp = "000000000000000d0001".parse().unwrap();
-    store
-        .put(
-            &p("differential"),
-            PutPayload::from(point.to_string().into_bytes()),
-        )
-        .await
-        .unwrap();
-    store
-        .put(
-            &p(&format!("snapshots/{:016x}_{:016x}_{:016x}.bin", 1, 0, 0)),
-            PutPayload::from(snapshot(vec![pair("a", b"1", 3, 5, None)])),
-        )
-        .await
-        .unwrap();
+    common::put(&*store, &p("differential"), point.to_string().into_bytes()).await;
+    common::put(
+        &*store,
+        &p(&format!("snapshots/{:016x}_{:016x}_{:016x}.bin", 1, 0, 0)),
+        snapshot(vec![pair("a", b"1", 3, 5, None)]),
+    )
+    .await;
     let seg = |entries: Vec<BackupReplicationLogEntry>, ts: u64| {
         BackupMutationRange {
             entries,
@@ -471,19 +399,15 @@ async fn a_point_with_a_batch_index_restores_and_can_be_followed() {
         3,
         0,
     )];
-    store
-        .put(
-            &p(&format!("logs/{}", log_name(1, &e1))),
-            PutPayload::from(seg(e1, 1000)),
-        )
-        .await
-        .unwrap();
+    common::put(
+        &*store,
+        &p(&format!("logs/{}", log_name(1, &e1))),
+        seg(e1, 1000),
+    )
+    .await;
 
     let reader = BackupReader::new(store.clone(), Path::from("deploy"));
-    let db = empty_db().await;
-    let out = restore(&reader, &db, RestoreTarget::Latest, |_| {})
-        .await
-        .unwrap();
+    let (db, out) = restore_to(&reader, RestoreTarget::Latest).await;
     assert_eq!(out.versionstamp, point);
     assert_eq!(db.imported_through().await.unwrap(), Some(point));
 
@@ -496,13 +420,12 @@ async fn a_point_with_a_batch_index_restores_and_can_be_followed() {
         0,
         0,
     )];
-    store
-        .put(
-            &p(&format!("logs/{}", log_name(2, &e2))),
-            PutPayload::from(seg(e2, 2000)),
-        )
-        .await
-        .unwrap();
+    common::put(
+        &*store,
+        &p(&format!("logs/{}", log_name(2, &e2))),
+        seg(e2, 2000),
+    )
+    .await;
     let out = kv_pitr::restore::catch_up(&reader, &db, RestoreTarget::Latest)
         .await
         .unwrap();

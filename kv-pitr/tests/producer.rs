@@ -2,30 +2,25 @@
 //! compared with the database), resuming after a restart, a failing object store, and the
 //! start-up checks (change log off, change-log gap, foreign or newer prefix).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::stream::BoxStream;
-use futures::TryStreamExt;
 use kv_db::{Db, DbConfig, ExportEntry};
 use kv_engine_memory::MemoryBackend;
 use kv_engine_sqlite::{SqliteBackend, SqliteOptions};
 use kv_pitr::format::{self, BackupManifest, LogSegment, LogSegmentKey, SnapshotRangeKey, Vs12};
 use kv_pitr::producer::{Backup, BackupConfig, BackupError};
 use kv_traits::key::{encode_key, KeyPart};
-use kv_traits::{
-    AtomicWrite, CommitResult, Database, KvValue, Mutation, MutationKind, Versionstamp,
-};
-use object_store::local::LocalFileSystem;
+use kv_traits::{Database, KvValue, Mutation, MutationKind, Versionstamp};
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use common::{commit as write, get, list, HookedStore, StoreHooks};
 
 type State = BTreeMap<Vec<u8>, (KvValue, Versionstamp, Option<u64>)>;
 
@@ -43,21 +38,6 @@ fn config() -> DbConfig {
 
 async fn memory_db() -> Db {
     Db::open(MemoryBackend::new(), config()).await.unwrap()
-}
-
-async fn write(db: &Db, mutations: Vec<Mutation>) -> Versionstamp {
-    match db
-        .atomic_write(AtomicWrite {
-            checks: vec![],
-            mutations,
-            enqueues: vec![],
-        })
-        .await
-        .unwrap()
-    {
-        CommitResult::Committed(vs) => vs,
-        other => panic!("write failed: {other:?}"),
-    }
 }
 
 /// A varied write: sets of all three value kinds, an expiring key, a sum and a delete.
@@ -78,16 +58,7 @@ async fn varied_write(db: &Db, round: i64) -> Versionstamp {
                 kind: MutationKind::Set(KvValue::U64(round as u64)),
                 expire_at_ms: Some(4_000_000_000_000 + round as u64),
             },
-            Mutation {
-                key: key("counter", 0),
-                kind: MutationKind::Sum {
-                    value: KvValue::U64(1),
-                    min: None,
-                    max: None,
-                    clamp: false,
-                },
-                expire_at_ms: None,
-            },
+            common::sum(key("counter", 0), 1),
             Mutation::delete(key("bytes", round - 3)),
         ],
     )
@@ -108,17 +79,6 @@ struct Decoded {
     differential: Versionstamp,
     snapshots: Vec<(SnapshotRangeKey, Vec<ExportEntry>)>,
     logs: Vec<(LogSegmentKey, LogSegment)>,
-}
-
-async fn list(store: &dyn ObjectStore, dir: &Path) -> Vec<Path> {
-    let metas: Vec<ObjectMeta> = store.list(Some(dir)).try_collect().await.unwrap();
-    let mut out: Vec<Path> = metas.into_iter().map(|m| m.location).collect();
-    out.sort();
-    out
-}
-
-async fn get(store: &dyn ObjectStore, path: &Path) -> bytes::Bytes {
-    store.get(path).await.unwrap().bytes().await.unwrap()
 }
 
 async fn decode_prefix(store: &dyn ObjectStore, prefix: &Path) -> Decoded {
@@ -223,6 +183,19 @@ impl Decoded {
     }
 }
 
+/// Checks that the backup under `prefix` decodes to exactly the database's state.
+async fn assert_backup_holds(store: &dyn ObjectStore, prefix: &str, db: &Db) {
+    let decoded = decode_prefix(store, &Path::from(prefix)).await;
+    assert_eq!(decoded.materialize(), db_state(db).await);
+}
+
+/// Starts a backup of `db` and waits until everything committed so far is shipped.
+async fn start_flushed(db: &Db, config: BackupConfig) -> Backup {
+    let backup = Backup::start(db.clone(), config).await.unwrap();
+    backup.flush(Duration::from_secs(5)).await.unwrap();
+    backup
+}
+
 fn fast(store: Arc<dyn ObjectStore>, prefix: &str) -> BackupConfig {
     let mut c = BackupConfig::new(store, Path::from(prefix));
     c.flush_interval = Duration::from_millis(30);
@@ -289,8 +262,7 @@ async fn round_trip_in_memory_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_local_filesystem() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
-    snapshot_and_logs_round_trip(Arc::new(store)).await;
+    snapshot_and_logs_round_trip(common::local_store(dir.path())).await;
     // The files are really there.
     assert!(dir.path().join("backups/db1/differential").is_file());
 }
@@ -320,10 +292,7 @@ async fn round_trip_on_sqlite_and_redb() {
 async fn empty_database_and_empty_prefix() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let db = memory_db().await;
-    let backup = Backup::start(db.clone(), fast(store.clone(), "p"))
-        .await
-        .unwrap();
-    backup.flush(Duration::from_secs(5)).await.unwrap();
+    let backup = start_flushed(&db, fast(store.clone(), "p")).await;
     let decoded = decode_prefix(&*store, &Path::from("p")).await;
     assert_eq!(decoded.differential, Versionstamp::ZERO);
     assert_eq!(decoded.snapshots.len(), 1);
@@ -350,8 +319,7 @@ async fn coalesces_commits_into_few_segments() {
     let db = memory_db().await;
     let mut cfg = fast(store.clone(), "p");
     cfg.flush_interval = Duration::from_millis(400);
-    let backup = Backup::start(db.clone(), cfg).await.unwrap();
-    backup.flush(Duration::from_secs(5)).await.unwrap();
+    let backup = start_flushed(&db, cfg).await;
     let t0 = Instant::now();
     for i in 0..200 {
         write(&db, vec![Mutation::set(key("c", i), KvValue::U64(1))]).await;
@@ -386,8 +354,7 @@ async fn segment_limits_split_large_backlogs() {
     let mut cfg = fast(store.clone(), "p");
     cfg.max_segment_batches = 5;
     cfg.max_segment_bytes = 10_000;
-    let backup = Backup::start(db.clone(), cfg).await.unwrap();
-    backup.flush(Duration::from_secs(5)).await.unwrap();
+    let backup = start_flushed(&db, cfg).await;
     for i in 0..23 {
         write(
             &db,
@@ -425,8 +392,7 @@ async fn segment_limits_split_large_backlogs() {
 async fn restart_resumes_without_duplicates_or_gaps() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("store")).unwrap();
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(LocalFileSystem::new_with_prefix(dir.path().join("store")).unwrap());
+    let store = common::local_store(&dir.path().join("store"));
     let db_path = dir.path().join("db.sqlite3");
     let open = || async {
         Db::open(
@@ -499,15 +465,14 @@ async fn restart_resumes_without_duplicates_or_gaps() {
     db.close().await.unwrap();
 }
 
-/// An object store whose writes (or all operations) can be made to fail.
+/// Makes a store's writes fail on demand (and slows its puts down a little).
 #[derive(Debug)]
-struct FlakyStore {
-    inner: Arc<dyn ObjectStore>,
+struct Flaky {
     fail_writes: AtomicBool,
     failed: AtomicU64,
 }
 
-impl FlakyStore {
+impl Flaky {
     fn check(&self) -> object_store::Result<()> {
         if self.fail_writes.load(Ordering::SeqCst) {
             self.failed.fetch_add(1, Ordering::SeqCst);
@@ -521,87 +486,48 @@ impl FlakyStore {
     }
 }
 
-impl fmt::Display for FlakyStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FlakyStore({})", self.inner)
-    }
-}
-
 #[async_trait::async_trait]
-impl ObjectStore for FlakyStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
+impl StoreHooks for Flaky {
+    const NAME: &'static str = "FlakyStore";
+
+    async fn before_put(&self, _location: &Path) -> object_store::Result<()> {
         self.check()?;
         // A slow store too.
         tokio::time::sleep(Duration::from_millis(2)).await;
-        self.inner.put_opts(location, payload, opts).await
+        Ok(())
     }
 
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.check()?;
-        self.inner.put_multipart_opts(location, opts).await
+    fn before_multipart(&self, _location: &Path) -> object_store::Result<()> {
+        self.check()
     }
 
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
+    fn before_copy(&self, _from: &Path, _to: &Path) -> object_store::Result<()> {
+        self.check()
     }
+}
 
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.check()?;
-        self.inner.copy_opts(from, to, options).await
-    }
+/// An in-memory store whose writes fail while `fail_writes` is set.
+fn flaky_store(fail_writes: bool) -> Arc<HookedStore<Flaky>> {
+    HookedStore::new(
+        Arc::new(InMemory::new()),
+        Flaky {
+            fail_writes: AtomicBool::new(fail_writes),
+            failed: AtomicU64::new(0),
+        },
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_store_never_blocks_writes_and_catches_up() {
-    let flaky = Arc::new(FlakyStore {
-        inner: Arc::new(InMemory::new()),
-        fail_writes: AtomicBool::new(false),
-        failed: AtomicU64::new(0),
-    });
+    let flaky = flaky_store(false);
     let store: Arc<dyn ObjectStore> = flaky.clone();
     let db = memory_db().await;
     for round in 0..5 {
         varied_write(&db, round).await;
     }
-    let backup = Backup::start(db.clone(), fast(store.clone(), "f"))
-        .await
-        .unwrap();
-    backup.flush(Duration::from_secs(5)).await.unwrap();
+    let backup = start_flushed(&db, fast(store.clone(), "f")).await;
 
-    flaky.fail_writes.store(true, Ordering::SeqCst);
+    flaky.hooks.fail_writes.store(true, Ordering::SeqCst);
     let t0 = Instant::now();
     for round in 5..205 {
         let t = Instant::now();
@@ -624,7 +550,7 @@ async fn failing_store_never_blocks_writes_and_catches_up() {
             .is_some_and(|e| e.contains("injected failure")),
         "{status:?}"
     );
-    assert!(flaky.failed.load(Ordering::SeqCst) >= 2, "retried");
+    assert!(flaky.hooks.failed.load(Ordering::SeqCst) >= 2, "retried");
     match backup.flush(Duration::from_millis(300)).await {
         Err(BackupError::FlushTimeout { last_error, .. }) => assert!(last_error.is_some()),
         other => panic!("expected a flush timeout, got {other:?}"),
@@ -632,24 +558,19 @@ async fn failing_store_never_blocks_writes_and_catches_up() {
     // The unshipped changes are still in the database's change log.
     assert!(!db.read_changes(None, 1).await.unwrap().is_empty());
 
-    flaky.fail_writes.store(false, Ordering::SeqCst);
+    flaky.hooks.fail_writes.store(false, Ordering::SeqCst);
     let shipped = backup.flush(Duration::from_secs(10)).await.unwrap();
     assert_eq!(shipped, db.current_versionstamp().await.unwrap());
     let status = backup.status();
     assert!(status.last_error.is_none());
     assert_eq!(status.lag_ms, 0);
-    let decoded = decode_prefix(&*store, &Path::from("f")).await;
-    assert_eq!(decoded.materialize(), db_state(&db).await);
+    assert_backup_holds(&*store, "f", &db).await;
     backup.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_down_during_initial_snapshot() {
-    let flaky = Arc::new(FlakyStore {
-        inner: Arc::new(InMemory::new()),
-        fail_writes: AtomicBool::new(true),
-        failed: AtomicU64::new(0),
-    });
+    let flaky = flaky_store(true);
     let store: Arc<dyn ObjectStore> = flaky.clone();
     let db = memory_db().await;
     for round in 0..5 {
@@ -671,14 +592,13 @@ async fn store_down_during_initial_snapshot() {
         "{shut:?}"
     );
 
-    flaky.fail_writes.store(false, Ordering::SeqCst);
+    flaky.hooks.fail_writes.store(false, Ordering::SeqCst);
     // Nothing was written, so the prefix is still empty and the backup starts afresh.
     let backup = Backup::start(db.clone(), fast(store.clone(), "f"))
         .await
         .unwrap();
     backup.flush(Duration::from_secs(10)).await.unwrap();
-    let decoded = decode_prefix(&*store, &Path::from("f")).await;
-    assert_eq!(decoded.materialize(), db_state(&db).await);
+    assert_backup_holds(&*store, "f", &db).await;
     backup.shutdown().await.unwrap();
 }
 
@@ -712,18 +632,14 @@ async fn interrupted_initial_snapshot_is_redone() {
         .put(&stale_log, PutPayload::from_static(b""))
         .await
         .unwrap();
-    let backup = Backup::start(db.clone(), fast(store.clone(), "i"))
-        .await
-        .unwrap();
-    backup.flush(Duration::from_secs(5)).await.unwrap();
+    let backup = start_flushed(&db, fast(store.clone(), "i")).await;
     assert!(store.head(&stale).await.is_err());
     assert!(store.head(&stale_log).await.is_err());
     assert!(store
         .head(&Path::from("i/kv-pitr.init.json"))
         .await
         .is_err());
-    let decoded = decode_prefix(&*store, &Path::from("i")).await;
-    assert_eq!(decoded.materialize(), db_state(&db).await);
+    assert_backup_holds(&*store, "i", &db).await;
     backup.shutdown().await.unwrap();
 }
 
@@ -732,10 +648,7 @@ async fn crash_between_differential_and_manifest_is_completed() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let db = memory_db().await;
     varied_write(&db, 0).await;
-    let backup = Backup::start(db.clone(), fast(store.clone(), "m"))
-        .await
-        .unwrap();
-    backup.flush(Duration::from_secs(5)).await.unwrap();
+    let backup = start_flushed(&db, fast(store.clone(), "m")).await;
     backup.shutdown().await.unwrap();
     let manifest = get(&*store, &Path::from("m/kv-pitr.json")).await;
     // Simulate the crash: the manifest is missing, the init marker still there.
@@ -806,10 +719,7 @@ async fn start_up_checks() {
     for round in 0..5 {
         varied_write(&db, round).await;
     }
-    let backup = Backup::start(db.clone(), fast(store.clone(), "ahead"))
-        .await
-        .unwrap();
-    backup.flush(Duration::from_secs(5)).await.unwrap();
+    let backup = start_flushed(&db, fast(store.clone(), "ahead")).await;
     backup.shutdown().await.unwrap();
     let other = memory_db().await;
     let err = Backup::start(other, fast(store.clone(), "ahead"))
@@ -856,10 +766,7 @@ async fn change_log_gap_is_detected() {
     };
     let db = open(true).await;
     varied_write(&db, 0).await;
-    let backup = Backup::start(db.clone(), fast(store.clone(), "g"))
-        .await
-        .unwrap();
-    backup.flush(Duration::from_secs(5)).await.unwrap();
+    let backup = start_flushed(&db, fast(store.clone(), "g")).await;
     backup.shutdown().await.unwrap();
     db.close().await.unwrap();
 
@@ -882,12 +789,8 @@ async fn change_log_gap_is_detected() {
     }
     assert!(err.to_string().contains("new backup prefix"), "{err}");
     // A new prefix works.
-    let backup = Backup::start(db.clone(), fast(store.clone(), "g2"))
-        .await
-        .unwrap();
-    backup.flush(Duration::from_secs(5)).await.unwrap();
-    let decoded = decode_prefix(&*store, &Path::from("g2")).await;
-    assert_eq!(decoded.materialize(), db_state(&db).await);
+    let backup = start_flushed(&db, fast(store.clone(), "g2")).await;
+    assert_backup_holds(&*store, "g2", &db).await;
     backup.shutdown().await.unwrap();
     db.close().await.unwrap();
 }
@@ -898,8 +801,7 @@ async fn lag_stays_bounded_under_continuous_writes() {
     let db = memory_db().await;
     let mut cfg = fast(store.clone(), "lag");
     cfg.flush_interval = Duration::from_millis(50);
-    let backup = Backup::start(db.clone(), cfg).await.unwrap();
-    backup.flush(Duration::from_secs(5)).await.unwrap();
+    let backup = start_flushed(&db, cfg).await;
     let t0 = Instant::now();
     let mut round = 0;
     let mut max_lag = 0;
@@ -922,8 +824,7 @@ async fn lag_stays_bounded_under_continuous_writes() {
     assert!(max_lag < 1500, "lag grew to {max_lag} ms");
     backup.flush(Duration::from_secs(5)).await.unwrap();
     assert_eq!(backup.status().lag_ms, 0);
-    let decoded = decode_prefix(&*store, &Path::from("lag")).await;
-    assert_eq!(decoded.materialize(), db_state(&db).await);
+    assert_backup_holds(&*store, "lag", &db).await;
     backup.shutdown().await.unwrap();
 }
 
@@ -944,10 +845,7 @@ async fn periodic_checkpoints() {
     cfg.checkpoint_interval = Some(Duration::from_millis(100));
     cfg.checkpoint_retain = 2;
     // First run without checkpoints creates the backup; then the junk appears.
-    let backup = Backup::start(db.clone(), fast(store.clone(), "cp"))
-        .await
-        .unwrap();
-    backup.flush(Duration::from_secs(5)).await.unwrap();
+    let backup = start_flushed(&db, fast(store.clone(), "cp")).await;
     backup.shutdown().await.unwrap();
     store
         .put(&junk, format::encode_snapshot_range(&[]).into())
@@ -1166,25 +1064,20 @@ async fn a_backlog_is_cut_so_segment_times_stay_close_to_commit_times() {
     )
     .await
     .unwrap();
-    let flaky = Arc::new(FlakyStore {
-        inner: Arc::new(InMemory::new()),
-        fail_writes: AtomicBool::new(false),
-        failed: AtomicU64::new(0),
-    });
+    let flaky = flaky_store(false);
     let store: Arc<dyn ObjectStore> = flaky.clone();
     let mut cfg = fast(store.clone(), "t");
     cfg.flush_interval = Duration::from_millis(1_000);
-    let backup = Backup::start(db.clone(), cfg).await.unwrap();
-    backup.flush(Duration::from_secs(5)).await.unwrap();
+    let backup = start_flushed(&db, cfg).await;
     // A backlog while the store is down: commits 10 s, 50 s and 50.5 s later.
-    flaky.fail_writes.store(true, Ordering::SeqCst);
+    flaky.hooks.fail_writes.store(true, Ordering::SeqCst);
     clock.advance(10_000);
     let a = write(&db, vec![Mutation::set(key("a", 1), KvValue::U64(1))]).await;
     clock.advance(40_000);
     let b = write(&db, vec![Mutation::set(key("b", 1), KvValue::U64(1))]).await;
     clock.advance(500);
     let c = write(&db, vec![Mutation::set(key("c", 1), KvValue::U64(1))]).await;
-    flaky.fail_writes.store(false, Ordering::SeqCst);
+    flaky.hooks.fail_writes.store(false, Ordering::SeqCst);
     backup.flush(Duration::from_secs(10)).await.unwrap();
     let decoded = decode_prefix(&*store, &Path::from("t")).await;
     let times: Vec<(Vec<Versionstamp>, u64)> = decoded

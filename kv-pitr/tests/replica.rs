@@ -2,60 +2,31 @@
 //! applies whole transactions, notifies watchers, refuses writes, reports its status and
 //! resumes after a restart.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_db::{Db, DbConfig, ExportEntry};
-use kv_engine_memory::MemoryBackend;
+use kv_db::{Db, DbConfig};
 use kv_pitr::consumer::BackupReader;
 use kv_pitr::producer::{Backup, BackupConfig};
 use kv_pitr::restore::{Replica, ReplicaConfig, RestoreError};
-use kv_traits::{
-    AtomicWrite, CommitResult, Database, KvError, KvValue, Mutation, Versionstamp, WatchKeyOutput,
-};
-use object_store::local::LocalFileSystem;
+use kv_traits::{AtomicWrite, Database, KvError, KvValue, Mutation, Versionstamp, WatchKeyOutput};
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
+use common::{dump, key, read_only_db};
+
 const WAIT: Duration = Duration::from_secs(20);
 
-fn key(s: &str) -> Vec<u8> {
-    let mut k = vec![2];
-    k.extend_from_slice(s.as_bytes());
-    k.push(0);
-    k
-}
-
-async fn dump(db: &Db) -> Vec<ExportEntry> {
-    db.export_range(&[], &[0xff], usize::MAX).await.unwrap().0
-}
-
 async fn set(db: &Db, k: &str, v: KvValue) -> Versionstamp {
-    match db
-        .atomic_write(AtomicWrite {
-            mutations: vec![Mutation::set(key(k), v)],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-    {
-        CommitResult::Committed(vs) => vs,
-        other => panic!("{other:?}"),
-    }
+    common::commit(db, vec![Mutation::set(key(k), v)]).await
 }
 
 async fn source_with_backup(store: Arc<dyn ObjectStore>, prefix: &str) -> (Db, Backup) {
-    let db = Db::open(
-        MemoryBackend::new(),
-        DbConfig {
-            change_log: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let db = common::change_log_db().await;
     for i in 0..5 {
         set(&db, &format!("before{i}"), KvValue::U64(i)).await;
     }
@@ -63,24 +34,8 @@ async fn source_with_backup(store: Arc<dyn ObjectStore>, prefix: &str) -> (Db, B
     config.flush_interval = Duration::from_millis(20);
     config.max_segment_batches = 4;
     let backup = Backup::start(db.clone(), config).await.unwrap();
-    backup
-        .subscribe()
-        .wait_for(|s| s.initial_snapshot_done)
-        .await
-        .unwrap();
+    common::initial_snapshot_done(&backup).await;
     (db, backup)
-}
-
-async fn read_only_db() -> Db {
-    Db::open(
-        MemoryBackend::new(),
-        DbConfig {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
 }
 
 async fn follows_a_live_producer(store: Arc<dyn ObjectStore>) {
@@ -175,10 +130,7 @@ async fn follows_a_live_producer_in_memory_store() {
 #[tokio::test]
 async fn follows_a_live_producer_local_fs() {
     let dir = tempfile::tempdir().unwrap();
-    follows_a_live_producer(Arc::new(
-        LocalFileSystem::new_with_prefix(dir.path()).unwrap(),
-    ))
-    .await;
+    follows_a_live_producer(common::local_store(dir.path())).await;
 }
 
 #[tokio::test]

@@ -3,100 +3,25 @@
 //! every commit, and restores (into memory, SQLite and redb databases) must reproduce those
 //! states exactly: same keys, values of all three encodings, versionstamps and expiry times.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use kv_db::{Db, DbConfig, ExportEntry};
-use kv_engine_memory::MemoryBackend;
 use kv_pitr::consumer::{BackupReader, ConsumerError, RecoveryPoint};
 use kv_pitr::producer::{Backup, BackupConfig};
 use kv_pitr::restore::{catch_up, restore, RestoreError, RestoreProgress, RestoreTarget};
 use kv_traits::{
-    AtomicWrite, CommitResult, Consistency, Database, KvValue, ManualClock, Mutation, MutationKind,
-    ReadRange, Versionstamp,
+    AtomicWrite, Consistency, Database, KvValue, Mutation, MutationKind, ReadRange, Versionstamp,
 };
-use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::ObjectStore;
 
-fn key(s: &str) -> Vec<u8> {
-    let mut k = vec![2];
-    k.extend_from_slice(s.as_bytes());
-    k.push(0);
-    k
-}
-
-async fn dump(db: &Db) -> Vec<ExportEntry> {
-    db.export_range(&[], &[0xff], usize::MAX).await.unwrap().0
-}
-
-/// A source database with a manual clock, recording its raw state after every commit.
-struct Source {
-    db: Db,
-    clock: Arc<ManualClock>,
-    states: BTreeMap<Versionstamp, Vec<ExportEntry>>,
-}
+use common::{dump, key, local_store, memory_db, restore_err, restore_to, Source};
 
 impl Source {
-    async fn new() -> Source {
-        // An hour ago, so that expiry times compare the same way on the restored databases
-        // (which use the system clock).
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        let clock = Arc::new(ManualClock::new(now - 3_600_000));
-        let db = Db::open(
-            MemoryBackend::new(),
-            DbConfig {
-                clock: clock.clone(),
-                background_tasks: false,
-                change_log: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        let mut s = Source {
-            db,
-            clock,
-            states: BTreeMap::new(),
-        };
-        s.record().await;
-        s
-    }
-
-    async fn record(&mut self) -> Versionstamp {
-        let vs = self.db.current_versionstamp().await.unwrap();
-        let state = dump(&self.db).await;
-        self.states.insert(vs, state);
-        vs
-    }
-
-    async fn commit(&mut self, mutations: Vec<Mutation>) -> Versionstamp {
-        self.clock.advance(10);
-        let res = self
-            .db
-            .atomic_write(AtomicWrite {
-                mutations,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let CommitResult::Committed(vs) = res else {
-            panic!("not committed: {res:?}")
-        };
-        assert_eq!(self.record().await, vs);
-        vs
-    }
-
-    fn now(&self) -> u64 {
-        use kv_traits::Clock;
-        self.clock.now_ms()
-    }
-
     /// A varied workload: all three encodings, deletes, sums, expiry, multi-key commits.
     async fn workload(&mut self, round: u32) {
         let n = |i: u32| format!("r{round}k{i}");
@@ -109,17 +34,7 @@ impl Source {
             Mutation::set(key(&n(2)), KvValue::U64(u64::from(round) * 1000)),
         ])
         .await;
-        self.commit(vec![Mutation {
-            key: key(&n(2)),
-            kind: MutationKind::Sum {
-                value: KvValue::U64(7),
-                min: None,
-                max: None,
-                clamp: false,
-            },
-            expire_at_ms: None,
-        }])
-        .await;
+        self.commit(vec![common::sum(key(&n(2)), 7)]).await;
         let soon = self.now() + 25;
         let later = self.now() + 86_400_000;
         self.commit(vec![
@@ -172,23 +87,13 @@ async fn backed_up_source(store: Arc<dyn ObjectStore>, prefix: &str, rounds: u32
         .await
         .unwrap();
     // Later commits go to the logs, not into the initial snapshot.
-    backup
-        .subscribe()
-        .wait_for(|s| s.initial_snapshot_done)
-        .await
-        .unwrap();
+    common::initial_snapshot_done(&backup).await;
     for r in 2..rounds {
         src.workload(r).await;
     }
     backup.flush(Duration::from_secs(30)).await.unwrap();
     backup.shutdown().await.unwrap();
     src
-}
-
-async fn memory_db() -> Db {
-    Db::open(MemoryBackend::new(), DbConfig::default())
-        .await
-        .unwrap()
 }
 
 /// An empty database of the given engine (files in `dir`).
@@ -267,25 +172,19 @@ async fn assert_round_trip(store: Arc<dyn ObjectStore>, engine: &str) {
 #[tokio::test]
 async fn round_trip_local_fs_into_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
-    assert_round_trip(store, "memory").await;
+    assert_round_trip(local_store(dir.path()), "memory").await;
 }
 
 #[tokio::test]
 async fn round_trip_local_fs_into_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
-    assert_round_trip(store, "sqlite").await;
+    assert_round_trip(local_store(dir.path()), "sqlite").await;
 }
 
 #[tokio::test]
 async fn round_trip_local_fs_into_redb() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
-    assert_round_trip(store, "redb").await;
+    assert_round_trip(local_store(dir.path()), "redb").await;
 }
 
 #[tokio::test]
@@ -331,15 +230,7 @@ async fn every_recovery_point_restores_the_exact_source_state() {
         assert!(listed.contains(v), "commit {v} is not a recovery point");
     }
     for p in &points {
-        let db = memory_db().await;
-        let out = restore(
-            &reader,
-            &db,
-            RestoreTarget::Versionstamp(p.versionstamp),
-            |_| {},
-        )
-        .await
-        .unwrap();
+        let (db, out) = restore_to(&reader, RestoreTarget::Versionstamp(p.versionstamp)).await;
         assert_eq!(out.versionstamp, p.versionstamp);
         assert_eq!(out.timestamp_ms, p.timestamp_ms);
         assert_eq!(db.current_versionstamp().await.unwrap(), p.versionstamp);
@@ -364,23 +255,16 @@ async fn versionstamp_targets_between_points_and_out_of_range() {
     let p = points[3];
     let mut between = p.versionstamp;
     between.0[9] = 5;
-    let db = memory_db().await;
-    let out = restore(&reader, &db, RestoreTarget::Versionstamp(between), |_| {})
-        .await
-        .unwrap();
+    let (db, out) = restore_to(&reader, RestoreTarget::Versionstamp(between)).await;
     assert_eq!(out.versionstamp, p.versionstamp);
     assert_eq!(&dump(&db).await, src.states.get(&p.versionstamp).unwrap());
 
     // Before the first consistent point, after the latest: errors, database untouched.
-    let db = memory_db().await;
-    let err = restore(
+    let (db, err) = restore_err(
         &reader,
-        &db,
         RestoreTarget::Versionstamp(Versionstamp::from_version(first.versionstamp.version() - 1)),
-        |_| {},
     )
-    .await
-    .unwrap_err();
+    .await;
     assert!(
         matches!(
             err,
@@ -422,10 +306,7 @@ async fn time_targets_pick_the_newest_point_not_after_the_time() {
     for p in &points {
         for t in [p.timestamp_ms, p.timestamp_ms + 3] {
             let expected: RecoveryPoint = *points.iter().find(|q| q.timestamp_ms <= t).unwrap();
-            let db = memory_db().await;
-            let out = restore(&reader, &db, RestoreTarget::Time(t), |_| {})
-                .await
-                .unwrap();
+            let (db, out) = restore_to(&reader, RestoreTarget::Time(t)).await;
             assert_eq!(out.versionstamp, expected.versionstamp, "time {t}");
             assert_eq!(
                 &dump(&db).await,
@@ -436,21 +317,10 @@ async fn time_targets_pick_the_newest_point_not_after_the_time() {
     }
     assert!(checked > 10);
     // Far in the future: the latest point.
-    let db = memory_db().await;
-    let out = restore(&reader, &db, RestoreTarget::Time(u64::MAX / 2), |_| {})
-        .await
-        .unwrap();
+    let (_, out) = restore_to(&reader, RestoreTarget::Time(u64::MAX / 2)).await;
     assert_eq!(out.versionstamp, points[0].versionstamp);
     // Before the first point: an error.
-    let db = memory_db().await;
-    let err = restore(
-        &reader,
-        &db,
-        RestoreTarget::Time(first.timestamp_ms - 1),
-        |_| {},
-    )
-    .await
-    .unwrap_err();
+    let (db, err) = restore_err(&reader, RestoreTarget::Time(first.timestamp_ms - 1)).await;
     assert!(
         matches!(
             err,
@@ -507,15 +377,7 @@ async fn catch_up_moves_a_restored_copy_forward_only() {
     let points = reader.recovery_points(None, None).await.unwrap();
     let early = points[points.len() - 2];
     let mid = points[points.len() / 2];
-    let db = memory_db().await;
-    restore(
-        &reader,
-        &db,
-        RestoreTarget::Versionstamp(early.versionstamp),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let (db, _) = restore_to(&reader, RestoreTarget::Versionstamp(early.versionstamp)).await;
     let out = catch_up(&reader, &db, RestoreTarget::Versionstamp(mid.versionstamp))
         .await
         .unwrap();
@@ -560,10 +422,7 @@ async fn backup_of_an_empty_database_restores_to_an_empty_database() {
     backup.flush(Duration::from_secs(30)).await.unwrap();
     backup.shutdown().await.unwrap();
     let reader = BackupReader::new(store, Path::from("empty"));
-    let db = memory_db().await;
-    let out = restore(&reader, &db, RestoreTarget::Latest, |_| {})
-        .await
-        .unwrap();
+    let (db, out) = restore_to(&reader, RestoreTarget::Latest).await;
     assert_eq!(out.versionstamp, Versionstamp::ZERO);
     assert_eq!(out.keys, 0);
     assert!(dump(&db).await.is_empty());
@@ -573,10 +432,7 @@ async fn backup_of_an_empty_database_restores_to_an_empty_database() {
 async fn a_prefix_without_backup_is_reported_clearly() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let reader = BackupReader::new(store, Path::from("nothing/here"));
-    let db = memory_db().await;
-    let err = restore(&reader, &db, RestoreTarget::Latest, |_| {})
-        .await
-        .unwrap_err();
+    let (_, err) = restore_err(&reader, RestoreTarget::Latest).await;
     assert!(
         matches!(err, RestoreError::Backup(ConsumerError::NotABackup { .. })),
         "{err}"
@@ -690,10 +546,7 @@ async fn fuzzy_snapshot_becomes_consistent_at_the_differential_point() {
             },
         ]
     );
-    let db = memory_db().await;
-    let out = restore(&reader, &db, RestoreTarget::Versionstamp(v(8)), |_| {})
-        .await
-        .unwrap();
+    let (db, out) = restore_to(&reader, RestoreTarget::Versionstamp(v(8))).await;
     assert_eq!(out.versionstamp, v(8));
     assert_eq!(
         out.transactions, 3,
@@ -708,16 +561,10 @@ async fn fuzzy_snapshot_becomes_consistent_at_the_differential_point() {
         s
     };
     assert_eq!(dump(&db).await, want(true));
-    let db = memory_db().await;
-    restore(&reader, &db, RestoreTarget::Latest, |_| {})
-        .await
-        .unwrap();
+    let (db, _) = restore_to(&reader, RestoreTarget::Latest).await;
     assert_eq!(dump(&db).await, want(false));
     // v7 is inside the fuzzy window: not a consistent point.
-    let db = memory_db().await;
-    let err = restore(&reader, &db, RestoreTarget::Versionstamp(v(7)), |_| {})
-        .await
-        .unwrap_err();
+    let (_, err) = restore_err(&reader, RestoreTarget::Versionstamp(v(7))).await;
     assert!(
         matches!(
             err,

@@ -4,6 +4,8 @@
 //! If the server cannot be installed or started these tests FAIL (they are never skipped
 //! silently), unless `KV_PITR_SKIP_S3=1` is set, which skips them with a message.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -14,17 +16,16 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use kv_db::{Db, DbConfig, ExportEntry};
-use kv_engine_memory::MemoryBackend;
 use kv_pitr::consumer::{BackupReader, ConsumerError};
 use kv_pitr::format::FormatError;
 use kv_pitr::producer::{Backup, BackupConfig};
 use kv_pitr::restore::{restore, Replica, RestoreError, RestoreTarget};
-use kv_traits::{
-    AtomicWrite, CommitResult, Database, KvValue, Mutation, MutationKind, Versionstamp,
-};
+use kv_traits::{Database, KvValue, Mutation, Versionstamp};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use common::{change_log_db as source, commit, dump, key, restore_err};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -126,54 +127,13 @@ fn s3_store(server: &S3Server, bucket: &str) -> Arc<dyn ObjectStore> {
     )
 }
 
-fn key(s: &str) -> Vec<u8> {
-    let mut k = vec![2];
-    k.extend_from_slice(s.as_bytes());
-    k.push(0);
-    k
-}
-
-async fn dump(db: &Db) -> Vec<ExportEntry> {
-    db.export_range(&[], &[0xff], usize::MAX).await.unwrap().0
-}
-
-async fn commit(db: &Db, mutations: Vec<Mutation>) -> Versionstamp {
-    match db
-        .atomic_write(AtomicWrite {
-            mutations,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-    {
-        CommitResult::Committed(vs) => vs,
-        other => panic!("{other:?}"),
-    }
-}
-
-async fn source() -> Db {
-    Db::open(
-        MemoryBackend::new(),
-        DbConfig {
-            change_log: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
-}
-
 async fn start_backup(db: &Db, store: Arc<dyn ObjectStore>, prefix: &str) -> Backup {
     let mut config = BackupConfig::new(store, Path::from(prefix));
     config.flush_interval = Duration::from_millis(50);
     config.max_segment_batches = 3;
     config.snapshot_range_entries = 3;
     let backup = Backup::start(db.clone(), config).await.unwrap();
-    backup
-        .subscribe()
-        .wait_for(|s| s.initial_snapshot_done)
-        .await
-        .unwrap();
+    common::initial_snapshot_done(&backup).await;
     backup
 }
 
@@ -195,20 +155,7 @@ async fn workload(db: &Db, round: u64, states: &mut Vec<(Versionstamp, Vec<Expor
     )
     .await;
     states.push((vs, dump(db).await));
-    let vs = commit(
-        db,
-        vec![Mutation {
-            key: key("counter"),
-            kind: MutationKind::Sum {
-                value: KvValue::U64(10),
-                min: None,
-                max: None,
-                clamp: false,
-            },
-            expire_at_ms: None,
-        }],
-    )
-    .await;
+    let vs = commit(db, vec![common::sum(key("counter"), 10)]).await;
     states.push((vs, dump(db).await));
     if round > 0 {
         let vs = commit(
@@ -220,10 +167,19 @@ async fn workload(db: &Db, round: u64, states: &mut Vec<(Versionstamp, Vec<Expor
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_backup_and_point_in_time_restore_round_trip() {
+/// A new bucket on the server, its store, and a source database with the first round of
+/// the workload committed (and its states); `None` when the S3 tests are skipped.
+struct Setup {
+    server: &'static S3Server,
+    bucket: String,
+    store: Arc<dyn ObjectStore>,
+    src: Db,
+    states: Vec<(Versionstamp, Vec<ExportEntry>)>,
+}
+
+async fn setup() -> Option<Setup> {
     if skip() {
-        return;
+        return None;
     }
     let server = server();
     let bucket = create_bucket(server);
@@ -231,12 +187,40 @@ async fn s3_backup_and_point_in_time_restore_round_trip() {
     let src = source().await;
     let mut states = Vec::new();
     workload(&src, 0, &mut states).await;
-    let backup = start_backup(&src, store.clone(), "team/db1").await;
-    for round in 1..5 {
-        workload(&src, round, &mut states).await;
+    Some(Setup {
+        server,
+        bucket,
+        store,
+        src,
+        states,
+    })
+}
+
+/// [`setup`], then a backup under `prefix` while workload rounds 1 to `rounds - 1` run;
+/// flushed and shut down.
+async fn backed_up(prefix: &str, rounds: u64) -> Option<Setup> {
+    let mut s = setup().await?;
+    let backup = start_backup(&s.src, s.store.clone(), prefix).await;
+    for round in 1..rounds {
+        workload(&s.src, round, &mut s.states).await;
     }
     backup.flush(WAIT).await.unwrap();
     backup.shutdown().await.unwrap();
+    Some(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_backup_and_point_in_time_restore_round_trip() {
+    let Some(Setup {
+        server,
+        bucket,
+        store,
+        src,
+        states,
+    }) = backed_up("team/db1", 5).await
+    else {
+        return;
+    };
 
     // The objects really are in the bucket.
     let listed: Vec<_> = store
@@ -284,12 +268,7 @@ async fn s3_backup_and_point_in_time_restore_round_trip() {
     assert_eq!(via_url.log_segments, info.log_segments);
     let mut checked = 0;
     for (vs, state) in states.iter().filter(|(vs, _)| *vs >= info.differential) {
-        let db = Db::open(MemoryBackend::new(), DbConfig::default())
-            .await
-            .unwrap();
-        let out = restore(&reader, &db, RestoreTarget::Versionstamp(*vs), |_| {})
-            .await
-            .unwrap();
+        let (db, out) = common::restore_to(&reader, RestoreTarget::Versionstamp(*vs)).await;
         assert_eq!(out.versionstamp, *vs);
         assert_eq!(&dump(&db).await, state, "state at {vs}");
         checked += 1;
@@ -299,27 +278,19 @@ async fn s3_backup_and_point_in_time_restore_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_replica_follows_a_live_producer() {
-    if skip() {
+    let Some(Setup {
+        store,
+        src,
+        mut states,
+        ..
+    }) = setup().await
+    else {
         return;
-    }
-    let server = server();
-    let bucket = create_bucket(server);
-    let store = s3_store(server, &bucket);
-    let src = source().await;
-    let mut states = Vec::new();
-    workload(&src, 0, &mut states).await;
+    };
     let backup = start_backup(&src, store.clone(), "replicated").await;
     backup.flush(WAIT).await.unwrap();
 
-    let replica_db = Db::open(
-        MemoryBackend::new(),
-        DbConfig {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let replica_db = common::read_only_db().await;
     let replica = Replica::start(
         BackupReader::new(store.clone(), Path::from("replicated")),
         replica_db.clone(),
@@ -341,47 +312,17 @@ async fn s3_replica_follows_a_live_producer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_corrupt_and_missing_objects_are_clear_errors() {
-    if skip() {
+    let Some(Setup { store, .. }) = backed_up("damaged", 4).await else {
         return;
-    }
-    let server = server();
-    let bucket = create_bucket(server);
-    let store = s3_store(server, &bucket);
-    let src = source().await;
-    let mut states = Vec::new();
-    workload(&src, 0, &mut states).await;
-    let backup = start_backup(&src, store.clone(), "damaged").await;
-    for round in 1..4 {
-        workload(&src, round, &mut states).await;
-    }
-    backup.flush(WAIT).await.unwrap();
-    backup.shutdown().await.unwrap();
-    let mut logs: Vec<Path> = store
-        .list(Some(&Path::from("damaged/logs")))
-        .map_ok(|m| m.location)
-        .try_collect()
-        .await
-        .unwrap();
-    logs.sort();
+    };
+    let logs = common::list(&*store, &Path::from("damaged/logs")).await;
     assert!(logs.len() >= 3);
     let reader = BackupReader::new(store.clone(), Path::from("damaged"));
 
-    let mut body = store
-        .get(&logs[1])
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
+    let mut body = common::get(&*store, &logs[1]).await.to_vec();
     body[12] ^= 0x10;
-    store.put(&logs[1], PutPayload::from(body)).await.unwrap();
-    let db = Db::open(MemoryBackend::new(), DbConfig::default())
-        .await
-        .unwrap();
-    let err = restore(&reader, &db, RestoreTarget::Latest, |_| {})
-        .await
-        .unwrap_err();
+    common::put(&*store, &logs[1], body).await;
+    let (db, err) = restore_err(&reader, RestoreTarget::Latest).await;
     assert!(
         matches!(&err, RestoreError::Backup(ConsumerError::Corrupt { object, source: FormatError::Checksum { .. } }) if object == logs[1].as_ref()),
         "{err}"
