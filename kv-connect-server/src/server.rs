@@ -158,17 +158,7 @@ impl<D: Database> KvConnectServer<D> {
     /// A `/watch` response body streams until it is dropped or this server value is dropped.
     /// Must be called inside a tokio runtime.
     pub async fn handle(&self, req: Request<Bytes>) -> Response<ResponseBody> {
-        let state = Arc::new(AppState {
-            db: self.db.clone(),
-            tokens: TokenAuthority::new(&self.config.access_token, self.config.token_ttl),
-            database_id: resolve_database_id(&self.config),
-            limits: self.config.limits.clone(),
-            max_body_size: self.config.max_body_size,
-            watch_keepalive: self.config.watch_keepalive,
-            replica: self.config.replica.clone(),
-            health_report: self.config.health_report.clone(),
-            shutdown: self.in_process_stop.subscribe(),
-        });
+        let state = app_state(&self.db, &self.config, self.in_process_stop.subscribe());
         let conn = ConnInfo {
             tls: false,
             peer: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -202,6 +192,25 @@ impl<D: Database> KvConnectServer<D> {
             config: self.config,
         })
     }
+}
+
+/// The state every request handler shares.
+fn app_state<D>(
+    db: &Arc<D>,
+    config: &ServerConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Arc<AppState<D>> {
+    Arc::new(AppState {
+        db: db.clone(),
+        tokens: TokenAuthority::new(&config.access_token, config.token_ttl),
+        database_id: resolve_database_id(config),
+        limits: config.limits.clone(),
+        max_body_size: config.max_body_size,
+        watch_keepalive: config.watch_keepalive,
+        replica: config.replica.clone(),
+        health_report: config.health_report.clone(),
+        shutdown,
+    })
 }
 
 fn resolve_database_id(config: &ServerConfig) -> Uuid {
@@ -246,17 +255,7 @@ impl<D: Database> BoundServer<D> {
     ) -> Result<(), ServeError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let tls = self.config.tls.clone().map(TlsAcceptor::from);
-        let state = Arc::new(AppState {
-            db: self.db.clone(),
-            tokens: TokenAuthority::new(&self.config.access_token, self.config.token_ttl),
-            database_id: resolve_database_id(&self.config),
-            limits: self.config.limits.clone(),
-            max_body_size: self.config.max_body_size,
-            watch_keepalive: self.config.watch_keepalive,
-            replica: self.config.replica.clone(),
-            health_report: self.config.health_report.clone(),
-            shutdown: stop_rx.clone(),
-        });
+        let state = app_state(&self.db, &self.config, stop_rx.clone());
         // Every connection task holds a clone; `recv` returns `None` once all have ended.
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
         tracing::info!(addr = %self.local_addr, tls = tls.is_some(), database_id = %state.database_id, "serving KV Connect");
