@@ -566,7 +566,7 @@ mod tests {
         assert_eq!(writer_pragma(&b, "synchronous"), 2, "FULL");
         assert_eq!(writer_pragma(&b, "fullfsync"), 1);
         assert_eq!(writer_pragma(&b, "busy_timeout"), 5000);
-        assert_eq!(writer_pragma(&b, "cache_size"), -8192);
+        assert_eq!(writer_pragma(&b, "cache_size"), -2048);
         let b = SqliteBackend::open(
             dir.path().join("normal"),
             SqliteOptions::default().with_durability(Durability::Normal),
