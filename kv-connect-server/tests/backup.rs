@@ -9,68 +9,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
 use http_body_util::Full;
-
-const BIN: &str = env!("CARGO_BIN_EXE_kv-connect-server");
-
-struct Proc {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(args: &[&str]) -> Proc {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("DENO_KV_ACCESS_TOKEN", TOKEN)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim_end()
-        .strip_prefix("kv-connect-server listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
-    Proc { child, addr }
-}
-
-impl Proc {
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("server did not exit within 10 s of SIGTERM");
-    }
-}
 
 /// Runs a `pitr` subcommand; its stdout, or a panic with its stderr.
 fn pitr(args: &[&str]) -> String {
@@ -155,6 +100,29 @@ fn temp_dir(name: &str) -> PathBuf {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// Serves the redb database at `path` and connects to it.
+async fn serve_redb(path: &Path) -> (Proc, Kv) {
+    let p = spawn(&[
+        "--engine",
+        "redb",
+        "--path",
+        s(path),
+        "--addr",
+        "127.0.0.1:0",
+    ]);
+    let (kv, _) = connect(p.addr).await;
+    (p, kv)
+}
+
+/// SIGTERM off the runtime (the client's connections must keep running while the server
+/// drains) and a clean exit.
+async fn stop(p: Proc) {
+    assert!(tokio::task::spawn_blocking(move || p.terminate())
+        .await
+        .unwrap()
+        .success());
 }
 
 #[tokio::test]
@@ -266,15 +234,7 @@ async fn backup_replica_and_point_in_time_restore_through_the_binary() {
     ]);
     assert!(out.contains(&after_bc), "{out}");
     {
-        let p = spawn(&[
-            "--engine",
-            "redb",
-            "--path",
-            s(&restored),
-            "--addr",
-            "127.0.0.1:0",
-        ]);
-        let (r, _) = connect(p.addr).await;
+        let (p, r) = serve_redb(&restored).await;
         assert_eq!(value_of(&r, "a").await.as_deref(), Some(&b"1"[..]));
         assert_eq!(value_of(&r, "c").await.as_deref(), Some(&b"3"[..]));
         assert_eq!(value_of(&r, "d").await, None);
@@ -283,11 +243,7 @@ async fn backup_replica_and_point_in_time_restore_through_the_binary() {
             r.get(&key("c")).await.unwrap().versionstamp,
             kv.get(&key("c")).await.unwrap().versionstamp
         );
-        // Off the runtime: the client's connections must keep running while the server drains.
-        assert!(tokio::task::spawn_blocking(move || p.terminate())
-            .await
-            .unwrap()
-            .success());
+        stop(p).await;
     }
     // Move it forward to the latest point.
     let out = pitr(&[
@@ -301,22 +257,10 @@ async fn backup_replica_and_point_in_time_restore_through_the_binary() {
     ]);
     assert!(out.starts_with("Snapshot is now at versionstamp"), "{out}");
     {
-        let p = spawn(&[
-            "--engine",
-            "redb",
-            "--path",
-            s(&restored),
-            "--addr",
-            "127.0.0.1:0",
-        ]);
-        let (r, _) = connect(p.addr).await;
+        let (p, r) = serve_redb(&restored).await;
         assert_eq!(value_of(&r, "a").await.as_deref(), Some(&b"changed"[..]));
         assert_eq!(value_of(&r, "d").await.as_deref(), Some(&b"4"[..]));
-        // Off the runtime: the client's connections must keep running while the server drains.
-        assert!(tokio::task::spawn_blocking(move || p.terminate())
-            .await
-            .unwrap()
-            .success());
+        stop(p).await;
     }
 
     // And back again to the earlier point: a new copy replaces the old file.
@@ -333,26 +277,14 @@ async fn backup_replica_and_point_in_time_restore_through_the_binary() {
     ]);
     assert!(out.contains(&after_bc), "{out}");
     {
-        let p = spawn(&[
-            "--engine",
-            "redb",
-            "--path",
-            s(&restored),
-            "--addr",
-            "127.0.0.1:0",
-        ]);
-        let (r, _) = connect(p.addr).await;
+        let (p, r) = serve_redb(&restored).await;
         assert_eq!(value_of(&r, "a").await.as_deref(), Some(&b"1"[..]));
         assert_eq!(value_of(&r, "d").await, None);
         // A restored database takes writes again, with versionstamps after the point's.
         let out = r.write(&write_of(vec![set(&key("e"), b"5")])).await;
         assert_eq!(out.status, 1);
         assert!(out.versionstamp > kv.get(&key("c")).await.unwrap().versionstamp);
-        // Off the runtime: the client's connections must keep running while the server drains.
-        assert!(tokio::task::spawn_blocking(move || p.terminate())
-            .await
-            .unwrap()
-            .success());
+        stop(p).await;
     }
 
     // Once written to, it is no longer a copy of the backup: checkout refuses to touch it.
@@ -373,14 +305,8 @@ async fn backup_replica_and_point_in_time_restore_through_the_binary() {
     assert!(!out.status.success());
     assert!(!out.stderr.is_empty());
 
-    assert!(tokio::task::spawn_blocking(move || replica.terminate())
-        .await
-        .unwrap()
-        .success());
-    assert!(tokio::task::spawn_blocking(move || primary.terminate())
-        .await
-        .unwrap()
-        .success());
+    stop(replica).await;
+    stop(primary).await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -264,3 +264,63 @@ pub fn key(s: &str) -> Vec<u8> {
     k.push(0);
     k
 }
+
+/// The server binary cargo built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_kv-connect-server");
+
+/// A running `kv-connect-server` process; killed if still running when dropped.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary with `args` (and the test token) and waits for its listening line.
+pub fn spawn(args: &[&str]) -> Proc {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(BIN)
+        .args(args)
+        .env("DENO_KV_ACCESS_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim_end()
+        .strip_prefix("kv-connect-server listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    Proc { child, addr }
+}
+
+impl Proc {
+    /// SIGTERM, then the exit status (panics if it takes more than 10 s). Call it off the
+    /// async runtime (`spawn_blocking`) when the test still holds client connections.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("server did not exit within 10 s of SIGTERM");
+    }
+}
