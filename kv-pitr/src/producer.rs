@@ -516,8 +516,11 @@ impl Backup {
             }
         }
         self.watcher.abort();
-        if let Some(c) = &self.checkpointer {
+        if let Some(c) = self.checkpointer.take() {
             c.abort();
+            // An abort lands at the task's next await: wait until it has, so no checkpoint
+            // object is written or deleted after shutdown returns.
+            let _ = c.await;
         }
         self.shared.update(|st| st.status.stopped = true);
         let status = self.status();
