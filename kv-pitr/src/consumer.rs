@@ -964,12 +964,37 @@ impl BackupReader {
         &self,
         key: &SnapshotRangeKey,
     ) -> Result<Vec<ExportEntry>, ConsumerError> {
-        let path = format::checkpoint_snapshot_path(&self.prefix, key);
+        self.fetch_range_at(format::checkpoint_snapshot_path(&self.prefix, key))
+            .await
+    }
+
+    /// Downloads and decodes the snapshot range object at `path`.
+    async fn fetch_range_at(&self, path: Path) -> Result<Vec<ExportEntry>, ConsumerError> {
         let body = self.get_required(&path).await?;
         format::decode_snapshot_range(&body).map_err(|source| ConsumerError::Corrupt {
             object: path.to_string(),
             source,
         })
+    }
+
+    /// Runs `fetch` for every key, up to the reader's concurrency at once; results come in
+    /// the order of `keys`.
+    fn fetch_in_order<K, T, F, Fut>(
+        &self,
+        keys: Vec<K>,
+        fetch: F,
+    ) -> BoxStream<'static, Result<(K, T), ConsumerError>>
+    where
+        K: Send + 'static,
+        T: Send + 'static,
+        F: Fn(BackupReader, K) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(K, T), ConsumerError>> + Send + 'static,
+    {
+        let reader = self.clone();
+        stream::iter(keys)
+            .map(move |k| fetch(reader.clone(), k))
+            .buffered(self.concurrency)
+            .boxed()
     }
 
     /// Downloads ranges of a checkpoint concurrently; results come in the order of `keys`.
@@ -977,14 +1002,9 @@ impl BackupReader {
         &self,
         keys: Vec<SnapshotRangeKey>,
     ) -> BoxStream<'static, Result<(SnapshotRangeKey, Vec<ExportEntry>), ConsumerError>> {
-        let reader = self.clone();
-        stream::iter(keys)
-            .map(move |k| {
-                let reader = reader.clone();
-                async move { reader.fetch_checkpoint_range(&k).await.map(|e| (k, e)) }
-            })
-            .buffered(self.concurrency)
-            .boxed()
+        self.fetch_in_order(keys, |reader, k| async move {
+            reader.fetch_checkpoint_range(&k).await.map(|e| (k, e))
+        })
     }
 
     /// Downloads and decodes one snapshot range (checksum verified when present).
@@ -992,12 +1012,8 @@ impl BackupReader {
         &self,
         key: &SnapshotRangeKey,
     ) -> Result<Vec<ExportEntry>, ConsumerError> {
-        let path = format::snapshot_path(&self.prefix, key);
-        let body = self.get_required(&path).await?;
-        format::decode_snapshot_range(&body).map_err(|source| ConsumerError::Corrupt {
-            object: path.to_string(),
-            source,
-        })
+        self.fetch_range_at(format::snapshot_path(&self.prefix, key))
+            .await
     }
 
     /// Downloads and decodes one log segment (checksum verified when present) and checks
@@ -1019,14 +1035,9 @@ impl BackupReader {
         &self,
         keys: Vec<SnapshotRangeKey>,
     ) -> BoxStream<'static, Result<(SnapshotRangeKey, Vec<ExportEntry>), ConsumerError>> {
-        let reader = self.clone();
-        stream::iter(keys)
-            .map(move |k| {
-                let reader = reader.clone();
-                async move { reader.fetch_snapshot_range(&k).await.map(|e| (k, e)) }
-            })
-            .buffered(self.concurrency)
-            .boxed()
+        self.fetch_in_order(keys, |reader, k| async move {
+            reader.fetch_snapshot_range(&k).await.map(|e| (k, e))
+        })
     }
 
     /// Downloads log segments concurrently; results come in the order of `keys`.
@@ -1034,14 +1045,9 @@ impl BackupReader {
         &self,
         keys: Vec<LogSegmentKey>,
     ) -> BoxStream<'static, Result<(LogSegmentKey, LogSegment), ConsumerError>> {
-        let reader = self.clone();
-        stream::iter(keys)
-            .map(move |k| {
-                let reader = reader.clone();
-                async move { reader.fetch_log(&k).await.map(|s| (k, s)) }
-            })
-            .buffered(self.concurrency)
-            .boxed()
+        self.fetch_in_order(keys, |reader, k| async move {
+            reader.fetch_log(&k).await.map(|s| (k, s))
+        })
     }
 
     /// Reads every log segment of a checked layout and returns all recovery points, oldest
