@@ -130,6 +130,31 @@ struct Cx<'a> {
 }
 
 impl Cx<'_> {
+    /// Records the state of `key` after the logical write being applied, for the change log.
+    fn log_change(&mut self, key: &[u8], value: Option<&KvValue>, expire_at_ms: Option<u64>) {
+        if self.logging {
+            self.pending.push(KeyChange {
+                key: key.to_vec(),
+                value: value.cloned(),
+                expire_at_ms,
+            });
+        }
+    }
+
+    /// Raises the persisted start of the change log to `version`, if logging was ever on and it
+    /// is lower: the log is complete only after commits it does not hold.
+    async fn raise_change_log_since(&mut self, version: u64) -> Result<(), BackendError> {
+        if let Some(b) = self.get(layout::META_CHANGE_LOG_SINCE).await? {
+            if layout::decode_u64(&b)? < version {
+                self.put(
+                    layout::META_CHANGE_LOG_SINCE.to_vec(),
+                    layout::encode_u64(version).to_vec(),
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Ends a logical write at `version`: its post-images become one change-log batch.
     fn seal(&mut self, version: u64) {
         if self.logging && !self.pending.is_empty() {
@@ -175,13 +200,7 @@ impl Cx<'_> {
         if let Some(t) = rec.expire_at_ms {
             self.put(layout::timed(EXPIRY, t, user_key), Vec::new());
         }
-        if self.logging {
-            self.pending.push(KeyChange {
-                key: user_key.to_vec(),
-                value: Some(rec.value.clone()),
-                expire_at_ms: rec.expire_at_ms,
-            });
-        }
+        self.log_change(user_key, Some(&rec.value), rec.expire_at_ms);
         self.put(layout::prefixed(DATA, user_key), rec.encode());
         self.fx
             .changed
@@ -196,13 +215,7 @@ impl Cx<'_> {
             }
             self.delete(layout::prefixed(DATA, user_key));
             self.fx.changed.push((user_key.to_vec(), version));
-            if self.logging {
-                self.pending.push(KeyChange {
-                    key: user_key.to_vec(),
-                    value: None,
-                    expire_at_ms: None,
-                });
-            }
+            self.log_change(user_key, None, None);
         }
         Ok(())
     }
@@ -424,13 +437,7 @@ impl Cx<'_> {
             if let Some(rec) = self.record(&user_key).await? {
                 if rec.expire_at_ms == Some(ts) {
                     self.delete(layout::prefixed(DATA, &user_key));
-                    if self.logging {
-                        self.pending.push(KeyChange {
-                            key: user_key.clone(),
-                            value: None,
-                            expire_at_ms: None,
-                        });
-                    }
+                    self.log_change(&user_key, None, None);
                     self.fx.changed.push((user_key, sweep_version));
                     deleted += 1;
                 }
@@ -478,18 +485,9 @@ impl Cx<'_> {
             newest = Some(layout::split_timed(&k)?.0);
             self.delete(k);
         }
-        // What is trimmed is no longer in the log: it is complete only after the newest
-        // deleted entry (another reader of the log would otherwise miss those commits).
+        // What is trimmed is no longer in the log (another reader would otherwise miss it).
         if let Some(newest) = newest {
-            if let Some(b) = self.get(layout::META_CHANGE_LOG_SINCE).await? {
-                let since = layout::decode_u64(&b)?;
-                if newest > since {
-                    self.put(
-                        layout::META_CHANGE_LOG_SINCE.to_vec(),
-                        layout::encode_u64(newest).to_vec(),
-                    );
-                }
-            }
+            self.raise_change_log_since(newest).await?;
         }
         Ok(OpResult::Trim(more))
     }
@@ -517,16 +515,8 @@ impl Cx<'_> {
             _ => Versionstamp::from_version(self.version),
         };
         let version = self.version;
-        // Imported changes are not in the change log: a log reader must not take it as complete
-        // across them.
-        if let Some(b) = self.get(layout::META_CHANGE_LOG_SINCE).await? {
-            if layout::decode_u64(&b)? < version {
-                self.put(
-                    layout::META_CHANGE_LOG_SINCE.to_vec(),
-                    layout::encode_u64(version).to_vec(),
-                );
-            }
-        }
+        // Imported changes are not in the change log either.
+        self.raise_change_log_since(version).await?;
         for op in ops {
             match op {
                 ImportOp::Put(e) => {
@@ -564,6 +554,19 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
+    /// Whether the import marker is stored: read once, then tracked by the writer.
+    async fn import_marker_present(
+        &mut self,
+        txn: &mut dyn WriteTxn,
+    ) -> Result<bool, BackendError> {
+        if let Some(p) = self.import_marker {
+            return Ok(p);
+        }
+        let p = txn.get(layout::META_IMPORTED).await?.is_some();
+        self.import_marker = Some(p);
+        Ok(p)
+    }
+
     /// Runs until the channel closes or a shutdown request is processed.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         while let Some(first) = rx.recv().await {
@@ -708,14 +711,7 @@ impl Writer {
                     }
                     if matches!(r, OpResult::Import) {
                         // Only a copy that has seen nothing but imports (or was empty) stays one.
-                        let present = match self.import_marker {
-                            Some(p) => p,
-                            None => {
-                                let p = txn.get(layout::META_IMPORTED).await?.is_some();
-                                self.import_marker = Some(p);
-                                p
-                            }
-                        };
+                        let present = self.import_marker_present(&mut *txn).await?;
                         if !diverged && (present || start_version == 0 || marker.is_some()) {
                             marker = Some(Some(cx_point));
                         }
@@ -745,11 +741,7 @@ impl Writer {
                 dirty = true;
             }
             Some(None) => {
-                let present = match self.import_marker {
-                    Some(p) => p,
-                    None => txn.get(layout::META_IMPORTED).await?.is_some(),
-                };
-                if present {
+                if self.import_marker_present(&mut *txn).await? {
                     txn.delete(layout::META_IMPORTED).await?;
                     dirty = true;
                 }
