@@ -85,69 +85,96 @@ pub(crate) struct ServeBackupArgs {
     pub store: StoreArgs,
 }
 
+/// The backup a `pitr` command reads.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct BackupArgs {
+    /// The backup: `s3://bucket/prefix/`, `file:///abs/dir` or a directory path.
+    #[arg(long, env = "KV_PITR_FROM")]
+    pub from: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+impl BackupArgs {
+    /// A reader of the backup (a local directory must exist).
+    fn reader(&self) -> Result<BackupReader, PitrCliError> {
+        let (store, prefix) = open_store(&self.from, &self.store, false)?;
+        Ok(BackupReader::new(store, prefix))
+    }
+}
+
+/// The recovery point a `pitr` command goes to; the latest when neither is given.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct TargetArgs {
+    /// This recovery point (20 hex digits, as `pitr list` prints them).
+    #[arg(long, conflicts_with = "time")]
+    pub at: Option<String>,
+    /// The newest recovery point at or before this time (RFC 3339).
+    #[arg(long)]
+    pub time: Option<String>,
+}
+
+impl TargetArgs {
+    fn target(&self) -> Result<RestoreTarget, PitrCliError> {
+        Ok(match (&self.at, &self.time) {
+            (Some(vs), _) => {
+                RestoreTarget::Versionstamp(vs.parse::<Versionstamp>().map_err(|e| {
+                    PitrCliError::Argument {
+                        what: "--at",
+                        value: vs.clone(),
+                        reason: e.to_string(),
+                    }
+                })?)
+            }
+            (None, Some(t)) => RestoreTarget::Time(parse_time("--time", t)?),
+            (None, None) => RestoreTarget::Latest,
+        })
+    }
+}
+
 /// `kv-connect-server pitr ...`
 #[derive(Subcommand, Debug)]
 pub(crate) enum PitrCommand {
     /// List the recovery points of a backup, newest first: `<versionstamp>\t<RFC 3339 time>`.
     List {
-        /// The backup: `s3://bucket/prefix/`, `file:///abs/dir` or a directory path.
-        #[arg(long, env = "KV_PITR_FROM")]
-        from: String,
+        #[command(flatten)]
+        backup: BackupArgs,
         /// Only points at or after this time (RFC 3339).
         #[arg(long)]
         start: Option<String>,
         /// Only points before this time (RFC 3339).
         #[arg(long)]
         end: Option<String>,
-        #[command(flatten)]
-        store: StoreArgs,
     },
     /// Describe a backup: its first consistent point, latest point and object counts.
     Info {
-        /// The backup: `s3://bucket/prefix/`, `file:///abs/dir` or a directory path.
-        #[arg(long, env = "KV_PITR_FROM")]
-        from: String,
         #[command(flatten)]
-        store: StoreArgs,
+        backup: BackupArgs,
     },
     /// Move a database restored from a backup (and not written since) to another point: the
     /// latest, or `--at` / `--time`. Forward moves apply the log in place; backward moves
     /// restore into a new file and replace the old one (sqlite and redb only).
     Checkout {
-        /// The backup the database was restored from.
-        #[arg(long, env = "KV_PITR_FROM")]
-        from: String,
+        #[command(flatten)]
+        backup: BackupArgs,
         #[command(flatten)]
         db: DbArgs,
-        /// Move to this recovery point (20 hex digits).
-        #[arg(long, conflicts_with = "time")]
-        at: Option<String>,
-        /// Move to the newest recovery point at or before this time (RFC 3339).
-        #[arg(long)]
-        time: Option<String>,
         #[command(flatten)]
-        store: StoreArgs,
+        target: TargetArgs,
     },
     /// Restore a backup into a new database (any engine), to the latest point or to `--at` /
     /// `--time`.
     Restore {
-        /// The backup: `s3://bucket/prefix/`, `file:///abs/dir` or a directory path.
-        #[arg(long, env = "KV_PITR_FROM")]
-        from: String,
+        #[command(flatten)]
+        backup: BackupArgs,
         #[command(flatten)]
         db: DbArgs,
-        /// Restore to this recovery point (20 hex digits, as `pitr list` prints them).
-        #[arg(long, conflicts_with = "time")]
-        at: Option<String>,
-        /// Restore to the newest recovery point at or before this time (RFC 3339).
-        #[arg(long)]
-        time: Option<String>,
+        #[command(flatten)]
+        target: TargetArgs,
         /// Ignore checkpoints: start from the initial snapshot and replay the whole log (e.g.
         /// to get around a damaged checkpoint).
         #[arg(long)]
         no_checkpoints: bool,
-        #[command(flatten)]
-        store: StoreArgs,
     },
 }
 
@@ -363,20 +390,6 @@ async fn checkout_backwards(
     Ok(outcome)
 }
 
-fn parse_target(at: Option<String>, time: Option<String>) -> Result<RestoreTarget, PitrCliError> {
-    Ok(match (at, time) {
-        (Some(vs), _) => RestoreTarget::Versionstamp(vs.parse::<Versionstamp>().map_err(|e| {
-            PitrCliError::Argument {
-                what: "--at",
-                value: vs.clone(),
-                reason: e.to_string(),
-            }
-        })?),
-        (None, Some(t)) => RestoreTarget::Time(parse_time("--time", &t)?),
-        (None, None) => RestoreTarget::Latest,
-    })
-}
-
 fn format_time(ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(ms as i64)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
@@ -392,17 +405,11 @@ fn print(line: std::fmt::Arguments<'_>) {
 /// Runs a `pitr` subcommand.
 pub(crate) async fn run(cmd: PitrCommand) -> Result<(), MainError> {
     match cmd {
-        PitrCommand::List {
-            from,
-            start,
-            end,
-            store,
-        } => {
+        PitrCommand::List { backup, start, end } => {
             let start = start.map(|s| parse_time("--start", &s)).transpose()?;
             let end = end.map(|s| parse_time("--end", &s)).transpose()?;
-            let (store, prefix) = open_store(&from, &store, false)?;
-            let reader = BackupReader::new(store, prefix);
-            let points = reader
+            let points = backup
+                .reader()?
                 .recovery_points(start, end)
                 .await
                 .map_err(|e| PitrCliError::Read(e.to_string()))?;
@@ -415,10 +422,9 @@ pub(crate) async fn run(cmd: PitrCommand) -> Result<(), MainError> {
             }
             Ok(())
         }
-        PitrCommand::Info { from, store } => {
-            let (store, prefix) = open_store(&from, &store, false)?;
-            let reader = BackupReader::new(store, prefix);
-            let info = reader
+        PitrCommand::Info { backup } => {
+            let info = backup
+                .reader()?
                 .info()
                 .await
                 .map_err(|e| PitrCliError::Read(e.to_string()))?;
@@ -445,16 +451,9 @@ pub(crate) async fn run(cmd: PitrCommand) -> Result<(), MainError> {
             ));
             Ok(())
         }
-        PitrCommand::Checkout {
-            from,
-            db,
-            at,
-            time,
-            store,
-        } => {
-            let target = parse_target(at, time)?;
-            let (store, prefix) = open_store(&from, &store, false)?;
-            let reader = BackupReader::new(store, prefix);
+        PitrCommand::Checkout { backup, db, target } => {
+            let target = target.target()?;
+            let reader = backup.reader()?;
             let target_db = open_target(&db).await?;
             let outcome = kv_pitr::restore::catch_up(&reader, &target_db, target).await;
             let closed = kv_traits::Database::close(&target_db).await;
@@ -477,16 +476,13 @@ pub(crate) async fn run(cmd: PitrCommand) -> Result<(), MainError> {
             Ok(())
         }
         PitrCommand::Restore {
-            from,
+            backup,
             db,
-            at,
-            time,
+            target,
             no_checkpoints,
-            store,
         } => {
-            let target = parse_target(at, time)?;
-            let (store, prefix) = open_store(&from, &store, false)?;
-            let reader = BackupReader::new(store, prefix).with_checkpoints(!no_checkpoints);
+            let target = target.target()?;
+            let reader = backup.reader()?.with_checkpoints(!no_checkpoints);
             let target_db = open_target(&db).await?;
             let outcome = restore_reporting(&reader, &target_db, target)
                 .await
