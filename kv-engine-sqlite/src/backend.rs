@@ -61,7 +61,12 @@ fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn configure(conn: &Connection, options: &SqliteOptions) -> Result<(), BackendError> {
+/// Settings every connection gets; `cache_size_kib` is the writer's or a reader's page cache.
+fn configure(
+    conn: &Connection,
+    options: &SqliteOptions,
+    cache_size_kib: u32,
+) -> Result<(), BackendError> {
     conn.busy_timeout(options.busy_timeout).map_err(sql_err)?;
     // The scans bind their LIMIT as a parameter. Without a stable query plan SQLite treats such
     // a statement as depending on the bound value and re-prepares it on every execution, which
@@ -71,7 +76,7 @@ fn configure(conn: &Connection, options: &SqliteOptions) -> Result<(), BackendEr
         true,
     )
     .map_err(sql_err)?;
-    conn.pragma_update(None, "cache_size", -i64::from(options.cache_size_kib))
+    conn.pragma_update(None, "cache_size", -i64::from(cache_size_kib))
         .map_err(sql_err)?;
     Ok(())
 }
@@ -131,7 +136,7 @@ impl SqliteBackend {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(sql_err)?;
-        configure(&writer, &options)?;
+        configure(&writer, &options, options.cache_size_kib)?;
         let state = format::inspect(&writer)?;
         let mode: String = writer
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
@@ -246,13 +251,7 @@ impl Shared {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(sql_err)?;
-        configure(&conn, &self.options)?;
-        conn.pragma_update(
-            None,
-            "cache_size",
-            -i64::from(self.options.reader_cache_size_kib),
-        )
-        .map_err(sql_err)?;
+        configure(&conn, &self.options, self.options.reader_cache_size_kib)?;
         conn.pragma_update(None, "query_only", true)
             .map_err(sql_err)?;
         Ok(conn)
