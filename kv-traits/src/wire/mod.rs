@@ -251,11 +251,15 @@ pub fn snapshot_read_output(ranges: Vec<Vec<KvEntry>>) -> pb::SnapshotReadOutput
 pub fn encode_snapshot_read_output(ranges: &[Vec<KvEntry>]) -> Vec<u8> {
     use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 
-    fn value_parts(v: &KvValue) -> (u64, &[u8], [u8; 8]) {
+    /// A value's encoding number and bytes; a `U64`'s 8 little-endian bytes go to `scratch`.
+    fn value_bytes<'a>(v: &'a KvValue, scratch: &'a mut [u8; 8]) -> (u64, &'a [u8]) {
         match v {
-            KvValue::V8(b) => (1, b, [0; 8]),
-            KvValue::Bytes(b) => (3, b, [0; 8]),
-            KvValue::U64(n) => (2, &[], n.to_le_bytes()),
+            KvValue::V8(b) => (1, b),
+            KvValue::Bytes(b) => (3, b),
+            KvValue::U64(n) => {
+                *scratch = n.to_le_bytes();
+                (2, &scratch[..])
+            }
         }
     }
     fn bytes_field_len(len: usize) -> usize {
@@ -266,14 +270,10 @@ pub fn encode_snapshot_read_output(ranges: &[Vec<KvEntry>]) -> Vec<u8> {
         }
     }
     fn entry_len(e: &KvEntry) -> usize {
-        let (encoding, data, le) = value_parts(&e.value);
-        let value_len = if matches!(e.value, KvValue::U64(_)) {
-            le.len()
-        } else {
-            data.len()
-        };
+        let mut scratch = [0; 8];
+        let (encoding, data) = value_bytes(&e.value, &mut scratch);
         bytes_field_len(e.key.len())
-            + bytes_field_len(value_len)
+            + bytes_field_len(data.len())
             + 1
             + encoded_len_varint(encoding)
             + bytes_field_len(e.versionstamp.0.len())
@@ -311,12 +311,9 @@ pub fn encode_snapshot_read_output(ranges: &[Vec<KvEntry>]) -> Vec<u8> {
             encode_key(1, WireType::LengthDelimited, &mut buf);
             encode_varint(entry_len(e) as u64, &mut buf);
             put_bytes(&mut buf, 1, &e.key);
-            let (encoding, data, le) = value_parts(&e.value);
-            if matches!(e.value, KvValue::U64(_)) {
-                put_bytes(&mut buf, 2, &le);
-            } else {
-                put_bytes(&mut buf, 2, data);
-            }
+            let mut scratch = [0; 8];
+            let (encoding, data) = value_bytes(&e.value, &mut scratch);
+            put_bytes(&mut buf, 2, data);
             encode_key(3, WireType::Varint, &mut buf);
             encode_varint(encoding, &mut buf);
             put_bytes(&mut buf, 4, &e.versionstamp.0);
