@@ -5,9 +5,9 @@
 use std::path::Path;
 
 use kv_fuzz::http_input::{join, Headers, Route};
+use kv_proto as wire;
 use kv_traits::key::{encode_key, KeyPart};
 use kv_traits::v8::{self, V8Value};
-use kv_traits::wire;
 use kv_traits::{
     AtomicWrite, Check, Enqueue, KvValue, Mutation, MutationKind, ReadRange, Versionstamp,
 };

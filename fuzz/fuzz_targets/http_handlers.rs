@@ -20,7 +20,7 @@ use kv_connect_server::{KvConnectServer, ServerConfig};
 use kv_db::{Db, DbConfig};
 use kv_engine_memory::MemoryBackend;
 use kv_fuzz::http_input::{split, Headers, Route, ACCESS_TOKEN};
-use kv_traits::wire::{self, pb};
+use kv_proto::{self as wire, pb};
 use kv_traits::{
     AtomicWrite, CommitResult, Consistency, Database, KvEntry, KvValue, Mutation, ReadRange,
 };

@@ -9,7 +9,7 @@
 //! accepted read results survive the server's encoding and the client's decoding unchanged.
 #![no_main]
 
-use kv_traits::wire::{self, pb};
+use kv_proto::{self as wire, pb};
 use kv_traits::{Consistency, Limits};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;

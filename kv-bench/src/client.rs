@@ -15,7 +15,7 @@ use http::{HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use kv_traits::wire::pb;
+use kv_proto::pb;
 use prost::Message;
 use serde::Deserialize;
 use tokio::net::TcpStream;

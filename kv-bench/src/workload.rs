@@ -1,7 +1,7 @@
 //! The workloads: key layout, seeding and one operation of each kind, every result checked.
 
+use kv_proto::{self as wire, pb};
 use kv_traits::key::{encode_key, KeyPart};
-use kv_traits::wire::{self, pb};
 use kv_traits::{Consistency, KvValue};
 use rand::rngs::SmallRng;
 use rand::Rng;

@@ -19,8 +19,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use kv_connect_client::{
     key, Backoff, HttpVersionPolicy, Kv, KvError, RemoteConfig, RemoteDatabase,
 };
-use kv_traits::wire;
-use kv_traits::wire::queue_pb::{DequeueRequest, DequeueResponse, FinishRequest};
+use kv_proto as wire;
+use kv_proto::queue_pb::{DequeueRequest, DequeueResponse, FinishRequest};
 use kv_traits::{
     Consistency, Database, KvEntry, KvValue, QueueLease, ReadRange, Versionstamp, WatchKeyOutput,
 };

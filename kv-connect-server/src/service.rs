@@ -12,7 +12,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Body, Frame};
-use kv_traits::wire::{self, pb, queue_pb};
+use kv_proto::{self as wire, pb, queue_pb};
 use kv_traits::{Consistency, Database, KvEntry, KvError, Limits, QueueLease, WatchKeyOutput};
 use prost::Message;
 use tokio::sync::{mpsc, watch};

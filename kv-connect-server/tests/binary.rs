@@ -131,7 +131,7 @@ fn read_only_flag_is_accepted() {
         let out = kv.write(&write_of(vec![set(&key("a"), b"1")])).await;
         assert_eq!(
             out.status,
-            kv_traits::wire::pb::AtomicWriteStatus::AwWriteDisabled as i32
+            kv_proto::pb::AtomicWriteStatus::AwWriteDisabled as i32
         );
     });
     assert!(p.terminate().success());

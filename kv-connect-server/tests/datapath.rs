@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use http::StatusCode;
-use kv_traits::wire::pb;
+use kv_proto::pb;
 use prost::Message;
 
 fn hex(s: &str) -> Vec<u8> {

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use http::StatusCode;
-use kv_traits::wire::pb;
+use kv_proto::pb;
 use prost::Message;
 
 async fn expect_400(kv: &Kv, method: &str, body: Vec<u8>, needle: &str) {

@@ -5,7 +5,7 @@ mod common;
 
 use common::{Kv, Proto, TestServer, BOTH};
 use http::StatusCode;
-use kv_traits::wire::{pb, queue_pb};
+use kv_proto::{pb, queue_pb};
 use prost::Message;
 
 fn enqueue_write(payload: &[u8], backoff: Vec<u32>, dead_letter: &[u8]) -> pb::AtomicWrite {

@@ -9,7 +9,7 @@ use common::*;
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use kv_traits::wire::{pb, WatchFrameDecoder};
+use kv_proto::{pb, WatchFrameDecoder};
 use prost::Message;
 
 struct WatchConn {

@@ -27,7 +27,6 @@ pub mod types;
 pub mod v8;
 pub mod value;
 pub mod versionstamp;
-pub mod wire;
 
 pub use backend::{Backend, KvPair, ReadTxn, WriteTxn};
 pub use clock::{Clock, ManualClock, SystemClock};

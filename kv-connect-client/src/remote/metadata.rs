@@ -204,7 +204,7 @@ mod tests {
         assert_eq!(m.endpoint, "http://other:1/x");
         let m = Metadata::parse(body("http://other:1", 2).as_bytes(), &base, None).unwrap();
         assert_eq!(m.method_url("watch"), "http://other:1/watch");
-        assert!(!m.has_extension(kv_traits::wire::QUEUE_EXTENSION));
+        assert!(!m.has_extension(kv_proto::QUEUE_EXTENSION));
         // v1 needs absolute URLs.
         assert!(Metadata::parse(body("/v2", 1).as_bytes(), &base, None).is_err());
     }

@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 use ::http::{HeaderMap, HeaderValue, StatusCode};
 use async_trait::async_trait;
 use bytes::Bytes;
-use kv_traits::wire::{self, pb, queue_pb as queue_ext};
+use kv_proto::{self as wire, pb, queue_pb as queue_ext};
 use kv_traits::{
     AtomicWrite, CommitResult, Consistency, Database, KvEntry, KvError, QueueLease, QueueMessage,
     ReadRange, WatchStream,
@@ -40,7 +40,7 @@ pub use self::backoff::Backoff;
 pub use self::http::HttpVersionPolicy;
 use self::http::{HttpFailure, HttpTransport};
 use self::metadata::{Metadata, REQUEST_BODY};
-use kv_traits::wire::QUEUE_EXTENSION;
+use kv_proto::QUEUE_EXTENSION;
 
 /// The longest long-poll the queue extension allows.
 const MAX_DEQUEUE_WAIT: Duration = Duration::from_millis(wire::MAX_DEQUEUE_WAIT_MS as u64);

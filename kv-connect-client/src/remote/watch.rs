@@ -21,7 +21,7 @@ use std::task::Poll;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
-use kv_traits::wire::{self, WatchFrameDecoder};
+use kv_proto::{self as wire, WatchFrameDecoder};
 use kv_traits::{KvError, Versionstamp, WatchKeyOutput, WatchStream};
 use prost::Message;
 

@@ -11,7 +11,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use kv_connect_server::{KvConnectServer, ServerConfig};
-use kv_traits::wire::pb;
+use kv_proto::pb;
 use prost::Message;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

@@ -299,7 +299,10 @@ fn bad_mutations_are_precise_errors() {
             }),
         ))
         .unwrap_err();
-        assert_eq!(e, KvError::Value(crate::ValueError::UnknownEncoding(enc)));
+        assert_eq!(
+            e,
+            KvError::Value(kv_traits::ValueError::UnknownEncoding(enc))
+        );
         assert!(e.is_client_error());
     }
     // LE64 must be exactly 8 bytes.
@@ -311,7 +314,7 @@ fn bad_mutations_are_precise_errors() {
         }),
     ))
     .unwrap_err();
-    assert_eq!(e, KvError::Value(crate::ValueError::BadU64Length(3)));
+    assert_eq!(e, KvError::Value(kv_traits::ValueError::BadU64Length(3)));
     // Delete ignores even a malformed value.
     assert!(write_of(mutation(
         2,
@@ -529,7 +532,7 @@ fn unknown_fields_are_ignored_and_garbage_rejected() {
 
 mod direct_encoding {
     use super::super::{encode_snapshot_read_output, snapshot_read_output};
-    use crate::{KvEntry, KvValue, Versionstamp};
+    use kv_traits::{KvEntry, KvValue, Versionstamp};
     use proptest::prelude::*;
     use prost::Message;
 

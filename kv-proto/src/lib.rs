@@ -15,7 +15,7 @@
 //! repeated integers and unknown fields are all accepted (prost does this).
 //!
 //! ```
-//! use kv_traits::wire::{self, pb};
+//! use kv_proto::{self as wire, pb};
 //! use prost::Message;
 //!
 //! // `kv.get(["a"])` as Deno sends it.
@@ -31,14 +31,14 @@
 
 use prost::Message;
 
-use crate::error::KvError;
-use crate::limits::LimitError;
-use crate::types::{
+use kv_traits::KvError;
+use kv_traits::KvValue;
+use kv_traits::LimitError;
+use kv_traits::Versionstamp;
+use kv_traits::{
     AtomicWrite, Check, CommitResult, Consistency, Enqueue, KvEntry, Mutation, MutationKind,
     ReadRange, WatchKeyOutput,
 };
-use crate::value::KvValue;
-use crate::versionstamp::Versionstamp;
 
 /// The generated `com.deno.kv.datapath` messages (from `proto/datapath.proto`).
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -71,7 +71,7 @@ pub fn decode_request<M: Message + Default>(body: &[u8]) -> Result<M, KvError> {
 // ---------------------------------------------------------------------------------------------
 
 /// Converts a `SnapshotRead` request. A `limit` ≤ 0 is [`LimitError::InvalidRangeLimit`]; other
-/// limits (count, sizes) are left to [`crate::Limits::validate_read`].
+/// limits (count, sizes) are left to [`kv_traits::Limits::validate_read`].
 pub fn read_ranges_from_wire(req: pb::SnapshotRead) -> Result<Vec<ReadRange>, KvError> {
     req.ranges
         .into_iter()
@@ -192,7 +192,7 @@ fn enqueue_from_wire(e: pb::Enqueue) -> Result<Enqueue, KvError> {
 /// mutation but `M_DELETE` needs a value with a known encoding (`VE_LE64` exactly 8 bytes);
 /// `expire_at_ms` 0 and −1 mean no expiry, other negatives are errors; empty `sum_min`/`sum_max`
 /// mean no bound; an enqueue deadline must not be negative; an empty backoff schedule means the
-/// default one (`None`). Limits are left to [`crate::Limits::validate_write`].
+/// default one (`None`). Limits are left to [`kv_traits::Limits::validate_write`].
 pub fn atomic_write_from_wire(req: pb::AtomicWrite) -> Result<AtomicWrite, KvError> {
     Ok(AtomicWrite {
         checks: req
