@@ -19,8 +19,23 @@
 //!
 //! Many logical atomic writes share one `WriteTxn` (group commit): the semantics layer buffers
 //! each logical write's effects, applies only those that succeed, and commits once.
+//!
+//! Shared stores (networked engines, where several processes open the same database):
+//! - [`Backend::shared`] returns `true`. "One write transaction at a time" then holds across
+//!   every process: each write transaction sees every commit made before it began, whichever
+//!   process made it, and commits are totally ordered (PostgreSQL: a transaction-scoped lock
+//!   taken by `begin_write`). The semantics layer keeps no state between write transactions
+//!   that another process could change, and follows other processes' commits to wake watchers
+//!   and queue listeners.
+//! - A commit that provably did not apply (a conflict, or a connection lost before the commit
+//!   was sent or resolved as not applied) fails with [`BackendError::Conflict`]: nothing was
+//!   written and the caller may retry. A commit whose outcome could not be resolved fails with
+//!   [`BackendError::UnknownOutcome`]; the engine itself is not poisoned by either.
+//! - [`Backend::commit_signals`] may offer push notifications of other processes' commits
+//!   (PostgreSQL LISTEN/NOTIFY); followers also poll, so it is an optimisation only.
 
 use async_trait::async_trait;
+use futures::stream::BoxStream;
 
 use crate::error::BackendError;
 
@@ -70,6 +85,19 @@ pub trait Backend: Send + Sync + 'static {
     async fn close(&self) -> Result<(), BackendError> {
         Ok(())
     }
+
+    /// Whether other processes may commit to this store too (see "Shared stores" above).
+    /// `false` (the default) for stores that one process owns.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// For a shared store: a new subscription that yields (best effort, possibly coalesced)
+    /// whenever another process may have committed. `None` (the default) when the engine has
+    /// no push notifications; followers poll either way.
+    fn commit_signals(&self) -> Option<BoxStream<'static, ()>> {
+        None
+    }
 }
 
 #[async_trait]
@@ -82,5 +110,11 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     async fn close(&self) -> Result<(), BackendError> {
         (**self).close().await
+    }
+    fn shared(&self) -> bool {
+        (**self).shared()
+    }
+    fn commit_signals(&self) -> Option<BoxStream<'static, ()>> {
+        (**self).commit_signals()
     }
 }

@@ -28,9 +28,15 @@ pub enum BackendError {
     /// The engine has been closed.
     #[error("storage is closed")]
     Closed,
-    /// Another transaction conflicted with this one (networked engines); the caller may retry.
+    /// Another transaction conflicted with this one, or the commit provably did not apply
+    /// (networked engines): nothing was written and the caller may retry.
     #[error("transaction conflict: {0}")]
     Conflict(String),
+    /// A commit's outcome could not be determined (networked engines: the connection was lost
+    /// at commit and the outcome could not be looked up). The write may or may not have been
+    /// applied; it must not be blindly retried. The engine is not poisoned.
+    #[error("the outcome of the commit is unknown: {0}")]
+    UnknownOutcome(String),
 }
 
 /// An error of a [`crate::Database`] operation.
