@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use kv_traits::clock::now_ms;
 use kv_traits::{
     AtomicWrite, Check, CommitResult, Consistency, Database, Enqueue, KvEntry, Mutation,
     MutationKind, ReadRange, Versionstamp, WatchKeyOutput,
@@ -12,6 +13,7 @@ use kv_traits::{
 
 use crate::error::Error;
 use crate::list::{ListIterator, ListOptions, Selector};
+#[cfg(feature = "remote")]
 use crate::remote::{RemoteConfig, RemoteDatabase};
 use crate::value::{Key, Value};
 
@@ -105,10 +107,6 @@ impl std::fmt::Debug for Kv {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    crate::remote::unix_ms()
-}
-
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -125,6 +123,8 @@ impl Kv {
     }
 
     /// Connects to a KV Connect server (`Deno.openKv(url)` with `DENO_KV_ACCESS_TOKEN`).
+    /// Needs the `remote` feature.
+    #[cfg(feature = "remote")]
     pub async fn open_remote(
         url: impl Into<String>,
         access_token: impl Into<String>,
@@ -134,7 +134,8 @@ impl Kv {
         ))
     }
 
-    /// Connects to a KV Connect server with a full configuration.
+    /// Connects to a KV Connect server with a full configuration. Needs the `remote` feature.
+    #[cfg(feature = "remote")]
     pub async fn open_remote_with(config: RemoteConfig) -> Result<Self, Error> {
         Ok(Kv::from_database(RemoteDatabase::open_with(config).await?))
     }

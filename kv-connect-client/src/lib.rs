@@ -12,6 +12,13 @@
 //!   ([`key!`]) and values ([`Value`]) use the same encodings as JavaScript, so Rust and JS
 //!   programs share data.
 //!
+//! # Features
+//!
+//! - `remote` (default): [`RemoteDatabase`], [`Kv::open_remote`] and the HTTP/TLS stack under
+//!   them (hyper, rustls). A program that only embeds a database turns it off
+//!   (`default-features = false`) and keeps the whole [`Kv`] API over
+//!   [`Kv::from_database`] without compiling any networking code.
+//!
 //! ```
 //! use futures::TryStreamExt;
 //! use kv_connect_client::{key, Kv, ListOptions, Selector, Value};
@@ -44,13 +51,19 @@
 //! ```
 
 #![warn(missing_docs)]
+// The crate docs name the `remote` items, which do not exist without the feature.
+#![cfg_attr(not(feature = "remote"), allow(rustdoc::broken_intra_doc_links))]
 
+mod backoff;
 pub mod error;
 pub mod kv;
 pub mod list;
 pub mod queue;
+#[cfg(feature = "remote")]
 pub mod remote;
 pub mod value;
+
+pub use backoff::Backoff;
 
 pub use error::Error;
 pub use kv::{AtomicOperation, EnqueueOptions, EntriesStream, Entry, EntryMaybe, Kv, SumOptions};
@@ -58,5 +71,6 @@ pub use kv_traits::key::KeyPart;
 pub use kv_traits::{CommitResult, Consistency, KvError, Versionstamp};
 pub use list::{ListIterator, ListOptions, Selector};
 pub use queue::{Delivery, ListenOptions};
-pub use remote::{Backoff, HttpVersionPolicy, RemoteConfig, RemoteDatabase};
+#[cfg(feature = "remote")]
+pub use remote::{HttpVersionPolicy, RemoteConfig, RemoteDatabase};
 pub use value::{Key, Value};

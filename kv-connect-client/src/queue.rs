@@ -10,9 +10,9 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use kv_traits::{Database, KvError, QueueMessage};
 
+use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::kv::Kv;
-use crate::remote::Backoff;
 use crate::value::Value;
 
 /// A delivered queue message.

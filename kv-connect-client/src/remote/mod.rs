@@ -15,7 +15,6 @@
 //! - [`Database::dequeue`] / [`Database::finish`] use the `queue-v1` extension
 //!   (`docs/queue-extension.md`).
 
-mod backoff;
 mod http;
 mod metadata;
 mod watch;
@@ -36,10 +35,10 @@ use kv_traits::{
 use prost::Message;
 use url::Url;
 
-pub use self::backoff::Backoff;
 pub use self::http::HttpVersionPolicy;
 use self::http::{HttpFailure, HttpTransport};
 use self::metadata::{Metadata, REQUEST_BODY};
+pub use crate::backoff::Backoff;
 use kv_proto::QUEUE_EXTENSION;
 
 /// The longest long-poll the queue extension allows.
@@ -485,7 +484,7 @@ impl Inner {
             }
         };
         if let Ok(mut leases) = self.leases.lock() {
-            let now = unix_ms();
+            let now = kv_traits::clock::now_ms();
             // Forget leases that expired long ago (their finish would answer 409 anyway).
             leases.retain(|l, _| l.deadline_ms.saturating_add(600_000) > now);
             leases.insert(lease, raw);
@@ -535,12 +534,6 @@ fn status_error(status: StatusCode, body: String, what: &str) -> KvError {
         status: status.as_u16(),
         message,
     }
-}
-
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn decode<M: Message + Default>(body: &[u8], what: &str) -> Result<M, String> {

@@ -1,9 +1,13 @@
-//! `kv-conformance`: runs the protocol-level (database) conformance suite against any KV Connect
-//! server through the `kv-connect-client` `RemoteDatabase`.
+//! `kv-conformance`: runs the protocol-level (database) conformance suite of the `kv-conformance`
+//! crate against any KV Connect server through the `kv-connect-client` `RemoteDatabase`.
 //!
 //! ```text
-//! kv-conformance --url http://127.0.0.1:4512 --access-token <token> [--filter watch::] [--wipe]
+//! cargo run -p kv-conformance-cli -- --url http://127.0.0.1:4512 --access-token <token> \
+//!     [--filter watch::] [--wipe]
 //! ```
+//!
+//! It lives in its own crate so that the suite itself, which every engine dev-depends on, does
+//! not pull the HTTP/TLS client stack into the engines' test builds.
 //!
 //! The suite's tests assume an empty database (`read::empty_database_reads_nothing`, whole-
 //! keyspace scans) and use raw keys anywhere in the keyspace, including the limit tests' 2048-byte
