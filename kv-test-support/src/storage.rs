@@ -93,9 +93,10 @@ impl DiskFaults {
     }
 
     /// Fails the `n`-th mutating call from now (1: the next; 0 counts as 1) and every later one;
-    /// the first failing `write` is torn.
+    /// the first failing `write` is torn. Restarts a countdown that already fired.
     pub fn fail_from_call(&self, n: u64) {
         *lock(&self.0.countdown) = Countdown::Left(n.saturating_sub(1));
+        *lock(&self.0.backtrace) = None;
     }
 
     /// Whether the countdown has fired.
@@ -121,7 +122,8 @@ impl DiskFaults {
         self.0.record_backtrace.store(on, Ordering::SeqCst);
     }
 
-    /// The backtrace of the call the countdown failed first, when recording was on.
+    /// The backtrace of the call the countdown failed first (since it was last armed), when
+    /// recording was on.
     pub fn fired_at(&self) -> Option<String> {
         lock(&self.0.backtrace).clone()
     }
