@@ -6,16 +6,14 @@
 #![no_main]
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use arbitrary::Arbitrary;
-use async_trait::async_trait;
 use kv_db::{Db, DbConfig};
 use kv_engine_memory::MemoryBackend;
+use kv_test_support::{Fault, FaultyBackend};
 use kv_traits::{
-    AtomicWrite, Backend, BackendError, Check, CommitResult, Consistency, Database, KvError,
-    KvPair, KvValue, Mutation, MutationKind, ReadRange, ReadTxn, Versionstamp, WriteTxn,
+    AtomicWrite, BackendError, Check, CommitResult, Consistency, Database, KvError, KvValue,
+    Mutation, MutationKind, ReadRange, Versionstamp,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -37,63 +35,6 @@ struct Step {
     read_limit: u8,
     /// Make this step's commit fail with an I/O error.
     fail_commit: bool,
-}
-
-/// The memory engine with commits that fail while `fail` is set.
-#[derive(Clone)]
-struct Failing {
-    inner: MemoryBackend,
-    fail: Arc<AtomicBool>,
-}
-
-struct FailingWrite {
-    inner: Box<dyn WriteTxn>,
-    fail: Arc<AtomicBool>,
-}
-
-#[async_trait]
-impl ReadTxn for FailingWrite {
-    async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        self.inner.get(key).await
-    }
-    async fn scan(
-        &mut self,
-        s: &[u8],
-        e: &[u8],
-        l: usize,
-        r: bool,
-    ) -> Result<Vec<KvPair>, BackendError> {
-        self.inner.scan(s, e, l, r).await
-    }
-}
-
-#[async_trait]
-impl WriteTxn for FailingWrite {
-    async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), BackendError> {
-        self.inner.put(key, value).await
-    }
-    async fn delete(&mut self, key: &[u8]) -> Result<(), BackendError> {
-        self.inner.delete(key).await
-    }
-    async fn commit(self: Box<Self>) -> Result<(), BackendError> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(BackendError::Io("injected fsync failure".into()));
-        }
-        self.inner.commit().await
-    }
-}
-
-#[async_trait]
-impl Backend for Failing {
-    async fn begin_read(&self) -> Result<Box<dyn ReadTxn>, BackendError> {
-        self.inner.begin_read().await
-    }
-    async fn begin_write(&self) -> Result<Box<dyn WriteTxn>, BackendError> {
-        Ok(Box::new(FailingWrite {
-            inner: self.inner.begin_write().await?,
-            fail: self.fail.clone(),
-        }))
-    }
 }
 
 fn key(k: u8) -> Vec<u8> {
@@ -143,10 +84,9 @@ fuzz_target!(|steps: Vec<Step>| {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let backend = Failing {
-            inner: MemoryBackend::new(),
-            fail: Arc::default(),
-        };
+        // Commits fail before reaching the engine while the step says so.
+        let backend = FaultyBackend::new(MemoryBackend::new());
+        let faults = backend.faults().clone();
         let db = Db::open(
             backend.clone(),
             DbConfig {
@@ -199,7 +139,11 @@ fuzz_target!(|steps: Vec<Step>| {
                     }),
                 }
             }
-            backend.fail.store(step.fail_commit, Ordering::SeqCst);
+            if step.fail_commit {
+                faults.fail_always(Fault::CommitBefore);
+            } else {
+                faults.disarm(Fault::CommitBefore);
+            }
             let writes_something = apply(&model, &ops, last).is_ok_and(|m| m.is_some());
             match db.atomic_write(write).await {
                 Ok(CommitResult::Committed(vs)) => {

@@ -24,22 +24,19 @@
 #![no_main]
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use arbitrary::Arbitrary;
-use async_trait::async_trait;
 use kv_db::{Db, DbConfig};
 use kv_engine_memory::MemoryBackend;
-use kv_engine_redb::redb;
 use kv_engine_redb::{RedbBackend, RedbDurability, RedbOptions};
 use kv_engine_sqlite::{Durability, SqliteBackend, SqliteOptions};
+use kv_test_support::storage::{DiskFaults, FaultyStorage, MemoryStorage};
+use kv_test_support::{Fault as Injected, Faults, FaultyBackend};
 use kv_traits::{
     AtomicWrite, Backend, BackendError, Check, Clock, CommitResult, Consistency, Database, KvEntry,
-    KvError, KvPair, KvValue, ManualClock, Mutation, MutationKind, ReadRange, ReadTxn,
-    Versionstamp, WriteTxn,
+    KvError, KvValue, ManualClock, Mutation, MutationKind, ReadRange, Versionstamp,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -168,197 +165,22 @@ fn key(k: u8) -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fault injection
+// Fault injection (the decorators live in kv-test-support)
 // ---------------------------------------------------------------------------------------------
 
-/// Which fault the next write transaction suffers; shared by the harness and the decorator.
-type FaultSlot = Arc<Mutex<Fault>>;
-
-fn take_fault(slot: &FaultSlot) -> Fault {
-    std::mem::replace(&mut *slot.lock().expect("fault lock"), Fault::None)
+/// Arms the backend decorator for the next write transaction: one shot of the input's fault.
+fn arm(faults: &Faults, fault: Fault) {
+    let injected = match fault {
+        Fault::CommitBefore => Injected::CommitBefore,
+        Fault::CommitAfter => Injected::CommitAfter,
+        Fault::Put => Injected::Put,
+        Fault::None | Fault::Disk(_) => return,
+    };
+    faults.fail_next(injected);
 }
 
-fn peek_fault(slot: &FaultSlot) -> Fault {
-    *slot.lock().expect("fault lock")
-}
-
-/// Any backend, with commits and puts that fail on demand.
-struct Faulty {
-    inner: Arc<dyn Backend>,
-    fault: FaultSlot,
-    /// Whether `close` reaches the inner engine (the memory engine must survive a "reopen").
-    forward_close: bool,
-}
-
-struct FaultyWrite {
-    inner: Box<dyn WriteTxn>,
-    fault: FaultSlot,
-}
-
-#[async_trait]
-impl ReadTxn for FaultyWrite {
-    async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        self.inner.get(key).await
-    }
-    async fn scan(
-        &mut self,
-        s: &[u8],
-        e: &[u8],
-        l: usize,
-        r: bool,
-    ) -> Result<Vec<KvPair>, BackendError> {
-        self.inner.scan(s, e, l, r).await
-    }
-}
-
-#[async_trait]
-impl WriteTxn for FaultyWrite {
-    async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), BackendError> {
-        if peek_fault(&self.fault) == Fault::Put {
-            take_fault(&self.fault);
-            return Err(BackendError::Io("injected write failure".into()));
-        }
-        self.inner.put(key, value).await
-    }
-    async fn delete(&mut self, key: &[u8]) -> Result<(), BackendError> {
-        self.inner.delete(key).await
-    }
-    async fn commit(self: Box<Self>) -> Result<(), BackendError> {
-        match peek_fault(&self.fault) {
-            Fault::CommitBefore => {
-                take_fault(&self.fault);
-                Err(BackendError::Io("injected commit failure".into()))
-            }
-            Fault::CommitAfter => {
-                take_fault(&self.fault);
-                self.inner.commit().await?;
-                Err(BackendError::Io(
-                    "injected fsync failure after commit".into(),
-                ))
-            }
-            _ => self.inner.commit().await,
-        }
-    }
-}
-
-#[async_trait]
-impl Backend for Faulty {
-    async fn begin_read(&self) -> Result<Box<dyn ReadTxn>, BackendError> {
-        self.inner.begin_read().await
-    }
-    async fn begin_write(&self) -> Result<Box<dyn WriteTxn>, BackendError> {
-        Ok(Box::new(FaultyWrite {
-            inner: self.inner.begin_write().await?,
-            fault: self.fault.clone(),
-        }))
-    }
-    async fn close(&self) -> Result<(), BackendError> {
-        if self.forward_close {
-            self.inner.close().await
-        } else {
-            Ok(())
-        }
-    }
-}
-
-/// An in-memory disk for redb; storage calls fail once `budget` counts down to 0 (a negative
-/// budget never fails). The first failing write is torn: its first half lands.
-#[derive(Debug, Clone)]
-struct FaultyDisk {
-    data: Arc<Mutex<Vec<u8>>>,
-    budget: Arc<AtomicI64>,
-}
-
-impl FaultyDisk {
-    fn charge(&self) -> Result<(), std::io::Error> {
-        let left = self.budget.load(Ordering::SeqCst);
-        if left < 0 {
-            return Ok(());
-        }
-        if left == 0 {
-            return Err(std::io::Error::other("injected disk failure"));
-        }
-        if left == 1 && std::env::var_os("KV_FUZZ_TRACE").is_some() {
-            eprintln!(
-                "trace: disk fails at\n{}",
-                std::backtrace::Backtrace::force_capture()
-            );
-        }
-        self.budget.store(left - 1, Ordering::SeqCst);
-        if left == 1 {
-            return Err(std::io::Error::other("injected disk failure"));
-        }
-        Ok(())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
-        self.data.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl redb::StorageBackend for FaultyDisk {
-    fn len(&self) -> Result<u64, std::io::Error> {
-        Ok(self.lock().len() as u64)
-    }
-
-    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
-        let data = self.lock();
-        let start = offset as usize;
-        let src = data
-            .get(start..start + out.len())
-            .ok_or_else(|| std::io::Error::other("read past the end"))?;
-        out.copy_from_slice(src);
-        Ok(())
-    }
-
-    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-        self.charge()?;
-        self.lock().resize(len as usize, 0);
-        Ok(())
-    }
-
-    fn sync_data(&self) -> Result<(), std::io::Error> {
-        self.charge()
-    }
-
-    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-        let torn = self.budget.load(Ordering::SeqCst) == 1;
-        let result = self.charge();
-        let n = if result.is_ok() {
-            data.len()
-        } else if torn {
-            data.len() / 2
-        } else {
-            0
-        };
-        let mut disk = self.lock();
-        let start = offset as usize;
-        if disk.len() < start + n {
-            disk.resize(start + n, 0);
-        }
-        disk[start..start + n].copy_from_slice(&data[..n]);
-        result
-    }
-
-    fn try_lock_range(&self, _: Bound<u64>, _: Bound<u64>) -> Result<bool, redb::BackendError> {
-        Ok(true)
-    }
-    fn try_lock_shared_range(
-        &self,
-        _: Bound<u64>,
-        _: Bound<u64>,
-    ) -> Result<bool, redb::BackendError> {
-        Ok(true)
-    }
-    fn lock_range(&self, _: Bound<u64>, _: Bound<u64>) -> Result<(), redb::BackendError> {
-        Ok(())
-    }
-    fn lock_shared_range(&self, _: Bound<u64>, _: Bound<u64>) -> Result<(), redb::BackendError> {
-        Ok(())
-    }
-    fn unlock_range(&self, _: Bound<u64>, _: Bound<u64>) -> Result<(), redb::BackendError> {
-        Ok(())
-    }
+fn tracing_enabled() -> bool {
+    std::env::var_os("KV_FUZZ_TRACE").is_some()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -373,10 +195,13 @@ struct Engine {
     /// Which copy of the files is current (a crash copies them to the next generation).
     generation: u32,
     memory: MemoryBackend,
+    /// The faulty disk's bytes as the last crash or close left them.
     disk: Vec<u8>,
-    budget: Arc<AtomicI64>,
-    live_disk: Option<FaultyDisk>,
-    fault: FaultSlot,
+    /// The faulty disk's switchboard; a fresh one per open.
+    disk_faults: DiskFaults,
+    live_disk: Option<MemoryStorage>,
+    /// The backend decorator's switchboard; survives reopens.
+    faults: Faults,
     /// The database's clock; survives reopens.
     clock: Arc<ManualClock>,
 }
@@ -402,9 +227,9 @@ impl Engine {
             generation: 0,
             memory: MemoryBackend::new(),
             disk: Vec::new(),
-            budget: Arc::new(AtomicI64::new(-1)),
+            disk_faults: DiskFaults::new(),
             live_disk: None,
-            fault: Arc::new(Mutex::new(Fault::None)),
+            faults: Faults::new(),
             clock: Arc::new(ManualClock::new(1_000_000)),
         }
     }
@@ -418,10 +243,11 @@ impl Engine {
     }
 
     async fn open(&mut self) -> Result<Db, KvError> {
-        *self.fault.lock().expect("fault lock") = Fault::None;
-        // A fresh budget: an abandoned database still writes to its own (old) disk when it is
-        // finally dropped, and must not use up the new one's.
-        self.budget = Arc::new(AtomicI64::new(-1));
+        self.faults.disarm_all();
+        // A fresh switchboard: an abandoned database still writes to its own (old) disk when it
+        // is finally dropped, and must not use up the new one's countdown.
+        self.disk_faults = DiskFaults::new();
+        self.disk_faults.record_backtrace(tracing_enabled());
         let inner: Arc<dyn Backend> = match self.kind {
             EngineKind::Memory => Arc::new(self.memory.clone()),
             EngineKind::Sqlite => {
@@ -441,22 +267,22 @@ impl Engine {
                 Arc::new(RedbBackend::open(self.file(self.generation), opts)?)
             }
             EngineKind::RedbFaultyDisk => {
-                let disk = FaultyDisk {
-                    data: Arc::new(Mutex::new(self.disk.clone())),
-                    budget: self.budget.clone(),
-                };
+                let disk = MemoryStorage::from_image(self.disk.clone());
                 self.live_disk = Some(disk.clone());
                 let opts = RedbOptions {
                     durability: RedbDurability::Immediate,
                     cache_size: Some(4 << 20),
                 };
-                Arc::new(RedbBackend::open_with_storage(disk, opts)?)
+                let storage = FaultyStorage::new(disk, self.disk_faults.clone());
+                Arc::new(RedbBackend::open_with_storage(storage, opts)?)
             }
         };
-        let backend = Faulty {
-            inner,
-            fault: self.fault.clone(),
-            forward_close: self.kind != EngineKind::Memory,
+        let backend = FaultyBackend::with_faults(inner, self.faults.clone());
+        // The memory engine must survive a "reopen": its close is not forwarded.
+        let backend = if self.kind == EngineKind::Memory {
+            backend.keep_inner_open()
+        } else {
+            backend
         };
         let config = DbConfig {
             background_tasks: false,
@@ -483,7 +309,7 @@ impl Engine {
             }
             EngineKind::RedbFaultyDisk => {
                 if let Some(d) = &self.live_disk {
-                    self.disk = d.lock().clone();
+                    self.disk = d.image();
                 }
             }
         }
@@ -492,7 +318,7 @@ impl Engine {
     /// After a clean close: the next [`open`] uses the files as the close left them.
     fn after_close(&mut self) {
         if let (EngineKind::RedbFaultyDisk, Some(d)) = (self.kind, &self.live_disk) {
-            self.disk = d.lock().clone();
+            self.disk = d.image();
         }
     }
 }
@@ -804,8 +630,8 @@ async fn write_step(db: &Db, st: &mut State, engine: &Engine, writes: &[Vec<Op>]
         (f, _) => f,
     };
     match fault {
-        Fault::Disk(n) => engine.budget.store(i64::from(n % 24) + 1, Ordering::SeqCst),
-        f => *engine.fault.lock().expect("fault lock") = f,
+        Fault::Disk(n) => engine.disk_faults.fail_from_call(u64::from(n % 24) + 1),
+        f => arm(&engine.faults, f),
     }
     // Checks of every write are resolved against the state before the group.
     let now = st.clock.now_ms();
@@ -815,20 +641,23 @@ async fn write_step(db: &Db, st: &mut State, engine: &Engine, writes: &[Vec<Op>]
         .collect();
     let results =
         futures::future::join_all(built.iter().map(|(w, _)| db.atomic_write(w.clone()))).await;
-    if std::env::var_os("KV_FUZZ_TRACE").is_some() {
+    // Leave no fault armed for later steps (a write may have stopped before reaching it).
+    engine.faults.disarm_all();
+    let fired_disk = matches!(fault, Fault::Disk(_)) && engine.disk_faults.fired();
+    if tracing_enabled() {
+        if let Some(at) = engine.disk_faults.fired_at().filter(|_| fired_disk) {
+            eprintln!("trace: disk fails at\n{at}");
+        }
         for r in &results {
             let r = r.as_ref().map_err(|e| e.to_string());
             eprintln!("trace: fault {fault:?} result {r:?}");
         }
     }
-    // Leave no fault armed for later steps (a write may have stopped before reaching it).
-    *engine.fault.lock().expect("fault lock") = Fault::None;
-    let fired_disk = matches!(fault, Fault::Disk(_)) && engine.budget.load(Ordering::SeqCst) == 0;
     if fired_disk {
         st.disk_broken = true;
         stats::bump(&stats::DISK_FAULTS);
     } else {
-        engine.budget.store(-1, Ordering::SeqCst);
+        engine.disk_faults.heal();
     }
 
     // Index of the first write whose commit failed with an unknown outcome.

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
-
 use common::faulty;
 use kv_db::{Db, DbConfig};
 use kv_engine_memory::MemoryBackend;
+use kv_test_support::Fault;
 use kv_traits::{
     AtomicWrite, Backend, BackendError, CommitResult, Consistency, Database, KvError, KvValue,
     Mutation, MutationKind, ReadRange,
@@ -32,7 +31,7 @@ async fn concurrent_writes_share_commits_and_keep_distinct_versionstamps() {
     )
     .await
     .unwrap();
-    let before = backend.commits.load(Ordering::SeqCst);
+    let before = backend.faults().calls().committed;
     let mut tasks = Vec::new();
     for i in 0..64 {
         let db = db.clone();
@@ -65,7 +64,7 @@ async fn concurrent_writes_share_commits_and_keep_distinct_versionstamps() {
     stamps.sort();
     stamps.dedup();
     assert_eq!(stamps.len(), n, "versionstamps are unique");
-    let commits = backend.commits.load(Ordering::SeqCst) - before;
+    let commits = backend.faults().calls().committed - before;
     assert!(
         commits < 64,
         "expected batching, got {commits} commits for 64 writes"
@@ -109,10 +108,10 @@ async fn failed_commit_poisons_the_database() {
         db.atomic_write(w()).await,
         Ok(CommitResult::Committed(_))
     ));
-    backend.fail_commits.store(true, Ordering::SeqCst);
+    backend.faults().fail_always(Fault::CommitBefore);
     let err = db.atomic_write(w()).await.unwrap_err();
     assert!(!err.is_client_error());
-    backend.fail_commits.store(false, Ordering::SeqCst);
+    backend.faults().disarm(Fault::CommitBefore);
     let err = db.atomic_write(w()).await.unwrap_err();
     assert!(
         matches!(err, KvError::Backend(BackendError::Poisoned(ref m)) if m.contains("injected")),

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::faulty;
@@ -32,7 +31,7 @@ async fn a_dequeue_dropped_during_its_commit_puts_the_message_back() {
     let db = Db::open(backend.clone(), config).await.unwrap();
     db.atomic_write(enqueue(b"m")).await.unwrap();
     // Commits now take 300 ms; the caller gives up 50 ms into the commit of its dequeue.
-    backend.commit_delay_ms.store(300, Ordering::SeqCst);
+    backend.faults().delay_commits(Duration::from_millis(300));
     let abandoned = tokio::time::timeout(
         Duration::from_millis(50),
         db.dequeue(Duration::from_secs(5)),
@@ -42,7 +41,7 @@ async fn a_dequeue_dropped_during_its_commit_puts_the_message_back() {
         abandoned.is_err(),
         "the dequeue should still have been committing"
     );
-    backend.commit_delay_ms.store(0, Ordering::SeqCst);
+    backend.faults().delay_commits(Duration::ZERO);
     // Without the release the message would stay leased for an hour.
     let m = db
         .dequeue(Duration::from_secs(2))
@@ -72,7 +71,7 @@ async fn a_dequeue_dropped_before_the_writer_reaches_it_leases_nothing() {
     };
     let db = Db::open(backend.clone(), config).await.unwrap();
     db.atomic_write(enqueue(b"m")).await.unwrap();
-    backend.commit_delay_ms.store(300, Ordering::SeqCst);
+    backend.faults().delay_commits(Duration::from_millis(300));
     // Keep the writer busy with a slow write, queue a dequeue behind it, then drop the dequeue.
     let busy = tokio::spawn({
         let db = db.clone();
@@ -86,7 +85,7 @@ async fn a_dequeue_dropped_before_the_writer_reaches_it_leases_nothing() {
     .await;
     assert!(abandoned.is_err());
     busy.await.unwrap().unwrap();
-    backend.commit_delay_ms.store(0, Ordering::SeqCst);
+    backend.faults().delay_commits(Duration::ZERO);
     let m = db
         .dequeue(Duration::from_secs(2))
         .await

@@ -3,23 +3,22 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{put_all, Faults, FaultyStorage};
+use common::put_all;
 use kv_engine_redb::{RedbBackend, RedbOptions};
+use kv_test_support::storage::{DiskFaults, FaultyStorage};
 use kv_traits::Backend;
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_slow_commit_leaves_the_runtime_free() {
     let dir = tempfile::tempdir().unwrap();
-    let faults = Arc::new(Faults::default());
-    let storage = FaultyStorage::open(&dir.path().join("kv.redb"), faults.clone());
+    let faults = DiskFaults::new();
+    let storage = FaultyStorage::open_file(&dir.path().join("kv.redb"), faults.clone()).unwrap();
     let db = RedbBackend::open_with_storage(storage, RedbOptions::default()).unwrap();
     put_all(&db, &[(b"a", b"1")]).await;
 
-    faults.sync_delay_ms.store(400, Ordering::SeqCst);
+    faults.delay_syncs(Duration::from_millis(400));
     let started = Instant::now();
     let committer = {
         let db = db.clone();
@@ -54,7 +53,7 @@ async fn a_slow_commit_leaves_the_runtime_free() {
         "the runtime stalled during the commit: only {ticks} ticks"
     );
     assert!(reads >= 10);
-    faults.sync_delay_ms.store(0, Ordering::SeqCst);
+    faults.delay_syncs(Duration::ZERO);
     assert_eq!(
         db.begin_read().await.unwrap().get(b"a").await.unwrap(),
         Some(b"2".to_vec())

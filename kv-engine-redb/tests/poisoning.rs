@@ -2,16 +2,14 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-
-use common::{open, put_all, Faults, FaultyStorage};
+use common::{open, put_all};
 use kv_engine_redb::{RedbBackend, RedbOptions};
+use kv_test_support::storage::{DiskFaults, FaultyStorage};
 use kv_traits::{Backend, BackendError};
 
-fn faulty(path: &std::path::Path) -> (Arc<Faults>, RedbBackend) {
-    let faults = Arc::new(Faults::default());
-    let storage = FaultyStorage::open(path, faults.clone());
+fn faulty(path: &std::path::Path) -> (DiskFaults, RedbBackend) {
+    let faults = DiskFaults::new();
+    let storage = FaultyStorage::open_file(path, faults.clone()).unwrap();
     let db = RedbBackend::open_with_storage(storage, RedbOptions::default()).unwrap();
     (faults, db)
 }
@@ -20,15 +18,12 @@ fn faulty(path: &std::path::Path) -> (Arc<Faults>, RedbBackend) {
 async fn commits_fsync() {
     let dir = tempfile::tempdir().unwrap();
     let (faults, db) = faulty(&dir.path().join("kv.redb"));
-    let before = faults.syncs.load(Ordering::SeqCst);
+    let before = faults.syncs();
     put_all(&db, &[(b"a", b"1")]).await;
-    assert!(
-        faults.syncs.load(Ordering::SeqCst) > before,
-        "a durable commit must sync"
-    );
+    assert!(faults.syncs() > before, "a durable commit must sync");
 }
 
-async fn check_poisoned_by(fault: fn(&Faults), what: &str) {
+async fn check_poisoned_by(fault: fn(&DiskFaults), what: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kv.redb");
     let (faults, db) = faulty(&path);
@@ -45,8 +40,7 @@ async fn check_poisoned_by(fault: fn(&Faults), what: &str) {
     assert!(db.poisoned().unwrap().contains(what));
 
     // Every later write is refused with the original error, even once the fault is gone.
-    faults.fail_sync.store(false, Ordering::SeqCst);
-    faults.fail_write.store(false, Ordering::SeqCst);
+    faults.heal();
     for _ in 0..3 {
         match db.begin_write().await {
             Err(BackendError::Poisoned(m)) => assert!(m.contains(what), "{m}"),
@@ -81,16 +75,12 @@ async fn check_poisoned_by(fault: fn(&Faults), what: &str) {
 
 #[tokio::test]
 async fn a_failed_fsync_poisons() {
-    check_poisoned_by(
-        |f| f.fail_sync.store(true, Ordering::SeqCst),
-        "injected fsync failure",
-    )
-    .await;
+    check_poisoned_by(|f| f.fail_syncs(true), "injected fsync failure").await;
 }
 
 #[tokio::test]
 async fn a_failed_write_poisons() {
-    check_poisoned_by(|f| f.fail_write.store(true, Ordering::SeqCst), "injected").await;
+    check_poisoned_by(|f| f.fail_writes(true), "injected").await;
 }
 
 #[tokio::test]
