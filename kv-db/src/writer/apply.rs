@@ -126,3 +126,110 @@ impl Cx<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use kv_engine_memory::MemoryBackend;
+    use kv_traits::{Backend, BackendError, KvPair, Mutation, ReadTxn, WriteTxn};
+
+    use super::*;
+    use crate::layout::{DATA, EXPIRY};
+
+    /// A write transaction that counts the reads of one key.
+    struct Counting {
+        inner: Box<dyn WriteTxn>,
+        key: Vec<u8>,
+        gets: usize,
+    }
+
+    #[async_trait]
+    impl ReadTxn for Counting {
+        async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+            if key == self.key {
+                self.gets += 1;
+            }
+            self.inner.get(key).await
+        }
+        async fn scan(
+            &mut self,
+            start: &[u8],
+            end: &[u8],
+            limit: usize,
+            reverse: bool,
+        ) -> Result<Vec<KvPair>, BackendError> {
+            self.inner.scan(start, end, limit, reverse).await
+        }
+    }
+
+    #[async_trait]
+    impl WriteTxn for Counting {
+        async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), BackendError> {
+            self.inner.put(key, value).await
+        }
+        async fn delete(&mut self, key: &[u8]) -> Result<(), BackendError> {
+            self.inner.delete(key).await
+        }
+        async fn commit(self: Box<Self>) -> Result<(), BackendError> {
+            self.inner.commit().await
+        }
+    }
+
+    #[tokio::test]
+    async fn sum_min_max_read_the_stored_record_once() {
+        let user_key = b"\x02n\x00".to_vec();
+        let data_key = layout::prefixed(DATA, &user_key);
+        let old_expiry = layout::timed(EXPIRY, 5_000, &user_key);
+        let backend = MemoryBackend::new();
+        let mut seed = backend.begin_write().await.unwrap();
+        let stored = Record {
+            value: KvValue::U64(10),
+            versionstamp: Versionstamp::from_version(1),
+            expire_at_ms: Some(5_000),
+        };
+        seed.put(&data_key, &stored.encode()).await.unwrap();
+        seed.put(&old_expiry, &[]).await.unwrap();
+        seed.commit().await.unwrap();
+
+        let sum = MutationKind::Sum {
+            value: KvValue::U64(5),
+            min: None,
+            max: None,
+            clamp: false,
+        };
+        let cases = [
+            (sum, 15),
+            (MutationKind::Min(KvValue::U64(3)), 3),
+            (MutationKind::Max(KvValue::U64(30)), 30),
+        ];
+        for (kind, expected) in cases {
+            let mutation = Mutation {
+                key: user_key.clone(),
+                kind,
+                expire_at_ms: None,
+            };
+            let mut txn = Counting {
+                inner: backend.begin_write().await.unwrap(),
+                key: data_key.clone(),
+                gets: 0,
+            };
+            let mut cx = Cx::new(&mut txn, 1, 1_000, false);
+            let write = AtomicWrite {
+                mutations: vec![mutation],
+                ..Default::default()
+            };
+            let Ok(CommitResult::Committed(vs)) = cx.apply_write(&write).await else {
+                panic!("the write did not commit");
+            };
+            assert_eq!(vs, Versionstamp::from_version(2));
+            let written = cx.writes.get(&data_key).cloned().flatten().unwrap();
+            let rec = Record::decode(&written).unwrap();
+            assert_eq!(rec.value, KvValue::U64(expected));
+            assert_eq!(rec.expire_at_ms, None);
+            // The old expiry-index entry is dropped along with the expiry.
+            assert_eq!(cx.writes.get(&old_expiry), Some(&None));
+            drop(cx);
+            assert_eq!(txn.gets, 1, "the stored record was read more than once");
+        }
+    }
+}
