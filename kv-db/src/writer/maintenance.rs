@@ -1,0 +1,80 @@
+//! Maintenance passes: the expiry sweep and lease expiry.
+//!
+//! Contract:
+//! - One pass handles at most [`CHUNK`] due expiry-index entries and [`CHUNK`] due leases, and
+//!   reports whether more was due, so the caller repeats until nothing is left.
+//! - The sweep deletes a record only if its expiry is still the one indexed (a later write may
+//!   have changed it); every key deleted in one pass shares one new version, which becomes one
+//!   change-log batch. A pass that deletes nothing does not move the version.
+//! - An expired lease is a failed delivery (see [`super::queue`]); a lease-index entry whose
+//!   lease no longer holds is dropped.
+
+use kv_traits::QueueLease;
+
+use super::op::Swept;
+use super::overlay::{next_version, ApplyError, Cx};
+use super::queue::message_id;
+use crate::layout::{self, DATA, EXPIRY, QUEUE_LEASE};
+
+/// Most expired keys, leases or change-log entries handled by one pass.
+pub(super) const CHUNK: usize = 1000;
+
+impl Cx<'_> {
+    pub(super) async fn apply_maintenance(&mut self) -> Result<Swept, ApplyError> {
+        let (expired, more_expired) = self.sweep_expired().await?;
+        let more_leases = self.expire_leases().await?;
+        Ok(Swept {
+            expired,
+            more: more_expired || more_leases,
+        })
+    }
+
+    /// Deletes due expired records; returns how many, and whether more are due.
+    async fn sweep_expired(&mut self) -> Result<(usize, bool), ApplyError> {
+        let end = layout::timed(EXPIRY, self.now.saturating_add(1), &[]);
+        let due = self.txn.scan(&[EXPIRY], &end, CHUNK, false).await?;
+        let more = due.len() == CHUNK;
+        let sweep_version = next_version(self.version)?;
+        let mut deleted = 0;
+        for (k, _) in due {
+            let (ts, user_key) = layout::split_timed(&k)?;
+            let user_key = user_key.to_vec();
+            self.delete(k);
+            if let Some(rec) = self.record(&user_key).await? {
+                if rec.expire_at_ms == Some(ts) {
+                    self.delete(layout::prefixed(DATA, &user_key));
+                    self.log_change(&user_key, None, None);
+                    self.fx.changed.push((user_key, sweep_version));
+                    deleted += 1;
+                }
+            }
+        }
+        if deleted > 0 {
+            self.version = sweep_version;
+            self.seal(sweep_version);
+        }
+        Ok((deleted, more))
+    }
+
+    /// Treats due leases as failed deliveries; returns whether more are due.
+    async fn expire_leases(&mut self) -> Result<bool, ApplyError> {
+        let end = layout::timed(QUEUE_LEASE, self.now.saturating_add(1), &[]);
+        let leases = self.txn.scan(&[QUEUE_LEASE], &end, CHUNK, false).await?;
+        let more = leases.len() == CHUNK;
+        for (k, _) in leases {
+            let (deadline, id) = layout::split_timed(&k)?;
+            let id = message_id(id)?;
+            match self
+                .take_running(QueueLease {
+                    id,
+                    deadline_ms: deadline,
+                })
+                .await?
+            {
+                Some(rec) => self.requeue(id, rec).await?,
+                None => self.delete(k),
+            }
+        }
+        Ok(more)
+    }
+}
