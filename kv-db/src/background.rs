@@ -10,6 +10,7 @@
 
 use kv_traits::{BackendError, KvError};
 
+use crate::feed;
 use crate::layout::{self, EXPIRY, QUEUE_LEASE};
 use crate::writer::{Op, Swept};
 use crate::Inner;
@@ -36,6 +37,9 @@ impl Inner {
             if !txn.scan(&[prefix], &end, 1, false).await?.is_empty() {
                 return Ok(true);
             }
+        }
+        if self.backend.shared() {
+            return Ok(feed::trim_due(&mut *txn, now).await?);
         }
         Ok(false)
     }

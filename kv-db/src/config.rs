@@ -29,6 +29,10 @@ pub struct DbConfig {
     /// [`Db::read_changes`](crate::Db::read_changes)). Costs one extra row per commit until it
     /// is trimmed.
     pub change_log: bool,
+    /// Shared stores only ([`kv_traits::Backend::shared`]): how often this process looks for
+    /// commits made by other processes (to wake watchers and queue listeners), besides the
+    /// engine's push notifications.
+    pub follow_interval: Duration,
 }
 
 impl Default for DbConfig {
@@ -41,6 +45,7 @@ impl Default for DbConfig {
             queue_lease: Duration::from_secs(30),
             read_only: false,
             change_log: false,
+            follow_interval: Duration::from_millis(25),
         }
     }
 }

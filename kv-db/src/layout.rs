@@ -12,6 +12,7 @@
 //! | `00 'c'` | version from which the change log is complete | u64 BE (only while logging) |
 //! | `06` | `06 ‖ version BE` | one logged commit (see [`crate::changes`]) |
 //! | `00 'i'` | version reached by imports (restored copy, replica) | u64 BE (until a write) |
+//! | `07` | `07 ‖ last version BE` | one write transaction's changed keys (shared stores only; see [`crate::feed`]) |
 //!
 //! Prefixing keeps user-key order, so a user range `[s, e)` is the backend range `[01‖s, 01‖e)`.
 

@@ -53,6 +53,7 @@ mod background;
 mod backup;
 pub mod changes;
 mod config;
+pub mod feed;
 pub mod layout;
 mod mutate;
 mod open;

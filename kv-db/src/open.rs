@@ -8,7 +8,12 @@
 //!   [`BackendError::Corrupt`]. Nothing else is written before the format is known good.
 //! - Turning the change log on records the current version as the point from which the log is
 //!   complete; turning it off forgets that point and deletes whatever was logged, so a later
-//!   re-enable starts afresh. A read-only open changes neither.
+//!   re-enable starts afresh. A read-only open changes neither. On a shared store
+//!   ([`Backend::shared`]) an open only ever turns the log on: the log belongs to the store
+//!   (every process logs while its marker is stored), and one process opened without backups
+//!   must not delete what another process's backup has not shipped yet.
+//! - Shared stores: a follower task ([`crate::feed::follow`]) runs for the life of the
+//!   database, also when it is read-only.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -32,7 +37,8 @@ impl Db {
     pub async fn open(backend: impl Backend, config: DbConfig) -> Result<Db, KvError> {
         let backend: Arc<dyn Backend> = Arc::new(backend);
         check_format(&*backend, config.read_only).await?;
-        if !config.read_only {
+        let shared = backend.shared();
+        if !config.read_only && (config.change_log || !shared) {
             mark_change_log(&*backend, config.change_log).await?;
         }
         let current = read_version(&*backend).await?;
@@ -49,6 +55,7 @@ impl Db {
             change_log: config.change_log && !config.read_only,
             commits: commits.clone(),
             import_marker: None,
+            shared,
         };
         let writer_task = tokio::spawn(writer.run(rx));
         let (shutdown, _) = tokio::sync::watch::channel(false);
@@ -65,6 +72,19 @@ impl Db {
                 commits,
             }),
         };
+        if shared {
+            let task = tokio::spawn(crate::feed::follow(
+                db.inner.backend.clone(),
+                db.inner.hub.clone(),
+                db.inner.queue_notify.clone(),
+                db.inner.commits.clone(),
+                db.inner.config.follow_interval,
+                db.inner.shutdown.subscribe(),
+            ));
+            if let Ok(mut t) = db.inner.tasks.lock() {
+                t.push(task);
+            }
+        }
         if db.inner.config.background_tasks && !db.inner.config.read_only {
             let task = tokio::spawn(background(
                 Arc::downgrade(&db.inner),

@@ -31,6 +31,25 @@ impl WatchHub {
         }
     }
 
+    /// Records that every watched key may have changed by `version` (a follower that lost
+    /// track of other processes' commits): every watcher re-reads.
+    pub fn notify_all(&self, version: u64) {
+        let map = match self.keys.lock() {
+            Ok(k) => k,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for s in map.values() {
+            s.send_if_modified(|v| {
+                if version > *v {
+                    *v = version;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+
     /// Records that `keys` changed in the commit with `version`.
     pub fn notify<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>, version: u64) {
         let map = match self.keys.lock() {

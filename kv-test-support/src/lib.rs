@@ -3,6 +3,8 @@
 //! - [`backend`]: [`FaultyBackend`], a decorator over any [`kv_traits::Backend`] that fails a
 //!   commit before it reaches the engine or after the engine committed, fails a `put`, delays
 //!   commits and `begin_write`, and counts calls; faults are armed on a shared [`Faults`] handle.
+//! - [`shared`]: [`SharedStore`], one in-process store opened by several databases as if each
+//!   were a server process on one networked database (tests of the shared-store semantics).
 //! - `storage` (cargo feature `redb`): `FaultyStorage`, a decorator over any redb
 //!   `StorageBackend` whose writes, resizes and syncs fail on demand (by switch, or from the
 //!   n-th call on, tearing the first failing write), and `MemoryStorage`, an in-memory redb
@@ -30,7 +32,9 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod shared;
 #[cfg(feature = "redb")]
 pub mod storage;
 
 pub use backend::{Calls, Fault, Faults, FaultyBackend};
+pub use shared::{SharedHandle, SharedStore};

@@ -6,6 +6,8 @@
 //! - The sweep deletes a record only if its expiry is still the one indexed (a later write may
 //!   have changed it); every key deleted in one pass shares one new version, which becomes one
 //!   change-log batch. A pass that deletes nothing does not move the version.
+//! - Shared stores: entries of the commit feed older than [`feed::RETENTION_MS`] are deleted
+//!   (at most [`CHUNK`] per pass) without moving the version.
 //! - An expired lease is a failed delivery (see [`super::queue`]); a lease-index entry whose
 //!   lease no longer holds is dropped.
 
@@ -14,6 +16,7 @@ use kv_traits::QueueLease;
 use super::op::Swept;
 use super::overlay::{next_version, ApplyError, Cx};
 use super::queue::message_id;
+use crate::feed::{self, FEED};
 use crate::layout::{self, DATA, EXPIRY, QUEUE_LEASE};
 
 /// Most expired keys, leases or change-log entries handled by one pass.
@@ -23,10 +26,25 @@ impl Cx<'_> {
     pub(super) async fn apply_maintenance(&mut self) -> Result<Swept, ApplyError> {
         let (expired, more_expired) = self.sweep_expired().await?;
         let more_leases = self.expire_leases().await?;
+        let more_feed = self.shared && self.trim_feed().await?;
         Ok(Swept {
             expired,
-            more: more_expired || more_leases,
+            more: more_expired || more_leases || more_feed,
         })
+    }
+
+    /// Deletes commit-feed entries older than [`feed::RETENTION_MS`]; returns whether more are
+    /// due.
+    async fn trim_feed(&mut self) -> Result<bool, ApplyError> {
+        let entries = self.txn.scan(&[FEED], &[FEED + 1], CHUNK, false).await?;
+        let full = entries.len() == CHUNK;
+        for (k, v) in entries {
+            if !feed::expired(&k, &v, self.now)? {
+                return Ok(false);
+            }
+            self.delete(k);
+        }
+        Ok(full)
     }
 
     /// Deletes due expired records; returns how many, and whether more are due.

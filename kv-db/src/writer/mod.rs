@@ -25,6 +25,13 @@
 //!   anything else removes it for good.
 //! - Shutdown: operations queued before [`Op::Shutdown`] complete; later ones are answered with
 //!   [`KvError::Closed`].
+//! - Shared stores ([`Backend::shared`]): other processes commit to the same store, so the
+//!   writer keeps nothing between batches that they could change (the version is read in every
+//!   batch already; the import marker and whether the change log is on are read per batch, the
+//!   log being on while its start marker is stored). Each batch that creates versions also
+//!   stores its [`crate::feed`] entry. A commit that fails with [`BackendError::Conflict`] (not
+//!   applied) or [`BackendError::UnknownOutcome`] does not poison the writer; the latter is
+//!   answered with [`KvError::UnknownOutcome`] so that no client retries it blindly.
 
 mod apply;
 mod backup;
@@ -43,6 +50,7 @@ use self::op::Applied;
 pub(crate) use self::op::{Dequeued, Op, Reply, Swept, Trimmed};
 use self::overlay::{Cx, Effects};
 use crate::changes;
+use crate::feed;
 use crate::layout;
 use crate::watch::WatchHub;
 
@@ -62,6 +70,8 @@ pub(crate) struct Writer {
     pub commits: Arc<tokio::sync::watch::Sender<Versionstamp>>,
     /// Whether the imported-version marker is stored (`None`: not read yet).
     pub import_marker: Option<bool>,
+    /// Other processes commit to the store too (see the module docs).
+    pub shared: bool,
 }
 
 impl Writer {
@@ -134,11 +144,15 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "write batch failed");
+                let answer = match &e {
+                    BackendError::UnknownOutcome(m) => KvError::UnknownOutcome(m.clone()),
+                    other => KvError::Backend(other.clone()),
+                };
                 for a in applied {
-                    a.fail(KvError::Backend(e.clone()));
+                    a.fail(answer.clone());
                 }
                 for op in pending {
-                    op.fail(KvError::Backend(e.clone()));
+                    op.fail(answer.clone());
                 }
             }
         }
@@ -156,6 +170,13 @@ impl Writer {
             Some(b) => layout::decode_u64(&b)?,
             None => 0,
         };
+        let logging = if self.shared {
+            // Another process may have changed both since the last batch.
+            self.import_marker = None;
+            txn.get(layout::META_CHANGE_LOG_SINCE).await?.is_some()
+        } else {
+            self.change_log
+        };
         let now = self.clock.now_ms();
         let mut version = start_version;
         let mut all = Effects::default();
@@ -164,7 +185,8 @@ impl Writer {
         let mut marker: Option<Option<Versionstamp>> = None;
         let mut diverged = false;
         while let Some(op) = pending.pop_front() {
-            let mut cx = Cx::new(&mut *txn, version, now, self.change_log);
+            let mut cx = Cx::new(&mut *txn, version, now, logging);
+            cx.shared = self.shared;
             let is_import = matches!(op, Op::Import { .. });
             let (answer, settled) = match op {
                 Op::Write { write, reply } => {
@@ -240,6 +262,15 @@ impl Writer {
         if version != start_version {
             txn.put(layout::META_VERSION, &layout::encode_u64(version))
                 .await?;
+            if self.shared {
+                let entry = feed::encode(
+                    start_version,
+                    now,
+                    all.queue_changed,
+                    all.changed.iter().map(|(k, _)| k.as_slice()),
+                );
+                txn.put(&feed::key(version), &entry).await?;
+            }
             dirty = true;
         }
         let marker_before = self.import_marker;
@@ -261,7 +292,7 @@ impl Writer {
         if dirty {
             if let Err(e) = txn.commit().await {
                 self.import_marker = marker_before;
-                if matches!(e, BackendError::Conflict(_)) {
+                if matches!(e, BackendError::Conflict(_) | BackendError::UnknownOutcome(_)) {
                     return Err(e);
                 }
                 // The durable state is unknown: refuse further writes until reopened.

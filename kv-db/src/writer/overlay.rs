@@ -68,6 +68,8 @@ pub(super) struct Cx<'a> {
     pub pending: Vec<KeyChange>,
     /// Where an import left the database.
     pub import_point: Versionstamp,
+    /// The store is shared: maintenance also trims the commit feed.
+    pub shared: bool,
 }
 
 impl<'a> Cx<'a> {
@@ -82,6 +84,7 @@ impl<'a> Cx<'a> {
             logging,
             pending: Vec::new(),
             import_point: Versionstamp::from_version(version),
+            shared: false,
         }
     }
 
