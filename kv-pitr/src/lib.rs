@@ -63,6 +63,9 @@ pub mod consumer;
 pub mod format;
 pub mod producer;
 pub mod restore;
+pub mod store;
+pub mod url;
+pub(crate) mod walker;
 
 pub use consumer::BackupReader;
 pub use producer::{Backup, BackupConfig, BackupError, BackupStatus};

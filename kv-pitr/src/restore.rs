@@ -31,18 +31,20 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::StreamExt;
 use kv_db::{Db, ExportEntry, ImportOp};
+use kv_traits::clock::now_ms;
 use kv_traits::{KvError, Versionstamp};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::consumer::{
-    BackupKind, BackupLayout, BackupReader, Checkpoint, ConsumerError, LogObject, LogWalker,
-    RecoveryPoint, Transaction,
+    BackupKind, BackupLayout, BackupReader, Checkpoint, ConsumerError, LogObject, RecoveryPoint,
+    Transaction,
 };
+use crate::walker::LogWalker;
 use crate::format;
 use crate::format::{LogSegment, LogSegmentKey, SnapshotRangeKey};
 
@@ -209,13 +211,6 @@ pub enum RestoreError {
     /// The database failed.
     #[error("the target database failed: {0}")]
     Db(#[from] KvError),
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// Fails unless the database holds no data and has never committed.
@@ -585,7 +580,7 @@ async fn stage_from(
     }
     drop(segments);
     if !stopped {
-        walker.check_reached_differential(reader)?;
+        walker.check_reached_differential(reader.backup_store())?;
     }
     if !first_checked {
         match first_point(base, &mut walker, last_in_base, &stopper)? {
