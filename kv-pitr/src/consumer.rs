@@ -25,8 +25,8 @@ use object_store::path::Path;
 use object_store::ObjectStore;
 
 use crate::format::{
-    self, BackupManifest, CheckpointManifest, ExportEntry, FormatError, LogSegment,
-    LogSegmentKey, SnapshotRangeKey, Vs12,
+    self, BackupManifest, CheckpointManifest, ExportEntry, FormatError, LogSegment, LogSegmentKey,
+    SnapshotRangeKey, Vs12,
 };
 use crate::store::{BackupStore, CheckpointListing, StoreError};
 use crate::walker::{self, LogWalker};
@@ -411,7 +411,9 @@ impl BackupReader {
         let listing_started = Utc::now();
         let mut logs = self.list_logs(after).await?;
         match kind {
-            BackupKind::KvPitr(_) => walker::check_log_sequence(&self.store, after.copied(), &logs)?,
+            BackupKind::KvPitr(_) => {
+                walker::check_log_sequence(&self.store, after.copied(), &logs)?
+            }
             BackupKind::Foreign => {
                 if let Some(cut) = logs.iter().position(|o| o.last_modified > listing_started) {
                     logs.truncate(cut);
@@ -420,7 +422,6 @@ impl BackupReader {
         }
         Ok(logs)
     }
-
 
     /// Lists the whole backup and checks its structure: the differential marker exists, the
     /// manifest (if any) is valid, snapshot ranges are complete (`seq` contiguous from 0 in

@@ -44,9 +44,9 @@ use crate::consumer::{
     BackupKind, BackupLayout, BackupReader, Checkpoint, ConsumerError, LogObject, RecoveryPoint,
     Transaction,
 };
-use crate::walker::LogWalker;
 use crate::format;
 use crate::format::{LogSegment, LogSegmentKey, SnapshotRangeKey};
+use crate::walker::LogWalker;
 
 /// Most entries written by one import call while restoring.
 const IMPORT_CHUNK_ENTRIES: usize = 2000;

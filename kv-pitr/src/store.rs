@@ -500,8 +500,8 @@ impl BackupStore {
     pub async fn fetch_log(&self, key: &LogSegmentKey) -> Result<LogSegment, StoreError> {
         let path = format::log_path(&self.prefix, key);
         let body = self.get_required(&path).await?;
-        let seg =
-            format::decode_log_segment(&body).map_err(|source| StoreError::corrupt(&path, source))?;
+        let seg = format::decode_log_segment(&body)
+            .map_err(|source| StoreError::corrupt(&path, source))?;
         format::check_segment_matches_key(&seg, key)
             .map_err(|source| StoreError::corrupt(&path, source))?;
         Ok(seg)

@@ -81,11 +81,12 @@ pub fn open_store_url(
                 "the bucket name is missing (s3://<bucket>/<prefix>)",
             ));
         }
-        let prefix =
-            Path::parse(prefix.trim_end_matches('/')).map_err(|source| StoreUrlError::BadPrefix {
+        let prefix = Path::parse(prefix.trim_end_matches('/')).map_err(|source| {
+            StoreUrlError::BadPrefix {
                 location: location.to_string(),
                 source,
-            })?;
+            }
+        })?;
         let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
         if let Some(endpoint) = s3_endpoint {
             builder = builder

@@ -273,7 +273,8 @@ pub(crate) fn split_logs(
                 {
                     // It starts at or before the first entry that can follow `start`:
                     // nothing after `start` can be in an earlier one.
-                    check_log_sequence(store, 
+                    check_log_sequence(
+                        store,
                         Some(first.key),
                         needed.get(1..).unwrap_or_default(),
                     )?;
@@ -424,21 +425,21 @@ mod tests {
         let monoseqs = |v: &[LogObject]| v.iter().map(|o| o.key.monoseq).collect::<Vec<_>>();
         // Start at the end of segment 3: 4.. needed, 3 listed as its predecessor.
         let (before, needed) = split_logs(
-            &store,&layout(&[1, 2, 3, 4, 5]), Some(boundary_of(&vs(40))))
-            .unwrap();
+            &store,
+            &layout(&[1, 2, 3, 4, 5]),
+            Some(boundary_of(&vs(40))),
+        )
+        .unwrap();
         assert_eq!(
             (monoseqs(&before), monoseqs(&needed)),
             (vec![1, 2, 3], vec![4, 5])
         );
         // Segments before the predecessor may be gone.
-        let (_, needed) = split_logs(
-            &store,&layout(&[3, 4, 5]), Some(boundary_of(&vs(40))))
-            .unwrap();
+        let (_, needed) =
+            split_logs(&store, &layout(&[3, 4, 5]), Some(boundary_of(&vs(40)))).unwrap();
         assert_eq!(monoseqs(&needed), vec![4, 5]);
         // Without the predecessor, entries after the start may be missing...
-        let err = split_logs(
-            &store,&layout(&[4, 5]), Some(boundary_of(&vs(40))))
-            .unwrap_err();
+        let err = split_logs(&store, &layout(&[4, 5]), Some(boundary_of(&vs(40)))).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -450,19 +451,14 @@ mod tests {
             "{err}"
         );
         // ...unless the first needed segment holds the start itself.
-        let (_, needed) = split_logs(
-            &store,&layout(&[4, 5]), Some(boundary_of(&vs(45))))
-            .unwrap();
+        let (_, needed) = split_logs(&store, &layout(&[4, 5]), Some(boundary_of(&vs(45)))).unwrap();
         assert_eq!(monoseqs(&needed), vec![4, 5]);
         // ...or starts with the entry right after it (a one-change commit is a lone boundary
         // entry): the start of a checkpoint is `vs12(start, 0xfffe)`.
-        let (_, needed) = split_logs(
-            &store,&layout(&[4, 5]), Some(vs12(&vs(41), 0xfffe)))
-            .unwrap();
+        let (_, needed) =
+            split_logs(&store, &layout(&[4, 5]), Some(vs12(&vs(41), 0xfffe))).unwrap();
         assert_eq!(monoseqs(&needed), vec![4, 5]);
-        assert!(split_logs(
-            &store,&layout(&[4, 5]), Some(vs12(&vs(40), 0xfffe)))
-            .is_err());
+        assert!(split_logs(&store, &layout(&[4, 5]), Some(vs12(&vs(40), 0xfffe))).is_err());
         assert_eq!(
             next_vs12(&vs12(&vs(41), 0xfffe)),
             Some(boundary_of(&vs(41)))
@@ -489,5 +485,4 @@ mod tests {
             vec![1, 2]
         );
     }
-
 }
