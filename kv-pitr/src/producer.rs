@@ -21,16 +21,16 @@
 //!
 //! Optionally ([`BackupConfig::checkpoint_interval`]) a second task writes periodic full
 //! snapshots ("checkpoints") under `checkpoints/{monoseq:016x}/`, each completed by a
-//! `checkpoint.json` ([`format::CheckpointManifest`]) once the log up to its end is shipped, so
+//! `checkpoint.json` ([`crate::format::CheckpointManifest`]) once the log up to its end is shipped, so
 //! that a restore can start from a recent checkpoint instead of replaying the whole log. The
 //! reference consumer does not look there; the initial snapshot and the log are never deleted.
 //!
 //! One prefix must have at most one producer at a time, and one database at most one
 //! [`Backup`] (the change log has a single reader that trims it).
 //!
-//! The parts, one job each: [`start_mode`] inspects the prefix (fresh or resume), the
+//! The parts, one job each: `start_mode` inspects the prefix (fresh or resume), the
 //! shipper uploads the initial snapshot and the log segments, the checkpointer writes and
-//! retires checkpoints, [`snapshot`] is the range export both snapshots share, and `shared`
+//! retires checkpoints, `snapshot` is the range export both snapshots share, and `shared`
 //! the status they publish. All object access goes through [`crate::store::BackupStore`];
 //! its [`StoreError`]s become [`BackupError::Store`] (or [`BackupError::Format`] for damaged
 //! or foreign objects).

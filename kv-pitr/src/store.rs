@@ -1,7 +1,7 @@
 //! Access to the objects of one backup: the only code that talks to the [`ObjectStore`].
 //!
 //! A [`BackupStore`] is an object store and the prefix of one backup in it. Under the prefix
-//! the layout is (names built by [`format`]):
+//! the layout is (names built by [`format`](mod@crate::format)):
 //!
 //! - `differential`: the first consistent versionstamp, as text;
 //! - `kv-pitr.json`: our manifest ([`BackupManifest`]; absent in Deno Deploy's backups);
@@ -376,7 +376,7 @@ impl BackupStore {
     }
 
     /// Log segments after `after` (all if `None`), in log order. Not checked for gaps (see
-    /// [`crate::walker`]).
+    /// [`BackupReader::logs_after`](crate::consumer::BackupReader::logs_after)).
     pub async fn list_logs(
         &self,
         after: Option<&LogSegmentKey>,
