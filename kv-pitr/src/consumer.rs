@@ -8,6 +8,11 @@
 //! and the listing is checked as a whole (no missing segment or snapshot range in backups that
 //! carry our manifest). Problems are [`ConsumerError`]s naming the object.
 //!
+//! Every object is read through [`BackupStore`] (listing, fetching and checksum checks live
+//! there; its [`StoreError`]s map one to one onto [`ConsumerError::Missing`],
+//! [`ConsumerError::Store`], [`ConsumerError::Corrupt`] and [`ConsumerError::ForeignObject`]),
+//! and the log is walked and checked for gaps by the crate's log walker.
+//!
 //! Our backups may also hold checkpoints (`checkpoints/{monoseq:016x}/`, full snapshots
 //! taken while the backup runs): [`BackupReader::checkpoints`] lists the complete ones and
 //! checks them like the initial snapshot.
