@@ -8,6 +8,11 @@
 //! and the listing is checked as a whole (no missing segment or snapshot range in backups that
 //! carry our manifest). Problems are [`ConsumerError`]s naming the object.
 //!
+//! Every object is read through [`BackupStore`] (listing, fetching and checksum checks live
+//! there; its [`StoreError`]s map one to one onto [`ConsumerError::Missing`],
+//! [`ConsumerError::Store`], [`ConsumerError::Corrupt`] and [`ConsumerError::ForeignObject`]),
+//! and the log is walked and checked for gaps by the crate's log walker.
+//!
 //! Our backups may also hold checkpoints (`checkpoints/{monoseq:016x}/`, full snapshots
 //! taken while the backup runs): [`BackupReader::checkpoints`] lists the complete ones and
 //! checks them like the initial snapshot.
@@ -18,17 +23,22 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use futures::stream::{self, BoxStream, StreamExt};
 use kv_traits::Versionstamp;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 
 use crate::format::{
-    self, BackupManifest, CheckpointManifest, ExportEntry, FormatError, LogEntry, LogSegment,
-    LogSegmentKey, SnapshotRangeKey, Vs12,
+    self, BackupManifest, CheckpointManifest, ExportEntry, FormatError, LogSegment, LogSegmentKey,
+    SnapshotRangeKey, Vs12,
 };
+use crate::store::{BackupStore, CheckpointListing, StoreError};
+use crate::walker::{self, LogWalker};
+
+pub use crate::store::LogObject;
+pub use crate::url::{open_store_url, StoreUrlError};
+pub use crate::walker::{Transaction, FIRST_LOG_MONOSEQ};
 
 /// How many objects are downloaded at the same time by default (results stay in order).
 pub const DEFAULT_FETCH_CONCURRENCY: usize = 16;
@@ -168,6 +178,19 @@ pub enum ConsumerError {
     },
 }
 
+impl From<StoreError> for ConsumerError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Missing { object } => ConsumerError::Missing { object },
+            StoreError::Access { object, source } => ConsumerError::Store { object, source },
+            StoreError::Corrupt { object, source } => ConsumerError::Corrupt { object, source },
+            StoreError::ForeignObject { object, source } => {
+                ConsumerError::ForeignObject { object, source }
+            }
+        }
+    }
+}
+
 /// A consistent state of the backed-up database that can be restored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecoveryPoint {
@@ -200,17 +223,6 @@ pub fn format_time_ms(ms: u64) -> String {
         Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         None => format!("{ms} ms"),
     }
-}
-
-/// One listed log segment.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LogObject {
-    /// The segment's name.
-    pub key: LogSegmentKey,
-    /// Size in bytes.
-    pub size: u64,
-    /// When the store last modified it.
-    pub last_modified: DateTime<Utc>,
 }
 
 /// Who wrote a backup, which decides how strictly its listing is checked.
@@ -285,22 +297,12 @@ pub struct Checkpoint {
     pub ranges: Vec<SnapshotRangeKey>,
 }
 
-/// The objects listed in one checkpoint folder.
-#[derive(Default)]
-struct CheckpointListing {
-    has_manifest: bool,
-    ranges: Vec<SnapshotRangeKey>,
-    /// The first object that is neither the manifest nor a range.
-    foreign: Option<ConsumerError>,
-}
-
 /// Reads a backup under `prefix` of an object store.
 ///
 /// Cloning is cheap (the store is shared).
 #[derive(Clone, Debug)]
 pub struct BackupReader {
-    store: Arc<dyn ObjectStore>,
-    prefix: Path,
+    store: BackupStore,
     concurrency: usize,
     use_checkpoints: bool,
 }
@@ -309,8 +311,7 @@ impl BackupReader {
     /// A reader of the backup under `prefix` (`Path::default()` for the store's root).
     pub fn new(store: Arc<dyn ObjectStore>, prefix: Path) -> Self {
         BackupReader {
-            store,
-            prefix,
+            store: BackupStore::new(store, prefix),
             concurrency: DEFAULT_FETCH_CONCURRENCY,
             use_checkpoints: true,
         }
@@ -337,66 +338,35 @@ impl BackupReader {
 
     /// The object store.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
-        &self.store
+        self.store.store()
     }
 
     /// The backup prefix.
     pub fn prefix(&self) -> &Path {
-        &self.prefix
+        self.store.prefix()
+    }
+
+    /// The store access layer this reader reads through.
+    pub fn backup_store(&self) -> &BackupStore {
+        &self.store
     }
 
     fn prefix_text(&self) -> String {
-        format!("{}/{}", self.store, self.prefix)
-    }
-
-    async fn get_optional(&self, path: &Path) -> Result<Option<Bytes>, ConsumerError> {
-        let res = match self.store.get(path).await {
-            Ok(r) => r.bytes().await,
-            Err(e) => Err(e),
-        };
-        match res {
-            Ok(b) => Ok(Some(b)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(source) => Err(ConsumerError::Store {
-                object: path.to_string(),
-                source,
-            }),
-        }
-    }
-
-    async fn get_required(&self, path: &Path) -> Result<Bytes, ConsumerError> {
-        self.get_optional(path)
-            .await?
-            .ok_or_else(|| ConsumerError::Missing {
-                object: path.to_string(),
-            })
+        self.store.describe()
     }
 
     /// The differential versionstamp (from which the logs are complete), or `None` if the
     /// marker does not exist yet.
     pub async fn differential(&self) -> Result<Option<Versionstamp>, ConsumerError> {
-        let path = format::differential_path(&self.prefix);
-        match self.get_optional(&path).await? {
-            Some(body) => format::decode_differential(&body)
-                .map(Some)
-                .map_err(|source| ConsumerError::Corrupt {
-                    object: path.to_string(),
-                    source,
-                }),
-            None => Ok(None),
-        }
+        Ok(self.store.read_differential().await?)
     }
 
     /// Our manifest, or `None` for backups without one (Deno Deploy's).
     pub async fn manifest(&self) -> Result<Option<BackupManifest>, ConsumerError> {
-        let path = format::manifest_path(&self.prefix);
-        let Some(body) = self.get_optional(&path).await? else {
+        let Some(m) = self.store.read_manifest().await? else {
             return Ok(None);
         };
-        let m = BackupManifest::from_bytes(&body).map_err(|source| ConsumerError::Corrupt {
-            object: path.to_string(),
-            source,
-        })?;
+        let path = format::manifest_path(self.prefix());
         if m.format != BackupManifest::FORMAT {
             return Err(ConsumerError::UnsupportedManifest {
                 object: path.to_string(),
@@ -418,64 +388,10 @@ impl BackupReader {
         Ok(Some(m))
     }
 
-    /// Lists the objects directly under `dir` (sorted by name), with a listing offset.
-    async fn list_dir(
-        &self,
-        dir: &Path,
-        offset: Option<&Path>,
-    ) -> Result<Vec<object_store::ObjectMeta>, ConsumerError> {
-        let listing = match offset {
-            Some(o) => self.store.list_with_offset(Some(dir), o),
-            None => self.store.list(Some(dir)),
-        };
-        let mut metas: Vec<object_store::ObjectMeta> =
-            listing
-                .try_collect()
-                .await
-                .map_err(|source| ConsumerError::Store {
-                    object: dir.to_string(),
-                    source,
-                })?;
-        metas.sort_by(|a, b| a.location.cmp(&b.location));
-        Ok(metas)
-    }
-
-    /// The name of a listed object if it sits directly under `dir` and ends in `.bin`.
-    fn object_name<'a>(
-        dir: &Path,
-        meta: &'a object_store::ObjectMeta,
-    ) -> Result<&'a str, ConsumerError> {
-        let foreign = |reason: &'static str| ConsumerError::ForeignObject {
-            object: meta.location.to_string(),
-            source: FormatError::BadObjectName {
-                name: meta.location.filename().unwrap_or_default().to_string(),
-                reason,
-            },
-        };
-        if meta.location.parts().count() != dir.parts().count() + 1 {
-            return Err(foreign("objects must sit directly in the folder"));
-        }
-        let name = meta.location.filename().unwrap_or_default();
-        name.strip_suffix(format::OBJECT_EXTENSION)
-            .ok_or_else(|| foreign("the name does not end in .bin"))
-    }
-
     /// All snapshot ranges, in name order (not checked for completeness; see
     /// [`BackupReader::layout`]).
     pub async fn list_snapshot_ranges(&self) -> Result<Vec<SnapshotRangeKey>, ConsumerError> {
-        let dir = format::snapshots_dir(&self.prefix);
-        let mut out = Vec::new();
-        for meta in self.list_dir(&dir, None).await? {
-            let name = Self::object_name(&dir, &meta)?;
-            let key =
-                SnapshotRangeKey::parse(name).map_err(|source| ConsumerError::ForeignObject {
-                    object: meta.location.to_string(),
-                    source,
-                })?;
-            out.push(key);
-        }
-        out.sort();
-        Ok(out)
+        Ok(self.store.list_snapshot_ranges().await?)
     }
 
     /// Log segments after `after` (all if `None`), in log order. Not checked for gaps; see
@@ -484,27 +400,7 @@ impl BackupReader {
         &self,
         after: Option<&LogSegmentKey>,
     ) -> Result<Vec<LogObject>, ConsumerError> {
-        let dir = format::logs_dir(&self.prefix);
-        let offset = after.map(|k| format::log_path(&self.prefix, k));
-        let mut out = Vec::new();
-        for meta in self.list_dir(&dir, offset.as_ref()).await? {
-            let name = Self::object_name(&dir, &meta)?;
-            let key =
-                LogSegmentKey::parse(name).map_err(|source| ConsumerError::ForeignObject {
-                    object: meta.location.to_string(),
-                    source,
-                })?;
-            if after.is_some_and(|a| key <= *a) {
-                continue;
-            }
-            out.push(LogObject {
-                key,
-                size: meta.size,
-                last_modified: meta.last_modified,
-            });
-        }
-        out.sort_by_key(|o| o.key);
-        Ok(out)
+        Ok(self.store.list_logs(after).await?)
     }
 
     /// Log segments after `after`, checked for this kind of backup: with our manifest,
@@ -520,7 +416,9 @@ impl BackupReader {
         let listing_started = Utc::now();
         let mut logs = self.list_logs(after).await?;
         match kind {
-            BackupKind::KvPitr(_) => self.check_log_sequence(after.copied(), &logs)?,
+            BackupKind::KvPitr(_) => {
+                walker::check_log_sequence(&self.store, after.copied(), &logs)?
+            }
             BackupKind::Foreign => {
                 if let Some(cut) = logs.iter().position(|o| o.last_modified > listing_started) {
                     logs.truncate(cut);
@@ -528,115 +426,6 @@ impl BackupReader {
             }
         }
         Ok(logs)
-    }
-
-    /// Checks that `logs` continue `prev` without a gap (`monoseq` + 1, no overlap), or start
-    /// the backup's log when `prev` is `None`.
-    fn check_log_sequence(
-        &self,
-        prev: Option<LogSegmentKey>,
-        logs: &[LogObject],
-    ) -> Result<(), ConsumerError> {
-        let mut prev = prev;
-        for obj in logs {
-            if let Some(p) = &prev {
-                let expected = p.monoseq.saturating_add(1);
-                if obj.key.monoseq != expected {
-                    return Err(ConsumerError::MissingLogSegments {
-                        prefix: self.prefix_text(),
-                        expected_monoseq: expected,
-                        after: format!("after {p}"),
-                        found: obj.key.to_string(),
-                    });
-                }
-                if obj.key.first_vs12 <= p.last_vs12 {
-                    return Err(ConsumerError::Inconsistent {
-                        object: format::log_path(&self.prefix, &obj.key).to_string(),
-                        reason: format!(
-                            "it starts at {} but the previous segment {p} ends at {}",
-                            hex::encode(obj.key.first_vs12),
-                            hex::encode(p.last_vs12)
-                        ),
-                    });
-                }
-            } else if obj.key.monoseq != FIRST_LOG_MONOSEQ {
-                return Err(ConsumerError::MissingLogSegments {
-                    prefix: self.prefix_text(),
-                    expected_monoseq: FIRST_LOG_MONOSEQ,
-                    after: "first".into(),
-                    found: obj.key.to_string(),
-                });
-            }
-            prev = Some(obj.key);
-        }
-        Ok(())
-    }
-
-    /// Splits the listed segments of a layout from [`BackupReader::restore_layout`] into
-    /// those wholly at or before `start` (not needed to rebuild states after `start`; they
-    /// are not checked, and may even have been deleted) and the rest, which are checked: with
-    /// our manifest, their `monoseq` numbers are contiguous and nothing is missing between
-    /// `start` and the first of them (it is the backup's first segment, holds `start`
-    /// itself, or its predecessor is listed). `None`: every segment is needed.
-    pub(crate) fn split_logs(
-        &self,
-        layout: &BackupLayout,
-        start: Option<Vs12>,
-    ) -> Result<(Vec<LogObject>, Vec<LogObject>), ConsumerError> {
-        let (before, needed): (Vec<LogObject>, Vec<LogObject>) = layout
-            .logs
-            .iter()
-            .cloned()
-            .partition(|o| start.is_some_and(|s| o.key.last_vs12 <= s));
-        if let BackupKind::KvPitr(_) = layout.kind {
-            if let Some(first) = needed.first() {
-                if let Some(late) = before.iter().find(|o| o.key > first.key) {
-                    return Err(ConsumerError::Inconsistent {
-                        object: format::log_path(&self.prefix, &late.key).to_string(),
-                        reason: format!("it comes after {} but ends before it", first.key),
-                    });
-                }
-            }
-            let prev = match needed.first() {
-                None => None,
-                Some(first) if first.key.monoseq == FIRST_LOG_MONOSEQ => None,
-                Some(first) => match before.last() {
-                    Some(p) if p.key.monoseq.saturating_add(1) == first.key.monoseq => Some(p.key),
-                    _ if start.is_some_and(|s| {
-                        next_vs12(&s).is_none_or(|next| first.key.first_vs12 <= next)
-                    }) =>
-                    {
-                        // It starts at or before the first entry that can follow `start`:
-                        // nothing after `start` can be in an earlier one.
-                        self.check_log_sequence(
-                            Some(first.key),
-                            needed.get(1..).unwrap_or_default(),
-                        )?;
-                        return Ok((before, needed));
-                    }
-                    _ => {
-                        return Err(ConsumerError::MissingLogSegments {
-                            prefix: self.prefix_text(),
-                            expected_monoseq: first.key.monoseq.saturating_sub(1),
-                            after: format!(
-                                "before {} (it may hold entries after {}, which are needed)",
-                                first.key,
-                                start.map_or_else(
-                                    || "the start".to_string(),
-                                    |s| format::vs10_of(&s).to_string()
-                                )
-                            ),
-                            found: match before.last() {
-                                Some(p) => format!("{} before it", p.key),
-                                None => "no earlier segment".into(),
-                            },
-                        });
-                    }
-                },
-            };
-            self.check_log_sequence(prev, &needed)?;
-        }
-        Ok((before, needed))
     }
 
     /// Lists the whole backup and checks its structure: the differential marker exists, the
@@ -683,7 +472,7 @@ impl BackupReader {
                 let end: Versionstamp = m.snapshot_end.parse().unwrap_or_default();
                 if end != differential {
                     return Err(ConsumerError::Inconsistent {
-                        object: format::differential_path(&self.prefix).to_string(),
+                        object: format::differential_path(self.prefix()).to_string(),
                         reason: format!(
                             "it says {differential} but the manifest's snapshot_end is {end}"
                         ),
@@ -754,43 +543,7 @@ impl BackupReader {
         &self,
         layout: &BackupLayout,
     ) -> Result<Vec<Checkpoint>, ConsumerError> {
-        let dir = format::checkpoints_dir(&self.prefix);
-        let mut dirs: std::collections::BTreeMap<u64, CheckpointListing> =
-            std::collections::BTreeMap::new();
-        for meta in self.list_dir(&dir, None).await? {
-            let Some(m) = format::checkpoint_monoseq_of(&self.prefix, &meta.location) else {
-                tracing::debug!(object = %meta.location, "ignoring an object outside any checkpoint folder");
-                continue;
-            };
-            let entry = dirs.entry(m).or_default();
-            if meta.location == format::checkpoint_manifest_path(&self.prefix, m) {
-                entry.has_manifest = true;
-                continue;
-            }
-            let ranges_dir = format::checkpoint_dir(&self.prefix, m).join(format::SNAPSHOTS);
-            let parsed = if meta.location.prefix_matches(&ranges_dir) {
-                Self::object_name(&ranges_dir, &meta).and_then(|name| {
-                    SnapshotRangeKey::parse(name).map_err(|source| ConsumerError::ForeignObject {
-                        object: meta.location.to_string(),
-                        source,
-                    })
-                })
-            } else {
-                Err(ConsumerError::ForeignObject {
-                    object: meta.location.to_string(),
-                    source: FormatError::BadObjectName {
-                        name: meta.location.filename().unwrap_or_default().to_string(),
-                        reason: "a checkpoint folder holds only checkpoint.json and snapshots/",
-                    },
-                })
-            };
-            match parsed {
-                Ok(key) => entry.ranges.push(key),
-                Err(e) => {
-                    entry.foreign.get_or_insert(e);
-                }
-            }
-        }
+        let dirs = self.store.list_checkpoints().await?;
         let mut out = Vec::new();
         for (monoseq, listing) in dirs {
             if !listing.has_manifest {
@@ -833,8 +586,8 @@ impl BackupReader {
             monoseq,
             dir: format!(
                 "{}/{}/",
-                self.store,
-                format::checkpoint_dir(&self.prefix, monoseq)
+                self.store.store(),
+                format::checkpoint_dir(self.prefix(), monoseq)
             ),
             source: Box::new(source),
         }
@@ -842,15 +595,8 @@ impl BackupReader {
 
     /// Whether the manifest of checkpoint `monoseq` (still) exists.
     pub async fn checkpoint_exists(&self, monoseq: u64) -> Result<bool, ConsumerError> {
-        let path = format::checkpoint_manifest_path(&self.prefix, monoseq);
-        match self.store.head(&path).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(source) => Err(ConsumerError::Store {
-                object: path.to_string(),
-                source,
-            }),
-        }
+        let path = format::checkpoint_manifest_path(self.prefix(), monoseq);
+        Ok(self.store.exists(&path).await?)
     }
 
     /// Reads and checks one checkpoint's manifest against its listing and the backup.
@@ -861,19 +607,14 @@ impl BackupReader {
         monoseq: u64,
         mut listing: CheckpointListing,
     ) -> Result<Option<Checkpoint>, ConsumerError> {
-        let path = format::checkpoint_manifest_path(&self.prefix, monoseq);
-        let Some(body) = self.get_optional(&path).await? else {
+        let path = format::checkpoint_manifest_path(self.prefix(), monoseq);
+        let Some(manifest) = self.store.read_checkpoint_manifest(monoseq).await? else {
             return Ok(None);
         };
         let inconsistent = |reason: String| ConsumerError::Inconsistent {
             object: path.to_string(),
             reason,
         };
-        let manifest =
-            CheckpointManifest::from_bytes(&body).map_err(|source| ConsumerError::Corrupt {
-                object: path.to_string(),
-                source,
-            })?;
         if manifest.format != CheckpointManifest::FORMAT {
             return Err(ConsumerError::UnsupportedManifest {
                 object: path.to_string(),
@@ -908,14 +649,14 @@ impl BackupReader {
             )));
         }
         if let Some(e) = listing.foreign.take() {
-            return Err(e);
+            return Err(e.into());
         }
         listing.ranges.sort();
         for (i, key) in listing.ranges.iter().enumerate() {
             let expected = i as u64;
             if key.monoseq != monoseq || key.format_version != format::FORMAT_VERSION {
                 return Err(ConsumerError::Inconsistent {
-                    object: format::checkpoint_snapshot_path(&self.prefix, key).to_string(),
+                    object: format::checkpoint_snapshot_path(self.prefix(), key).to_string(),
                     reason: format!("its name does not belong to checkpoint {monoseq}"),
                 });
             }
@@ -964,17 +705,7 @@ impl BackupReader {
         &self,
         key: &SnapshotRangeKey,
     ) -> Result<Vec<ExportEntry>, ConsumerError> {
-        self.fetch_range_at(format::checkpoint_snapshot_path(&self.prefix, key))
-            .await
-    }
-
-    /// Downloads and decodes the snapshot range object at `path`.
-    async fn fetch_range_at(&self, path: Path) -> Result<Vec<ExportEntry>, ConsumerError> {
-        let body = self.get_required(&path).await?;
-        format::decode_snapshot_range(&body).map_err(|source| ConsumerError::Corrupt {
-            object: path.to_string(),
-            source,
-        })
+        Ok(self.store.fetch_checkpoint_range(key).await?)
     }
 
     /// Runs `fetch` for every key, up to the reader's concurrency at once; results come in
@@ -1012,22 +743,13 @@ impl BackupReader {
         &self,
         key: &SnapshotRangeKey,
     ) -> Result<Vec<ExportEntry>, ConsumerError> {
-        self.fetch_range_at(format::snapshot_path(&self.prefix, key))
-            .await
+        Ok(self.store.fetch_snapshot_range(key).await?)
     }
 
     /// Downloads and decodes one log segment (checksum verified when present) and checks
     /// that its first and last entries are the ones its name announces.
     pub async fn fetch_log(&self, key: &LogSegmentKey) -> Result<LogSegment, ConsumerError> {
-        let path = format::log_path(&self.prefix, key);
-        let body = self.get_required(&path).await?;
-        let corrupt = |source| ConsumerError::Corrupt {
-            object: path.to_string(),
-            source,
-        };
-        let seg = format::decode_log_segment(&body).map_err(corrupt)?;
-        format::check_segment_matches_key(&seg, key).map_err(corrupt)?;
-        Ok(seg)
+        Ok(self.store.fetch_log(key).await?)
     }
 
     /// Downloads snapshot ranges concurrently; results come in the order of `keys`.
@@ -1073,7 +795,7 @@ impl BackupReader {
                 }
             }
         }
-        walker.check_reached_differential(self)?;
+        walker.check_reached_differential(&self.store)?;
         if let Some(first) = walker.take_first_point() {
             points.push(first);
         }
@@ -1128,471 +850,20 @@ impl BackupReader {
         })
     }
 
-    pub(crate) fn prefix_for_errors(&self) -> String {
-        self.prefix_text()
-    }
-}
-
-/// The 12-byte versionstamp right after `v` (`None` after the largest one): no entry can lie
-/// strictly between the two.
-fn next_vs12(v: &Vs12) -> Option<Vs12> {
-    let mut next = *v;
-    for b in next.iter_mut().rev() {
-        if *b == 0xff {
-            *b = 0;
-        } else {
-            *b += 1;
-            return Some(next);
-        }
-    }
-    None
-}
-
-/// A backup location that cannot be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreUrlError {
-    /// The text is not a supported location.
-    #[error("invalid backup location {location:?}: {reason}")]
-    Invalid {
-        /// The location as given.
-        location: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The object store could not be set up.
-    #[error("cannot open the object store for {location:?}: {source}")]
-    Store {
-        /// The location as given.
-        location: String,
-        /// The store's error.
-        #[source]
-        source: object_store::Error,
-    },
-}
-
-/// Opens the object store and prefix named by a backup location, for command-line tools:
-///
-/// - `s3://<bucket>/<prefix>`: S3 or an S3-compatible store. Credentials, region and other
-///   settings come from the `AWS_*` environment variables (`AWS_ACCESS_KEY_ID`,
-///   `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT`, ...);
-///   `s3_endpoint` (e.g. `http://127.0.0.1:9000`) selects an S3-compatible server with
-///   path-style requests (plain HTTP allowed for `http://` endpoints; unsigned requests if
-///   `AWS_ACCESS_KEY_ID` is not set). Without an endpoint and without credentials in the
-///   environment, the AWS SDK chain falls back to the instance metadata service.
-/// - `file:///<folder>` or a plain folder path: a local folder (created if missing; objects
-///   are fsynced).
-pub fn open_store_url(
-    location: &str,
-    s3_endpoint: Option<&str>,
-) -> Result<(Arc<dyn ObjectStore>, Path), StoreUrlError> {
-    let invalid = |reason: &str| StoreUrlError::Invalid {
-        location: location.to_string(),
-        reason: reason.to_string(),
-    };
-    let store_err = |source| StoreUrlError::Store {
-        location: location.to_string(),
-        source,
-    };
-    if let Some(rest) = location.strip_prefix("s3://") {
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(invalid(
-                "the bucket name is missing (s3://<bucket>/<prefix>)",
-            ));
-        }
-        let prefix = Path::parse(prefix.trim_end_matches('/'))
-            .map_err(|e| invalid(&format!("bad prefix: {e}")))?;
-        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
-        if let Some(endpoint) = s3_endpoint {
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_virtual_hosted_style_request(false)
-                .with_allow_http(endpoint.starts_with("http://"));
-            // An S3-compatible server has no AWS instance metadata service: without
-            // credentials in the environment, send unsigned requests instead of asking it.
-            if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-                builder = builder.with_skip_signature(true);
-            }
-        }
-        let store = builder.build().map_err(store_err)?;
-        return Ok((Arc::new(store), prefix));
-    }
-    let folder = match location.strip_prefix("file://") {
-        Some(p) => p,
-        None if location.contains("://") => return Err(invalid(
-            "unsupported scheme (use s3://<bucket>/<prefix>, file:///<folder> or a folder path)",
-        )),
-        None => location,
-    };
-    if folder.is_empty() {
-        return Err(invalid("the folder is missing"));
-    }
-    std::fs::create_dir_all(folder)
-        .map_err(|e| invalid(&format!("cannot create the folder: {e}")))?;
-    let store = object_store::local::LocalFileSystem::new_with_prefix(folder)
-        .map_err(store_err)?
-        .with_fsync(true);
-    Ok((Arc::new(store), Path::default()))
-}
-
-/// The `monoseq` of the first log segment of a backup written by this crate.
-pub const FIRST_LOG_MONOSEQ: u64 = 1;
-
-/// One complete transaction of the log.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transaction {
-    /// The commit's versionstamp.
-    pub versionstamp: Versionstamp,
-    /// Time of the segment holding its boundary entry (never less than earlier ones).
-    pub timestamp_ms: u64,
-    /// Its entries, in order (the last one is the boundary).
-    pub entries: Vec<LogEntry>,
-}
-
-/// Turns a sequence of log segments into complete transactions, skipping entries already
-/// seen (overlapping segments) and keeping a transaction whose boundary is in a later
-/// segment until that segment arrives.
-#[derive(Clone, Debug)]
-pub(crate) struct LogWalker {
-    differential: Versionstamp,
-    manifest_created_ms: Option<u64>,
-    /// Entries after the last boundary seen.
-    pending: Vec<LogEntry>,
-    /// The greatest vs12 seen.
-    pub(crate) last_vs12: Option<Vs12>,
-    /// Largest segment time seen.
-    ts_max: u64,
-    /// Largest time of a transaction at or before the differential versionstamp.
-    ts_at_differential: Option<u64>,
-    /// Time of the first segment (fallback time of the first point).
-    first_segment_ts: Option<u64>,
-    /// The first point, until it is taken.
-    first_point_pending: bool,
-    /// Last segment pushed.
-    pub(crate) cursor: Option<LogSegmentKey>,
-}
-
-impl LogWalker {
-    pub(crate) fn new(layout: &BackupLayout) -> Self {
-        LogWalker {
-            differential: layout.differential,
-            manifest_created_ms: match &layout.kind {
-                BackupKind::KvPitr(m) => Some(m.created_at_ms),
-                BackupKind::Foreign => None,
-            },
-            pending: Vec::new(),
-            last_vs12: None,
-            ts_max: 0,
-            ts_at_differential: None,
-            first_segment_ts: None,
-            first_point_pending: true,
-            cursor: None,
-        }
-    }
-
-    /// Continues after a known position: `applied` is the last applied boundary, `cursor` the
-    /// last segment consumed and `pending` the entries after `applied` already read.
-    pub(crate) fn resume(
-        layout: &BackupLayout,
-        cursor: Option<LogSegmentKey>,
-        applied: Versionstamp,
-        pending: Vec<LogEntry>,
-    ) -> Self {
-        let mut w = LogWalker::new(layout);
-        w.first_point_pending = false;
-        w.cursor = cursor;
-        w.last_vs12 = Some(
-            pending
-                .last()
-                .map(|e| e.vs12)
-                .unwrap_or_else(|| format::boundary_of(&applied)),
-        );
-        w.pending = pending;
-        w
-    }
-
-    /// Records that a segment was passed over without reading it (it lies wholly before
-    /// the snapshot, so its entries are not needed).
-    pub(crate) fn skip(&mut self, key: &LogSegmentKey) {
-        self.cursor = Some(*key);
-        self.last_vs12 = Some(
-            self.last_vs12
-                .map_or(key.last_vs12, |l| l.max(key.last_vs12)),
-        );
-    }
-
-    /// Feeds one segment; returns the transactions it completes.
-    pub(crate) fn push(&mut self, key: &LogSegmentKey, seg: LogSegment) -> Vec<Transaction> {
-        self.cursor = Some(*key);
-        self.first_segment_ts.get_or_insert(seg.timestamp_ms);
-        self.ts_max = self.ts_max.max(seg.timestamp_ms);
-        let last = self.last_vs12;
-        let mut entries = std::mem::take(&mut self.pending);
-        entries.extend(
-            seg.entries
-                .into_iter()
-                .filter(|e| last.is_none_or(|l| e.vs12 > l)),
-        );
-        if let Some(e) = entries.last() {
-            self.last_vs12 = Some(self.last_vs12.map_or(e.vs12, |l| l.max(e.vs12)));
-        }
-        let (done, rest) = format::group_transactions(entries);
-        self.pending = rest;
-        let ts = self.ts_max;
-        done.into_iter()
-            .map(|(versionstamp, entries)| {
-                if versionstamp <= self.differential {
-                    self.ts_at_differential = Some(ts);
-                }
-                Transaction {
-                    versionstamp,
-                    timestamp_ms: ts,
-                    entries,
-                }
-            })
-            .collect()
-    }
-
-    /// The time of the first point (the differential versionstamp).
-    fn differential_time(&self) -> u64 {
-        if let Some(t) = self.ts_at_differential {
-            return t;
-        }
-        // No commit up to the differential point is in the logs: the state at it was current
-        // when the backup was created and until the first logged commit.
-        match (self.manifest_created_ms, self.first_segment_ts) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b).unwrap_or(0),
-        }
-    }
-
-    /// The first point, once: call it before handling each transaction after the
-    /// differential versionstamp (and at the end); it is returned the first time a
-    /// transaction after the differential versionstamp is about to be handled.
-    pub(crate) fn take_first_point(&mut self) -> Option<RecoveryPoint> {
-        if !self.first_point_pending {
-            return None;
-        }
-        self.first_point_pending = false;
-        Some(RecoveryPoint {
-            versionstamp: self.differential,
-            timestamp_ms: self.differential_time(),
-        })
-    }
-
-    /// For backups without our manifest, the logs must reach the differential versionstamp:
-    /// otherwise the state at it cannot be rebuilt (segments missing or not written yet).
-    pub(crate) fn check_reached_differential(
+    /// Splits the listed segments of a layout into those not needed after `start` and the
+    /// checked rest; see [`walker::split_logs`].
+    pub(crate) fn split_logs(
         &self,
-        reader: &BackupReader,
-    ) -> Result<(), ConsumerError> {
-        if self.manifest_created_ms.is_some() {
-            // Our producer writes the marker only after the segments up to it are stored,
-            // and segment gaps are detected by monoseq.
-            return Ok(());
-        }
-        let target = format::boundary_of(&self.differential);
-        match self.last_vs12 {
-            Some(l) if l >= target => Ok(()),
-            _ if self.differential == Versionstamp::ZERO => Ok(()),
-            other => Err(ConsumerError::LogsIncomplete {
-                prefix: reader.prefix_for_errors(),
-                differential: self.differential,
-                logs_end: other.map_or_else(|| "nothing".to_string(), hex::encode),
-            }),
-        }
+        layout: &BackupLayout,
+        start: Option<Vs12>,
+    ) -> Result<(Vec<LogObject>, Vec<LogObject>), ConsumerError> {
+        walker::split_logs(&self.store, layout, start)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{boundary_of, vs12};
-
-    fn vs(n: u64) -> Versionstamp {
-        Versionstamp::from_version(n)
-    }
-
-    fn entry(v: Vs12) -> LogEntry {
-        LogEntry {
-            vs12: v,
-            key: b"k".to_vec(),
-            value: None,
-            expire_at_ms: None,
-        }
-    }
-
-    fn layout(dv: u64) -> BackupLayout {
-        BackupLayout {
-            differential: vs(dv),
-            kind: BackupKind::Foreign,
-            snapshot_ranges: vec![],
-            logs: vec![],
-        }
-    }
-
-    fn key(m: u64, seg: &LogSegment) -> LogSegmentKey {
-        LogSegmentKey {
-            format_version: 1,
-            monoseq: m,
-            first_vs12: seg.entries[0].vs12,
-            last_vs12: seg.entries[seg.entries.len() - 1].vs12,
-        }
-    }
-
-    #[test]
-    fn walker_groups_across_segments_and_skips_overlaps() {
-        let mut w = LogWalker::new(&layout(2));
-        let s1 = LogSegment {
-            timestamp_ms: 10,
-            entries: vec![entry(boundary_of(&vs(1))), entry(vs12(&vs(3), 0))],
-        };
-        let s2 = LogSegment {
-            timestamp_ms: 5, // clock went backwards: times never decrease
-            entries: vec![
-                entry(vs12(&vs(3), 0)), // overlap, skipped
-                entry(boundary_of(&vs(3))),
-                entry(boundary_of(&vs(4))),
-            ],
-        };
-        let t1 = w.push(&key(1, &s1), s1.clone());
-        assert_eq!(t1.len(), 1);
-        assert_eq!(t1[0].versionstamp, vs(1));
-        assert_eq!(w.pending.len(), 1);
-        let t2 = w.push(&key(2, &s2), s2.clone());
-        assert_eq!(
-            t2.iter().map(|t| t.versionstamp).collect::<Vec<_>>(),
-            vec![vs(3), vs(4)]
-        );
-        assert_eq!(t2[0].entries.len(), 2);
-        assert!(t2.iter().all(|t| t.timestamp_ms == 10));
-        let first = w.take_first_point().unwrap();
-        assert_eq!(first.versionstamp, vs(2));
-        assert_eq!(first.timestamp_ms, 10);
-        assert!(w.take_first_point().is_none());
-        assert_eq!(w.cursor, Some(key(2, &s2)));
-    }
-
-    #[test]
-    fn split_logs_checks_only_the_needed_segments() {
-        use object_store::memory::InMemory;
-        let reader = BackupReader::new(Arc::new(InMemory::new()), Path::from("p"));
-        // Segment m holds versions 10m+1 ..= 10m+10 (boundaries only).
-        let obj = |m: u64| LogObject {
-            key: LogSegmentKey {
-                format_version: 1,
-                monoseq: m,
-                first_vs12: boundary_of(&vs(10 * m + 1)),
-                last_vs12: boundary_of(&vs(10 * m + 10)),
-            },
-            size: 1,
-            last_modified: Utc::now(),
-        };
-        let layout = |ms: &[u64]| BackupLayout {
-            differential: vs(1),
-            kind: BackupKind::KvPitr(BackupManifest {
-                format: 1,
-                producer: "t".into(),
-                created_at_ms: 0,
-                initial_snapshot_monoseq: 1,
-                snapshot_start: vs(0).to_string(),
-                snapshot_end: vs(1).to_string(),
-            }),
-            snapshot_ranges: vec![],
-            logs: ms.iter().map(|m| obj(*m)).collect(),
-        };
-        let monoseqs = |v: &[LogObject]| v.iter().map(|o| o.key.monoseq).collect::<Vec<_>>();
-        // Start at the end of segment 3: 4.. needed, 3 listed as its predecessor.
-        let (before, needed) = reader
-            .split_logs(&layout(&[1, 2, 3, 4, 5]), Some(boundary_of(&vs(40))))
-            .unwrap();
-        assert_eq!(
-            (monoseqs(&before), monoseqs(&needed)),
-            (vec![1, 2, 3], vec![4, 5])
-        );
-        // Segments before the predecessor may be gone.
-        let (_, needed) = reader
-            .split_logs(&layout(&[3, 4, 5]), Some(boundary_of(&vs(40))))
-            .unwrap();
-        assert_eq!(monoseqs(&needed), vec![4, 5]);
-        // Without the predecessor, entries after the start may be missing...
-        let err = reader
-            .split_logs(&layout(&[4, 5]), Some(boundary_of(&vs(40))))
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                ConsumerError::MissingLogSegments {
-                    expected_monoseq: 3,
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        // ...unless the first needed segment holds the start itself.
-        let (_, needed) = reader
-            .split_logs(&layout(&[4, 5]), Some(boundary_of(&vs(45))))
-            .unwrap();
-        assert_eq!(monoseqs(&needed), vec![4, 5]);
-        // ...or starts with the entry right after it (a one-change commit is a lone boundary
-        // entry): the start of a checkpoint is `vs12(start, 0xfffe)`.
-        let (_, needed) = reader
-            .split_logs(&layout(&[4, 5]), Some(vs12(&vs(41), 0xfffe)))
-            .unwrap();
-        assert_eq!(monoseqs(&needed), vec![4, 5]);
-        assert!(reader
-            .split_logs(&layout(&[4, 5]), Some(vs12(&vs(40), 0xfffe)))
-            .is_err());
-        assert_eq!(
-            next_vs12(&vs12(&vs(41), 0xfffe)),
-            Some(boundary_of(&vs(41)))
-        );
-        assert_eq!(next_vs12(&[0xff; 12]), None);
-        // Gaps among the needed segments are errors; among the others they are not.
-        assert!(matches!(
-            reader.split_logs(&layout(&[1, 3, 4, 6]), Some(boundary_of(&vs(40)))),
-            Err(ConsumerError::MissingLogSegments {
-                expected_monoseq: 5,
-                ..
-            })
-        ));
-        // From the beginning, the first segment must be there.
-        assert!(matches!(
-            reader.split_logs(&layout(&[2, 3]), None),
-            Err(ConsumerError::MissingLogSegments {
-                expected_monoseq: 1,
-                ..
-            })
-        ));
-        assert_eq!(
-            monoseqs(&reader.split_logs(&layout(&[1, 2]), None).unwrap().1),
-            vec![1, 2]
-        );
-    }
-
-    #[test]
-    fn store_locations() {
-        let (_, prefix) = open_store_url("s3://bucket/team/db1/", None).unwrap();
-        assert_eq!(prefix.as_ref(), "team/db1");
-        let (_, prefix) = open_store_url("s3://bucket", Some("http://127.0.0.1:9")).unwrap();
-        assert_eq!(prefix.as_ref(), "");
-        assert!(matches!(
-            open_store_url("s3:///x", None),
-            Err(StoreUrlError::Invalid { .. })
-        ));
-        assert!(matches!(
-            open_store_url("gs://b/x", None),
-            Err(StoreUrlError::Invalid { .. })
-        ));
-        let dir = tempfile::tempdir().unwrap();
-        let folder = dir.path().join("a/b");
-        let (store, prefix) = open_store_url(folder.to_str().unwrap(), None).unwrap();
-        assert_eq!(prefix, Path::default());
-        assert!(folder.is_dir());
-        assert!(store.to_string().contains("LocalFileSystem"));
-        let url = format!("file://{}", folder.display());
-        assert!(open_store_url(&url, None).is_ok());
-    }
 
     #[test]
     fn time_text() {

@@ -5,13 +5,19 @@
 //!
 //! - [`format`](mod@format): object names, the protobuf messages, the `differential` marker, our manifest
 //!   and a CRC-32C integrity trailer on every snapshot range and log segment.
+//! - [`store`]: [`store::BackupStore`], the one access layer to a backup's objects (listing
+//!   with the naming scheme, fetching with checksum checks, writing, deleting) and its
+//!   [`store::StoreError`]; [`url`](mod@url) turns a location (`s3://…`, `file://…`, a folder)
+//!   into a store and prefix.
 //! - [`producer`]: [`Backup`] ships every committed write of a [`kv_db::Db`] (any engine,
 //!   opened with `DbConfig { change_log: true, .. }`) to an [`object_store::ObjectStore`]
 //!   (S3 and S3-compatible stores, local filesystem, memory). Writes never wait for the store:
 //!   they are durable in the database's change log first, and shipped in the background.
-//! - [`consumer`]: [`BackupReader`] lists and verifies the objects of a backup.
-//! - [`restore`](mod@restore): point-in-time [`restore()`](fn@restore) into an empty database, and read [`Replica`]s that
-//!   follow a backup.
+//! - [`consumer`]: [`BackupReader`] lists and verifies the objects of a backup; the log
+//!   walker (segments in order, gap detection, transactions) is internal to the crate.
+//! - [`restore`](mod@restore): point-in-time [`restore()`](fn@restore) into an empty database.
+//! - `follower` (internal): [`restore::catch_up`] moves a restored copy forward along the log.
+//! - [`replica`]: read [`Replica`]s that follow a backup.
 //! - Checkpoints: with [`BackupConfig::checkpoint_interval`] set, the producer also writes
 //!   periodic full snapshots under `checkpoints/`; [`restore()`](fn@restore) and [`Replica`]s
 //!   then start from the newest checkpoint at or before their target and download only the log
@@ -60,9 +66,14 @@
 #![warn(missing_docs)]
 
 pub mod consumer;
+pub(crate) mod follower;
 pub mod format;
 pub mod producer;
+pub mod replica;
 pub mod restore;
+pub mod store;
+pub mod url;
+pub(crate) mod walker;
 
 pub use consumer::BackupReader;
 pub use producer::{Backup, BackupConfig, BackupError, BackupStatus};

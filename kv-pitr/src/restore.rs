@@ -19,32 +19,36 @@
 //!   point to the latest commit. A damaged checkpoint is an error
 //!   ([`ConsumerError::Checkpoint`]), never silently skipped; restoring without checkpoints
 //!   gets around it.
-//! - [`catch_up`] moves a database restored from the same backup forward to a later point
-//!   (applying whole transactions; only the log after the database's point is read). Moving
-//!   backwards is not supported: restore into a new database instead.
-//! - [`Replica`] restores the latest point (from the newest checkpoint, if any), then keeps
-//!   polling the backup for new log segments and applies each complete transaction; watchers
-//!   of the database are notified. Open the database with `read_only: true` so clients cannot
-//!   write to it.
+//! - [`catch_up`] (in the internal `follower` module, re-exported here) moves a database restored from
+//!   the same backup forward to a later point (applying whole transactions; only the log
+//!   after the database's point is read). Moving backwards is not supported: restore into a
+//!   new database instead.
+//! - [`Replica`] (in [`crate::replica`], re-exported here) restores the latest point (from
+//!   the newest checkpoint, if any), then keeps polling the backup for new log segments and
+//!   applies each complete transaction; watchers of the database are notified. Open the
+//!   database with `read_only: true` so clients cannot write to it.
+//!
+//! This module holds the restore itself: the [`RestoreTarget`], staging a base (initial
+//! snapshot or checkpoint) plus the log in memory, and writing it out.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use kv_db::{Db, ExportEntry, ImportOp};
 use kv_traits::{KvError, Versionstamp};
-use tokio::sync::{watch, Notify};
-use tokio::task::JoinHandle;
 
 use crate::consumer::{
-    BackupKind, BackupLayout, BackupReader, Checkpoint, ConsumerError, LogObject, LogWalker,
-    RecoveryPoint, Transaction,
+    BackupKind, BackupLayout, BackupReader, Checkpoint, ConsumerError, LogObject, RecoveryPoint,
+    Transaction,
 };
 use crate::format;
 use crate::format::{LogSegment, LogSegmentKey, SnapshotRangeKey};
+use crate::walker::LogWalker;
+
+pub use crate::follower::catch_up;
+pub use crate::replica::{Replica, ReplicaConfig, ReplicaStatus};
 
 /// Most entries written by one import call while restoring.
 const IMPORT_CHUNK_ENTRIES: usize = 2000;
@@ -211,15 +215,8 @@ pub enum RestoreError {
     Db(#[from] KvError),
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// Fails unless the database holds no data and has never committed.
-async fn check_empty(db: &Db) -> Result<(), RestoreError> {
+pub(crate) async fn check_empty(db: &Db) -> Result<(), RestoreError> {
     let versionstamp = db.current_versionstamp().await?;
     if versionstamp != Versionstamp::ZERO {
         return Err(RestoreError::NotEmpty {
@@ -238,13 +235,13 @@ async fn check_empty(db: &Db) -> Result<(), RestoreError> {
 }
 
 /// Decides, transaction by transaction after the first consistent point, where a fold stops.
-struct Stopper {
-    target: RestoreTarget,
+pub(crate) struct Stopper {
+    pub(crate) target: RestoreTarget,
 }
 
 impl Stopper {
     /// Whether a transaction after the first point is still part of the target state.
-    fn includes(&self, point: &RecoveryPoint) -> bool {
+    pub(crate) fn includes(&self, point: &RecoveryPoint) -> bool {
         match self.target {
             RestoreTarget::Latest => true,
             RestoreTarget::Versionstamp(v) => point.versionstamp <= v,
@@ -269,7 +266,7 @@ impl Stopper {
     }
 
     /// Checks the target against the latest point when the log ran out before the target.
-    fn check_latest(&self, latest: &RecoveryPoint) -> Result<(), ConsumerError> {
+    pub(crate) fn check_latest(&self, latest: &RecoveryPoint) -> Result<(), ConsumerError> {
         if let RestoreTarget::Versionstamp(v) = self.target {
             if v > latest.versionstamp {
                 return Err(ConsumerError::BeyondLatest {
@@ -283,10 +280,10 @@ impl Stopper {
 }
 
 /// A restore's in-memory result, before it is written.
-struct Staged {
-    layout: BackupLayout,
+pub(crate) struct Staged {
+    pub(crate) layout: BackupLayout,
     state: BTreeMap<Vec<u8>, ExportEntry>,
-    walker: LogWalker,
+    pub(crate) walker: LogWalker,
     point: RecoveryPoint,
     transactions: u64,
     /// The checkpoint restored from (`None`: the initial snapshot).
@@ -585,7 +582,7 @@ async fn stage_from(
     }
     drop(segments);
     if !stopped {
-        walker.check_reached_differential(reader)?;
+        walker.check_reached_differential(reader.backup_store())?;
     }
     if !first_checked {
         match first_point(base, &mut walker, last_in_base, &stopper)? {
@@ -652,7 +649,7 @@ async fn checkpoint_first_point(
     Ok((last_in_base, fetched))
 }
 
-fn point_of(txn: &Transaction) -> RecoveryPoint {
+pub(crate) fn point_of(txn: &Transaction) -> RecoveryPoint {
     RecoveryPoint {
         versionstamp: txn.versionstamp,
         timestamp_ms: txn.timestamp_ms,
@@ -709,7 +706,7 @@ pub async fn restore(
     Ok(outcome)
 }
 
-async fn restore_staged(
+pub(crate) async fn restore_staged(
     reader: &BackupReader,
     db: &Db,
     target: RestoreTarget,
@@ -765,446 +762,6 @@ async fn restore_staged(
     Ok((outcome, staged))
 }
 
-/// Applies log transactions to a database that holds a restored copy of the backup.
-struct Follower {
-    reader: BackupReader,
-    db: Db,
-    layout: BackupLayout,
-    walker: LogWalker,
-    applied: RecoveryPoint,
-    transactions: u64,
-    /// Segments already listed and checked that come next (when resuming, the segments
-    /// before them may be gone, so listing after the walker's cursor would not work).
-    backlog: Vec<LogObject>,
-}
-
-/// The import operations of whole transactions (each key once, with its final state).
-fn txn_ops(txns: Vec<Transaction>) -> Vec<ImportOp> {
-    let mut ops: BTreeMap<Vec<u8>, ImportOp> = BTreeMap::new();
-    for txn in txns {
-        for e in txn.entries {
-            let op = match e.value {
-                Some(value) => ImportOp::Put(ExportEntry {
-                    key: e.key.clone(),
-                    value,
-                    versionstamp: format::vs10_of(&e.vs12),
-                    expire_at_ms: e.expire_at_ms,
-                }),
-                None => ImportOp::Delete(e.key.clone()),
-            };
-            ops.insert(e.key, op);
-        }
-    }
-    ops.into_values().collect()
-}
-
-impl Follower {
-    /// Resumes on a database that already holds a copy of the backup at some recovery point.
-    async fn resume(reader: &BackupReader, db: &Db) -> Result<Follower, RestoreError> {
-        // Only a database that has held nothing but imports since its restore is a copy; its
-        // point keeps all 10 bytes (a Deploy point can have a non-zero batch index).
-        let Some(current) = db.imported_through().await? else {
-            return Err(RestoreError::NotACopy {
-                versionstamp: db.current_versionstamp().await?,
-                reason: "it was written to after it was restored (or never restored from a backup)"
-                    .into(),
-            });
-        };
-        let layout = reader.restore_layout().await?;
-        if current < layout.differential {
-            return Err(RestoreError::NotACopy {
-                versionstamp: current,
-                reason: format!(
-                    "it is before the backup's first consistent point {}",
-                    layout.differential
-                ),
-            });
-        }
-        let boundary = format::boundary_of(&current);
-        // The segment that ends with the current point, or holds it.
-        let mut timestamp_ms = 0;
-        if current != layout.differential {
-            let holder = layout
-                .logs
-                .iter()
-                .find(|o| o.key.first_vs12 <= boundary && boundary <= o.key.last_vs12);
-            let found = match holder {
-                Some(o) => {
-                    let seg = reader.fetch_log(&o.key).await?;
-                    timestamp_ms = seg.timestamp_ms;
-                    seg.entries.iter().any(|e| e.vs12 == boundary)
-                }
-                None => false,
-            };
-            if !found {
-                return Err(RestoreError::NotACopy {
-                    versionstamp: current,
-                    reason: "its versionstamp is not a recovery point of the backup".into(),
-                });
-            }
-        }
-        // Only the segments after the current point are needed (and checked).
-        let (before, backlog) = reader.split_logs(&layout, Some(boundary))?;
-        let last_before = before.last().map(|o| o.key);
-        let walker = LogWalker::resume(&layout, last_before, current, Vec::new());
-        Ok(Follower {
-            reader: reader.clone(),
-            db: db.clone(),
-            layout,
-            walker,
-            applied: RecoveryPoint {
-                versionstamp: current,
-                timestamp_ms,
-            },
-            transactions: 0,
-            backlog,
-        })
-    }
-
-    /// Lists segments after the cursor and applies their complete transactions (those the
-    /// stopper includes, if any). Returns whether the stopper stopped it.
-    async fn poll(&mut self, stopper: Option<&Stopper>) -> Result<bool, RestoreError> {
-        // Fails with `Closed` once the database is closed, which ends a replica.
-        self.db.current_versionstamp().await?;
-        // A backup that was deleted and started again under the same prefix has a new
-        // differential point and restarts its segment numbers: this copy cannot follow it.
-        let dv = self.reader.differential().await?;
-        if dv != Some(self.layout.differential) {
-            return Err(RestoreError::BackupReplaced {
-                prefix: self.reader.prefix().to_string(),
-                was: self.layout.differential,
-                now: dv,
-            });
-        }
-        let cursor = self.walker.cursor;
-        self.backlog.retain(|o| cursor.is_none_or(|c| o.key > c));
-        let mut logs = self.backlog.clone();
-        let after = logs.last().map(|o| o.key).or(cursor);
-        logs.extend(
-            self.reader
-                .logs_after(&self.layout.kind, after.as_ref())
-                .await?,
-        );
-        if logs.is_empty() {
-            return Ok(false);
-        }
-        let mut segments = self.reader.fetch_logs(logs.iter().map(|o| o.key).collect());
-        while let Some(item) = segments.next().await {
-            let (key, seg) = item?;
-            let before = self.walker.clone();
-            let txns = self.walker.push(&key, seg);
-            let mut take = Vec::with_capacity(txns.len());
-            let mut stopped = false;
-            for txn in txns {
-                if stopper.is_some_and(|s| !s.includes(&point_of(&txn))) {
-                    stopped = true;
-                    break;
-                }
-                take.push(txn);
-            }
-            if let Some(last) = take.last() {
-                let point = RecoveryPoint {
-                    versionstamp: last.versionstamp,
-                    timestamp_ms: last.timestamp_ms,
-                };
-                let n = take.len() as u64;
-                if let Err(e) = self
-                    .db
-                    .import(txn_ops(take), Some(point.versionstamp))
-                    .await
-                {
-                    self.walker = before;
-                    return Err(e.into());
-                }
-                self.applied = point;
-                self.transactions += n;
-            }
-            if stopped {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-}
-
-/// Moves a database that holds a restored copy of this backup (made by [`restore`], a
-/// [`Replica`] or an earlier `catch_up`, and not written to since) forward to `target`,
-/// applying whole transactions. Returns the point reached. Moving backwards is an error
-/// ([`RestoreError::Backwards`]).
-pub async fn catch_up(
-    reader: &BackupReader,
-    db: &Db,
-    target: RestoreTarget,
-) -> Result<RestoreOutcome, RestoreError> {
-    let mut f = Follower::resume(reader, db).await?;
-    let current = f.applied.versionstamp;
-    let backwards = match target {
-        RestoreTarget::Latest => false,
-        RestoreTarget::Versionstamp(v) => v < current,
-        RestoreTarget::Time(t) => f.applied.timestamp_ms > 0 && t < f.applied.timestamp_ms,
-    };
-    if backwards {
-        return Err(RestoreError::Backwards {
-            current,
-            target: target.to_string(),
-        });
-    }
-    let stopper = Stopper { target };
-    let stopped = f.poll(Some(&stopper)).await?;
-    if !stopped {
-        stopper.check_latest(&f.applied)?;
-    }
-    Ok(RestoreOutcome {
-        versionstamp: f.applied.versionstamp,
-        timestamp_ms: f.applied.timestamp_ms,
-        keys: count_keys(db).await?,
-        transactions: f.transactions,
-        checkpoint: None,
-    })
-}
-
-/// Counts the raw entries of a database, a page at a time.
-async fn count_keys(db: &Db) -> Result<usize, KvError> {
-    const PAGE: usize = 10_000;
-    let mut start: Vec<u8> = Vec::new();
-    let mut n = 0;
-    loop {
-        let (page, _) = db.export_range(&start, &[0xff], PAGE).await?;
-        n += page.len();
-        match page.last() {
-            Some(last) if page.len() == PAGE => {
-                start = last.key.clone();
-                start.push(0);
-            }
-            _ => return Ok(n),
-        }
-    }
-}
-
-/// Settings of a [`Replica`].
-#[derive(Clone, Debug)]
-pub struct ReplicaConfig {
-    /// Time between two polls of the backup for new log segments.
-    pub poll_interval: Duration,
-    /// If the database is not empty, assume it is a copy of this backup made earlier (by a
-    /// replica or a restore) and continue from its versionstamp instead of failing.
-    pub resume_existing: bool,
-}
-
-impl ReplicaConfig {
-    /// Polls every `poll_interval`; refuses a non-empty database.
-    pub fn new(poll_interval: Duration) -> Self {
-        ReplicaConfig {
-            poll_interval,
-            resume_existing: false,
-        }
-    }
-}
-
-/// Where a [`Replica`] is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReplicaStatus {
-    /// The recovery point the database is at.
-    pub applied_through: Versionstamp,
-    /// Source time of that point (ms since the Unix epoch; 0 if unknown).
-    pub applied_timestamp_ms: u64,
-    /// Transactions applied since the replica started (the initial restore included).
-    pub transactions: u64,
-    /// When the last poll started (ms since the Unix epoch).
-    pub last_poll_at_ms: Option<u64>,
-    /// When the last poll that succeeded started: everything the backup held then is applied.
-    pub last_success_at_ms: Option<u64>,
-    /// How far behind the backup the replica may be: time since `last_success_at_ms`, when
-    /// the status was taken.
-    pub lag_ms: Option<u64>,
-    /// The error of the last poll, if it failed (cleared by the next success).
-    pub last_error: Option<String>,
-}
-
-/// A read replica: a database that follows a backup. Dropping it stops the follower too.
-pub struct Replica {
-    status: watch::Receiver<ReplicaStatus>,
-    stop: watch::Sender<bool>,
-    wake: Arc<Notify>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Replica {
-    /// Restores the latest point of the backup into the empty `db`, then follows the backup,
-    /// polling every `poll_interval`. Returns once the initial restore is done (serve the
-    /// database after that). Open `db` read-only so clients cannot write to it.
-    pub async fn start(
-        reader: BackupReader,
-        db: Db,
-        poll_interval: Duration,
-    ) -> Result<Replica, RestoreError> {
-        Self::start_with(reader, db, ReplicaConfig::new(poll_interval)).await
-    }
-
-    /// [`Replica::start`] with all settings.
-    pub async fn start_with(
-        reader: BackupReader,
-        db: Db,
-        config: ReplicaConfig,
-    ) -> Result<Replica, RestoreError> {
-        let started = now_ms();
-        let empty = check_empty(&db).await;
-        let follower = match empty {
-            Ok(()) => {
-                let (outcome, staged) =
-                    restore_staged(&reader, &db, RestoreTarget::Latest, &mut |_| {}).await?;
-                Follower {
-                    reader: reader.clone(),
-                    db: db.clone(),
-                    layout: staged.layout,
-                    walker: staged.walker,
-                    applied: RecoveryPoint {
-                        versionstamp: outcome.versionstamp,
-                        timestamp_ms: outcome.timestamp_ms,
-                    },
-                    transactions: outcome.transactions,
-                    backlog: Vec::new(),
-                }
-            }
-            Err(RestoreError::NotEmpty { .. }) if config.resume_existing => {
-                let mut f = Follower::resume(&reader, &db).await?;
-                f.poll(None).await?;
-                f
-            }
-            Err(e) => return Err(e),
-        };
-        let initial = ReplicaStatus {
-            applied_through: follower.applied.versionstamp,
-            applied_timestamp_ms: follower.applied.timestamp_ms,
-            transactions: follower.transactions,
-            last_poll_at_ms: Some(started),
-            last_success_at_ms: Some(started),
-            lag_ms: None,
-            last_error: None,
-        };
-        tracing::info!(
-            versionstamp = %initial.applied_through,
-            "read replica of {} started",
-            reader.prefix()
-        );
-        let (status_tx, status) = watch::channel(initial);
-        let (stop, stop_rx) = watch::channel(false);
-        let wake = Arc::new(Notify::new());
-        let task = tokio::spawn(follow(
-            follower,
-            config.poll_interval,
-            status_tx,
-            stop_rx,
-            wake.clone(),
-        ));
-        Ok(Replica {
-            status,
-            stop,
-            wake,
-            task: Some(task),
-        })
-    }
-
-    /// The current status (with `lag_ms` computed now).
-    pub fn status(&self) -> ReplicaStatus {
-        let mut s = self.status.borrow().clone();
-        s.lag_ms = s.last_success_at_ms.map(|t| now_ms().saturating_sub(t));
-        s
-    }
-
-    /// A receiver that changes after every poll (its `lag_ms` is not filled in).
-    pub fn subscribe(&self) -> watch::Receiver<ReplicaStatus> {
-        self.status.clone()
-    }
-
-    /// Polls now instead of waiting for the interval.
-    pub fn poll_now(&self) {
-        self.wake.notify_one();
-    }
-
-    /// Waits until the replica has applied `versionstamp` (or later), up to `timeout`.
-    /// Returns the status then, or `None` on timeout.
-    pub async fn wait_for(
-        &self,
-        versionstamp: Versionstamp,
-        timeout: Duration,
-    ) -> Option<ReplicaStatus> {
-        let mut rx = self.status.clone();
-        let res =
-            tokio::time::timeout(timeout, rx.wait_for(|s| s.applied_through >= versionstamp)).await;
-        match res {
-            Ok(Ok(s)) => Some(s.clone()),
-            _ => None,
-        }
-    }
-
-    /// Stops following (the database stays open and keeps its data).
-    pub async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-async fn follow(
-    mut follower: Follower,
-    interval: Duration,
-    status: watch::Sender<ReplicaStatus>,
-    mut stop: watch::Receiver<bool>,
-    wake: Arc<Notify>,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = wake.notified() => {}
-            changed = stop.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-            }
-        }
-        if *stop.borrow() {
-            return;
-        }
-        let started = now_ms();
-        let res = follower.poll(None).await;
-        status.send_modify(|s| {
-            s.applied_through = follower.applied.versionstamp;
-            s.applied_timestamp_ms = follower.applied.timestamp_ms;
-            s.transactions = follower.transactions;
-            s.last_poll_at_ms = Some(started);
-            match &res {
-                Ok(_) => {
-                    s.last_success_at_ms = Some(started);
-                    s.last_error = None;
-                }
-                Err(e) => s.last_error = Some(e.to_string()),
-            }
-        });
-        match res {
-            Err(RestoreError::Db(KvError::Closed)) => {
-                tracing::info!(
-                    "read replica of {}: the database was closed; stopping",
-                    follower.reader.prefix()
-                );
-                return;
-            }
-            Err(e) => tracing::warn!("read replica of {}: {e}", follower.reader.prefix()),
-            Ok(_) => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1228,33 +785,6 @@ mod tests {
         assert_eq!(
             RestoreTarget::Time(1_700_000_000_123).to_string(),
             "time 2023-11-14T22:13:20.123Z"
-        );
-    }
-
-    #[test]
-    fn ops_keep_last_state_per_key() {
-        let e = |v: u64, i: u16, key: &[u8], val: Option<u64>| format::LogEntry {
-            vs12: format::vs12(&Versionstamp::from_version(v), i),
-            key: key.to_vec(),
-            value: val.map(kv_traits::KvValue::U64),
-            expire_at_ms: None,
-        };
-        let ops = txn_ops(vec![
-            Transaction {
-                versionstamp: Versionstamp::from_version(1),
-                timestamp_ms: 0,
-                entries: vec![e(1, 0, b"a", Some(1)), e(1, 0xffff, b"b", Some(2))],
-            },
-            Transaction {
-                versionstamp: Versionstamp::from_version(2),
-                timestamp_ms: 0,
-                entries: vec![e(2, 0xffff, b"a", None)],
-            },
-        ]);
-        assert_eq!(ops.len(), 2);
-        assert_eq!(ops[0], ImportOp::Delete(b"a".to_vec()));
-        assert!(
-            matches!(&ops[1], ImportOp::Put(p) if p.versionstamp == Versionstamp::from_version(1))
         );
     }
 }
