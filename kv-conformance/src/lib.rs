@@ -95,6 +95,9 @@
 #![warn(missing_docs)]
 
 pub mod background;
+pub mod backend;
+pub mod child;
+pub mod crash;
 pub mod expiry;
 pub mod harness;
 pub mod limits;
@@ -107,8 +110,9 @@ pub mod util;
 pub mod watch;
 pub mod write;
 
+pub use crash::CrashConfig;
 pub use harness::{
-    run_backend_suite, run_database_suite, BackendFactory, ClockedDb, DatabaseFactory,
-    ReopenableBackend, SharedInstance, SharedInstanceFactory,
+    run_backend_contract, run_backend_suite, run_database_suite, BackendFactory, ClockedDb,
+    DatabaseFactory, FileFactory, ReopenableBackend, SharedInstance, SharedInstanceFactory,
 };
 pub use model::{run_model_test, ModelConfig};
