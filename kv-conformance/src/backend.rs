@@ -186,7 +186,10 @@ pub async fn snapshot_is_taken_at_begin(b: &dyn Backend) {
         assert_eq!(r.get(b"new").await.unwrap(), None);
         assert_eq!(r.get(b"other").await.unwrap(), Some(b"x".to_vec()));
         assert_eq!(scan(&mut **r, b"", b"\xff", 100, false).await, old);
-        assert_eq!(scan(&mut **r, b"", b"\xff", 100, true).await, reversed(&old));
+        assert_eq!(
+            scan(&mut **r, b"", b"\xff", 100, true).await,
+            reversed(&old)
+        );
     }
     drop((fresh, used));
 
@@ -270,7 +273,10 @@ pub async fn reads_do_not_wait_for_the_writer(b: &dyn Backend) {
     assert_eq!(got, Some(b"v".to_vec()));
     assert_eq!(read(b, &7u32.to_be_bytes()).await, None);
     w.commit().await.expect("commit");
-    assert_eq!(read(b, &7u32.to_be_bytes()).await, Some(b"pending".to_vec()));
+    assert_eq!(
+        read(b, &7u32.to_be_bytes()).await,
+        Some(b"pending".to_vec())
+    );
 }
 
 /// Dropping a write transaction discards its puts and deletes, and frees the writer: the next
@@ -321,7 +327,10 @@ pub async fn scan_is_bytewise_unsigned(b: &dyn Backend) {
             scan(txn, &[0xff], &[0xff, 0x01], 100, true).await,
             reversed(&pairs[n - 4..n - 2])
         );
-        assert_eq!(scan(txn, &[0xff], EDGE_END, 100, false).await, pairs[n - 4..]);
+        assert_eq!(
+            scan(txn, &[0xff], EDGE_END, 100, false).await,
+            pairs[n - 4..]
+        );
         // The empty key is the smallest key: [] <= k < [00] is just it.
         assert_eq!(scan(txn, &[], &[0x00], 100, false).await, pairs[..1]);
         for (k, v) in &pairs {
@@ -343,7 +352,10 @@ pub async fn scan_limits_reverse_and_bounds(b: &dyn Backend) {
         assert_eq!(scan(txn, b"", EDGE_END, 1, false).await, pairs[..1]);
         assert_eq!(scan(txn, b"", EDGE_END, 1, true).await, pairs[n - 1..]);
         assert_eq!(scan(txn, b"", EDGE_END, 3, false).await, pairs[..3]);
-        assert_eq!(scan(txn, b"", EDGE_END, 3, true).await, reversed(&pairs[n - 3..]));
+        assert_eq!(
+            scan(txn, b"", EDGE_END, 3, true).await,
+            reversed(&pairs[n - 3..])
+        );
         assert_eq!(scan(txn, b"", EDGE_END, n, false).await, pairs);
         assert_eq!(scan(txn, b"", EDGE_END, usize::MAX, false).await, pairs);
         assert_eq!(
@@ -363,7 +375,10 @@ pub async fn scan_limits_reverse_and_bounds(b: &dyn Backend) {
             reversed(&pairs[6..8])
         );
         // An end equal to a stored key excludes it; a start equal to one includes it.
-        assert_eq!(scan(txn, &[0x02], &[0x7f, 0xff], 100, false).await, pairs[5..7]);
+        assert_eq!(
+            scan(txn, &[0x02], &[0x7f, 0xff], 100, false).await,
+            pairs[5..7]
+        );
     }
 }
 
@@ -603,7 +618,10 @@ pub async fn concurrent_writers_lose_no_update(b: Arc<dyn Backend>) {
         Some(((TASKS * PER_TASK) as u64).to_be_bytes().to_vec())
     );
     let mut r = b.begin_read().await.expect("begin_read");
-    assert_eq!(scan(&mut *r, b"t", b"u", 1000, false).await.len(), TASKS * PER_TASK);
+    assert_eq!(
+        scan(&mut *r, b"t", b"u", 1000, false).await.len(),
+        TASKS * PER_TASK
+    );
 }
 
 /// After `close`, `begin_read` and `begin_write` fail with `Closed`; closing again is harmless;
@@ -713,13 +731,19 @@ pub async fn committed_data_survives_reopen(store: &dyn ReopenableBackend) {
     expected.push(kv(b"\xff\xff", b"ff"));
 
     let b = open(store).await;
-    assert_eq!(read(&*b, &7u32.to_be_bytes()).await, Some(b"seven".to_vec()));
+    assert_eq!(
+        read(&*b, &7u32.to_be_bytes()).await,
+        Some(b"seven".to_vec())
+    );
     assert_eq!(read(&*b, &50u32.to_be_bytes()).await, None);
     assert_eq!(read(&*b, b"rolled-back").await, None);
     let mut r = b.begin_read().await.expect("begin_read");
     let end = [0xff, 0xff, 0xff];
     assert_eq!(scan(&mut *r, &[], &end, usize::MAX, false).await, expected);
-    assert_eq!(scan(&mut *r, &[], &end, usize::MAX, true).await, reversed(&expected));
+    assert_eq!(
+        scan(&mut *r, &[], &end, usize::MAX, true).await,
+        reversed(&expected)
+    );
     drop(r);
     put_all(&*b, &[(b"after", b"reopen")]).await;
     assert_eq!(read(&*b, b"after").await, Some(b"reopen".to_vec()));

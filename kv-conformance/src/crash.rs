@@ -240,8 +240,13 @@ where
     let started = Instant::now();
     for round in 0..config.rounds {
         let stderr = dir.path().join(format!("child-{round}.stderr"));
-        let mut child = Child::spawn(child_test, CHILD_ENV, &format!("{round}|{path_str}"), &stderr)
-            .unwrap_or_else(|e| panic!("starting the child: {e}"));
+        let mut child = Child::spawn(
+            child_test,
+            CHILD_ENV,
+            &format!("{round}|{path_str}"),
+            &stderr,
+        )
+        .unwrap_or_else(|e| panic!("starting the child: {e}"));
         if let Err(e) = child.wait_ready(config.ready_timeout) {
             panic!("round {round}: {e}");
         }
@@ -260,8 +265,7 @@ where
         history.push(acks);
 
         let (messages, probe) = crate::harness::block_on(async {
-            let backend =
-                open(&path).unwrap_or_else(|e| panic!("round {round}: reopening: {e}"));
+            let backend = open(&path).unwrap_or_else(|e| panic!("round {round}: reopening: {e}"));
             verify(backend, round, &history, last_probe, config).await
         });
         total_messages += messages;
@@ -310,7 +314,10 @@ async fn verify(
         .map(|a| message_name(round, a.task, a.i))
         .collect();
     let lost: Vec<_> = acked.difference(&delivered).collect();
-    assert!(lost.is_empty(), "round {round}: lost queue messages {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "round {round}: lost queue messages {lost:?}"
+    );
     for name in &delivered {
         let (r, t, i) = name
             .strip_prefix("q-")

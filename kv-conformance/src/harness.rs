@@ -160,7 +160,9 @@ impl<F> FileFactory<F> {
     where
         F: Fn(&std::path::Path) -> Result<B, BackendError>,
     {
-        let temp = tempfile::Builder::new().prefix("kv-conformance-").tempdir()?;
+        let temp = tempfile::Builder::new()
+            .prefix("kv-conformance-")
+            .tempdir()?;
         let mut factory = Self::new(temp.path(), open);
         factory._temp = Some(temp);
         Ok(factory)

@@ -94,8 +94,8 @@
 
 #![warn(missing_docs)]
 
-pub mod background;
 pub mod backend;
+pub mod background;
 pub mod child;
 pub mod crash;
 pub mod expiry;

@@ -224,8 +224,7 @@ fn run_child(dir: &std::path::Path, round: u64, mid_upload: bool) -> ChildRun {
     std::thread::sleep(delay);
     if mid_upload {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while let Some(line) = child.next_line(deadline.saturating_duration_since(Instant::now()))
-        {
+        while let Some(line) = child.next_line(deadline.saturating_duration_since(Instant::now())) {
             if line.starts_with("PUT-BEGIN") && line.contains("/logs/") {
                 break;
             }
