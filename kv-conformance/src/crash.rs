@@ -406,6 +406,9 @@ async fn drain_queue(db: &Db, round: u64) -> Vec<String> {
     all
 }
 
+/// The writes found under one kind of key: task -> i -> (value, versionstamp).
+type Writes = BTreeMap<u64, BTreeMap<u64, (String, Versionstamp)>>;
+
 /// Checks one round's data against its acknowledgements; returns the largest versionstamp
 /// stored and each task's number of committed writes.
 async fn verify_round(
@@ -415,10 +418,10 @@ async fn verify_round(
     config: &CrashConfig,
 ) -> (Versionstamp, BTreeMap<u64, u64>) {
     let mut max_vs = Versionstamp::default();
-    // Per kind: task -> i -> (value, versionstamp).
-    let mut present: Vec<BTreeMap<u64, BTreeMap<u64, (String, Versionstamp)>>> = Vec::new();
+    // One per kind.
+    let mut present: Vec<Writes> = Vec::new();
     for kind in KINDS {
-        let mut by_task: BTreeMap<u64, BTreeMap<u64, (String, Versionstamp)>> = BTreeMap::new();
+        let mut by_task = Writes::new();
         for e in read_all(db, &round_prefix(kind, round)).await {
             let KvValue::Bytes(v) = &e.value else {
                 panic!("round {round}: unexpected value {e:?}")
