@@ -12,7 +12,54 @@
 //!   [`harness::run_backend_suite`] and [`harness::run_database_suite`];
 //! - [`model`]: a proptest state-machine test comparing random operation sequences against an
 //!   independent model;
-//! - [`backend_conformance_tests!`], which generates an engine's tests in one line.
+//! - [`backend_conformance_tests!`], which generates an engine's tests in one line;
+//! - [`backend`](mod@backend): the raw storage contract of [`kv_traits::Backend`] (snapshots,
+//!   read-your-writes, rollback, bytewise scans, one writer, close, reopen), with its runner
+//!   [`harness::run_backend_contract`] and the macro [`backend_contract_tests!`];
+//! - [`crash`]: the SIGKILL crash test for file engines ([`crash_tests!`]), built on
+//!   [`child`], the primitive that re-runs a test of the current binary as a child process.
+//!
+//! # Writing your own engine
+//!
+//! An engine crate adds `kv-conformance` (and `kv-traits`) as dev-dependencies and three small
+//! test files; `open` is its "open the store at this path" function (in-memory engines use
+//! [`harness::SharedInstanceFactory`] instead of [`harness::FileFactory`] and skip the crash
+//! test):
+//!
+//! ```no_run
+//! # mod my_engine { pub struct MyBackend;
+//! # #[async_trait::async_trait] impl kv_traits::Backend for MyBackend {
+//! #   async fn begin_read(&self) -> Result<Box<dyn kv_traits::ReadTxn>, kv_traits::BackendError> { todo!() }
+//! #   async fn begin_write(&self) -> Result<Box<dyn kv_traits::WriteTxn>, kv_traits::BackendError> { todo!() } }
+//! # impl MyBackend { pub fn open(_: &std::path::Path) -> Result<Self, kv_traits::BackendError> { Ok(MyBackend) } } }
+//! # mod contract {
+//! # use super::my_engine::MyBackend;
+//! # fn open(path: &std::path::Path) -> Result<MyBackend, kv_traits::BackendError> { MyBackend::open(path) }
+//! // tests/contract.rs: the raw Backend contract, each test on a fresh file; the reopen tests
+//! // reopen it. `optional` lists promises beyond the trait the engine makes.
+//! kv_conformance::backend_contract_tests!(
+//!     kv_conformance::FileFactory::temporary(open).unwrap(),
+//!     optional: [close_waits_for_the_open_write],
+//! );
+//! # }
+//! # mod conformance {
+//! # use super::my_engine::MyBackend;
+//! # fn open(path: &std::path::Path) -> Result<MyBackend, kv_traits::BackendError> { MyBackend::open(path) }
+//! // tests/conformance.rs: the Deno KV semantics over the engine, and the model test.
+//! kv_conformance::backend_conformance_tests!(kv_conformance::FileFactory::temporary(open).unwrap());
+//! # }
+//! # mod crash {
+//! # use super::my_engine::MyBackend;
+//! # fn open(path: &std::path::Path) -> Result<MyBackend, kv_traits::BackendError> { MyBackend::open(path) }
+//! // tests/crash.rs: SIGKILL a child process writing through a `Db`, reopen, check every
+//! // acknowledged write and message (5 rounds; `crash_tests!(open, CrashConfig { .. })` to tune).
+//! kv_conformance::crash_tests!(open);
+//! # }
+//! # fn main() {}
+//! ```
+//!
+//! Engine-specific behaviour (file format, durability options, fault injection) stays in the
+//! engine's own tests. The sections below show the same pieces spelled out.
 //!
 //! # Adopting the suite in an engine
 //!
@@ -94,7 +141,10 @@
 
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod background;
+pub mod child;
+pub mod crash;
 pub mod expiry;
 pub mod harness;
 pub mod limits;
@@ -107,8 +157,9 @@ pub mod util;
 pub mod watch;
 pub mod write;
 
+pub use crash::CrashConfig;
 pub use harness::{
-    run_backend_suite, run_database_suite, BackendFactory, ClockedDb, DatabaseFactory,
-    ReopenableBackend, SharedInstance, SharedInstanceFactory,
+    run_backend_contract, run_backend_suite, run_database_suite, BackendFactory, ClockedDb,
+    DatabaseFactory, FileFactory, ReopenableBackend, SharedInstance, SharedInstanceFactory,
 };
 pub use model::{run_model_test, ModelConfig};

@@ -30,3 +30,18 @@ fn every_test_runs() {
         report.failed.len()
     );
 }
+
+/// Every test of the raw backend contract ran against the in-memory engine, the reopen tests
+/// included (the engine's own `tests/contract.rs` runs the same contract).
+#[test]
+fn every_contract_test_runs() {
+    let factory = SharedInstanceFactory(|| async { Ok::<_, BackendError>(MemoryBackend::new()) });
+    let report = kv_conformance::harness::backend_contract_report(&factory);
+    report.assert_ok();
+    if std::env::var("KV_CONFORMANCE_FILTER").map_or(true, |f| f.is_empty()) {
+        assert_eq!(
+            report.passed.len(),
+            kv_conformance::harness::backend_contract_cases().len()
+        );
+    }
+}

@@ -237,3 +237,30 @@ fn model_catches_a_broken_backend() {
     };
     assert!(msg.contains("minimal failing sequence"), "{msg}");
 }
+
+/// The backend contract catches a backend whose reverse scans come back ascending and whose
+/// `close` refuses nothing.
+#[test]
+fn contract_catches_a_broken_backend() {
+    let factory = || async { Ok::<_, BackendError>(ReverseBroken(MemoryBackend::new())) };
+    let report = kv_conformance::harness::backend_contract_report(&factory);
+    let failed: Vec<&str> = report.failed.iter().map(|(n, _)| n.as_str()).collect();
+    for t in [
+        "backend::read_your_writes",
+        "backend::snapshot_is_taken_at_begin",
+        "backend::scan_is_bytewise_unsigned",
+        "backend::scan_limits_reverse_and_bounds",
+        "backend::random_operations_match_a_model",
+        "backend::close_refuses_later_calls",
+    ] {
+        assert!(
+            failed.contains(&t),
+            "{t} should catch the bug; failures: {failed:?}"
+        );
+    }
+    // Tests that do not scan in reverse or close still pass.
+    assert!(report
+        .passed
+        .iter()
+        .any(|p| p == "backend::concurrent_writers_lose_no_update"));
+}

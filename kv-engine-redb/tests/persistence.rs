@@ -1,5 +1,5 @@
-//! Reopening files: persistence across runs, the format version, foreign and locked files,
-//! and the durability opt-in.
+//! Reopening files: the format version, foreign and locked files, and the durability opt-in.
+//! (Data surviving a close or a plain drop is the shared contract's, in `contract.rs`.)
 
 mod common;
 
@@ -10,50 +10,6 @@ use redb::{ReadableDatabase, TableDefinition};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
-
-#[tokio::test]
-async fn data_survives_close_and_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kv.redb");
-    {
-        let db = open(&path);
-        put_all(&db, &[(b"a", b"1"), (b"\xff\xff", b"ff")]).await;
-        let mut w = db.begin_write().await.unwrap();
-        w.put(b"b", b"2").await.unwrap();
-        w.delete(b"a").await.unwrap();
-        w.commit().await.unwrap();
-        // Rolled back: must not reappear after reopening.
-        let mut w = db.begin_write().await.unwrap();
-        w.put(b"rolled-back", b"x").await.unwrap();
-        drop(w);
-        db.close().await.unwrap();
-    }
-    let db = open(&path);
-    let mut r = db.begin_read().await.unwrap();
-    assert_eq!(
-        r.scan(b"", b"\xff\xff\xff", 10, false).await.unwrap(),
-        vec![
-            (b"b".to_vec(), b"2".to_vec()),
-            (b"\xff\xff".to_vec(), b"ff".to_vec())
-        ]
-    );
-    db.close().await.unwrap();
-}
-
-#[tokio::test]
-async fn data_survives_drop_without_close() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kv.redb");
-    {
-        let db = open(&path);
-        put_all(&db, &[(b"k", b"v")]).await;
-    }
-    let db = open(&path);
-    assert_eq!(
-        db.begin_read().await.unwrap().get(b"k").await.unwrap(),
-        Some(b"v".to_vec())
-    );
-}
 
 #[tokio::test]
 async fn a_newer_format_version_is_refused() {

@@ -6,16 +6,17 @@
 //! backup as it is into a new database and checks that the result is the state after exactly a
 //! prefix of the committed transactions (never a torn one). At the end it restarts the producer,
 //! flushes, and checks that the restore equals the database, every acknowledged write included.
+//!
+//! The checks (restores of a backup, not a reopened database) are this crate's own; the
+//! child-process mechanics are `kv_conformance::child`'s, shared with the engines' crash tests.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use kv_conformance::child::{self, Child};
 use kv_db::{Db, DbConfig};
 use kv_engine_memory::MemoryBackend;
 use kv_engine_sqlite::{SqliteBackend, SqliteOptions};
@@ -124,7 +125,7 @@ fn backup_config(store: Arc<dyn ObjectStore>) -> BackupConfig {
 #[ignore = "child process of restore_after_producer_crashes_is_a_prefix, started by it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_child() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
+    let Some(spec) = child::instructions(CHILD_ENV) else {
         return;
     };
     let (round, dir) = spec.split_once('|').unwrap();
@@ -140,7 +141,7 @@ async fn crash_child() {
     let backup = Backup::start(db.clone(), backup_config(slow))
         .await
         .unwrap();
-    println!("READY");
+    child::announce_ready();
     let stop = Instant::now() + Duration::from_secs(20);
     let mut tasks = Vec::new();
     for task in 0..TASKS {
@@ -200,19 +201,6 @@ fn parse_ack(round: u64, line: &str) -> Option<Ack> {
     })
 }
 
-/// Seeds from the clock: every run kills at different moments.
-fn random_kill_delay(round: u64) -> Duration {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    let mut x = nanos ^ 0x9e37_79b9_7f4a_7c15 ^ round;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    Duration::from_millis(150 + x % 900)
-}
-
 /// What one child run produced.
 struct ChildRun {
     acks: Vec<Ack>,
@@ -222,73 +210,29 @@ struct ChildRun {
 
 /// Runs one child until a random kill and returns its acknowledged writes. With
 /// `mid_upload`, the kill waits (after the random delay) for the next log segment upload to
-/// begin and lands while it is in flight.
+/// begin and lands while it is in flight. The process mechanics (re-running this binary's
+/// `crash_child`, the READY handshake, SIGKILL, collecting complete lines) are the shared
+/// `kv_conformance::child` ones.
 fn run_child(dir: &std::path::Path, round: u64, mid_upload: bool) -> ChildRun {
     let stderr_path = dir.join(format!("child-{round}.stderr"));
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "crash_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, format!("{round}|{}", dir.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match r.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                // A line cut short by the kill is not an acknowledgement.
-                Ok(_) if buf.last() == Some(&b'\n') => {
-                    let _ = tx.send(String::from_utf8_lossy(&buf).trim_end().to_string());
-                }
-                Ok(_) => break,
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let ready = loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            // With one test thread the harness prints "test crash_child ... " on the same line.
-            Ok(line) if line.ends_with("READY") => break Ok(line),
-            Ok(line) => lines.push(line),
-            Err(e) => break Err(e),
-        }
-    };
-    if ready.is_err() {
-        let _ = child.kill();
-        let _ = child.wait();
-        let mut err = String::new();
-        let _ = std::fs::File::open(&stderr_path).and_then(|mut f| f.read_to_string(&mut err));
-        panic!("child did not start: {ready:?}\n{err}");
+    let spec = format!("{round}|{}", dir.display());
+    let mut child = Child::spawn("crash_child", CHILD_ENV, &spec, &stderr_path).unwrap();
+    if let Err(e) = child.wait_ready(Duration::from_secs(30)) {
+        panic!("round {round}: {e}");
     }
-    let delay = random_kill_delay(round);
+    let delay = child::random_delay(150..=1049);
     std::thread::sleep(delay);
     if mid_upload {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            let begins_segment = line.starts_with("PUT-BEGIN") && line.contains("/logs/");
-            lines.push(line);
-            if begins_segment {
+        while let Some(line) = child.next_line(deadline.saturating_duration_since(Instant::now())) {
+            if line.starts_with("PUT-BEGIN") && line.contains("/logs/") {
                 break;
             }
         }
     }
-    child.kill().unwrap(); // SIGKILL
-    let status = child.wait().unwrap();
-    reader.join().unwrap();
-    lines.extend(rx.try_iter());
+    let killed = child.kill().unwrap();
+    killed.assert_no_panic();
+    let lines = killed.lines;
     let acks: Vec<Ack> = lines.iter().filter_map(|l| parse_ack(round, l)).collect();
     // The last segment upload that began and did not end.
     let mut in_flight: Option<String> = None;
@@ -303,12 +247,6 @@ fn run_child(dir: &std::path::Path, round: u64, mid_upload: bool) -> ChildRun {
             }
         }
     }
-    let mut err = String::new();
-    let _ = std::fs::File::open(&stderr_path).and_then(|mut f| f.read_to_string(&mut err));
-    assert!(
-        !err.contains("panicked"),
-        "child panicked before the kill (status {status:?}):\n{err}"
-    );
     eprintln!(
         "round {round}: killed after {delay:?} with {} acknowledged writes{}",
         acks.len(),
