@@ -622,6 +622,10 @@ impl WatchState {
 
 #[async_trait]
 impl Database for Db {
+    fn limits(&self) -> Limits {
+        self.inner.config.limits.clone()
+    }
+
     async fn snapshot_read(
         &self,
         ranges: Vec<ReadRange>,
@@ -642,13 +646,14 @@ impl Database for Db {
     async fn atomic_write(&self, write: AtomicWrite) -> Result<CommitResult, KvError> {
         let inner = &self.inner;
         inner.check_open()?;
-        if inner.config.read_only {
-            return Err(KvError::WriteDisabled);
-        }
+        // An over-limit write is a request error even where writes are disabled.
         inner
             .config
             .limits
             .validate_write(&write, inner.config.clock.now_ms())?;
+        if inner.config.read_only {
+            return Err(KvError::WriteDisabled);
+        }
         match inner.submit(Op::Write(write)).await? {
             OpResult::Write(r) => Ok(r),
             _ => Err(KvError::Backend(BackendError::Corrupt(

@@ -1,5 +1,15 @@
 //! The Deno KV operations as a trait, implemented by the embedded database (`kv-db`) and by the
 //! remote KV Connect client alike.
+//!
+//! # Contract: implementations own their limits
+//!
+//! A [`Database`] is the one place where request [`Limits`] are decided and enforced:
+//! [`Database::limits`] says which limits it applies, and every operation validates its own
+//! input against them ([`Limits::validate_read`], [`Limits::validate_write`],
+//! [`Limits::validate_watch`], empty watched keys) before touching storage, answering
+//! [`KvError::Limit`] without applying anything. Callers (servers, proxies) do not validate
+//! again; they read [`Database::limits`] when they need a bound of their own (e.g. how large a
+//! request body may be).
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -8,6 +18,7 @@ use async_trait::async_trait;
 use futures::Stream;
 
 use crate::error::KvError;
+use crate::limits::Limits;
 use crate::types::{
     AtomicWrite, CommitResult, Consistency, KvEntry, QueueLease, QueueMessage, ReadRange,
     WatchKeyOutput,
@@ -47,6 +58,14 @@ pub trait Database: Send + Sync + 'static {
     async fn close(&self) -> Result<(), KvError> {
         Ok(())
     }
+
+    /// The limits this database enforces on every request (see the module docs: the
+    /// implementation validates, callers don't). Default: [`Limits::default`], the Deno KV
+    /// table; an implementation with other limits, or one that cannot know them (a proxy of
+    /// an unknown server), answers what it enforces or the table its peer is expected to use.
+    fn limits(&self) -> Limits {
+        Limits::default()
+    }
 }
 
 #[async_trait]
@@ -72,5 +91,8 @@ impl<D: Database + ?Sized> Database for std::sync::Arc<D> {
     }
     async fn close(&self) -> Result<(), KvError> {
         (**self).close().await
+    }
+    fn limits(&self) -> Limits {
+        (**self).limits()
     }
 }
