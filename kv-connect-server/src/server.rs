@@ -334,4 +334,95 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["version"], 3);
     }
+
+    /// A data-path request authenticated with the access token itself.
+    fn data_request(
+        server: &KvConnectServer<kv_db::Db>,
+        op: &str,
+        body: Vec<u8>,
+    ) -> Request<Bytes> {
+        Request::post(format!("/v2/{op}"))
+            .header("authorization", "Bearer secret")
+            .header("x-denokv-version", "3")
+            .header("x-denokv-database-id", server.database_id().to_string())
+            .body(Bytes::from(body))
+            .unwrap()
+    }
+
+    async fn memory_db(config: kv_db::DbConfig) -> kv_db::Db {
+        kv_db::Db::open(kv_engine_memory::MemoryBackend::new(), config)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_databases_limits_are_the_only_ones() {
+        use prost::Message;
+        let watch = |n: usize| {
+            kv_proto::pb::Watch {
+                keys: (0..n)
+                    .map(|i| kv_proto::pb::WatchKey {
+                        key: vec![2, b'k', i as u8, 0],
+                    })
+                    .collect(),
+            }
+            .encode_to_vec()
+        };
+        // A database allowing more watched keys than the default: the server does not refuse
+        // what the database accepts.
+        let limits = kv_traits::Limits {
+            max_watched_keys: 20,
+            ..Default::default()
+        };
+        let db = memory_db(kv_db::DbConfig {
+            limits,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(kv_traits::Database::limits(&db).max_watched_keys, 20);
+        let server = KvConnectServer::new(db, ServerConfig::new("secret"));
+        let res = server
+            .handle(data_request(&server, "watch", watch(15)))
+            .await;
+        assert_eq!(res.status(), 200);
+        drop(res);
+        // And what the database refuses is answered with the database's message.
+        let res = server
+            .handle(data_request(&server, "watch", watch(21)))
+            .await;
+        assert_eq!(res.status(), 400);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("max 20"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn an_over_limit_write_to_a_read_only_database_is_a_400() {
+        use prost::Message;
+        let db = memory_db(kv_db::DbConfig {
+            read_only: true,
+            ..Default::default()
+        })
+        .await;
+        let server = KvConnectServer::new(db, ServerConfig::new("secret"));
+        let write = kv_proto::pb::AtomicWrite {
+            mutations: vec![kv_proto::pb::Mutation {
+                key: vec![2; 3000],
+                value: Some(kv_proto::pb::KvValue {
+                    data: b"x".to_vec(),
+                    encoding: kv_proto::pb::ValueEncoding::VeBytes as i32,
+                }),
+                mutation_type: kv_proto::pb::MutationType::MSet as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let res = server
+            .handle(data_request(&server, "atomic_write", write.encode_to_vec()))
+            .await;
+        assert_eq!(res.status(), 400);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("key size limit"), "{text}");
+    }
 }
