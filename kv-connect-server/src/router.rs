@@ -4,7 +4,7 @@
 //!
 //! | route | handler | what |
 //! |---|---|---|
-//! | `POST /` | [`metadata`](crate::metadata) | metadata exchange: protocol versions 1, 2, 3 (highest common wins); answers the database id, the data-path endpoints (`/v2`, absolute for v1; `strong`, or `eventual` + `strong` on a replica), a data-path token and its expiry, and the header `x-denokv-extensions: queue-v1` |
+//! | `POST /` | [`metadata`] | metadata exchange: protocol versions 1, 2, 3 (highest common wins); answers the database id, the data-path endpoints (`/v2`, absolute for v1; `strong`, or `eventual` + `strong` on a replica), a data-path token and its expiry, and the header `x-denokv-extensions: queue-v1` |
 //! | `POST /v2/snapshot_read` | `routes/datapath.rs` | `SnapshotRead` → `SnapshotReadOutput` (`application/x-protobuf`) |
 //! | `POST /v2/atomic_write` | `routes/datapath.rs` | `AtomicWrite` → `AtomicWriteOutput` (`application/x-protobuf`); enqueues are accepted and stored |
 //! | `POST /v2/watch` | `routes/watch.rs` | `Watch` → endless `application/octet-stream` of `u32 LE length ‖ WatchOutput` frames, keep-alive every 5 s; every frame is a full snapshot (all keys `changed`, in request order) |
@@ -20,7 +20,7 @@
 //! - Any other path is 404 `Resource not found.`; a known path with another method is 405 with
 //!   an `Allow` header (`POST`, or `GET, HEAD` for `/healthz`), checked before authentication.
 //! - The request handler never fails and never panics outward: handler errors become their
-//!   [`ApiError`](crate::ApiError) response, a panicking handler a 500; every request is logged
+//!   [`ApiError`] response, a panicking handler a 500; every request is logged
 //!   once (failures at info/warn, successes at debug).
 
 use std::panic::AssertUnwindSafe;
