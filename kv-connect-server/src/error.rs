@@ -36,41 +36,60 @@ impl ApiError {
 /// Maps a database error to the HTTP status and message the client receives.
 ///
 /// - request problems ([`KvError::is_client_error`]: limits, malformed values, bad versionstamps,
-///   type errors of sum/min/max, read-only) → 400 with the error's message;
+///   type errors of sum/min/max, read-only) → 400 with the error's message; an unknown or
+///   expired queue lease → 409;
 /// - the database closing, or a transaction conflict → 503 (clients retry);
 /// - storage failures → 500 (clients retry; a failed commit did not apply);
-/// - errors of a remote database being proxied keep a 4xx status, others become 502.
+/// - errors of a remote database being proxied keep a 4xx status, others become 502, and so does
+///   an unknown commit outcome outside the data path (which answers writes `AW_UNSPECIFIED`).
+///
+/// The match names every variant of [`KvError`] and [`BackendError`]: a new variant does not
+/// compile until it is mapped here.
 pub fn kv_error_status(err: &KvError) -> (StatusCode, String) {
     match err {
+        KvError::Limit(_)
+        | KvError::Value(_)
+        | KvError::InvalidRequest(_)
+        | KvError::Mutation(_)
+        | KvError::WriteDisabled => (StatusCode::BAD_REQUEST, err.to_string()),
+        KvError::LeaseNotFound => (StatusCode::CONFLICT, err.to_string()),
+        KvError::Closed => closing(),
+        KvError::Backend(backend) => match backend {
+            BackendError::Closed => closing(),
+            BackendError::Conflict(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The request conflicted with a concurrent transaction; try again.".to_string(),
+            ),
+            BackendError::UnknownOutcome(_) => (
+                StatusCode::BAD_GATEWAY,
+                format!("The storage failed: {backend}"),
+            ),
+            BackendError::Io(_)
+            | BackendError::Poisoned(_)
+            | BackendError::Corrupt(_)
+            | BackendError::UnsupportedFormat { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("An internal storage error occurred: {backend}"),
+            ),
+        },
         KvError::Remote { status, message } if (400..500).contains(status) => (
             StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
             message.clone(),
-        ),
-        KvError::LeaseNotFound => (StatusCode::CONFLICT, err.to_string()),
-        e if e.is_client_error() => (StatusCode::BAD_REQUEST, e.to_string()),
-        KvError::Closed | KvError::Backend(BackendError::Closed) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The server is temporarily unavailable (the database is closing); try again later."
-                .to_string(),
-        ),
-        KvError::Backend(BackendError::Conflict(_)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The request conflicted with a concurrent transaction; try again.".to_string(),
-        ),
-        KvError::Backend(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("An internal storage error occurred: {e}"),
         ),
         KvError::Remote { .. } | KvError::Transport(_) | KvError::UnknownOutcome(_) => (
             StatusCode::BAD_GATEWAY,
             format!("The upstream database failed: {err}"),
         ),
-        // Every other variant is a client error handled above; keep the match total anyway.
-        _ => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("An internal error occurred: {err}"),
-        ),
     }
+}
+
+/// The answer while the database is closing (clients retry).
+fn closing() -> (StatusCode, String) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The server is temporarily unavailable (the database is closing); try again later."
+            .to_string(),
+    )
 }
 
 impl From<KvError> for ApiError {
@@ -111,6 +130,17 @@ mod tests {
             (BackendError::Conflict("c".into()).into(), 503),
             (BackendError::Io("disk".into()).into(), 500),
             (BackendError::Corrupt("bad".into()).into(), 500),
+            (BackendError::Poisoned("fsync".into()).into(), 500),
+            (
+                BackendError::UnsupportedFormat {
+                    found: 9,
+                    supported: 1,
+                }
+                .into(),
+                500,
+            ),
+            (KvError::LeaseNotFound, 409),
+            (KvError::UnknownOutcome("x".into()), 502),
             (
                 KvError::Remote {
                     status: 413,

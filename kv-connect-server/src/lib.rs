@@ -4,15 +4,11 @@
 //! One port speaks HTTP/1.1 (Node's fetch) and HTTP/2 with prior knowledge (h2c, what Deno
 //! uses), detected per connection; with TLS, ALPN offers `h2` and `http/1.1`.
 //!
-//! Routes:
+//! Every route (metadata exchange, data path, watch, the `queue-v1` queue extension, health) is
+//! listed in one table: the [`router`] module docs. The [`metadata`] docs describe the exchange.
 //!
-//! | route | what |
-//! |---|---|
-//! | `POST /` | metadata exchange: protocol versions 1, 2, 3 (highest common wins); answers the database id, one `strong` endpoint (`/v2`, absolute for v1), a data-path token and its expiry |
-//! | `POST /v2/snapshot_read` | `SnapshotRead` → `SnapshotReadOutput` (`application/x-protobuf`) |
-//! | `POST /v2/atomic_write` | `AtomicWrite` → `AtomicWriteOutput` (`application/x-protobuf`); enqueues are accepted and stored |
-//! | `POST /v2/watch` | `Watch` → endless `application/octet-stream` of `u32 LE length ‖ WatchOutput` frames, keep-alive every 5 s; every frame is a full snapshot (all keys `changed`, in request order) |
-//! | `GET /healthz` | 200 `ok` |
+//! Request limits belong to the database: it enforces them ([`kv_traits::Database::limits`])
+//! and the server forwards its refusals (400 with the database's message).
 //!
 //! Data-path tokens are stateless HMACs of their expiry under a key derived from the access
 //! token ([`auth`]), so they survive restarts and stay valid until their own expiry. Data-path
@@ -41,16 +37,20 @@
 
 #![warn(missing_docs)]
 
+// Dependency order, one way: server (listener, connections) → router (the route table) →
+// routes (one module per route family) → state, body, config, error, auth.
 pub mod auth;
+mod body;
+mod config;
 pub mod error;
-pub mod metadata;
+pub mod router;
+mod routes;
 mod server;
-mod service;
+mod state;
 pub mod tls;
 
+pub use body::{ResponseBody, OCTET_STREAM, PROTOBUF};
+pub use config::{HealthReport, ReplicaSettings, ServerConfig};
 pub use error::{kv_error_status, ApiError};
-pub use server::{
-    shutdown_signal, BoundServer, HealthReport, KvConnectServer, ReplicaSettings, ServeError,
-    ServerConfig,
-};
-pub use service::{ResponseBody, OCTET_STREAM, PROTOBUF};
+pub use routes::metadata;
+pub use server::{shutdown_signal, BoundServer, KvConnectServer, ServeError};

@@ -125,28 +125,37 @@ struct ServeArgs {
     backup: pitr_cmd::ServeBackupArgs,
 }
 
+/// Errors of the binary: its own (arguments, opening the database, the runtime) and, typed as
+/// they are, those of the layers below it (TLS files, the server, the `pitr` commands).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum MainError {
     #[error("the access token is missing: pass --access-token or set DENO_KV_ACCESS_TOKEN")]
     NoAccessToken,
     #[error("the {0:?} engine is not compiled into this binary (enable the cargo feature)")]
     EngineMissing(Engine),
-    #[error("cannot open the database: {0}")]
-    Open(String),
+    #[error("cannot open the database: {location}: {source}")]
+    Open {
+        /// The file, or `memory`.
+        location: String,
+        source: kv_traits::KvError,
+    },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Serve(#[from] kv_connect_server::ServeError),
     #[error("cannot start the runtime: {0}")]
-    Runtime(std::io::Error),
+    Runtime(#[source] std::io::Error),
     #[cfg(feature = "pitr")]
     #[error(transparent)]
     Pitr(#[from] pitr_cmd::PitrCliError),
 }
 
 #[cfg(any(feature = "sqlite", feature = "redb"))]
-fn open_error(cli: &DbArgs, e: impl std::fmt::Display) -> MainError {
-    MainError::Open(format!("{}: {e}", cli.path.display()))
+fn open_error(cli: &DbArgs, e: impl Into<kv_traits::KvError>) -> MainError {
+    MainError::Open {
+        location: cli.path.display().to_string(),
+        source: e.into(),
+    }
 }
 
 /// Opens the database `cli` names with `config`.
@@ -177,7 +186,10 @@ pub(crate) async fn open_db(cli: &DbArgs, config: kv_db::DbConfig) -> Result<kv_
         #[cfg(feature = "memory")]
         Engine::Memory => kv_db::Db::open(kv_engine_memory::MemoryBackend::new(), config)
             .await
-            .map_err(|e| MainError::Open(format!("memory: {e}"))),
+            .map_err(|source| MainError::Open {
+                location: "memory".into(),
+                source,
+            }),
         #[allow(unreachable_patterns)]
         other => Err(MainError::EngineMissing(other)),
     }

@@ -16,25 +16,46 @@ use object_store::ObjectStore;
 
 use crate::{open_db, DbArgs, MainError};
 
-/// Errors of the backup commands, each naming what failed.
+/// Errors of the backup commands, each naming what failed and keeping its cause.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PitrCliError {
-    #[error("invalid backup location {url:?}: {reason}")]
-    Location { url: String, reason: String },
-    #[error("invalid {what} {value:?}: {reason}")]
-    Argument {
+    #[error("invalid backup location {url:?}: no such directory")]
+    NoSuchDirectory { url: String },
+    #[error("invalid backup location {url:?}: {source}")]
+    Location {
+        url: String,
+        source: kv_pitr::consumer::StoreUrlError,
+    },
+    #[error("invalid --at {value:?}: {source}")]
+    At {
+        value: String,
+        source: kv_traits::versionstamp::InvalidVersionstamp,
+    },
+    #[error("invalid {what} {value:?}: not an RFC 3339 time: {source}")]
+    Time {
         what: &'static str,
         value: String,
-        reason: String,
+        source: chrono::ParseError,
     },
+    #[error("invalid {what} {value:?}: before 1970")]
+    TimeBeforeEpoch { what: &'static str, value: String },
     #[error("backup: {0}")]
-    Backup(String),
+    Backup(#[from] kv_pitr::producer::BackupError),
     #[error("restore: {0}")]
-    Restore(String),
+    Restore(#[from] kv_pitr::restore::RestoreError),
+    #[error("restore: a memory database cannot be moved backwards; restore again instead")]
+    MemoryBackwards,
+    #[error("restore: {what}: {source}")]
+    RestoreFile {
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error("replica: {0}")]
-    Replica(String),
+    Replica(#[source] kv_pitr::restore::RestoreError),
     #[error("reading the backup: {0}")]
-    Read(String),
+    Read(#[from] kv_pitr::consumer::ConsumerError),
+    #[error("closing the database failed: {0}")]
+    Close(#[source] kv_traits::KvError),
 }
 
 /// Where backups live and how to reach an S3-compatible store.
@@ -118,11 +139,10 @@ impl TargetArgs {
     fn target(&self) -> Result<RestoreTarget, PitrCliError> {
         Ok(match (&self.at, &self.time) {
             (Some(vs), _) => {
-                RestoreTarget::Versionstamp(vs.parse::<Versionstamp>().map_err(|e| {
-                    PitrCliError::Argument {
-                        what: "--at",
+                RestoreTarget::Versionstamp(vs.parse::<Versionstamp>().map_err(|source| {
+                    PitrCliError::At {
                         value: vs.clone(),
-                        reason: e.to_string(),
+                        source,
                     }
                 })?)
             }
@@ -192,16 +212,15 @@ pub(crate) fn open_store(
     };
     if let Some(dir) = local {
         if !create && !dir.is_empty() && !std::path::Path::new(dir).is_dir() {
-            return Err(PitrCliError::Location {
+            return Err(PitrCliError::NoSuchDirectory {
                 url: url.to_string(),
-                reason: "no such directory".into(),
             });
         }
     }
-    kv_pitr::consumer::open_store_url(url, store.s3_endpoint.as_deref()).map_err(|e| {
+    kv_pitr::consumer::open_store_url(url, store.s3_endpoint.as_deref()).map_err(|source| {
         PitrCliError::Location {
             url: url.to_string(),
-            reason: e.to_string(),
+            source,
         }
     })
 }
@@ -244,7 +263,7 @@ pub(crate) async fn open_for_serving(
             .then(|| Duration::from_secs(args.backup_checkpoint_secs));
         let backup = Backup::start(db.clone(), config)
             .await
-            .map_err(|e| PitrCliError::Backup(e.to_string()))?;
+            .map_err(PitrCliError::Backup)?;
         let status = backup.subscribe();
         server.health_report = Some(Arc::new(move || {
             let s = status.borrow().clone();
@@ -273,7 +292,7 @@ pub(crate) async fn open_for_serving(
         };
         let replica = Replica::start_with(reader, db.clone(), config)
             .await
-            .map_err(|e| PitrCliError::Replica(e.to_string()))?;
+            .map_err(PitrCliError::Replica)?;
         let status = replica.subscribe();
         server.health_report = Some(Arc::new(move || {
             let s = status.borrow().clone();
@@ -296,15 +315,14 @@ pub(crate) async fn open_for_serving(
 }
 
 fn parse_time(what: &'static str, value: &str) -> Result<u64, PitrCliError> {
-    let t = chrono::DateTime::parse_from_rfc3339(value).map_err(|e| PitrCliError::Argument {
+    let t = chrono::DateTime::parse_from_rfc3339(value).map_err(|source| PitrCliError::Time {
         what,
         value: value.to_string(),
-        reason: format!("not an RFC 3339 time: {e}"),
+        source,
     })?;
-    u64::try_from(t.timestamp_millis()).map_err(|_| PitrCliError::Argument {
+    u64::try_from(t.timestamp_millis()).map_err(|_| PitrCliError::TimeBeforeEpoch {
         what,
         value: value.to_string(),
-        reason: "before 1970".into(),
     })
 }
 
@@ -353,10 +371,7 @@ async fn checkout_backwards(
     target: RestoreTarget,
 ) -> Result<kv_pitr::restore::RestoreOutcome, MainError> {
     if db.engine == crate::Engine::Memory {
-        return Err(PitrCliError::Restore(
-            "a memory database cannot be moved backwards; restore again instead".into(),
-        )
-        .into());
+        return Err(PitrCliError::MemoryBackwards.into());
     }
     let mut tmp_name = db.path.as_os_str().to_os_string();
     tmp_name.push(".pitr-checkout");
@@ -364,7 +379,8 @@ async fn checkout_backwards(
         engine: db.engine,
         path: tmp_name.into(),
     };
-    let io = |what: &str, e: std::io::Error| PitrCliError::Restore(format!("{what}: {e}"));
+    let io =
+        |what: &'static str, source: std::io::Error| PitrCliError::RestoreFile { what, source };
     for f in db_files(&tmp.path) {
         if f.exists() {
             std::fs::remove_file(&f).map_err(|e| io("cannot remove a stale temporary file", e))?;
@@ -373,8 +389,8 @@ async fn checkout_backwards(
     let fresh = open_target(&tmp).await?;
     let outcome = restore_reporting(reader, &fresh, target).await;
     let closed = kv_traits::Database::close(&fresh).await;
-    let outcome = outcome.map_err(|e| PitrCliError::Restore(e.to_string()))?;
-    closed.map_err(|e| MainError::Open(e.to_string()))?;
+    let outcome = outcome.map_err(PitrCliError::Restore)?;
+    closed.map_err(PitrCliError::Close)?;
     // The old companions must go before the new main file arrives (a stale SQLite WAL would be
     // replayed onto it); the main file itself is replaced atomically by the rename.
     for f in db_files(&db.path).into_iter().skip(1) {
@@ -412,7 +428,7 @@ pub(crate) async fn run(cmd: PitrCommand) -> Result<(), MainError> {
                 .reader()?
                 .recovery_points(start, end)
                 .await
-                .map_err(|e| PitrCliError::Read(e.to_string()))?;
+                .map_err(PitrCliError::Read)?;
             for p in points {
                 print(format_args!(
                     "{}\t{}",
@@ -423,11 +439,7 @@ pub(crate) async fn run(cmd: PitrCommand) -> Result<(), MainError> {
             Ok(())
         }
         PitrCommand::Info { backup } => {
-            let info = backup
-                .reader()?
-                .info()
-                .await
-                .map_err(|e| PitrCliError::Read(e.to_string()))?;
+            let info = backup.reader()?.info().await.map_err(PitrCliError::Read)?;
             let kind = if info.manifest.is_some() {
                 "kv-pitr"
             } else {
@@ -459,12 +471,12 @@ pub(crate) async fn run(cmd: PitrCommand) -> Result<(), MainError> {
             let closed = kv_traits::Database::close(&target_db).await;
             let outcome = match outcome {
                 Err(kv_pitr::restore::RestoreError::Backwards { .. }) => {
-                    closed.map_err(|e| MainError::Open(e.to_string()))?;
+                    closed.map_err(PitrCliError::Close)?;
                     checkout_backwards(&reader, &db, target).await?
                 }
                 other => {
-                    let outcome = other.map_err(|e| PitrCliError::Restore(e.to_string()))?;
-                    closed.map_err(|e| MainError::Open(e.to_string()))?;
+                    let outcome = other.map_err(PitrCliError::Restore)?;
+                    closed.map_err(PitrCliError::Close)?;
                     outcome
                 }
             };
@@ -486,10 +498,10 @@ pub(crate) async fn run(cmd: PitrCommand) -> Result<(), MainError> {
             let target_db = open_target(&db).await?;
             let outcome = restore_reporting(&reader, &target_db, target)
                 .await
-                .map_err(|e| PitrCliError::Restore(e.to_string()));
+                .map_err(PitrCliError::Restore);
             let closed = kv_traits::Database::close(&target_db).await;
             let outcome = outcome?;
-            closed.map_err(|e| MainError::Open(e.to_string()))?;
+            closed.map_err(PitrCliError::Close)?;
             let base = match outcome.checkpoint {
                 Some(c) => format!("checkpoint {c}"),
                 None => "the initial snapshot".to_string(),

@@ -1,5 +1,15 @@
 //! The listener: accepts TCP (optionally TLS) connections, serves HTTP/1.1 and HTTP/2 on them,
-//! and shuts down gracefully.
+//! hands every request to the [router](crate::router), and shuts down gracefully.
+//!
+//! # Contract
+//!
+//! - One port speaks HTTP/1.1 and HTTP/2 (prior knowledge, or ALPN `h2` with TLS), detected per
+//!   connection from the client preface. A TLS handshake has 10 s, an HTTP/1.1 request head
+//!   30 s; HTTP/2 connections are pinged every 30 s.
+//! - [`KvConnectServer::handle`] serves one request in-process exactly as a connection would.
+//! - Shutdown: stop accepting, end `/watch` streams and dequeue long polls, let in-flight
+//!   requests finish for up to `shutdown_timeout`, then close the database (its error is the
+//!   result of [`BoundServer::serve_with_shutdown`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,94 +23,17 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use kv_traits::{Database, Limits};
+use kv_traits::Database;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
-use crate::auth::TokenAuthority;
-use crate::service::{handle, AppState, ConnInfo, ResponseBody};
-
-/// Settings of a [`KvConnectServer`].
-#[derive(Clone)]
-pub struct ServerConfig {
-    /// The access token clients present in the metadata exchange (`DENO_KV_ACCESS_TOKEN`).
-    pub access_token: String,
-    /// The database id advertised and checked on the data path. `None` derives a stable id from
-    /// the access token, so it survives restarts (clients keep sending the id they were given).
-    pub database_id: Option<Uuid>,
-    /// Lifetime of data-path tokens (and so of `expiresAt`). Default 1 hour.
-    pub token_ttl: Duration,
-    /// Limits checked before requests reach the database; should equal the database's.
-    pub limits: Limits,
-    /// Largest accepted data-path request body; larger ones get 413. Default 1 MiB (the
-    /// largest valid atomic write is about 820 kB).
-    pub max_body_size: usize,
-    /// Interval of keep-alive frames on `/watch` streams. Default 5 s.
-    pub watch_keepalive: Duration,
-    /// How long shutdown waits for in-flight requests before closing the database anyway.
-    /// Default 30 s.
-    pub shutdown_timeout: Duration,
-    /// TLS settings; `None` serves plaintext (HTTP/1.1 and h2c prior knowledge).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Serve as a read-only replica: the metadata advertises this server as an `eventual`
-    /// endpoint and writes and queue calls get a 400 that says so.
-    pub replica: Option<ReplicaSettings>,
-    /// Extra lines for `GET /healthz` after `ok` (e.g. backup lag), computed per request.
-    pub health_report: Option<HealthReport>,
-}
-
-/// Produces extra `/healthz` lines (`name: value`), e.g. how far a backup lags behind.
-pub type HealthReport = Arc<dyn Fn() -> String + Send + Sync>;
-
-/// How a read replica presents itself.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ReplicaSettings {
-    /// What the replica follows (for messages), e.g. `s3://bucket/prefix/`.
-    pub source: String,
-    /// Absolute URL of the primary's data path (e.g. `http://primary:4512/v2`), advertised as
-    /// the `strong` endpoint; it must accept the same tokens (same access token). `None`
-    /// advertises this server for strong reads too (clients require a strong endpoint), which
-    /// then see the replica's, possibly stale, state.
-    pub primary_data_url: Option<String>,
-}
-
-impl std::fmt::Debug for ServerConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerConfig")
-            .field("access_token", &"<redacted>")
-            .field("database_id", &self.database_id)
-            .field("token_ttl", &self.token_ttl)
-            .field("limits", &self.limits)
-            .field("max_body_size", &self.max_body_size)
-            .field("watch_keepalive", &self.watch_keepalive)
-            .field("shutdown_timeout", &self.shutdown_timeout)
-            .field("tls", &self.tls.is_some())
-            .field("replica", &self.replica)
-            .finish()
-    }
-}
-
-impl ServerConfig {
-    /// Default settings with the given access token.
-    pub fn new(access_token: impl Into<String>) -> Self {
-        ServerConfig {
-            access_token: access_token.into(),
-            database_id: None,
-            token_ttl: Duration::from_secs(3600),
-            limits: Limits::default(),
-            max_body_size: 1024 * 1024,
-            watch_keepalive: Duration::from_secs(5),
-            shutdown_timeout: Duration::from_secs(30),
-            tls: None,
-            replica: None,
-            health_report: None,
-        }
-    }
-}
+use crate::body::ResponseBody;
+use crate::config::ServerConfig;
+use crate::router::handle;
+use crate::state::{stopped, AppState, ConnInfo};
 
 /// Errors of starting or running the server.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +49,9 @@ pub enum ServeError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The bound listener cannot tell its own address.
+    #[error("cannot read the listener's address: {0}")]
+    LocalAddr(#[source] std::io::Error),
     /// Closing the database at shutdown failed.
     #[error("closing the database failed: {0}")]
     Close(#[from] kv_traits::KvError),
@@ -147,7 +83,7 @@ impl<D: Database> KvConnectServer<D> {
 
     /// The database id the server advertises.
     pub fn database_id(&self) -> Uuid {
-        resolve_database_id(&self.config)
+        self.config.resolved_database_id()
     }
 
     /// Handles one HTTP request in-process, without a socket: the same routing, authentication,
@@ -158,7 +94,7 @@ impl<D: Database> KvConnectServer<D> {
     /// A `/watch` response body streams until it is dropped or this server value is dropped.
     /// Must be called inside a tokio runtime.
     pub async fn handle(&self, req: Request<Bytes>) -> Response<ResponseBody> {
-        let state = app_state(&self.db, &self.config, self.in_process_stop.subscribe());
+        let state = AppState::new(&self.db, &self.config, self.in_process_stop.subscribe());
         let conn = ConnInfo {
             tls: false,
             peer: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -182,9 +118,15 @@ impl<D: Database> KvConnectServer<D> {
                 "the access token must not be empty".into(),
             ));
         }
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| ServeError::Config(format!("cannot read the listener's address: {e}")))?;
+        let local_addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
+        let limits = self.db.limits();
+        if self.config.max_body_size < limits.max_total_mutation_size {
+            tracing::warn!(
+                max_body_size = self.config.max_body_size,
+                max_total_mutation_size = limits.max_total_mutation_size,
+                "the request body bound is below the database's atomic-write size limit: valid large writes will be refused with 413"
+            );
+        }
         Ok(BoundServer {
             listener,
             local_addr,
@@ -192,34 +134,6 @@ impl<D: Database> KvConnectServer<D> {
             config: self.config,
         })
     }
-}
-
-/// The state every request handler shares.
-fn app_state<D>(
-    db: &Arc<D>,
-    config: &ServerConfig,
-    shutdown: watch::Receiver<bool>,
-) -> Arc<AppState<D>> {
-    Arc::new(AppState {
-        db: db.clone(),
-        tokens: TokenAuthority::new(&config.access_token, config.token_ttl),
-        database_id: resolve_database_id(config),
-        limits: config.limits.clone(),
-        max_body_size: config.max_body_size,
-        watch_keepalive: config.watch_keepalive,
-        replica: config.replica.clone(),
-        health_report: config.health_report.clone(),
-        shutdown,
-    })
-}
-
-fn resolve_database_id(config: &ServerConfig) -> Uuid {
-    config.database_id.unwrap_or_else(|| {
-        let tokens = TokenAuthority::new(&config.access_token, config.token_ttl);
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&tokens.derive("database id")[..16]);
-        uuid::Builder::from_random_bytes(bytes).into_uuid()
-    })
 }
 
 /// A server whose socket is bound; [`serve`](BoundServer::serve) runs it.
@@ -238,7 +152,7 @@ impl<D: Database> BoundServer<D> {
 
     /// The database id the server advertises.
     pub fn database_id(&self) -> Uuid {
-        resolve_database_id(&self.config)
+        self.config.resolved_database_id()
     }
 
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully (see
@@ -255,7 +169,7 @@ impl<D: Database> BoundServer<D> {
     ) -> Result<(), ServeError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let tls = self.config.tls.clone().map(TlsAcceptor::from);
-        let state = app_state(&self.db, &self.config, stop_rx.clone());
+        let state = AppState::new(&self.db, &self.config, stop_rx.clone());
         // Every connection task holds a clone; `recv` returns `None` once all have ended.
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
         tracing::info!(addr = %self.local_addr, tls = tls.is_some(), database_id = %state.database_id, "serving KV Connect");
@@ -349,7 +263,7 @@ async fn serve_connection<D, S>(
     tokio::pin!(connection);
     let result = tokio::select! {
         r = connection.as_mut() => r,
-        _ = crate::service::stopped(&mut stop) => {
+        _ = stopped(&mut stop) => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
@@ -419,5 +333,96 @@ mod tests {
         let body = res.into_body().collect().await.unwrap().to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["version"], 3);
+    }
+
+    /// A data-path request authenticated with the access token itself.
+    fn data_request(
+        server: &KvConnectServer<kv_db::Db>,
+        op: &str,
+        body: Vec<u8>,
+    ) -> Request<Bytes> {
+        Request::post(format!("/v2/{op}"))
+            .header("authorization", "Bearer secret")
+            .header("x-denokv-version", "3")
+            .header("x-denokv-database-id", server.database_id().to_string())
+            .body(Bytes::from(body))
+            .unwrap()
+    }
+
+    async fn memory_db(config: kv_db::DbConfig) -> kv_db::Db {
+        kv_db::Db::open(kv_engine_memory::MemoryBackend::new(), config)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_databases_limits_are_the_only_ones() {
+        use prost::Message;
+        let watch = |n: usize| {
+            kv_proto::pb::Watch {
+                keys: (0..n)
+                    .map(|i| kv_proto::pb::WatchKey {
+                        key: vec![2, b'k', i as u8, 0],
+                    })
+                    .collect(),
+            }
+            .encode_to_vec()
+        };
+        // A database allowing more watched keys than the default: the server does not refuse
+        // what the database accepts.
+        let limits = kv_traits::Limits {
+            max_watched_keys: 20,
+            ..Default::default()
+        };
+        let db = memory_db(kv_db::DbConfig {
+            limits,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(kv_traits::Database::limits(&db).max_watched_keys, 20);
+        let server = KvConnectServer::new(db, ServerConfig::new("secret"));
+        let res = server
+            .handle(data_request(&server, "watch", watch(15)))
+            .await;
+        assert_eq!(res.status(), 200);
+        drop(res);
+        // And what the database refuses is answered with the database's message.
+        let res = server
+            .handle(data_request(&server, "watch", watch(21)))
+            .await;
+        assert_eq!(res.status(), 400);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("max 20"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn an_over_limit_write_to_a_read_only_database_is_a_400() {
+        use prost::Message;
+        let db = memory_db(kv_db::DbConfig {
+            read_only: true,
+            ..Default::default()
+        })
+        .await;
+        let server = KvConnectServer::new(db, ServerConfig::new("secret"));
+        let write = kv_proto::pb::AtomicWrite {
+            mutations: vec![kv_proto::pb::Mutation {
+                key: vec![2; 3000],
+                value: Some(kv_proto::pb::KvValue {
+                    data: b"x".to_vec(),
+                    encoding: kv_proto::pb::ValueEncoding::VeBytes as i32,
+                }),
+                mutation_type: kv_proto::pb::MutationType::MSet as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let res = server
+            .handle(data_request(&server, "atomic_write", write.encode_to_vec()))
+            .await;
+        assert_eq!(res.status(), 400);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("key size limit"), "{text}");
     }
 }

@@ -476,6 +476,30 @@ async fn storage_failures_are_5xx_and_request_failures_4xx() {
     }
 }
 
+/// A write whose outcome is unknown is answered `AW_UNSPECIFIED` (clients report it and do not
+/// retry), never a 5xx that would make a client re-send a write that may have applied.
+#[tokio::test]
+async fn an_unknown_write_outcome_is_aw_unspecified_not_a_retry() {
+    use kv_traits::{BackendError, KvError};
+    for err in [
+        KvError::UnknownOutcome("connection lost at commit".into()),
+        KvError::Backend(BackendError::UnknownOutcome("lost".into())),
+    ] {
+        let (addr, _stop) = failing_server(Some(err)).await;
+        let kv = kv_for(addr).await;
+        let r = kv
+            .raw(
+                "atomic_write",
+                write_of(vec![set(&key("a"), b"x")]).encode_to_vec(),
+            )
+            .await;
+        assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+        let out = pb::AtomicWriteOutput::decode(&r.body[..]).unwrap();
+        assert_eq!(out.status, pb::AtomicWriteStatus::AwUnspecified as i32);
+        assert!(out.versionstamp.is_empty());
+    }
+}
+
 #[tokio::test]
 async fn a_panicking_database_gives_500_and_the_server_lives_on() {
     let (addr, _stop) = failing_server(None).await;

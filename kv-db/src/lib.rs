@@ -69,7 +69,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kv_traits::{
     AtomicWrite, Backend, CommitResult, Consistency, Database, KvEntry, KvError, LimitError,
-    QueueLease, QueueMessage, ReadRange, Versionstamp, WatchStream,
+    Limits, QueueLease, QueueMessage, ReadRange, Versionstamp, WatchStream,
 };
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
@@ -154,6 +154,10 @@ impl Db {
 
 #[async_trait]
 impl Database for Db {
+    fn limits(&self) -> Limits {
+        self.inner.config.limits.clone()
+    }
+
     async fn snapshot_read(
         &self,
         ranges: Vec<ReadRange>,
@@ -165,9 +169,11 @@ impl Database for Db {
     }
 
     async fn atomic_write(&self, write: AtomicWrite) -> Result<CommitResult, KvError> {
-        self.check_writable()?;
+        self.inner.check_open()?;
+        // An over-limit write is a request error even where writes are disabled.
         let now = self.inner.config.clock.now_ms();
         self.inner.config.limits.validate_write(&write, now)?;
+        self.check_writable()?;
         self.inner.call(|reply| Op::Write { write, reply }).await
     }
 

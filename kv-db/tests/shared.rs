@@ -175,13 +175,17 @@ async fn every_database_logs_changes_while_one_of_them_keeps_a_change_log() {
     let plain = Db::open(store.open(), config()).await.unwrap();
     let v1 = set(&logging, b"\x02x\x00", 1).await;
     let v2 = set(&plain, b"\x02y\x00", 2).await;
-    let batches = logging
-        .read_changes(None, 100)
-        .await
-        .unwrap();
+    let batches = logging.read_changes(None, 100).await.unwrap();
     let versions: Vec<Versionstamp> = batches.iter().map(|b| b.versionstamp).collect();
-    assert_eq!(versions, vec![v1, v2], "the plain database's commit is logged too");
+    assert_eq!(
+        versions,
+        vec![v1, v2],
+        "the plain database's commit is logged too"
+    );
     // Opening without a change log does not delete the shared one.
     let _again = Db::open(store.open(), config()).await.unwrap();
-    assert_eq!(logging.change_log_since().await.unwrap(), Some(Versionstamp::from_version(0)));
+    assert_eq!(
+        logging.change_log_since().await.unwrap(),
+        Some(Versionstamp::from_version(0))
+    );
 }

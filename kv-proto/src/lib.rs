@@ -362,6 +362,17 @@ pub fn atomic_write_disabled_output() -> pb::AtomicWriteOutput {
     }
 }
 
+/// The answer to a write whose outcome is unknown (`AW_UNSPECIFIED`): clients report it as a
+/// failed write ("Unspecified write error") and do not retry it, so a write that may already
+/// have been applied is never applied twice by a blind retry.
+pub fn atomic_write_unknown_outcome_output() -> pb::AtomicWriteOutput {
+    pb::AtomicWriteOutput {
+        status: pb::AtomicWriteStatus::AwUnspecified as i32,
+        versionstamp: vec![],
+        failed_checks: vec![],
+    }
+}
+
 /// Converts one watch notification (`status = SR_SUCCESS`, keys in request order).
 pub fn watch_output(keys: Vec<WatchKeyOutput>) -> pb::WatchOutput {
     pb::WatchOutput {

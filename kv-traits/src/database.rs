@@ -1,5 +1,6 @@
 //! The Deno KV operations as a trait, implemented by the embedded database (`kv-db`) and by the
 //! remote KV Connect client alike.
+//! Implementations own request validation: see "Limits" on [`Database`].
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use async_trait::async_trait;
 use futures::Stream;
 
 use crate::error::KvError;
+use crate::limits::Limits;
 use crate::types::{
     AtomicWrite, CommitResult, Consistency, KvEntry, QueueLease, QueueMessage, ReadRange,
     WatchKeyOutput,
@@ -18,6 +20,17 @@ use crate::types::{
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Vec<WatchKeyOutput>, KvError>> + Send>>;
 
 /// A Deno KV database.
+///
+/// # Limits
+///
+/// The implementation is the one place where request [`Limits`] are decided and enforced:
+/// [`Database::limits`] says which it applies, and [`snapshot_read`](Database::snapshot_read),
+/// [`atomic_write`](Database::atomic_write) and [`watch`](Database::watch) validate their own
+/// input against them ([`Limits::validate_read`], [`Limits::validate_write`],
+/// [`Limits::validate_watch`], no empty watched key), answering [`KvError::Limit`] with nothing
+/// applied. A proxy (the remote client) relies on the database it forwards to, which validates
+/// the same way. Callers such as servers do not validate again; they read
+/// [`Database::limits`] only when they need a bound of their own (e.g. a request body size).
 #[async_trait]
 pub trait Database: Send + Sync + 'static {
     /// Reads every range from one consistent snapshot; one `Vec` of entries per range, in order.
@@ -47,6 +60,13 @@ pub trait Database: Send + Sync + 'static {
     async fn close(&self) -> Result<(), KvError> {
         Ok(())
     }
+
+    /// The limits this database enforces on every request (see "Limits" above: the
+    /// implementation validates, callers don't). Default: [`Limits::default`], the Deno KV
+    /// table, which is also the best guess of an implementation that cannot know its peer's.
+    fn limits(&self) -> Limits {
+        Limits::default()
+    }
 }
 
 #[async_trait]
@@ -72,5 +92,8 @@ impl<D: Database + ?Sized> Database for std::sync::Arc<D> {
     }
     async fn close(&self) -> Result<(), KvError> {
         (**self).close().await
+    }
+    fn limits(&self) -> Limits {
+        (**self).limits()
     }
 }

@@ -292,7 +292,10 @@ impl Writer {
         if dirty {
             if let Err(e) = txn.commit().await {
                 self.import_marker = marker_before;
-                if matches!(e, BackendError::Conflict(_) | BackendError::UnknownOutcome(_)) {
+                if matches!(
+                    e,
+                    BackendError::Conflict(_) | BackendError::UnknownOutcome(_)
+                ) {
                     return Err(e);
                 }
                 // The durable state is unknown: refuse further writes until reopened.

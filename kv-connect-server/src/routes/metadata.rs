@@ -1,12 +1,36 @@
 //! The metadata exchange (`POST /`): version negotiation, endpoint list and data-path token.
+//!
+//! # Contract
+//!
+//! - The request carries `Authorization: Bearer <access token>` (else 401) and a JSON body of at
+//!   most 64 KiB, `{"supportedVersions":[...]}`; an empty body means version 1 only.
+//! - The answer is the highest common version of 1, 2 and 3 (none in common → 400) as a JSON
+//!   [`MetadataResponse`] with exactly its five properties, plus the header
+//!   `x-denokv-extensions: queue-v1`.
+//! - Endpoints: [`DATA_PATH_PREFIX`] (relative) for v2/v3, an absolute URL for v1 (built from
+//!   the request's authority and scheme, see [`absolute_endpoint`]); one `strong` endpoint, or
+//!   on a read replica this server `eventual` followed by the primary (or itself) `strong`.
+//! - The token is a fresh stateless data-path token ([`crate::auth`]); `expiresAt` is its
+//!   expiry.
 
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
-use http::{HeaderMap, StatusCode};
+use http::header::HeaderValue;
+use http::{HeaderMap, Request, Response, StatusCode};
+use hyper::body::Body;
+use kv_proto as wire;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::bearer_token;
+use crate::body::{read_body, response, ResponseBody};
+use crate::config::ReplicaSettings;
 use crate::error::ApiError;
+use crate::state::{AppState, ConnInfo};
+
+/// Largest accepted metadata request body.
+const MAX_METADATA_BODY: usize = 64 * 1024;
 
 /// Protocol versions this server speaks, highest preferred.
 pub const SUPPORTED_VERSIONS: [u64; 3] = [3, 2, 1];
@@ -100,6 +124,72 @@ pub fn absolute_endpoint(
         .filter(|s| *s == "http" || *s == "https")
         .unwrap_or(if tls { "https" } else { "http" });
     Ok(format!("{scheme}://{host}{DATA_PATH_PREFIX}"))
+}
+
+/// Handles `POST /` (see the module contract).
+pub(crate) async fn exchange<D, B>(
+    state: &AppState<D>,
+    conn: ConnInfo,
+    req: Request<B>,
+) -> Result<Response<ResponseBody>, ApiError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let token = bearer_token(req.headers().get(http::header::AUTHORIZATION))?;
+    state.tokens.check_access_token(token)?;
+    let (parts, body) = read_body(req, MAX_METADATA_BODY).await?;
+    let version = negotiate_version(&body)?;
+    let url = if version == 1 {
+        absolute_endpoint(&parts.uri, &parts.headers, conn.tls)?
+    } else {
+        DATA_PATH_PREFIX.to_string()
+    };
+    let (token, expires) = state.tokens.issue(SystemTime::now());
+    let meta = MetadataResponse {
+        version,
+        database_id: state.database_id.hyphenated().to_string(),
+        endpoints: endpoints(url, state.replica.as_ref()),
+        token,
+        expires_at: rfc3339_utc(expires),
+    };
+    let json = serde_json::to_vec(&meta).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("Failed to encode metadata: {e}"),
+        )
+    })?;
+    let mut res = response(StatusCode::OK, "application/json", json);
+    res.headers_mut().insert(
+        wire::EXTENSIONS_HEADER,
+        HeaderValue::from_static(wire::QUEUE_EXTENSION),
+    );
+    Ok(res)
+}
+
+/// The advertised data-path endpoints: this server, `strong`; or, on a replica, this server as
+/// `eventual` followed by the primary (or this server again) as the `strong` endpoint every
+/// client requires.
+fn endpoints(url: String, replica: Option<&ReplicaSettings>) -> Vec<Endpoint> {
+    match replica {
+        None => vec![Endpoint {
+            url,
+            consistency: "strong",
+        }],
+        Some(r) => {
+            let strong = r.primary_data_url.clone().unwrap_or_else(|| url.clone());
+            vec![
+                Endpoint {
+                    url,
+                    consistency: "eventual",
+                },
+                Endpoint {
+                    url: strong,
+                    consistency: "strong",
+                },
+            ]
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,21 @@
+//! `GET /healthz` (and `HEAD`): a liveness probe.
+//!
+//! # Contract
+//!
+//! Answers 200 `text/plain` `ok\n`, followed by the lines of the configured
+//! [`HealthReport`](crate::HealthReport) if any. It needs no token and never touches the
+//! database, so it answers while the database is busy or closing.
+
+use http::{Response, StatusCode};
+
+use crate::body::{response, ResponseBody, TEXT_PLAIN};
+use crate::state::AppState;
+
+/// The health answer.
+pub(crate) fn healthz<D>(state: &AppState<D>) -> Response<ResponseBody> {
+    let mut body = String::from("ok\n");
+    if let Some(report) = &state.health_report {
+        body.push_str(&report());
+    }
+    response(StatusCode::OK, TEXT_PLAIN, body)
+}

@@ -1,0 +1,19 @@
+//! The handlers, one module per route family. Which path and method reaches which handler is
+//! decided in one place only, the table of [`crate::router`]; the modules here never route and
+//! never import the router.
+//!
+//! | module | routes |
+//! |---|---|
+//! | [`metadata`] | `POST /` (the metadata exchange) |
+//! | [`datapath`] | `POST /v2/snapshot_read`, `POST /v2/atomic_write` |
+//! | [`watch`] | `POST /v2/watch` |
+//! | [`queue`] | `POST /v2/queue/dequeue`, `POST /v2/queue/finish` (extension `queue-v1`) |
+//! | [`health`] | `GET /healthz` |
+//! | [`guard`] | what every data-path route passes first: token, protocol headers, body bound |
+
+pub(crate) mod datapath;
+pub(crate) mod guard;
+pub(crate) mod health;
+pub mod metadata;
+pub(crate) mod queue;
+pub(crate) mod watch;
