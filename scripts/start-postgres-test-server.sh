@@ -4,8 +4,9 @@
 # The cluster lives in /tmp/kv-test-postgres-<uid>-<checkout hash>/ (one per checkout, so
 # worktrees do not share it), listens on 127.0.0.1 only, on a free port chosen at first start,
 # and runs as the unprivileged system user `kvtest` (created with useradd when this script runs
-# as root; PostgreSQL refuses to run as root). Authentication: scram-sha-256 password over TCP
-# (user kvtest, password kvtest), trust on the cluster's private Unix socket. Durability
+# as root; PostgreSQL refuses to run as root). Authentication over TCP: the superuser kvtest is
+# trusted, the user kvtest_pw (password kvtest_pw) must give its scram-sha-256 password (for
+# the tests of authentication failures); trust on the cluster's private Unix socket. Durability
 # settings are PostgreSQL's defaults. If initdb/pg_ctl are missing, the distribution package
 # `postgresql` is installed with apt-get (root only).
 #
@@ -18,6 +19,7 @@
 # Idempotent: a running cluster is reused (concurrent callers are serialized with flock). On
 # success it prints, one per line, and exits 0:
 #   POSTGRES_URL=postgres://kvtest:kvtest@127.0.0.1:<port>/kvtest
+#   POSTGRES_PASSWORD_URL=postgres://kvtest_pw:kvtest_pw@127.0.0.1:<port>/kvtest
 #   POSTGRES_DATA=<data directory>
 #   POSTGRES_LOG=<server log file>
 # On failure it prints a clear message on stderr and exits 1.
@@ -80,6 +82,8 @@ else
   as_owner() { "$@"; }
 fi
 
+# Serialize callers. The lock's descriptor (9) must not leak into the server (pg_ctl start
+# runs with it closed), or the server would hold the lock forever.
 exec 9>"$base/lock"
 flock 9
 
@@ -104,13 +108,20 @@ if ! running; then
       || die "initdb failed; its log ($base/initdb.log):
 $(tail -n 30 "$base/initdb.log")"
     rm -f "$pwfile"
+    # The tests' user is trusted on loopback (password hashing in debug builds of the client
+    # would slow every new connection); kvtest_pw (created below) checks passwords.
+    cat >"$data/pg_hba.conf" <<'HBA'
+local all all                trust
+host  all kvtest 127.0.0.1/32 trust
+host  all all    127.0.0.1/32 scram-sha-256
+HBA
   fi
   port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')" \
     || die "could not pick a free port"
   rm -f "$data/postmaster.pid"
   as_owner "$pg_ctl" start -D "$data" -l "$log" -w -t 60 -o \
     "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$base -c max_connections=300 -c shared_buffers=32MB" \
-    >/dev/null 2>&1 || die "pg_ctl start failed; the server log ($log):
+    >/dev/null 2>&1 9>&- || die "pg_ctl start failed; the server log ($log):
 $(tail -n 30 "$log" 2>/dev/null)"
   echo "$port" >"$base/port"
   psql="$(find_bin psql || command -v psql)" || die "psql not found"
@@ -119,6 +130,10 @@ $(tail -n 30 "$log" 2>/dev/null)"
     as_owner "$psql" -h "$base" -p "$port" -U kvtest -d postgres -qc "CREATE DATABASE kvtest" >/dev/null \
       || die "CREATE DATABASE kvtest failed"
   fi
+  as_owner "$psql" -h "$base" -p "$port" -U kvtest -d postgres -qc \
+    "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'kvtest_pw') THEN
+       CREATE ROLE kvtest_pw LOGIN PASSWORD 'kvtest_pw'; END IF; END \$\$" >/dev/null \
+    || die "creating the role kvtest_pw failed"
 fi
 port="$(cat "$base/port")"
 
@@ -141,5 +156,6 @@ if [ -n "$exit_with" ]; then
 fi
 
 echo "POSTGRES_URL=postgres://kvtest:kvtest@127.0.0.1:$port/kvtest"
+echo "POSTGRES_PASSWORD_URL=postgres://kvtest_pw:kvtest_pw@127.0.0.1:$port/kvtest"
 echo "POSTGRES_DATA=$data"
 echo "POSTGRES_LOG=$log"
