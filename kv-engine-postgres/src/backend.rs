@@ -112,6 +112,12 @@ impl PostgresBackend {
         &self.shared.names.schema
     }
 
+    /// The key of this store's writer lock (`pg_advisory_xact_lock`; for tests).
+    #[doc(hidden)]
+    pub fn writer_lock_key(&self) -> i64 {
+        self.shared.names.lock_key
+    }
+
     /// The qualified name of the outcome table (for tests).
     #[doc(hidden)]
     pub fn outcome_table(&self) -> &str {

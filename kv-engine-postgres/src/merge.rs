@@ -15,6 +15,8 @@ use kv_traits::KvPair;
 /// A transaction's buffered writes: `Some(value)` = put, `None` = delete.
 pub(crate) type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
+type Entry<'a> = (&'a Vec<u8>, &'a Option<Vec<u8>>);
+
 /// The number of rows to ask the database for: `limit` plus the buffered deletes in range.
 pub(crate) fn db_limit(overlay: &Overlay, start: &[u8], end: &[u8], limit: usize) -> usize {
     let deletes = range(overlay, start, end)
@@ -55,7 +57,7 @@ pub(crate) fn merge(
         Some(b) if reverse => k >= b.as_slice(),
         Some(b) => k <= b.as_slice(),
     };
-    let mut ov: Box<dyn Iterator<Item = (&Vec<u8>, &Option<Vec<u8>>)>> = if reverse {
+    let mut ov: Box<dyn Iterator<Item = Entry<'_>>> = if reverse {
         Box::new(range(overlay, start, end).rev())
     } else {
         Box::new(range(overlay, start, end))
@@ -79,10 +81,8 @@ pub(crate) fn merge(
             }
         };
         if take_ov {
-            if let Some((k, v)) = next_ov.take() {
-                if let Some(v) = v {
-                    out.push((k.clone(), v.clone()));
-                }
+            if let Some((k, Some(v))) = next_ov.take() {
+                out.push((k.clone(), v.clone()));
             }
             next_ov = ov.next().filter(|(k, _)| in_bounds(k));
         } else if let Some(row) = db.next() {

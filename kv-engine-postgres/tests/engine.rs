@@ -322,6 +322,50 @@ async fn the_writer_lock_orders_write_txns_of_two_backends_on_one_database() {
 }
 
 #[tokio::test]
+async fn a_deadlock_with_another_session_is_a_conflict() {
+    let b = Arc::new(common::fresh("deadlock").await.unwrap());
+    put_all(&b, &[(b"a", b"0")]).await;
+    let other = Arc::new(common::raw_client().await);
+    // The other session locks row "a" ...
+    other
+        .batch_execute(&format!(
+            "BEGIN; UPDATE \"{}\".kv SET v = 'x' WHERE k = 'a'",
+            b.schema()
+        ))
+        .await
+        .unwrap();
+    // ... our commit waits for it while holding the writer lock ...
+    let mut w = b.begin_write().await.unwrap();
+    w.put(b"a", b"1").await.unwrap();
+    let commit = tokio::spawn(w.commit());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ... and the other session waits for the writer lock: a deadlock.
+    let key = b.writer_lock_key();
+    let other2 = other.clone();
+    let lock = tokio::spawn(async move {
+        other2
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+            .await
+    });
+    let err = tokio::time::timeout(WAIT, commit)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&err, BackendError::Conflict(m) if m.contains("40P01")),
+        "{err}"
+    );
+    tokio::time::timeout(WAIT, lock)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    other.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(get(&b, b"a").await, Some(b"0".to_vec()));
+}
+
+#[tokio::test]
 async fn an_unknown_or_newer_format_and_foreign_tables_are_refused() {
     let b = common::fresh("format").await.unwrap();
     let schema = b.schema().to_string();
