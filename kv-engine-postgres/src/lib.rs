@@ -1,0 +1,70 @@
+//! A [`kv_traits::Backend`] on PostgreSQL, for several server processes sharing one database.
+//!
+//! [`PostgresBackend::connect`] takes a libpq-style URL (see [`PostgresOptions`] for `sslmode`
+//! and `sslrootcert`) and opens a pool of connections (tokio-postgres with deadpool-postgres,
+//! TLS by rustls). The store is three tables in one schema (see `schema.rs`: `kv`, `kv_meta`,
+//! `kv_outcomes`), created at the first open; a store of an unknown or newer format is refused
+//! with [`kv_traits::BackendError::UnsupportedFormat`].
+//!
+//! - **Reads**: [`kv_traits::Backend::begin_read`] starts a `REPEATABLE READ READ ONLY`
+//!   transaction on a pooled connection and takes its snapshot at once: it sees every commit
+//!   finished before it began, of any process, and nothing later.
+//! - **Writes**: [`kv_traits::Backend::begin_write`] starts a `READ COMMITTED` transaction and
+//!   takes a transaction-scoped advisory lock whose key is derived from the schema
+//!   (`pg_advisory_xact_lock`). Write transactions of all processes using the store are
+//!   therefore serialized: commits are totally ordered, and each write transaction sees every
+//!   earlier commit. Within one process a mutex lets only one write transaction wait for the
+//!   lock (holding one connection). Puts and deletes are buffered in memory and sent at commit
+//!   in one statement, followed by `COMMIT`: two round trips, whatever the size.
+//! - **Dropping** a transaction rolls it back; its connection returns to the pool only after
+//!   the rollback succeeded, and is otherwise closed (the server then rolls back and releases
+//!   the lock).
+//! - **Durability** is the server's: a commit returns once PostgreSQL reports it committed
+//!   (durable with the default `synchronous_commit = on`).
+//! - **Unknown outcome**: if the connection is lost during `COMMIT`, the commit finds out on
+//!   another connection whether the transaction committed (each write transaction records a
+//!   random id in `kv_outcomes`): `Ok` when it did; [`kv_traits::BackendError::Io`] saying it
+//!   was verified NOT committed; or `Io` saying the outcome is UNKNOWN when that cannot be
+//!   found out. `Ok` is returned only when the commit is proven. The engine itself is not
+//!   poisoned (the next write transaction reads the database's state afresh); `kv-db` poisons
+//!   its `Db` on any non-conflict commit error.
+//! - **Errors**: SQLSTATE `40001`/`40P01` become [`kv_traits::BackendError::Conflict`],
+//!   everything else [`kv_traits::BackendError::Io`] with a message naming the problem (never
+//!   the password).
+//! - **Close**: [`kv_traits::Backend::close`] closes the pool; later transactions fail with
+//!   [`kv_traits::BackendError::Closed`].
+//!
+//! ```no_run
+//! use kv_engine_postgres::{PostgresBackend, PostgresOptions};
+//! use kv_traits::Backend;
+//!
+//! # async fn example() -> Result<(), kv_traits::BackendError> {
+//! let backend = PostgresBackend::connect(
+//!     "postgres://kv:secret@db.example:5432/kv?sslmode=verify-full",
+//!     PostgresOptions::default(),
+//! )
+//! .await?;
+//! let mut w = backend.begin_write().await?;
+//! w.put(b"a", b"1").await?;
+//! w.commit().await?;
+//! let mut r = backend.begin_read().await?;
+//! assert_eq!(r.get(b"a").await?, Some(b"1".to_vec()));
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+mod backend;
+mod conn;
+mod error;
+mod merge;
+mod options;
+pub mod outcome;
+mod schema;
+mod tls;
+mod txn;
+
+pub use backend::PostgresBackend;
+pub use options::PostgresOptions;
+pub use schema::FORMAT_VERSION;

@@ -1,0 +1,219 @@
+//! The tables, their SQL, and the format check at open.
+//!
+//! Format 1 is three tables in one schema:
+//!
+//! - `kv (k bytea PRIMARY KEY, v bytea NOT NULL)`: the keyspace. `bytea` compares with `memcmp`
+//!   and then by length, the unsigned bytewise order the [`kv_traits::Backend`] contract
+//!   requires, and the primary-key B-tree serves both ascending and descending range scans;
+//! - `kv_meta (key text PRIMARY KEY, value text NOT NULL)`: `format_version` = [`FORMAT_VERSION`];
+//! - `kv_outcomes (id bytea PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())`: one random id
+//!   per committed write transaction, kept for `PostgresOptions::outcome_retention`, to resolve
+//!   commits whose connection was lost (see `outcome.rs`).
+//!
+//! At open, under the schema's writer lock (so processes opening at once do not race): the
+//! schema and tables are created when none of the tables exist; a store of this format is used
+//! as it is; a newer or unknown `format_version` is refused with
+//! [`BackendError::UnsupportedFormat`] and a schema holding some of the tables but no
+//! `kv_meta` with [`BackendError::Corrupt`], both without modifying anything.
+
+use kv_traits::BackendError;
+use tokio_postgres::Client;
+
+use crate::error::pg_err;
+
+/// The format version this build writes and reads (`kv_meta.format_version`).
+pub const FORMAT_VERSION: u64 = 1;
+
+const TABLES: [&str; 3] = ["kv", "kv_meta", "kv_outcomes"];
+
+/// The qualified table names of one store, the SQL built from them, and its writer lock key.
+#[derive(Debug)]
+pub(crate) struct Names {
+    pub schema: String,
+    pub meta: String,
+    pub outcomes: String,
+    /// The `pg_advisory_xact_lock` key serializing this store's write transactions.
+    pub lock_key: i64,
+    pub get: String,
+    pub scan_asc: String,
+    pub scan_desc: String,
+    pub commit: String,
+    pub commit_and_purge: String,
+    pub probe: String,
+}
+
+impl Names {
+    pub fn new(schema: &str) -> Names {
+        let s = quote_ident(schema);
+        let kv = format!("{s}.kv");
+        let meta = format!("{s}.kv_meta");
+        let outcomes = format!("{s}.kv_outcomes");
+        let writes = format!(
+            "WITH up AS (INSERT INTO {kv} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+             ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v), \
+             del AS (DELETE FROM {kv} WHERE k = ANY($3::bytea[]))"
+        );
+        Names {
+            schema: schema.to_string(),
+            get: format!("SELECT v FROM {kv} WHERE k = $1"),
+            scan_asc: format!(
+                "SELECT k, v FROM {kv} WHERE k >= $1 AND k < $2 ORDER BY k ASC LIMIT $3"
+            ),
+            scan_desc: format!(
+                "SELECT k, v FROM {kv} WHERE k >= $1 AND k < $2 ORDER BY k DESC LIMIT $3"
+            ),
+            commit: format!("{writes} INSERT INTO {outcomes} (id) VALUES ($4)"),
+            commit_and_purge: format!(
+                "{writes}, purge AS (DELETE FROM {outcomes} WHERE at < now() - \
+                 make_interval(secs => $5::float8)) INSERT INTO {outcomes} (id) VALUES ($4)"
+            ),
+            probe: format!(
+                "INSERT INTO {outcomes} (id) VALUES ($1) ON CONFLICT (id) DO NOTHING RETURNING 1"
+            ),
+            lock_key: lock_key(schema),
+            meta,
+            outcomes,
+        }
+    }
+}
+
+/// `ident` as a quoted SQL identifier.
+pub(crate) fn quote_ident(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// The writer lock key of a schema: FNV-1a of a fixed prefix and the schema name, so stores in
+/// different schemas of one database do not serialize each other's writes.
+fn lock_key(schema: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in b"kv-engine-postgres writer\0"
+        .iter()
+        .chain(schema.as_bytes())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h as i64
+}
+
+/// Creates or checks the store in `schema` (see the module docs). Runs its own transaction on
+/// `client`; on error the caller discards the connection.
+pub(crate) async fn open(client: &Client, names: &Names) -> Result<(), BackendError> {
+    let what = "opening the store";
+    client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({})",
+            names.lock_key
+        ))
+        .await
+        .map_err(|e| pg_err(what, &e))?;
+    let present: Vec<String> = client
+        .query(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = ANY($2::text[])",
+            &[&names.schema, &&TABLES[..]],
+        )
+        .await
+        .map_err(|e| pg_err(what, &e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if present.iter().any(|t| t == "kv_meta") {
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT value FROM {} WHERE key = 'format_version'",
+                    names.meta
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| pg_err(what, &e))?;
+        let Some(row) = row else {
+            return Err(BackendError::Corrupt(format!(
+                "{} has no format_version row; not a kv-engine-postgres store",
+                names.meta
+            )));
+        };
+        let text: String = row.get(0);
+        let found: u64 = text.trim().parse().map_err(|_| {
+            BackendError::Corrupt(format!(
+                "{} holds an unreadable format_version {text:?}",
+                names.meta
+            ))
+        })?;
+        // Future format versions add migrations from older versions here.
+        if found != FORMAT_VERSION {
+            return Err(BackendError::UnsupportedFormat {
+                found,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if present.len() != TABLES.len() {
+            return Err(BackendError::Corrupt(format!(
+                "schema {:?} has {} but not all of {TABLES:?}",
+                names.schema,
+                present.join(", ")
+            )));
+        }
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| pg_err(what, &e))?;
+        return Ok(());
+    }
+    if !present.is_empty() {
+        return Err(BackendError::Corrupt(format!(
+            "schema {:?} has table(s) {} but no kv_meta: not a kv-engine-postgres store; \
+             refusing to use it",
+            names.schema,
+            present.join(", ")
+        )));
+    }
+    let schema_exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_namespace WHERE nspname = $1",
+            &[&names.schema],
+        )
+        .await
+        .map_err(|e| pg_err(what, &e))?
+        .is_some();
+    let s = quote_ident(&names.schema);
+    let mut ddl = String::new();
+    if !schema_exists {
+        ddl.push_str(&format!("CREATE SCHEMA {s};"));
+    }
+    ddl.push_str(&format!(
+        "CREATE TABLE {s}.kv (k bytea PRIMARY KEY, v bytea NOT NULL);
+         CREATE TABLE {s}.kv_outcomes (id bytea PRIMARY KEY, at timestamptz NOT NULL DEFAULT now());
+         CREATE INDEX ON {s}.kv_outcomes (at);
+         CREATE TABLE {s}.kv_meta (key text PRIMARY KEY, value text NOT NULL);
+         INSERT INTO {s}.kv_meta (key, value) VALUES ('format_version', '{FORMAT_VERSION}');
+         COMMIT;"
+    ));
+    client
+        .batch_execute(&ddl)
+        .await
+        .map_err(|e| pg_err("creating the store's tables", &e))?;
+    tracing::info!(
+        schema = %names.schema,
+        format = FORMAT_VERSION,
+        "initialized a new kv-engine-postgres store"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted_and_keys_differ_per_schema() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_ne!(lock_key("a"), lock_key("b"));
+        assert_eq!(lock_key("a"), lock_key("a"));
+        let n = Names::new("my schema");
+        assert_eq!(n.meta, "\"my schema\".kv_meta");
+        assert!(n.scan_desc.contains("ORDER BY k DESC"));
+    }
+}
