@@ -31,7 +31,7 @@ pub mod versionstamp;
 pub use backend::{Backend, KvPair, ReadTxn, WriteTxn};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use database::{Database, WatchStream};
-pub use error::{BackendError, KvError};
+pub use error::{BackendError, Cause, KvError};
 pub use limits::{LimitError, Limits};
 pub use types::*;
 pub use value::{KvValue, ValueEncoding, ValueError};
