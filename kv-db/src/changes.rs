@@ -107,7 +107,7 @@ pub(crate) fn encode_batch(timestamp_ms: u64, version: u64, changes: &[KeyChange
 }
 
 fn corrupt(what: &str) -> BackendError {
-    BackendError::Corrupt(format!("change log: {what}"))
+    BackendError::Corrupt(format!("change log: {what}").into())
 }
 
 fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], BackendError> {

@@ -42,7 +42,7 @@ pub const META_CHANGE_LOG_SINCE: &[u8] = b"\x00c";
 pub const META_IMPORTED: &[u8] = b"\x00i";
 
 fn corrupt(what: &str) -> BackendError {
-    BackendError::Corrupt(what.to_string())
+    BackendError::Corrupt(what.into())
 }
 
 /// `prefix ‖ key`.
@@ -120,7 +120,7 @@ impl Record {
         let encoding = b[0] as i32;
         b.drain(..19);
         let value = KvValue::from_encoded(encoding, b)
-            .map_err(|e| BackendError::Corrupt(format!("stored value: {e}")))?;
+            .map_err(|e| BackendError::Corrupt(format!("stored value: {e}").into()))?;
         Ok(Record {
             value,
             versionstamp,

@@ -114,7 +114,7 @@ async fn failed_commit_poisons_the_database() {
     backend.faults().disarm(Fault::CommitBefore);
     let err = db.atomic_write(w()).await.unwrap_err();
     assert!(
-        matches!(err, KvError::Backend(BackendError::Poisoned(ref m)) if m.contains("injected")),
+        matches!(err, KvError::Backend(BackendError::Poisoned(ref m)) if m.message().contains("injected")),
         "{err}"
     );
     // Reads still work.

@@ -29,7 +29,7 @@ async fn main() -> Result<(), BackendError> {
     let dir = std::env::args().nth(1).map(std::path::PathBuf::from);
     let tmp = std::env::temp_dir().join(format!("kv-sqlite-throughput-{}", std::process::id()));
     let dir = dir.unwrap_or(tmp);
-    std::fs::create_dir_all(&dir).map_err(|e| BackendError::Io(e.to_string()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| BackendError::Io(e.to_string().into()))?;
     let path = dir.join("bench.sqlite3");
     let _ = std::fs::remove_file(&path);
     let b = Arc::new(SqliteBackend::open(&path, SqliteOptions::default())?);
@@ -86,7 +86,9 @@ async fn main() -> Result<(), BackendError> {
         }
         let mut total = 0;
         for h in handles {
-            total += h.await.map_err(|e| BackendError::Io(e.to_string()))??;
+            total += h
+                .await
+                .map_err(|e| BackendError::Io(e.to_string().into()))??;
         }
         println!(
             "snapshot point reads, {tasks} tasks: {:.0}/s",
@@ -96,7 +98,7 @@ async fn main() -> Result<(), BackendError> {
     b.close().await?;
     db_level(&dir)
         .await
-        .map_err(|e| BackendError::Io(e.to_string()))?;
+        .map_err(|e| BackendError::Io(e.to_string().into()))?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

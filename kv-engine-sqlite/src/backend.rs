@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
 
 use async_trait::async_trait;
-use kv_traits::{Backend, BackendError, KvPair, ReadTxn, WriteTxn};
+use kv_traits::{Backend, BackendError, Cause, KvPair, ReadTxn, WriteTxn};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
@@ -51,7 +51,8 @@ struct Shared {
     options: SqliteOptions,
     writer: Arc<AsyncMutex<WriterSlot>>,
     idle_readers: StdMutex<Vec<Connection>>,
-    poison: StdMutex<Option<String>>,
+    /// The error that poisoned the engine, with its typed source (kept for `Poisoned`).
+    poison: StdMutex<Option<Cause>>,
     closed: AtomicBool,
 }
 
@@ -142,10 +143,13 @@ impl SqliteBackend {
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(sql_err)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(BackendError::Io(format!(
-                "could not switch {} to WAL mode (journal_mode is {mode})",
-                path.display()
-            )));
+            return Err(BackendError::Io(
+                format!(
+                    "could not switch {} to WAL mode (journal_mode is {mode})",
+                    path.display()
+                )
+                .into(),
+            ));
         }
         writer
             .pragma_update(None, "synchronous", options.durability.synchronous_pragma())
@@ -200,7 +204,9 @@ impl SqliteBackend {
     /// The error that poisoned the engine, if a commit failed; writes are refused until the
     /// database is reopened.
     pub fn poisoned(&self) -> Option<String> {
-        lock(&self.shared.poison).clone()
+        lock(&self.shared.poison)
+            .as_ref()
+            .map(|cause| cause.message().to_owned())
     }
 
     /// Whether [`Backend::close`] has been called.
@@ -232,16 +238,16 @@ impl Shared {
     fn check_writable(&self) -> Result<(), BackendError> {
         self.check_open()?;
         match &*lock(&self.poison) {
-            Some(msg) => Err(BackendError::Poisoned(msg.clone())),
+            Some(cause) => Err(BackendError::Poisoned(cause.clone())),
             None => Ok(()),
         }
     }
 
-    fn set_poison(&self, msg: &str) {
+    fn set_poison(&self, cause: Cause) {
         let mut p = lock(&self.poison);
         if p.is_none() {
-            tracing::error!(path = %self.path.display(), error = msg, "SQLite backend poisoned; writes are refused until it is reopened");
-            *p = Some(msg.to_string());
+            tracing::error!(path = %self.path.display(), error = %cause, "SQLite backend poisoned; writes are refused until it is reopened");
+            *p = Some(cause);
         }
     }
 
@@ -303,12 +309,15 @@ impl Backend for SqliteBackend {
         if !conn.is_autocommit() {
             // Left open by a commit task that never ran (runtime shutdown): discard it.
             conn.execute_batch("ROLLBACK").map_err(|e| {
-                let msg = format!(
-                    "could not roll back an abandoned transaction: {}",
-                    error_text(&e)
+                let cause = Cause::with_source(
+                    format!(
+                        "could not roll back an abandoned transaction: {}",
+                        error_text(&e)
+                    ),
+                    e,
                 );
-                self.shared.set_poison(&msg);
-                BackendError::Io(msg)
+                self.shared.set_poison(cause.clone());
+                BackendError::Io(cause)
             })?;
         }
         exec_cached(conn, "BEGIN IMMEDIATE").map_err(sql_err)?;
@@ -329,7 +338,9 @@ impl Backend for SqliteBackend {
         let path = self.shared.path.clone();
         tokio::task::spawn_blocking(move || close_blocking(&path, writer, readers))
             .await
-            .map_err(|e| BackendError::Io(format!("close task failed: {e}")))?
+            .map_err(|e| {
+                BackendError::Io(Cause::with_source(format!("close task failed: {e}"), e))
+            })?
     }
 }
 
@@ -420,8 +431,8 @@ struct SqliteWriteTxn {
     guard: Option<OwnedMutexGuard<WriterSlot>>,
     shared: Arc<Shared>,
     /// Set by the first failed statement: SQLite may have rolled the transaction back already,
-    /// so nothing more may run in it.
-    failed: Option<String>,
+    /// so nothing more may run in it. Kept as the source of the errors that follow.
+    failed: Option<BackendError>,
 }
 
 impl SqliteWriteTxn {
@@ -429,9 +440,10 @@ impl SqliteWriteTxn {
         &mut self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, BackendError> {
-        if let Some(msg) = &self.failed {
-            return Err(BackendError::Io(format!(
-                "the write transaction already failed: {msg}"
+        if let Some(failed) = &self.failed {
+            return Err(BackendError::Io(Cause::with_source(
+                format!("the write transaction already failed: {failed}"),
+                failed.clone(),
             )));
         }
         let conn = self
@@ -441,7 +453,7 @@ impl SqliteWriteTxn {
             .ok_or(BackendError::Closed)?;
         f(conn).map_err(|e| {
             let err = sql_err(e);
-            self.failed = Some(err.to_string());
+            self.failed = Some(err.clone());
             err
         })
     }
@@ -457,9 +469,12 @@ impl Drop for SqliteWriteTxn {
         };
         if !conn.is_autocommit() {
             if let Err(e) = exec_cached(conn, "ROLLBACK") {
-                self.shared.set_poison(&format!(
-                    "rolling back a write transaction failed: {}",
-                    error_text(&e)
+                self.shared.set_poison(Cause::with_source(
+                    format!(
+                        "rolling back a write transaction failed: {}",
+                        error_text(&e)
+                    ),
+                    e,
                 ));
             }
         }
@@ -500,10 +515,11 @@ impl WriteTxn for SqliteWriteTxn {
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), BackendError> {
-        if let Some(msg) = &self.failed {
+        if let Some(failed) = &self.failed {
             // Drop rolls back whatever SQLite has not rolled back already.
-            return Err(BackendError::Io(format!(
-                "cannot commit a write transaction that failed: {msg}"
+            return Err(BackendError::Io(Cause::with_source(
+                format!("cannot commit a write transaction that failed: {failed}"),
+                failed.clone(),
             )));
         }
         let guard = self.guard.take().ok_or(BackendError::Closed)?;
@@ -514,9 +530,9 @@ impl WriteTxn for SqliteWriteTxn {
         match tokio::task::spawn_blocking(move || commit_blocking(guard, &shared)).await {
             Ok(result) => result,
             Err(e) => {
-                let msg = format!("commit task failed: {e}");
-                self.shared.set_poison(&msg);
-                Err(BackendError::Io(msg))
+                let cause = Cause::with_source(format!("commit task failed: {e}"), e);
+                self.shared.set_poison(cause.clone());
+                Err(BackendError::Io(cause))
             }
         }
     }
@@ -535,14 +551,17 @@ fn commit_blocking(
     match exec_cached(conn, "COMMIT") {
         Ok(()) => Ok(()),
         Err(e) => {
-            let msg = error_text(&e);
-            shared.set_poison(&msg);
+            // The poison keeps the SQLite error (message and source) of the failed COMMIT.
+            let err = sql_err(e);
+            if let Some(cause) = err.cause() {
+                shared.set_poison(cause.clone());
+            }
             if !conn.is_autocommit() {
                 if let Err(e) = conn.execute_batch("ROLLBACK") {
                     tracing::error!(error = %e, "rollback after a failed commit failed");
                 }
             }
-            Err(sql_err(e))
+            Err(err)
         }
     }
 }

@@ -43,10 +43,13 @@ pub(crate) fn inspect(conn: &Connection) -> Result<FileState, BackendError> {
         return Ok(FileState::Empty);
     }
     if app_id != APPLICATION_ID {
-        return Err(BackendError::Corrupt(format!(
-            "not a kv-engine-sqlite database (application_id {app_id:#010x}, expected \
+        return Err(BackendError::Corrupt(
+            format!(
+                "not a kv-engine-sqlite database (application_id {app_id:#010x}, expected \
              {APPLICATION_ID:#010x}, {objects} schema objects); refusing to open it"
-        )));
+            )
+            .into(),
+        ));
     }
     // Future format versions add migrations from older versions here.
     match u64::try_from(version) {
@@ -55,9 +58,9 @@ pub(crate) fn inspect(conn: &Connection) -> Result<FileState, BackendError> {
             found,
             supported: FORMAT_VERSION,
         }),
-        Err(_) => Err(BackendError::Corrupt(format!(
-            "negative format version {version} in a kv-engine-sqlite database"
-        ))),
+        Err(_) => Err(BackendError::Corrupt(
+            format!("negative format version {version} in a kv-engine-sqlite database").into(),
+        )),
     }
 }
 
@@ -117,6 +120,8 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE other (x)").unwrap();
         let err = inspect(&conn).unwrap_err();
-        assert!(matches!(err, BackendError::Corrupt(m) if m.contains("not a kv-engine-sqlite")));
+        assert!(
+            matches!(err, BackendError::Corrupt(m) if m.message().contains("not a kv-engine-sqlite"))
+        );
     }
 }

@@ -93,7 +93,7 @@ async fn other_files_are_refused() {
     }
     let err = SqliteBackend::open(&foreign, SqliteOptions::default()).unwrap_err();
     assert!(
-        matches!(&err, BackendError::Corrupt(m) if m.contains("not a kv-engine-sqlite database")),
+        matches!(&err, BackendError::Corrupt(m) if m.message().contains("not a kv-engine-sqlite database")),
         "{err}"
     );
 
@@ -102,6 +102,12 @@ async fn other_files_are_refused() {
     std::fs::write(&garbage, vec![0x5au8; 8192]).unwrap();
     let err = SqliteBackend::open(&garbage, SqliteOptions::default()).unwrap_err();
     assert!(matches!(err, BackendError::Corrupt(_)), "{err}");
+    // The source chain reaches SQLite's own error.
+    let source = std::error::Error::source(&err).expect("a source");
+    assert!(
+        source.downcast_ref::<rusqlite::Error>().is_some(),
+        "{source:?}"
+    );
     assert_eq!(std::fs::read(&garbage).unwrap(), vec![0x5au8; 8192]);
 
     // A directory that does not exist.

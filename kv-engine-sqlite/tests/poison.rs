@@ -59,7 +59,15 @@ async fn poison_child() {
     assert!(err.to_string().contains(&original), "{err} / {original}");
     for _ in 0..2 {
         match b.begin_write().await {
-            Err(BackendError::Poisoned(msg)) => assert_eq!(msg, original),
+            Err(err @ BackendError::Poisoned(_)) => {
+                assert!(matches!(&err, BackendError::Poisoned(msg) if *msg == original));
+                // The poison keeps the failed COMMIT's SQLite error as the source.
+                let source = std::error::Error::source(&err).expect("a source");
+                assert!(
+                    source.downcast_ref::<rusqlite::Error>().is_some(),
+                    "{source:?}"
+                );
+            }
             Err(other) => panic!("expected Poisoned, got {other:?}"),
             Ok(_) => panic!("expected Poisoned, got a write transaction"),
         }

@@ -115,7 +115,7 @@ impl Writer {
 
     async fn run_batch(&mut self, batch: Vec<Op>) {
         if let Some(p) = &self.poisoned {
-            let e = BackendError::Poisoned(p.to_string());
+            let e = BackendError::Poisoned(p.to_string().into());
             for op in batch {
                 op.fail(KvError::Backend(e.clone()));
             }
@@ -145,7 +145,7 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "write batch failed");
                 let answer = match &e {
-                    BackendError::UnknownOutcome(m) => KvError::UnknownOutcome(m.clone()),
+                    BackendError::UnknownOutcome(m) => KvError::UnknownOutcome(m.to_string()),
                     other => KvError::Backend(other.clone()),
                 };
                 for a in applied {
@@ -302,7 +302,7 @@ impl Writer {
                 tracing::error!(error = %e, "commit failed; database poisoned");
                 let reason = match &e {
                     BackendError::Poisoned(s) => s.clone(),
-                    other => other.to_string(),
+                    other => other.to_string().into(),
                 };
                 self.poisoned = Some(BackendError::Poisoned(reason));
                 return Err(e);
