@@ -10,43 +10,62 @@
 //! - corruption, and a file that is not a redb database, become [`BackendError::Corrupt`];
 //! - a file needing a redb format upgrade becomes [`BackendError::UnsupportedFormat`];
 //! - everything else (I/O, lock conflicts, internal errors) becomes [`BackendError::Io`].
+//!
+//! The redb error itself is kept as the [`std::error::Error::source`] of the result (for a
+//! layered error, the innermost [`StorageError`] when that is what decided the variant).
 
-use kv_traits::BackendError;
-use redb::{CommitError, DatabaseError, StorageError, TableError, TransactionError};
+use kv_traits::{BackendError, Cause};
+use redb::{
+    CommitError, DatabaseError, SetDurabilityError, StorageError, TableError, TransactionError,
+};
 
 /// The redb file format version that redb 4.x reads and writes.
 const REDB_FILE_FORMAT: u64 = 3;
 
+/// A cause whose message is the error's text and whose source is the error.
+fn cause(error: impl std::error::Error + Send + Sync + 'static) -> Cause {
+    Cause::with_source(error.to_string(), error)
+}
+
 pub(crate) fn storage_error(error: StorageError) -> BackendError {
     match error {
-        StorageError::Corrupted(message) => BackendError::Corrupt(message),
+        StorageError::Corrupted(message) => BackendError::Corrupt(Cause::with_source(
+            message.clone(),
+            StorageError::Corrupted(message),
+        )),
         StorageError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
-            BackendError::Corrupt(format!("not a readable redb file: {io}"))
+            BackendError::Corrupt(Cause::with_source(
+                format!("not a readable redb file: {io}"),
+                StorageError::Io(io),
+            ))
         }
-        StorageError::PreviousIo => BackendError::Poisoned(StorageError::PreviousIo.to_string()),
+        StorageError::PreviousIo => BackendError::Poisoned(cause(StorageError::PreviousIo)),
         StorageError::DatabaseClosed => BackendError::Closed,
-        other => BackendError::Io(other.to_string()),
+        other => BackendError::Io(cause(other)),
     }
 }
 
 pub(crate) fn transaction_error(error: TransactionError) -> BackendError {
     match error {
         TransactionError::Storage(storage) => storage_error(storage),
-        other => BackendError::Io(other.to_string()),
+        other => BackendError::Io(cause(other)),
     }
 }
 
 pub(crate) fn table_error(error: TableError) -> BackendError {
     match error {
         TableError::Storage(storage) => storage_error(storage),
-        other => BackendError::Corrupt(format!("cannot open table: {other}")),
+        other => BackendError::Corrupt(Cause::with_source(
+            format!("cannot open table: {other}"),
+            other,
+        )),
     }
 }
 
 pub(crate) fn commit_error(error: CommitError) -> BackendError {
     match error {
         CommitError::Storage(storage) => storage_error(storage),
-        other => BackendError::Io(other.to_string()),
+        other => BackendError::Io(cause(other)),
     }
 }
 
@@ -57,12 +76,19 @@ pub(crate) fn database_error(error: DatabaseError) -> BackendError {
             found: u64::from(found),
             supported: REDB_FILE_FORMAT,
         },
-        DatabaseError::DatabaseAlreadyOpen => BackendError::Io(format!(
-            "{} (another handle or process has the file open)",
-            DatabaseError::DatabaseAlreadyOpen
+        DatabaseError::DatabaseAlreadyOpen => BackendError::Io(Cause::with_source(
+            format!(
+                "{} (another handle or process has the file open)",
+                DatabaseError::DatabaseAlreadyOpen
+            ),
+            DatabaseError::DatabaseAlreadyOpen,
         )),
-        other => BackendError::Io(other.to_string()),
+        other => BackendError::Io(cause(other)),
     }
+}
+
+pub(crate) fn durability_error(error: SetDurabilityError) -> BackendError {
+    BackendError::Io(cause(error))
 }
 
 #[cfg(test)]
@@ -98,7 +124,7 @@ mod tests {
         ));
         let io = std::io::Error::other("disk on fire");
         assert!(
-            matches!(storage_error(StorageError::Io(io)), BackendError::Io(m) if m.contains("disk on fire"))
+            matches!(storage_error(StorageError::Io(io)), BackendError::Io(m) if m.message().contains("disk on fire"))
         );
     }
 
@@ -115,5 +141,44 @@ mod tests {
             database_error(DatabaseError::DatabaseAlreadyOpen),
             BackendError::Io(_)
         ));
+    }
+
+    /// The redb error that `err`'s source chain reaches first, as `E`.
+    fn native<E: std::error::Error + 'static>(err: &BackendError) -> &E {
+        let source = std::error::Error::source(err).expect("a source");
+        source
+            .downcast_ref::<E>()
+            .unwrap_or_else(|| panic!("source is not the redb error: {source:?}"))
+    }
+
+    #[test]
+    fn sources_are_the_redb_errors() {
+        let io = std::io::Error::other("disk on fire");
+        let err = storage_error(StorageError::Io(io));
+        assert!(
+            matches!(native::<StorageError>(&err), StorageError::Io(io) if io.to_string() == "disk on fire")
+        );
+        let err = storage_error(StorageError::Corrupted("bad page".into()));
+        assert!(
+            matches!(native::<StorageError>(&err), StorageError::Corrupted(m) if m == "bad page")
+        );
+        let err = transaction_error(TransactionError::Storage(StorageError::PreviousIo));
+        assert!(matches!(
+            native::<StorageError>(&err),
+            StorageError::PreviousIo
+        ));
+        let err = database_error(DatabaseError::DatabaseAlreadyOpen);
+        assert!(matches!(
+            native::<DatabaseError>(&err),
+            DatabaseError::DatabaseAlreadyOpen
+        ));
+        let err = durability_error(SetDurabilityError::PersistentSavepointModified);
+        assert!(matches!(
+            native::<SetDurabilityError>(&err),
+            SetDurabilityError::PersistentSavepointModified
+        ));
+        let kv = kv_traits::KvError::from(storage_error(StorageError::PreviousIo));
+        let source = std::error::Error::source(&kv).expect("a source");
+        assert!(source.downcast_ref::<StorageError>().is_some());
     }
 }

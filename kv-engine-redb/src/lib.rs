@@ -10,7 +10,8 @@
 //! - Commits are durable by default ([`RedbDurability::Immediate`]); [`RedbDurability::None`] is
 //!   an explicit opt-in for speed over crash safety.
 //! - If a commit fails, the engine is poisoned: every later `begin_write` fails with
-//!   [`BackendError::Poisoned`] carrying the original error, until the file is reopened.
+//!   [`BackendError::Poisoned`] carrying the original error (its message, and redb's error as
+//!   the source), until the file is reopened.
 //! - The file records this crate's format version in a `meta` table; a file of an unknown or
 //!   newer version is refused with [`BackendError::UnsupportedFormat`].
 //!
@@ -55,14 +56,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use async_trait::async_trait;
-use kv_traits::{Backend, BackendError, KvPair, ReadTxn, WriteTxn};
+use kv_traits::{Backend, BackendError, Cause, KvPair, ReadTxn, WriteTxn};
 use redb::{
     Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, StorageBackend,
     TableDefinition, WriteTransaction,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use error::{commit_error, database_error, storage_error, table_error, transaction_error};
+use error::{
+    commit_error, database_error, durability_error, storage_error, table_error, transaction_error,
+};
 
 /// The redb version this crate is built on, for naming [`StorageBackend`] and its error types.
 pub use redb;
@@ -113,8 +116,8 @@ struct Inner {
     db: RwLock<Option<Arc<Database>>>,
     /// One permit: the right to hold the write transaction. Closed by [`Backend::close`].
     writer: Arc<Semaphore>,
-    /// Set when a commit failed: the text of the original error.
-    poison: Mutex<Option<String>>,
+    /// Set when a commit failed: the original error (message and typed source).
+    poison: Mutex<Option<Cause>>,
     closed: AtomicBool,
     durability: Durability,
 }
@@ -131,7 +134,7 @@ impl Inner {
             .ok_or(BackendError::Closed)
     }
 
-    fn poison_message(&self) -> Option<String> {
+    fn poison_cause(&self) -> Option<Cause> {
         self.poison
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -139,20 +142,20 @@ impl Inner {
     }
 
     /// Marks the engine poisoned, keeping the first error.
-    fn set_poison(&self, message: &str) {
+    fn set_poison(&self, cause: &Cause) {
         let mut poison = self.poison.lock().unwrap_or_else(PoisonError::into_inner);
         if poison.is_none() {
             tracing::error!(
-                error = message,
+                error = %cause,
                 "redb commit failed; the engine refuses further writes until reopened"
             );
-            *poison = Some(message.to_string());
+            *poison = Some(cause.clone());
         }
     }
 
     fn check_poison(&self) -> Result<(), BackendError> {
-        match self.poison_message() {
-            Some(message) => Err(BackendError::Poisoned(message)),
+        match self.poison_cause() {
+            Some(cause) => Err(BackendError::Poisoned(cause)),
             None => Ok(()),
         }
     }
@@ -161,13 +164,13 @@ impl Inner {
     /// error when we saw it, and records the poisoning.
     fn escalate(&self, error: BackendError) -> BackendError {
         match error {
-            BackendError::Poisoned(redb_text) => {
-                let original = self.poison_message();
+            BackendError::Poisoned(redb_cause) => {
+                let original = self.poison_cause();
                 match original {
-                    Some(message) => BackendError::Poisoned(message),
+                    Some(cause) => BackendError::Poisoned(cause),
                     None => {
-                        self.set_poison(&redb_text);
-                        BackendError::Poisoned(redb_text)
+                        self.set_poison(&redb_cause);
+                        BackendError::Poisoned(redb_cause)
                     }
                 }
             }
@@ -220,7 +223,7 @@ impl RedbBackend {
 
     /// The error that poisoned the engine, if a commit has failed.
     pub fn poisoned(&self) -> Option<String> {
-        self.inner.poison_message()
+        self.inner.poison_cause().map(Cause::into_message)
     }
 }
 
@@ -236,7 +239,7 @@ fn builder(options: &RedbOptions) -> redb::Builder {
 fn init_format(db: &Database) -> Result<(), BackendError> {
     let mut txn = db.begin_write().map_err(transaction_error)?;
     txn.set_durability(Durability::Immediate)
-        .map_err(|e| BackendError::Io(e.to_string()))?;
+        .map_err(durability_error)?;
     let stored = {
         let meta = txn.open_table(META).map_err(table_error)?;
         let stored = meta.get(FORMAT_KEY).map_err(storage_error)?;
@@ -253,7 +256,7 @@ fn init_format(db: &Database) -> Result<(), BackendError> {
                 let data = txn.open_table(DATA).map_err(table_error)?;
                 if !redb::ReadableTableMetadata::is_empty(&data).map_err(storage_error)? {
                     return Err(BackendError::Corrupt(
-                        "the key-value table has data but no format version".to_string(),
+                        "the key-value table has data but no format version".into(),
                     ));
                 }
                 let mut meta = txn.open_table(META).map_err(table_error)?;
@@ -408,19 +411,22 @@ impl WriteTxn for RedbWriteTxn {
         let error = match outcome {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(e)) => commit_error(e),
-            Err(join) => BackendError::Io(format!("commit task failed: {join}")),
+            Err(join) => BackendError::Io(Cause::with_source(
+                format!("commit task failed: {join}"),
+                join,
+            )),
         };
         match error {
             BackendError::Closed => Err(BackendError::Closed),
             BackendError::Poisoned(_) => Err(inner.escalate(error)),
-            BackendError::Io(message)
-            | BackendError::Corrupt(message)
-            | BackendError::Conflict(message) => {
-                inner.set_poison(&message);
-                Err(BackendError::Io(message))
+            BackendError::Io(cause)
+            | BackendError::Corrupt(cause)
+            | BackendError::Conflict(cause) => {
+                inner.set_poison(&cause);
+                Err(BackendError::Io(cause))
             }
             other => {
-                inner.set_poison(&other.to_string());
+                inner.set_poison(&Cause::with_source(other.to_string(), other.clone()));
                 Err(other)
             }
         }
@@ -464,14 +470,19 @@ impl Backend for RedbBackend {
             Err(redb::TransactionError::WouldBlock) => {
                 tokio::task::spawn_blocking(move || db.begin_write())
                     .await
-                    .map_err(|join| BackendError::Io(format!("begin_write task failed: {join}")))?
+                    .map_err(|join| {
+                        BackendError::Io(Cause::with_source(
+                            format!("begin_write task failed: {join}"),
+                            join,
+                        ))
+                    })?
                     .map_err(transaction_error)
                     .map_err(|e| inner.escalate(e))?
             }
             Err(e) => return Err(inner.escalate(transaction_error(e))),
         };
         txn.set_durability(inner.durability)
-            .map_err(|e| BackendError::Io(e.to_string()))?;
+            .map_err(durability_error)?;
         let open = OpenWrite::try_new(txn, |txn| txn.open_table(DATA))
             .map_err(table_error)
             .map_err(|e| inner.escalate(e))?;
@@ -505,7 +516,12 @@ impl Backend for RedbBackend {
             Err(_shared) => Ok(()),
         })
         .await
-        .map_err(|join| BackendError::Io(format!("close task failed: {join}")))?;
+        .map_err(|join| {
+            BackendError::Io(Cause::with_source(
+                format!("close task failed: {join}"),
+                join,
+            ))
+        })?;
         tracing::debug!("closed redb database");
         result
     }

@@ -86,7 +86,7 @@ async fn a_file_open_elsewhere_is_refused() {
     let db = open(&path);
     let err = RedbBackend::open(&path, RedbOptions::default()).unwrap_err();
     assert!(
-        matches!(err, BackendError::Io(ref m) if m.contains("already open")),
+        matches!(err, BackendError::Io(ref m) if m.message().contains("already open")),
         "{err:?}"
     );
     db.close().await.unwrap();

@@ -34,7 +34,7 @@ async fn check_poisoned_by(fault: fn(&DiskFaults), what: &str) {
     fault(&faults);
     let err = w.commit().await.unwrap_err();
     assert!(
-        matches!(&err, BackendError::Io(m) if m.contains(what)),
+        matches!(&err, BackendError::Io(m) if m.message().contains(what)),
         "commit error: {err:?}"
     );
     assert!(db.poisoned().unwrap().contains(what));
@@ -43,7 +43,18 @@ async fn check_poisoned_by(fault: fn(&DiskFaults), what: &str) {
     faults.heal();
     for _ in 0..3 {
         match db.begin_write().await {
-            Err(BackendError::Poisoned(m)) => assert!(m.contains(what), "{m}"),
+            Err(err @ BackendError::Poisoned(_)) => {
+                assert!(
+                    matches!(&err, BackendError::Poisoned(m) if m.message().contains(what)),
+                    "{err}"
+                );
+                // The poison keeps redb's error of the failed commit as the source.
+                let source = std::error::Error::source(&err).expect("a source");
+                assert!(
+                    source.downcast_ref::<redb::StorageError>().is_some(),
+                    "{source:?}"
+                );
+            }
             other => panic!("expected Poisoned, got {:?}", other.err()),
         }
     }
@@ -55,7 +66,7 @@ async fn check_poisoned_by(fault: fn(&DiskFaults), what: &str) {
             Err(e) => assert!(matches!(e, BackendError::Poisoned(_)), "{e:?}"),
         },
         Err(e) => assert!(
-            matches!(e, BackendError::Poisoned(ref m) if m.contains(what)),
+            matches!(e, BackendError::Poisoned(ref m) if m.message().contains(what)),
             "{e:?}"
         ),
     }
