@@ -71,20 +71,25 @@ impl PostgresBackend {
             .wait_timeout(timeout)
             .recycle_timeout(timeout)
             .build()
-            .map_err(|e| BackendError::Io(format!("cannot create the connection pool: {e}")))?;
+            .map_err(|e| {
+                BackendError::Io(format!("cannot create the connection pool: {e}").into())
+            })?;
         let client = pool.get().await.map_err(|e| pool_err(&target, e))?;
         let schema = match &options.schema {
             Some(s) => s.clone(),
             None => client
                 .query_one("SELECT current_schema()::text", &[])
                 .await
-                .map_err(|e| pg_err("finding the current schema", &e))?
+                .map_err(|e| pg_err("finding the current schema", e))?
                 .get::<_, Option<String>>(0)
                 .ok_or_else(|| {
-                    BackendError::Io(format!(
+                    BackendError::Io(
+                        format!(
                         "user has no current schema on {target} (its search_path names no existing \
                          schema): set PostgresOptions::schema"
-                    ))
+                    )
+                        .into(),
+                    )
                 })?,
         };
         let names = Names::new(&schema);
@@ -157,7 +162,7 @@ impl Backend for PostgresBackend {
         conn.client()?
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1")
             .await
-            .map_err(|e| pg_err("starting a read transaction", &e))?;
+            .map_err(|e| pg_err("starting a read transaction", e))?;
         Ok(Box::new(PgReadTxn::new(conn, self.shared.clone())))
     }
 
@@ -177,7 +182,7 @@ impl Backend for PostgresBackend {
             .map_err(|e| {
                 pg_err(
                     "starting a write transaction (waiting for the writer lock)",
-                    &e,
+                    e,
                 )
             })?;
         Ok(Box::new(PgWriteTxn::new(conn, self.shared.clone())))
@@ -197,13 +202,19 @@ pub(crate) fn outcome_result(outcome: Outcome, cause: &str) -> Result<(), Backen
             tracing::warn!(%cause, "connection lost during COMMIT; verified that it committed");
             Ok(())
         }
-        Outcome::NotCommitted => Err(BackendError::Io(format!(
-            "connection lost during COMMIT ({cause}); verified that the transaction was NOT \
+        Outcome::NotCommitted => Err(BackendError::Io(
+            format!(
+                "connection lost during COMMIT ({cause}); verified that the transaction was NOT \
              committed (nothing was written)"
-        ))),
-        Outcome::Unknown(why) => Err(BackendError::Io(format!(
+            )
+            .into(),
+        )),
+        Outcome::Unknown(why) => Err(BackendError::Io(
+            format!(
             "connection lost during COMMIT ({cause}); the outcome is UNKNOWN: the transaction may \
              or may not have committed (resolving it failed: {why})"
-        ))),
+        )
+            .into(),
+        )),
     }
 }

@@ -81,10 +81,13 @@ impl ConnectSpec {
                         "verify-ca" => SslMode::VerifyCa,
                         "verify-full" => SslMode::VerifyFull,
                         other => {
-                            return Err(BackendError::Io(format!(
-                                "invalid PostgreSQL URL: unknown sslmode {other:?} (expected \
+                            return Err(BackendError::Io(
+                                format!(
+                                    "invalid PostgreSQL URL: unknown sslmode {other:?} (expected \
                                  disable, prefer, require, verify-ca or verify-full)"
-                            )))
+                                )
+                                .into(),
+                            ))
                         }
                     }
                 }
@@ -93,7 +96,7 @@ impl ConnectSpec {
         }
         let mut config: tokio_postgres::Config = rest
             .parse()
-            .map_err(|e| BackendError::Io(format!("invalid PostgreSQL URL: {e}")))?;
+            .map_err(|e| BackendError::Io(format!("invalid PostgreSQL URL: {e}").into()))?;
         if config.get_hosts().is_empty() {
             return Err(BackendError::Io(
                 "invalid PostgreSQL URL: no host (expected postgres://user:password@host:port/dbname)"

@@ -52,8 +52,9 @@ pub(crate) async fn resolve(pool: &Pool, names: &Names, id: &[u8]) -> Outcome {
             Ok(rows) if rows.is_empty() => return Outcome::Committed,
             Ok(_) => return Outcome::NotCommitted,
             Err(e) => {
-                last = pg_err("checking the commit outcome", &e).to_string();
-                if is_connection_error(&e) {
+                let lost = is_connection_error(&e);
+                last = pg_err("checking the commit outcome", e).to_string();
+                if lost {
                     drop(Object::take(obj));
                 }
             }

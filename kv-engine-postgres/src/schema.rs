@@ -106,7 +106,7 @@ pub(crate) async fn open(client: &Client, names: &Names) -> Result<(), BackendEr
             names.lock_key
         ))
         .await
-        .map_err(|e| pg_err(what, &e))?;
+        .map_err(|e| pg_err(what, e))?;
     let present: Vec<String> = client
         .query(
             "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -114,7 +114,7 @@ pub(crate) async fn open(client: &Client, names: &Names) -> Result<(), BackendEr
             &[&names.schema, &&TABLES[..]],
         )
         .await
-        .map_err(|e| pg_err(what, &e))?
+        .map_err(|e| pg_err(what, e))?
         .iter()
         .map(|r| r.get(0))
         .collect();
@@ -128,19 +128,21 @@ pub(crate) async fn open(client: &Client, names: &Names) -> Result<(), BackendEr
                 &[],
             )
             .await
-            .map_err(|e| pg_err(what, &e))?;
+            .map_err(|e| pg_err(what, e))?;
         let Some(row) = row else {
-            return Err(BackendError::Corrupt(format!(
-                "{} has no format_version row; not a kv-engine-postgres store",
-                names.meta
-            )));
+            return Err(BackendError::Corrupt(
+                format!(
+                    "{} has no format_version row; not a kv-engine-postgres store",
+                    names.meta
+                )
+                .into(),
+            ));
         };
         let text: String = row.get(0);
         let found: u64 = text.trim().parse().map_err(|_| {
-            BackendError::Corrupt(format!(
-                "{} holds an unreadable format_version {text:?}",
-                names.meta
-            ))
+            BackendError::Corrupt(
+                format!("{} holds an unreadable format_version {text:?}", names.meta).into(),
+            )
         })?;
         // Future format versions add migrations from older versions here.
         if found != FORMAT_VERSION {
@@ -150,25 +152,31 @@ pub(crate) async fn open(client: &Client, names: &Names) -> Result<(), BackendEr
             });
         }
         if present.len() != TABLES.len() {
-            return Err(BackendError::Corrupt(format!(
-                "schema {:?} has {} but not all of {TABLES:?}",
-                names.schema,
-                present.join(", ")
-            )));
+            return Err(BackendError::Corrupt(
+                format!(
+                    "schema {:?} has {} but not all of {TABLES:?}",
+                    names.schema,
+                    present.join(", ")
+                )
+                .into(),
+            ));
         }
         client
             .batch_execute("COMMIT")
             .await
-            .map_err(|e| pg_err(what, &e))?;
+            .map_err(|e| pg_err(what, e))?;
         return Ok(());
     }
     if !present.is_empty() {
-        return Err(BackendError::Corrupt(format!(
-            "schema {:?} has table(s) {} but no kv_meta: not a kv-engine-postgres store; \
+        return Err(BackendError::Corrupt(
+            format!(
+                "schema {:?} has table(s) {} but no kv_meta: not a kv-engine-postgres store; \
              refusing to use it",
-            names.schema,
-            present.join(", ")
-        )));
+                names.schema,
+                present.join(", ")
+            )
+            .into(),
+        ));
     }
     let schema_exists = client
         .query_opt(
@@ -176,7 +184,7 @@ pub(crate) async fn open(client: &Client, names: &Names) -> Result<(), BackendEr
             &[&names.schema],
         )
         .await
-        .map_err(|e| pg_err(what, &e))?
+        .map_err(|e| pg_err(what, e))?
         .is_some();
     let s = quote_ident(&names.schema);
     let mut ddl = String::new();
@@ -194,7 +202,7 @@ pub(crate) async fn open(client: &Client, names: &Names) -> Result<(), BackendEr
     client
         .batch_execute(&ddl)
         .await
-        .map_err(|e| pg_err("creating the store's tables", &e))?;
+        .map_err(|e| pg_err("creating the store's tables", e))?;
     tracing::info!(
         schema = %names.schema,
         format = FORMAT_VERSION,

@@ -30,7 +30,7 @@ pub(crate) fn connector(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| BackendError::Io(format!("cannot set up TLS: {e}")))?;
+        .map_err(|e| BackendError::Io(format!("cannot set up TLS: {e}").into()))?;
     let verifier: Arc<dyn ServerCertVerifier> = match mode {
         SslMode::Disable => return Ok(None),
         SslMode::Prefer | SslMode::Require => Arc::new(NoAuthentication(provider)),
@@ -38,7 +38,9 @@ pub(crate) fn connector(
             let roots = Arc::new(roots(root_cert)?);
             let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
                 .build()
-                .map_err(|e| BackendError::Io(format!("cannot set up TLS verification: {e}")))?;
+                .map_err(|e| {
+                    BackendError::Io(format!("cannot set up TLS verification: {e}").into())
+                })?;
             if mode == SslMode::VerifyCa {
                 Arc::new(AnyHostName(webpki))
             } else {
@@ -61,14 +63,15 @@ fn roots(root_cert: Option<&Path>) -> Result<RootCertStore, BackendError> {
             let certs = CertificateDer::pem_file_iter(path)
                 .and_then(|it| it.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| {
-                    BackendError::Io(format!("cannot read sslrootcert {}: {e}", path.display()))
+                    BackendError::Io(
+                        format!("cannot read sslrootcert {}: {e}", path.display()).into(),
+                    )
                 })?;
             let (added, _ignored) = store.add_parsable_certificates(certs);
             if added == 0 {
-                return Err(BackendError::Io(format!(
-                    "sslrootcert {} holds no usable certificate",
-                    path.display()
-                )));
+                return Err(BackendError::Io(
+                    format!("sslrootcert {} holds no usable certificate", path.display()).into(),
+                ));
             }
         }
     }

@@ -30,11 +30,11 @@ async fn db_get(conn: &Conn, shared: &Shared, key: &[u8]) -> Result<Option<Vec<u
     let stmt = client
         .prepare_cached(&shared.names.get)
         .await
-        .map_err(|e| pg_err("reading a key", &e))?;
+        .map_err(|e| pg_err("reading a key", e))?;
     let row = client
         .query_opt(&stmt, &[&key])
         .await
-        .map_err(|e| pg_err("reading a key", &e))?;
+        .map_err(|e| pg_err("reading a key", e))?;
     Ok(row.map(|r| r.get(0)))
 }
 
@@ -58,11 +58,11 @@ async fn db_scan(
     let stmt = client
         .prepare_cached(sql)
         .await
-        .map_err(|e| pg_err("scanning a range", &e))?;
+        .map_err(|e| pg_err("scanning a range", e))?;
     let rows = client
         .query(&stmt, &[&start, &end, &sql_limit(limit)])
         .await
-        .map_err(|e| pg_err("scanning a range", &e))?;
+        .map_err(|e| pg_err("scanning a range", e))?;
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
@@ -188,7 +188,7 @@ impl WriteTxn for PgWriteTxn {
             let stmt = client
                 .prepare_cached(&shared.names.commit_and_purge)
                 .await
-                .map_err(|e| pg_err(what, &e))?;
+                .map_err(|e| pg_err(what, e))?;
             client
                 .execute(
                     &stmt,
@@ -205,27 +205,27 @@ impl WriteTxn for PgWriteTxn {
             let stmt = client
                 .prepare_cached(&shared.names.commit)
                 .await
-                .map_err(|e| pg_err(what, &e))?;
+                .map_err(|e| pg_err(what, e))?;
             client
                 .execute(&stmt, &[&put_keys, &put_values, &deletes, &id_ref])
                 .await
         };
         // Nothing is committed yet: an error here leaves the store as it was.
-        res.map_err(|e| pg_err(what, &e))?;
+        res.map_err(|e| pg_err(what, e))?;
         match client.batch_execute("COMMIT").await {
             Ok(()) => {
                 conn.in_txn = false;
                 Ok(())
             }
             Err(e) if is_connection_error(&e) => {
-                let cause = pg_err("COMMIT", &e).to_string();
+                let cause = pg_err("COMMIT", e).to_string();
                 tracing::warn!(%cause, "connection lost during COMMIT; resolving the outcome");
                 conn.discard();
                 let outcome = outcome::resolve(&shared.pool, &shared.names, &id).await;
                 outcome_result(outcome, &cause)
             }
             // The server answered with an error: it rolled the transaction back.
-            Err(e) => Err(pg_err("COMMIT", &e)),
+            Err(e) => Err(pg_err("COMMIT", e)),
         }
     }
 }

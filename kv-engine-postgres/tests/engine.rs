@@ -353,8 +353,17 @@ async fn a_deadlock_with_another_session_is_a_conflict() {
         .unwrap()
         .unwrap_err();
     assert!(
-        matches!(&err, BackendError::Conflict(m) if m.contains("40P01")),
+        matches!(&err, BackendError::Conflict(m) if m.message().contains("40P01")),
         "{err}"
+    );
+    // The driver's error is the source, with the server's SQLSTATE.
+    let source = std::error::Error::source(&err).expect("a source");
+    let native = source
+        .downcast_ref::<tokio_postgres::Error>()
+        .expect("the source is the driver's error");
+    assert_eq!(
+        native.code(),
+        Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
     );
     tokio::time::timeout(WAIT, lock)
         .await
@@ -404,7 +413,7 @@ async fn an_unknown_or_newer_format_and_foreign_tables_are_refused() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, BackendError::Corrupt(m) if m.contains("not a kv-engine-postgres store")),
+        matches!(&err, BackendError::Corrupt(m) if m.message().contains("not a kv-engine-postgres store")),
         "{err}"
     );
 }
