@@ -28,7 +28,7 @@ fn open(path: &Path) -> Result<PathStore, BackendError> {
     let mut stores = STORES
         .get_or_init(Default::default)
         .lock()
-        .map_err(|e| BackendError::Io(e.to_string()))?;
+        .map_err(|e| BackendError::Io(e.to_string().into()))?;
     Ok(PathStore(
         stores
             .entry(path.to_path_buf())

@@ -437,7 +437,7 @@ mod tests {
         b.faults().fail_next(Fault::Put);
         let mut w = b.begin_write().await.unwrap();
         let err = w.put(b"a", b"1").await.unwrap_err();
-        assert!(matches!(err, BackendError::Io(ref m) if m.contains("injected")));
+        assert!(matches!(err, BackendError::Io(ref m) if m.message().contains("injected")));
         w.put(b"b", b"2").await.unwrap();
         w.commit().await.unwrap();
         assert!(!has(&b, b"a").await);

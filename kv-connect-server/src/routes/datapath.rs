@@ -49,8 +49,10 @@ pub(crate) async fn atomic_write<D: Database>(
     match state.db.atomic_write(write).await {
         Ok(result) => Ok(protobuf_response(&wire::atomic_write_output(result))),
         Err(KvError::WriteDisabled) => Ok(protobuf_response(&wire::atomic_write_disabled_output())),
-        Err(KvError::UnknownOutcome(m) | KvError::Backend(BackendError::UnknownOutcome(m))) => {
-            tracing::error!(error = %m, "a write's outcome is unknown; answered AW_UNSPECIFIED");
+        Err(
+            e @ (KvError::UnknownOutcome(_) | KvError::Backend(BackendError::UnknownOutcome(_))),
+        ) => {
+            tracing::error!(error = %e, "a write's outcome is unknown; answered AW_UNSPECIFIED");
             Ok(protobuf_response(
                 &wire::atomic_write_unknown_outcome_output(),
             ))
