@@ -47,19 +47,25 @@ use crate::value::ValueError;
 /// assert!(source.downcast_ref::<std::io::Error>().is_some());
 /// assert_eq!(err, BackendError::Io("writing the log: disk on fire".into()));
 /// ```
+///
+/// A `Cause` is one pointer wide (the message and source live behind an [`Arc`]), so it keeps
+/// `BackendError`, `KvError` and the `Result`s carrying them small.
 #[derive(Clone)]
-pub struct Cause {
+pub struct Cause(Arc<CauseInner>);
+
+struct CauseInner {
     message: String,
     source: Option<Arc<dyn Error + Send + Sync + 'static>>,
 }
 
 impl Cause {
+    fn from_parts(message: String, source: Option<Arc<dyn Error + Send + Sync + 'static>>) -> Self {
+        Cause(Arc::new(CauseInner { message, source }))
+    }
+
     /// A cause with a message and no typed source.
     pub fn new(message: impl Into<String>) -> Self {
-        Cause {
-            message: message.into(),
-            source: None,
-        }
+        Cause::from_parts(message.into(), None)
     }
 
     /// A cause with a message and the typed error it was made from.
@@ -67,10 +73,7 @@ impl Cause {
         message: impl Into<String>,
         source: impl Error + Send + Sync + 'static,
     ) -> Self {
-        Cause {
-            message: message.into(),
-            source: Some(Arc::new(source)),
-        }
+        Cause::from_parts(message.into(), Some(Arc::new(source)))
     }
 
     /// A cause with a message and an already shared typed error (for example the source of
@@ -79,47 +82,47 @@ impl Cause {
         message: impl Into<String>,
         source: Arc<dyn Error + Send + Sync + 'static>,
     ) -> Self {
-        Cause {
-            message: message.into(),
-            source: Some(source),
-        }
+        Cause::from_parts(message.into(), Some(source))
     }
 
     /// The message.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
-    /// The message, consuming the cause.
+    /// The message, consuming the cause (copied if the cause is shared).
     pub fn into_message(self) -> String {
-        self.message
+        match Arc::try_unwrap(self.0) {
+            Ok(inner) => inner.message,
+            Err(shared) => shared.message.clone(),
+        }
     }
 
     /// The typed error this cause was made from, if any.
     pub fn source(&self) -> Option<&(dyn Error + Send + Sync + 'static)> {
-        self.source.as_deref()
+        self.0.source.as_deref()
     }
 
     /// The typed error this cause was made from, shared, to build another cause on it.
     pub fn shared_source(&self) -> Option<Arc<dyn Error + Send + Sync + 'static>> {
-        self.source.clone()
+        self.0.source.clone()
     }
 }
 
 impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(self.message())
     }
 }
 
 impl fmt::Debug for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.source {
+        match &self.0.source {
             // Without a source, as compact as the plain message used to be.
-            None => fmt::Debug::fmt(&self.message, f),
+            None => fmt::Debug::fmt(self.message(), f),
             Some(source) => f
                 .debug_struct("Cause")
-                .field("message", &self.message)
+                .field("message", &self.message())
                 .field("source", source)
                 .finish(),
         }
@@ -128,7 +131,7 @@ impl fmt::Debug for Cause {
 
 impl PartialEq for Cause {
     fn eq(&self, other: &Self) -> bool {
-        self.message == other.message
+        self.message() == other.message()
     }
 }
 
@@ -136,25 +139,25 @@ impl Eq for Cause {}
 
 impl PartialEq<str> for Cause {
     fn eq(&self, other: &str) -> bool {
-        self.message == other
+        self.message() == other
     }
 }
 
 impl PartialEq<&str> for Cause {
     fn eq(&self, other: &&str) -> bool {
-        self.message == *other
+        self.message() == *other
     }
 }
 
 impl PartialEq<String> for Cause {
     fn eq(&self, other: &String) -> bool {
-        self.message == *other
+        self.message() == other
     }
 }
 
 impl AsRef<str> for Cause {
     fn as_ref(&self) -> &str {
-        &self.message
+        self.message()
     }
 }
 
@@ -172,7 +175,7 @@ impl From<&str> for Cause {
 
 impl From<Cause> for String {
     fn from(cause: Cause) -> Self {
-        cause.message
+        cause.into_message()
     }
 }
 
@@ -415,6 +418,15 @@ mod tests {
         assert_eq!(cause, String::from("m"));
         assert_eq!(cause.message(), "m");
         assert_eq!(with_native().clone(), with_native());
+        let shared = cause.clone();
+        assert_eq!(cause.into_message(), "m");
+        assert_eq!(String::from(shared), "m");
+    }
+
+    #[test]
+    fn errors_stay_small() {
+        assert_eq!(std::mem::size_of::<Cause>(), std::mem::size_of::<usize>());
+        assert!(std::mem::size_of::<BackendError>() <= 24);
     }
 
     #[test]
