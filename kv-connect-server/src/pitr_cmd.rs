@@ -43,7 +43,7 @@ pub(crate) enum PitrCliError {
     Backup(#[from] kv_pitr::producer::BackupError),
     #[error("restore: {0}")]
     Restore(#[from] kv_pitr::restore::RestoreError),
-    #[error("restore: a memory database cannot be moved backwards; restore again instead")]
+    #[error("restore: only a file database (sqlite, redb) can be moved backwards in place; restore into a new database instead")]
     MemoryBackwards,
     #[error("restore: {what}: {source}")]
     RestoreFile {
@@ -370,14 +370,14 @@ async fn checkout_backwards(
     db: &DbArgs,
     target: RestoreTarget,
 ) -> Result<kv_pitr::restore::RestoreOutcome, MainError> {
-    if db.engine == crate::Engine::Memory {
+    if matches!(db.engine, crate::Engine::Memory | crate::Engine::Postgres) {
         return Err(PitrCliError::MemoryBackwards.into());
     }
     let mut tmp_name = db.path.as_os_str().to_os_string();
     tmp_name.push(".pitr-checkout");
     let tmp = DbArgs {
-        engine: db.engine,
         path: tmp_name.into(),
+        ..db.clone()
     };
     let io =
         |what: &'static str, source: std::io::Error| PitrCliError::RestoreFile { what, source };
