@@ -21,11 +21,9 @@ use crate::{open_db, DbArgs, MainError};
 pub(crate) enum PitrCliError {
     #[error("invalid backup location {url:?}: no such directory")]
     NoSuchDirectory { url: String },
-    #[error("invalid backup location {url:?}: {source}")]
-    Location {
-        url: String,
-        source: kv_pitr::consumer::StoreUrlError,
-    },
+    /// The location's own error names it (boxed: object-store errors are large).
+    #[error(transparent)]
+    Location(Box<kv_pitr::consumer::StoreUrlError>),
     #[error("invalid --at {value:?}: {source}")]
     At {
         value: String,
@@ -217,12 +215,8 @@ pub(crate) fn open_store(
             });
         }
     }
-    kv_pitr::consumer::open_store_url(url, store.s3_endpoint.as_deref()).map_err(|source| {
-        PitrCliError::Location {
-            url: url.to_string(),
-            source,
-        }
-    })
+    kv_pitr::consumer::open_store_url(url, store.s3_endpoint.as_deref())
+        .map_err(|e| PitrCliError::Location(Box::new(e)))
 }
 
 /// What runs beside the server: a backup shipper or a replica follower.
