@@ -31,8 +31,8 @@
 //! and poisoning after a failed commit (it needs fault injection specific to each engine).
 //!
 //! Each test takes a fresh, empty backend: `&dyn Backend`, or `Arc<dyn Backend>` when it spawns
-//! tasks sharing it. [`crate::harness::run_backend_contract`] runs them all, each on its own
-//! Tokio runtime of the flavour the test needs (see [`crate::harness::backend_contract_cases`]).
+//! tasks sharing it. [`crate::contract::run_backend_contract`] runs them all, each on its own
+//! Tokio runtime of the flavour the test needs (see [`crate::contract::backend_contract_cases`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
