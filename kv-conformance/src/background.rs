@@ -3,7 +3,9 @@
 //! `run_maintenance`, waiting listeners wake when a delayed message falls due, and unfinished
 //! deliveries come back after their lease. Each test takes about a second.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use kv_traits::clock::now_ms;
 
 use futures::StreamExt;
 use kv_db::{Db, DbConfig};
@@ -23,13 +25,6 @@ pub fn background_config() -> DbConfig {
         queue_lease: LEASE,
         ..DbConfig::default()
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// A key expiring in 200 ms disappears on its own and its watcher is told, within 3 s.
