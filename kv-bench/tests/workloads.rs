@@ -207,7 +207,27 @@ async fn bank_audit_detects_a_changed_total() {
     ])
     .unwrap();
     let tamper = tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        // Wait for the run to have created the accounts (not a fixed delay: under load the
+        // setup can take longer, and a write before it would simply be overwritten). The run
+        // measures for 0.3 s after that and then audits once more, so the change is seen.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let found = db
+                .snapshot_read(
+                    vec![kv_traits::ReadRange::single(&key)],
+                    kv_traits::Consistency::Strong,
+                )
+                .await
+                .unwrap();
+            if !found[0].is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the bank accounts were not created within 30 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         let mutations = vec![Mutation::set(key, KvValue::U64(u64::MAX / 4))];
         db.atomic_write(AtomicWrite {
             mutations,

@@ -314,13 +314,13 @@ impl Proc {
             .status()
             .unwrap();
         assert!(ok.success());
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::time::Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        panic!("server did not exit within 10 s of SIGTERM");
+        panic!("server did not exit within 30 s of SIGTERM");
     }
 }
