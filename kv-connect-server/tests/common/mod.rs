@@ -1,5 +1,8 @@
-//! Shared helpers: an in-process server over the memory engine and raw HTTP/1.1 and h2c clients.
+//! Shared helpers: an in-process server over the memory engine, raw HTTP/1.1 and h2c clients,
+//! the server binary as a child process, and (`clients`) the real Deno and npm clients.
 #![allow(dead_code)]
+
+pub mod clients;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
