@@ -26,12 +26,31 @@
 //! reference consumer does not look there; the initial snapshot and the log are never deleted.
 //!
 //! One prefix must have at most one producer at a time, and one database at most one
-//! [`Backup`] (the change log has a single reader that trims it).
+//! shipping [`Backup`] (the change log has a single reader that trims it).
+//!
+//! Several servers on one shared database ([`Db::is_shared`], e.g. PostgreSQL) may each start a
+//! [`Backup`] to the same prefix. Contract:
+//! - At most one of them ships (and takes checkpoints) at a time: the one holding the
+//!   database lease [`LEASE_NAME`] ([`Db::acquire_lease`]), taken for
+//!   [`BackupConfig::lease_ttl`] and renewed every third of it. The others stand by
+//!   ([`BackupStatus::standby`]) and try for the lease just as often.
+//! - A holder checks its lease before every upload and abandons an upload in flight once its
+//!   lease is no longer certain (a third of the ttl before it could expire, or as soon as a
+//!   renewal fails), then stands by again. A process that takes over inspects the prefix as a
+//!   restart does and continues after the last segment stored, whoever wrote it.
+//! - [`Backup::shutdown`] gives the lease up, so another server takes over within a third of
+//!   the ttl; a server that dies leaves it to expire, and another takes over within about
+//!   `lease_ttl` plus a third. The servers' clocks must agree to well within the ttl.
+//! - [`Backup::start`] inspects the prefix (and fails on a bad one) only if it got the lease;
+//!   otherwise the prefix is inspected when this server takes over, and an error retrying
+//!   cannot fix then stops its task. On a store of one process no lease is taken and nothing
+//!   of this applies.
 //!
 //! The parts, one job each: `start_mode` inspects the prefix (fresh or resume), the
 //! shipper uploads the initial snapshot and the log segments, the checkpointer writes and
-//! retires checkpoints, `snapshot` is the range export both snapshots share, and `shared`
-//! the status they publish. All object access goes through [`crate::store::BackupStore`];
+//! retires checkpoints, `snapshot` is the range export both snapshots share, `shared`
+//! the status they publish, `lease` the backup lease and its tenures, and `standby` the task
+//! that takes turns on a shared store. All object access goes through [`crate::store::BackupStore`];
 //! its [`StoreError`]s become [`BackupError::Store`] (or [`BackupError::Format`] for damaged
 //! or foreign objects).
 
