@@ -29,6 +29,8 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod ledger;
+pub mod link;
 pub mod report;
 pub mod workload;
 
@@ -44,16 +46,19 @@ pub use client::{ClientError, HttpMode};
 pub use report::{Checks, LatencySummary, Report, Tally};
 pub use workload::Workload;
 
-use client::Connection;
-use workload::Ctx;
+use ledger::Monotonic;
+use link::Link;
+use workload::{Ctx, OpError};
 
 /// Command-line options of `kv-bench` (also the library's configuration).
 #[derive(clap::Parser, Debug, Clone)]
 #[command(name = "kv-bench", version, about, long_about = None)]
 pub struct Options {
     /// Database URL (the metadata endpoint), e.g. `http://127.0.0.1:4512`. Loopback only.
-    #[arg(long, env = "KV_BENCH_URL")]
-    pub url: String,
+    /// Repeat it (or separate URLs with commas) to spread the connections over several servers
+    /// of one database, round-robin; setup and the final checks go through the first.
+    #[arg(long, env = "KV_BENCH_URL", required = true, value_delimiter = ',')]
+    pub url: Vec<String>,
     /// Access token of the server.
     #[arg(long, env = "DENO_KV_ACCESS_TOKEN", hide_env_values = true)]
     pub access_token: String,
@@ -124,6 +129,10 @@ pub struct Options {
     /// Time limit of one request, in seconds.
     #[arg(long, default_value_t = 30.0)]
     pub request_timeout_secs: f64,
+    /// How long a read (or a write that was not sent yet) keeps retrying while its server is
+    /// unreachable (killed, restarting), in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub retry_secs: f64,
     /// Seed of the random choices (keys, accounts, amounts).
     #[arg(long, default_value_t = 1)]
     pub rng_seed: u64,
@@ -155,7 +164,8 @@ fn duration(name: &str, secs: f64) -> Result<Duration, BenchError> {
 
 struct Prepared {
     ctx: Arc<Ctx>,
-    conns: Vec<Connection>,
+    /// Connection `j` goes to server `j % servers`.
+    conns: Vec<Arc<Link>>,
 }
 
 async fn prepare(opts: &Options) -> Result<Prepared, BenchError> {
@@ -172,22 +182,33 @@ async fn prepare(opts: &Options) -> Result<Prepared, BenchError> {
         )));
     }
     let timeout = duration("--request-timeout-secs", opts.request_timeout_secs)?;
-    let endpoint =
-        client::exchange_metadata(&opts.url, &opts.access_token, opts.http, timeout).await?;
+    let retry = duration("--retry-secs", opts.retry_secs)?;
     let n = if opts.connections == 0 {
         opts.clients
     } else {
         opts.connections
     };
     let mut conns = Vec::new();
-    for _ in 0..n {
-        conns.push(Connection::open(endpoint.addr, opts.http).await?);
+    for j in 0..n {
+        let url = &opts.url[(j % opts.url.len() as u64) as usize];
+        conns.push(Link::open(url, &opts.access_token, opts.http, timeout, retry).await?);
     }
     let keys =
         workload::Keys::new(&opts.prefix, opts.keys, opts.accounts).map_err(BenchError::Setup)?;
     let value = (0..opts.value_size).map(|i| (i % 251) as u8).collect();
+    // A fresh record namespace per run: the accounts are reset, the old records are not.
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64 & ((1 << 52) - 1));
+    let records = workload::key_with(
+        &keys.records_root,
+        &[kv_traits::key::KeyPart::Float(run_id as f64)],
+    )
+    .map_err(BenchError::Setup)?;
     let ctx = Arc::new(Ctx {
-        endpoint,
+        records,
+        next_transfer: AtomicU64::new(0),
+        ledger: std::sync::Mutex::new(ledger::Ledger::default()),
         keys,
         value,
         mutations: opts.mutations as usize,
@@ -213,7 +234,7 @@ pub async fn seed(opts: &Options) -> Result<(), BenchError> {
 async fn phase(
     workload: Workload,
     ctx: &Arc<Ctx>,
-    conns: &[Connection],
+    conns: &[Arc<Link>],
     clients: u64,
     duration: Duration,
     max_ops: u64,
@@ -237,7 +258,8 @@ async fn phase(
                         tally.ok(kind, t0.elapsed());
                         tally.conflicts += conflicts;
                     }
-                    Err(e) => tally.error(e),
+                    Err(OpError::Failed(e)) => tally.error(e),
+                    Err(OpError::Unknown(e)) => tally.unknown_outcome(e),
                 }
             }
             tally
@@ -253,21 +275,26 @@ async fn phase(
     (total, start.elapsed())
 }
 
-/// Audits the bank's total every `interval` until `stop`; returns the audits' findings.
+/// Audits the bank's total every `interval` until `stop`, reading through each server in turn;
+/// returns the audits' findings.
 async fn auditor(
     ctx: Arc<Ctx>,
-    conn: Connection,
+    servers: Vec<Arc<Link>>,
     interval: Duration,
     stop: Arc<AtomicBool>,
-) -> (Checks, Tally) {
+) -> (Checks, Tally, Monotonic) {
     let mut checks = Checks::default();
     let mut tally = Tally::default();
+    let mut seen = Monotonic::default();
     let expected = ctx
         .initial_balance
         .wrapping_mul(ctx.keys.accounts.len() as u64);
+    let mut turn = 0usize;
     while !stop.load(Ordering::Relaxed) {
+        let link = &servers[turn % servers.len()];
+        turn += 1;
         let t0 = Instant::now();
-        match workload::bank_total(&ctx, &conn).await {
+        match workload::bank_total(&ctx, link, &mut seen).await {
             Ok(found) => {
                 tally
                     .by_kind
@@ -291,7 +318,38 @@ async fn auditor(
         }
         tokio::time::sleep(interval).await;
     }
-    (checks, tally)
+    (checks, tally, seen)
+}
+
+/// Reads the final accounts and records until two scans agree (an unknown-outcome write may
+/// still be landing right after the clients stopped), then verifies them against the ledger.
+async fn verify_bank(ctx: &Ctx, link: &Link) -> Result<ledger::Verdict, BenchError> {
+    let setup = BenchError::Setup;
+    let mut previous = None;
+    for _ in 0..10 {
+        let accounts = workload::bank_accounts(ctx, link).await.map_err(setup)?;
+        let records = workload::bank_records(ctx, link).await.map_err(setup)?;
+        let scan = (accounts, records);
+        if previous.as_ref() == Some(&scan) {
+            break;
+        }
+        previous = Some(scan);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let Some((accounts, records)) = previous else {
+        return Err(BenchError::Setup("no final scan".into()));
+    };
+    let accounts = accounts.map_err(|e| BenchError::Setup(format!("final scan: {e}")))?;
+    let ledger = match ctx.ledger.lock() {
+        Ok(l) => l.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    Ok(ledger::verify(
+        ctx.initial_balance,
+        &accounts.balances,
+        &records,
+        &ledger,
+    ))
 }
 
 /// Prepares the data, runs the warm-up and the measurement, checks the results.
@@ -315,12 +373,8 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
             .map_err(setup)?;
         let stop = Arc::new(AtomicBool::new(false));
         let interval = Duration::from_millis(opts.audit_interval_ms);
-        let handle = tokio::spawn(auditor(
-            ctx.clone(),
-            conns[0].clone(),
-            interval,
-            stop.clone(),
-        ));
+        let servers = conns.iter().take(opts.url.len()).cloned().collect();
+        let handle = tokio::spawn(auditor(ctx.clone(), servers, interval, stop.clone()));
         Some((stop, handle))
     } else {
         None
@@ -345,9 +399,13 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
     if let Some((stop, handle)) = audit {
         stop.store(true, Ordering::Relaxed);
         match handle.await {
-            Ok((c, t)) => {
+            Ok((c, t, seen)) => {
                 checks = c;
                 tally.merge(t);
+                checks.auditor_reads = seen.reads;
+                checks.auditor_advanced = seen.advanced;
+                checks.auditor_violations = seen.violations;
+                checks.details.extend(seen.details);
             }
             Err(e) => tally.error(format!("auditor failed: {e}")),
         }
@@ -355,7 +413,11 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
         let expected = ctx
             .initial_balance
             .wrapping_mul(ctx.keys.accounts.len() as u64);
-        match workload::bank_total(&ctx, &conns[0]).await.map_err(setup)? {
+        let mut seen = Monotonic::default();
+        match workload::bank_total(&ctx, &conns[0], &mut seen)
+            .await
+            .map_err(setup)?
+        {
             Ok(total) if total == expected => checks.bank_audits += 1,
             found => {
                 checks.bank_audits += 1;
@@ -365,12 +427,15 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
                     .push(format!("final audit: {found:?}, expected Ok({expected})"));
             }
         }
+        let verdict = verify_bank(&ctx, &conns[0]).await?;
+        checks.details.extend(verdict.violations.iter().cloned());
+        checks.bank_ledger = Some(verdict);
     }
     if let Some(before) = sum_before {
         let after = workload::read_sum(&ctx, &conns[0]).await.map_err(setup)?;
         let committed = warm.all.count() + tally.all.count();
         // A failed sum may still have been applied (its outcome is unknown).
-        let unknown = warm.errors + tally.errors;
+        let unknown = warm.errors + tally.errors + warm.unknown + tally.unknown;
         let grown = after.wrapping_sub(before);
         let ok = (committed..=committed + unknown).contains(&grown);
         if !ok {
@@ -410,14 +475,15 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
         }
         Workload::Get | Workload::Sum => {}
     }
+    let version = conns[0].version().await;
     Ok(Report::new(
         opts.label.clone(),
-        opts.url.clone(),
+        opts.url.join(","),
         w.name().to_owned(),
         opts.clients,
         conns.len() as u64,
         opts.http,
-        ctx.endpoint.version,
+        version,
         elapsed,
         tally,
         checks,

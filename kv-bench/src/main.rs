@@ -2,7 +2,8 @@
 //! `kv-bench --help`.
 //!
 //! Exit status: 0 on success (failed operations are reported, not fatal), 1 when the run could
-//! not take place, 3 when a correctness check failed (bank total changed, sum mismatch).
+//! not take place, 3 when a correctness check failed (bank total changed, ledger mismatch,
+//! auditor saw time go backwards, sum mismatch).
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -23,7 +24,7 @@ fn write_json(path: &str, report: &kv_bench::Report) -> Result<(), String> {
 async fn main_async(opts: Options) -> Result<ExitCode, BenchError> {
     if opts.seed_only {
         kv_bench::seed(&opts).await?;
-        println!("seeded {} keys at {}", opts.keys, opts.url);
+        println!("seeded {} keys at {}", opts.keys, opts.url.join(","));
         return Ok(ExitCode::SUCCESS);
     }
     let report = kv_bench::run(&opts).await?;

@@ -90,6 +90,8 @@ pub struct Tally {
     pub errors: u64,
     /// Atomic writes whose checks failed (bank transfers retry them).
     pub conflicts: u64,
+    /// Writes sent without a definite answer (may or may not have been applied; not retried).
+    pub unknown: u64,
     /// A few distinct error messages.
     pub samples: Vec<String>,
 }
@@ -104,6 +106,12 @@ impl Tally {
     /// Records a failed operation.
     pub fn error(&mut self, msg: String) {
         self.errors += 1;
+        self.sample(msg);
+    }
+
+    /// Records a write whose outcome is unknown.
+    pub fn unknown_outcome(&mut self, msg: String) {
+        self.unknown += 1;
         self.sample(msg);
     }
 
@@ -126,6 +134,7 @@ impl Tally {
         }
         self.errors += other.errors;
         self.conflicts += other.conflicts;
+        self.unknown += other.unknown;
         for s in other.samples {
             self.sample(s);
         }
@@ -139,6 +148,15 @@ pub struct Checks {
     pub bank_audits: u64,
     /// Bank: audits that found a total different from the initial one (a serializability bug).
     pub bank_violations: u64,
+    /// Bank: reads of the auditor(s) (each through the next server in turn).
+    pub auditor_reads: u64,
+    /// Bank: auditor reads that saw a higher versionstamp than the previous one.
+    pub auditor_advanced: u64,
+    /// Bank: auditor reads that saw time go backwards (a lower versionstamp than an earlier
+    /// read, or other balances at the same versionstamp).
+    pub auditor_violations: u64,
+    /// Bank: the final state verified against the clients' ledger.
+    pub bank_ledger: Option<crate::ledger::Verdict>,
     /// Sum: the hot key grew by the number of committed sums (plus at most the failed ones,
     /// whose outcome is unknown). `None` for other workloads.
     pub sum_ok: Option<bool>,
@@ -149,7 +167,10 @@ pub struct Checks {
 impl Checks {
     /// Whether every check passed.
     pub fn passed(&self) -> bool {
-        self.bank_violations == 0 && self.sum_ok != Some(false)
+        self.bank_violations == 0
+            && self.auditor_violations == 0
+            && self.bank_ledger.as_ref().is_none_or(|v| v.passed())
+            && self.sum_ok != Some(false)
     }
 }
 
@@ -180,6 +201,8 @@ pub struct Report {
     pub errors: u64,
     /// Check failures of atomic writes (conflicts).
     pub conflicts: u64,
+    /// Writes without a definite answer (may or may not have been applied; never retried).
+    pub unknown_outcomes: u64,
     /// Latency of every successful operation.
     pub latency: LatencySummary,
     /// Latency per operation kind.
@@ -223,6 +246,7 @@ impl Report {
             ops_per_sec: if secs > 0.0 { ops as f64 / secs } else { 0.0 },
             errors: tally.errors,
             conflicts: tally.conflicts,
+            unknown_outcomes: tally.unknown,
             latency: tally.all.summary(),
             latency_by_kind: tally
                 .by_kind
@@ -239,7 +263,7 @@ impl Report {
     pub fn text(&self) -> String {
         let l = &self.latency;
         let mut out = format!(
-            "{} {} clients={} conns={} {:?} v{}: {} ops in {:.2} s = {:.0} ops/s | latency ms p50 {:.3} p90 {:.3} p99 {:.3} max {:.3} | errors {} conflicts {}",
+            "{} {} clients={} conns={} {:?} v{}: {} ops in {:.2} s = {:.0} ops/s | latency ms p50 {:.3} p90 {:.3} p99 {:.3} max {:.3} | errors {} conflicts {} unknown {}",
             self.label.as_deref().unwrap_or("-"),
             self.workload,
             self.clients,
@@ -255,6 +279,7 @@ impl Report {
             l.max_ms,
             self.errors,
             self.conflicts,
+            self.unknown_outcomes,
         );
         if self.latency_by_kind.len() > 1 {
             for (k, s) in &self.latency_by_kind {
@@ -268,6 +293,25 @@ impl Report {
             out.push_str(&format!(
                 "\n  bank audits {}: violations {}",
                 self.checks.bank_audits, self.checks.bank_violations
+            ));
+            out.push_str(&format!(
+                "\n  auditor reads {}: versionstamp advanced {}, went backwards {}",
+                self.checks.auditor_reads,
+                self.checks.auditor_advanced,
+                self.checks.auditor_violations
+            ));
+        }
+        if let Some(v) = &self.checks.bank_ledger {
+            out.push_str(&format!(
+                "\n  ledger: acknowledged {} unknown {} (applied {}, not applied {}) records {} balance {} accounts {} -> {}",
+                v.acknowledged,
+                v.unknown,
+                v.unknown_applied,
+                v.unknown_not_applied,
+                v.applied,
+                if v.balance_ok { "ok" } else { "CHANGED" },
+                if v.accounts_ok { "ok" } else { "MISMATCH" },
+                if v.passed() { "PASS" } else { "FAIL" }
             ));
         }
         if let Some(ok) = self.checks.sum_ok {

@@ -6,7 +6,11 @@ use kv_traits::{Consistency, KvValue};
 use rand::rngs::SmallRng;
 use rand::Rng;
 
-use crate::client::{Connection, Endpoint};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::ledger::{Ledger, Monotonic, Transfer};
+use crate::link::{Link, WriteError};
 
 /// Mutations per atomic write while seeding: far below every server's limits (1000 mutations,
 /// 800 KiB of keys and values at 100-byte values).
@@ -29,8 +33,12 @@ pub enum Workload {
     /// (must return exactly that many).
     List,
     /// Bank transfer: read two random accounts, write both new balances with checks on both
-    /// versionstamps; check failures count as conflicts and are retried. An auditor reads every
-    /// account each `--audit-interval-ms` and verifies the total never changes.
+    /// versionstamps plus a record of the transfer under a key of its own; check failures
+    /// count as conflicts and are retried, a write without a definite answer is an unknown
+    /// outcome (never retried). An auditor reads every account each `--audit-interval-ms`
+    /// through the servers in turn and verifies the total never changes and time never goes
+    /// backwards; afterwards the final state is verified against the ledger
+    /// ([`crate::ledger::verify`]).
     Bank,
     /// `--read-ratio` point gets, the rest point sets.
     Mixed,
@@ -72,6 +80,8 @@ pub struct Keys {
     pub accounts: Vec<Vec<u8>>,
     /// The range of every account.
     pub bank_range: (Vec<u8>, Vec<u8>),
+    /// `[prefix, "xfer"]`: the bank's transfer records live below, one namespace per run.
+    pub records_root: Vec<u8>,
 }
 
 fn key(parts: &[KeyPart]) -> Result<Vec<u8>, String> {
@@ -94,14 +104,13 @@ impl Keys {
             sum: key(&[p(), KeyPart::from("sum")])?,
             accounts: numbered("bank", accounts)?,
             bank_range: kv_traits::key::prefix_range(&key(&[p(), KeyPart::from("bank")])?),
+            records_root: key(&[p(), KeyPart::from("xfer")])?,
         })
     }
 }
 
 /// Everything a client task needs, shared.
 pub struct Ctx {
-    /// The data-path endpoint.
-    pub endpoint: std::sync::Arc<Endpoint>,
     /// Encoded keys.
     pub keys: Keys,
     /// The value written by `set` and seeded for `get`.
@@ -120,6 +129,34 @@ pub struct Ctx {
     pub max_transfer: u64,
     /// Conflicts after which a transfer gives up (counts as an error).
     pub max_conflicts: u64,
+    /// Bank: the record keys' prefix of this run, `[prefix, "xfer", run id]`.
+    pub records: Vec<u8>,
+    /// Bank: number of the next transfer (its record key's last part).
+    pub next_transfer: AtomicU64,
+    /// Bank: what the clients were told.
+    pub ledger: Mutex<Ledger>,
+}
+
+/// Why an operation failed.
+#[derive(Debug)]
+pub enum OpError {
+    /// It failed (transport error, wrong result…); a write was certainly not applied or the
+    /// workload does not care.
+    Failed(String),
+    /// A bank transfer's write was sent and got no definite answer: it may have been applied.
+    Unknown(String),
+}
+
+impl From<String> for OpError {
+    fn from(s: String) -> Self {
+        OpError::Failed(s)
+    }
+}
+
+impl From<&str> for OpError {
+    fn from(s: &str) -> Self {
+        OpError::Failed(s.to_owned())
+    }
 }
 
 /// What a successful operation reports: its kind and how many conflicts it went through.
@@ -147,12 +184,13 @@ fn set(key: &[u8], value: KvValue) -> pb::Mutation {
 
 async fn read(
     ctx: &Ctx,
-    conn: &Connection,
+    link: &Link,
     ranges: Vec<pb::ReadRange>,
 ) -> Result<Vec<Vec<kv_traits::KvEntry>>, String> {
     let n = ranges.len();
-    let out = conn
-        .snapshot_read(&ctx.endpoint, &pb::SnapshotRead { ranges })
+    let _ = ctx;
+    let out = link
+        .snapshot_read(&pb::SnapshotRead { ranges })
         .await
         .map_err(|e| format!("snapshot_read: {e}"))?;
     wire::snapshot_read_result_from_wire(out, n, Consistency::Strong)
@@ -165,35 +203,38 @@ enum Write {
     CheckFailed,
 }
 
-async fn write(ctx: &Ctx, conn: &Connection, req: &pb::AtomicWrite) -> Result<Write, String> {
-    let out = conn
-        .atomic_write(&ctx.endpoint, req)
-        .await
-        .map_err(|e| format!("atomic_write: {e}"))?;
+async fn write(link: &Link, req: &pb::AtomicWrite) -> Result<Write, OpError> {
+    let out = link.atomic_write(req).await.map_err(|e| match e {
+        WriteError::NotSent(e) => OpError::Failed(format!("atomic_write not sent: {e}")),
+        WriteError::Unknown(e) => OpError::Unknown(format!("atomic_write: {e}")),
+    })?;
     match wire::commit_result_from_wire(out) {
         Ok(kv_traits::CommitResult::Committed(_)) => Ok(Write::Committed),
         Ok(kv_traits::CommitResult::CheckFailed(_)) => Ok(Write::CheckFailed),
-        Err(e) => Err(format!("atomic_write: {e}")),
+        // AW_UNSPECIFIED and the like: the server does not know whether it applied the write.
+        Err(e) => Err(OpError::Unknown(format!("atomic_write: {e}"))),
     }
 }
 
-async fn commit(ctx: &Ctx, conn: &Connection, req: &pb::AtomicWrite) -> Result<(), String> {
-    match write(ctx, conn, req).await? {
+async fn commit(link: &Link, req: &pb::AtomicWrite) -> Result<(), String> {
+    let answer = write(link, req).await.map_err(|e| match e {
+        OpError::Failed(m) | OpError::Unknown(m) => m,
+    })?;
+    match answer {
         Write::Committed => Ok(()),
         Write::CheckFailed => Err("atomic_write without checks reported a check failure".into()),
     }
 }
 
 /// Writes the `keys` read keys (idempotent).
-pub async fn seed(ctx: &Ctx, conn: &Connection) -> Result<(), String> {
+pub async fn seed(ctx: &Ctx, link: &Link) -> Result<(), String> {
     for chunk in ctx.keys.read.chunks(SEED_BATCH) {
         let mutations = chunk
             .iter()
             .map(|k| set(k, KvValue::Bytes(ctx.value.clone())))
             .collect();
         commit(
-            ctx,
-            conn,
+            link,
             &pb::AtomicWrite {
                 mutations,
                 ..Default::default()
@@ -205,15 +246,14 @@ pub async fn seed(ctx: &Ctx, conn: &Connection) -> Result<(), String> {
 }
 
 /// Sets every account to the initial balance.
-pub async fn reset_accounts(ctx: &Ctx, conn: &Connection) -> Result<(), String> {
+pub async fn reset_accounts(ctx: &Ctx, link: &Link) -> Result<(), String> {
     for chunk in ctx.keys.accounts.chunks(SEED_BATCH) {
         let mutations = chunk
             .iter()
             .map(|k| set(k, KvValue::U64(ctx.initial_balance)))
             .collect();
         commit(
-            ctx,
-            conn,
+            link,
             &pb::AtomicWrite {
                 mutations,
                 ..Default::default()
@@ -224,14 +264,30 @@ pub async fn reset_accounts(ctx: &Ctx, conn: &Connection) -> Result<(), String> 
     Ok(())
 }
 
-/// Reads every account in one snapshot read; returns the total, or why the read is wrong.
-pub async fn bank_total(ctx: &Ctx, conn: &Connection) -> Result<Result<u64, String>, String> {
+/// One snapshot of every account: balances in account order and the highest versionstamp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accounts {
+    /// Balance of every account.
+    pub balances: Vec<u64>,
+    /// The highest versionstamp among them.
+    pub max_versionstamp: [u8; 10],
+}
+
+impl Accounts {
+    /// The sum of the balances (wrapping, like the u64 values it adds).
+    pub fn total(&self) -> u64 {
+        self.balances.iter().fold(0u64, |t, b| t.wrapping_add(*b))
+    }
+}
+
+/// Reads every account in one snapshot read; returns them, or why the read is wrong.
+pub async fn bank_accounts(ctx: &Ctx, link: &Link) -> Result<Result<Accounts, String>, String> {
     let (start, end) = ctx.keys.bank_range.clone();
     let n = ctx.keys.accounts.len();
     let limit = i32::try_from(n).unwrap_or(i32::MAX);
     let out = read(
         ctx,
-        conn,
+        link,
         vec![pb::ReadRange {
             start,
             end,
@@ -247,19 +303,72 @@ pub async fn bank_total(ctx: &Ctx, conn: &Connection) -> Result<Result<u64, Stri
             entries.len()
         )));
     }
-    let mut total = 0u64;
+    let mut found = Accounts {
+        balances: Vec::with_capacity(n),
+        max_versionstamp: [0; 10],
+    };
     for e in entries {
         match e.value {
-            KvValue::U64(b) => total = total.wrapping_add(b),
+            KvValue::U64(b) => found.balances.push(b),
             other => return Ok(Err(format!("account holds {other:?}, not a KvU64"))),
         }
+        found.max_versionstamp = found.max_versionstamp.max(e.versionstamp.0);
     }
-    Ok(Ok(total))
+    Ok(Ok(found))
+}
+
+/// Reads every account and audits the total; `seen` holds the auditor's history.
+pub async fn bank_total(
+    ctx: &Ctx,
+    link: &Link,
+    seen: &mut Monotonic,
+) -> Result<Result<u64, String>, String> {
+    Ok(bank_accounts(ctx, link).await?.map(|a| {
+        let total = a.total();
+        seen.observe(link.url(), a.max_versionstamp, a.balances);
+        total
+    }))
+}
+
+/// Every transfer record of this run (key → value), read in pages.
+pub async fn bank_records(
+    ctx: &Ctx,
+    link: &Link,
+) -> Result<std::collections::BTreeMap<Vec<u8>, Vec<u8>>, String> {
+    let (mut start, end) = kv_traits::key::prefix_range(&ctx.records);
+    let mut out = std::collections::BTreeMap::new();
+    loop {
+        let range = pb::ReadRange {
+            start,
+            end: end.clone(),
+            limit: 1000,
+            reverse: false,
+        };
+        let page = read(ctx, link, vec![range]).await?;
+        let page = page.into_iter().next().unwrap_or_default();
+        let full = page.len() == 1000;
+        let mut last = None;
+        for e in page {
+            let value = match e.value {
+                KvValue::Bytes(b) => b,
+                other => format!("{other:?}").into_bytes(),
+            };
+            last = Some(e.key.clone());
+            out.insert(e.key, value);
+        }
+        match last {
+            Some(mut k) if full => {
+                k.push(0x00);
+                start = k;
+            }
+            _ => return Ok(out),
+        }
+    }
 }
 
 /// The hot sum key's value (0 when absent).
-pub async fn read_sum(ctx: &Ctx, conn: &Connection) -> Result<u64, String> {
-    let out = read(ctx, conn, vec![single(&ctx.keys.sum)]).await?;
+pub async fn read_sum(ctx: &Ctx, link: &Link) -> Result<u64, String> {
+    let out = read(ctx, link, vec![single(&ctx.keys.sum)]).await?;
     match out.first().and_then(|r| r.first()).map(|e| &e.value) {
         None => Ok(0),
         Some(KvValue::U64(n)) => Ok(*n),
@@ -267,9 +376,9 @@ pub async fn read_sum(ctx: &Ctx, conn: &Connection) -> Result<u64, String> {
     }
 }
 
-async fn get(ctx: &Ctx, conn: &Connection, rng: &mut SmallRng) -> Result<Done, String> {
+async fn get(ctx: &Ctx, link: &Link, rng: &mut SmallRng) -> Result<Done, String> {
     let k = &ctx.keys.read[rng.random_range(0..ctx.keys.read.len())];
-    let out = read(ctx, conn, vec![single(k)]).await?;
+    let out = read(ctx, link, vec![single(k)]).await?;
     match out.first().and_then(|r| r.first()).map(|e| &e.value) {
         Some(KvValue::Bytes(b)) if b.len() == ctx.value.len() => Ok(("get", 0)),
         other => Err(format!(
@@ -279,7 +388,7 @@ async fn get(ctx: &Ctx, conn: &Connection, rng: &mut SmallRng) -> Result<Done, S
     }
 }
 
-async fn put(ctx: &Ctx, conn: &Connection, rng: &mut SmallRng) -> Result<Done, String> {
+async fn put(ctx: &Ctx, link: &Link, rng: &mut SmallRng) -> Result<Done, String> {
     let mutations = (0..ctx.mutations)
         .map(|_| {
             let k = &ctx.keys.write[rng.random_range(0..ctx.keys.write.len())];
@@ -287,8 +396,7 @@ async fn put(ctx: &Ctx, conn: &Connection, rng: &mut SmallRng) -> Result<Done, S
         })
         .collect();
     commit(
-        ctx,
-        conn,
+        link,
         &pb::AtomicWrite {
             mutations,
             ..Default::default()
@@ -298,7 +406,7 @@ async fn put(ctx: &Ctx, conn: &Connection, rng: &mut SmallRng) -> Result<Done, S
     Ok(("set", 0))
 }
 
-async fn list(ctx: &Ctx, conn: &Connection) -> Result<Done, String> {
+async fn list(ctx: &Ctx, link: &Link) -> Result<Done, String> {
     let (mut start, end) = ctx.keys.read_range.clone();
     let mut seen = 0u64;
     while seen < ctx.list_keys {
@@ -309,7 +417,7 @@ async fn list(ctx: &Ctx, conn: &Connection) -> Result<Done, String> {
             limit: i32::try_from(limit).unwrap_or(i32::MAX),
             reverse: false,
         };
-        let page = read(ctx, conn, vec![range]).await?;
+        let page = read(ctx, link, vec![range]).await?;
         let page = page.into_iter().next().unwrap_or_default();
         seen += page.len() as u64;
         match page.last() {
@@ -328,7 +436,7 @@ async fn list(ctx: &Ctx, conn: &Connection) -> Result<Done, String> {
     Ok(("list", 0))
 }
 
-async fn sum(ctx: &Ctx, conn: &Connection) -> Result<Done, String> {
+async fn sum(ctx: &Ctx, link: &Link) -> Result<Done, String> {
     let m = pb::Mutation {
         key: ctx.keys.sum.clone(),
         value: Some(pb::KvValue {
@@ -339,8 +447,7 @@ async fn sum(ctx: &Ctx, conn: &Connection) -> Result<Done, String> {
         ..Default::default()
     };
     commit(
-        ctx,
-        conn,
+        link,
         &pb::AtomicWrite {
             mutations: vec![m],
             ..Default::default()
@@ -360,20 +467,27 @@ fn balance(entries: &[kv_traits::KvEntry]) -> Result<(u64, Vec<u8>), String> {
     }
 }
 
-async fn transfer(ctx: &Ctx, conn: &Connection, rng: &mut SmallRng) -> Result<Done, String> {
+async fn transfer(ctx: &Ctx, link: &Link, rng: &mut SmallRng) -> Result<Done, OpError> {
     let n = ctx.keys.accounts.len();
     let a = rng.random_range(0..n);
     let b = (a + rng.random_range(1..n)) % n;
     let (ka, kb) = (&ctx.keys.accounts[a], &ctx.keys.accounts[b]);
+    let number = ctx.next_transfer.fetch_add(1, Ordering::Relaxed);
+    let record = key_with(&ctx.records, &[KeyPart::Float(number as f64)])?;
     let mut conflicts = 0;
     loop {
-        let out = read(ctx, conn, vec![single(ka), single(kb)]).await?;
+        let out = read(ctx, link, vec![single(ka), single(kb)]).await?;
         let (bal_a, vs_a) = balance(out.first().map_or(&[], Vec::as_slice))?;
         let (bal_b, vs_b) = balance(out.get(1).map_or(&[], Vec::as_slice))?;
         let amount = rng.random_range(1..=ctx.max_transfer).min(bal_a);
         let new_b = bal_b
             .checked_add(amount)
             .ok_or("balance overflow: the total grew (serializability bug)")?;
+        let t = Transfer {
+            from: a as u64,
+            to: b as u64,
+            amount,
+        };
         let req = pb::AtomicWrite {
             checks: vec![
                 pb::Check {
@@ -388,40 +502,62 @@ async fn transfer(ctx: &Ctx, conn: &Connection, rng: &mut SmallRng) -> Result<Do
             mutations: vec![
                 set(ka, KvValue::U64(bal_a - amount)),
                 set(kb, KvValue::U64(new_b)),
+                set(&record, KvValue::Bytes(t.encode())),
             ],
             enqueues: vec![],
         };
-        match write(ctx, conn, &req).await? {
-            Write::Committed => return Ok(("transfer", conflicts)),
-            Write::CheckFailed => {
+        let answer = write(link, &req).await;
+        let mut ledger = match ctx.ledger.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match answer {
+            Ok(Write::Committed) => {
+                ledger.acked.insert(record, t);
+                return Ok(("transfer", conflicts));
+            }
+            Err(OpError::Unknown(e)) => {
+                ledger.unknown.insert(record, t);
+                return Err(OpError::Unknown(e));
+            }
+            Err(e) => return Err(e),
+            Ok(Write::CheckFailed) => {
                 conflicts += 1;
                 if conflicts >= ctx.max_conflicts {
-                    return Err(format!("transfer gave up after {conflicts} conflicts"));
+                    return Err(format!("transfer gave up after {conflicts} conflicts").into());
                 }
             }
         }
     }
 }
 
+/// `prefix` (an encoded key) followed by `parts`.
+pub fn key_with(prefix: &[u8], parts: &[KeyPart]) -> Result<Vec<u8>, String> {
+    let mut out = prefix.to_vec();
+    out.extend_from_slice(&key(parts)?);
+    Ok(out)
+}
+
 /// Runs one operation of `workload`.
 pub async fn op(
     workload: Workload,
     ctx: &Ctx,
-    conn: &Connection,
+    link: &Link,
     rng: &mut SmallRng,
-) -> Result<Done, String> {
-    match workload {
-        Workload::Set => put(ctx, conn, rng).await,
-        Workload::Get => get(ctx, conn, rng).await,
-        Workload::List => list(ctx, conn).await,
-        Workload::Bank => transfer(ctx, conn, rng).await,
-        Workload::Sum => sum(ctx, conn).await,
+) -> Result<Done, OpError> {
+    let plain = match workload {
+        Workload::Bank => return transfer(ctx, link, rng).await,
+        Workload::Set => put(ctx, link, rng).await,
+        Workload::Get => get(ctx, link, rng).await,
+        Workload::List => list(ctx, link).await,
+        Workload::Sum => sum(ctx, link).await,
         Workload::Mixed => {
             if rng.random_bool(ctx.read_ratio) {
-                get(ctx, conn, rng).await
+                get(ctx, link, rng).await
             } else {
-                put(ctx, conn, rng).await
+                put(ctx, link, rng).await
             }
         }
-    }
+    };
+    plain.map_err(OpError::Failed)
 }

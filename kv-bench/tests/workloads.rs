@@ -164,6 +164,53 @@ async fn bank_transfers_conserve_the_total() {
     assert_eq!(r.checks.bank_violations, 0);
     // 16 clients on 10 accounts must collide now and then.
     assert!(r.conflicts > 0, "{}", r.text());
+    let v = r.checks.bank_ledger.as_ref().unwrap();
+    assert!(v.passed() && v.balance_ok && v.accounts_ok, "{v:?}");
+    // Warm-up and measured transfers were all acknowledged, each left one record.
+    assert!(v.acknowledged >= r.ops, "{v:?} {}", r.text());
+    assert_eq!((v.unknown, v.applied), (0, v.acknowledged), "{v:?}");
+    assert!(r.checks.auditor_reads >= 2 && r.checks.auditor_violations == 0);
+}
+
+/// Two servers over one database: clients spread over both, the auditor alternates, and the
+/// ledger verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_over_two_servers_of_one_database() {
+    let (a, db) = server_with_db().await;
+    let bound = KvConnectServer::from_arc(db, ServerConfig::new(TOKEN))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let b = bound.local_addr();
+    tokio::spawn(bound.serve_with_shutdown(std::future::pending()));
+    let urls = format!("http://{a},http://{b}");
+    let o = Options::parse_from([
+        "kv-bench",
+        "--url",
+        &urls,
+        "--access-token",
+        TOKEN,
+        "--duration-secs",
+        "0.3",
+        "--warmup-secs",
+        "0.05",
+        "--workload",
+        "bank",
+        "--clients",
+        "8",
+        "--accounts",
+        "10",
+        "--audit-interval-ms",
+        "5",
+    ]);
+    assert_eq!(o.url.len(), 2);
+    let r = kv_bench::run(&o).await.unwrap();
+    assert!(r.checks.passed(), "{}", r.text());
+    assert_eq!(r.connections, 8);
+    assert_eq!(r.unknown_outcomes, 0);
+    let v = r.checks.bank_ledger.as_ref().unwrap();
+    assert!(v.acknowledged > 0 && v.applied == v.acknowledged, "{v:?}");
+    assert!(r.checks.auditor_advanced > 0, "{:?}", r.checks);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,7 +234,7 @@ async fn wrong_token_and_remote_targets_are_refused() {
         other => panic!("{other:?}"),
     }
     let mut o = opts(addr, &[]);
-    o.url = "http://192.0.2.1:4512".into();
+    o.url = vec!["http://192.0.2.1:4512".into()];
     assert!(matches!(
         kv_bench::run(&o).await,
         Err(BenchError::Client(ClientError::NotLoopback(_)))
@@ -207,7 +254,27 @@ async fn bank_audit_detects_a_changed_total() {
     ])
     .unwrap();
     let tamper = tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        // Wait for the run to have created the accounts (not a fixed delay: under load the
+        // setup can take longer, and a write before it would simply be overwritten). The run
+        // measures for 0.3 s after that and then audits once more, so the change is seen.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let found = db
+                .snapshot_read(
+                    vec![kv_traits::ReadRange::single(&key)],
+                    kv_traits::Consistency::Strong,
+                )
+                .await
+                .unwrap();
+            if !found[0].is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the bank accounts were not created within 30 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         let mutations = vec![Mutation::set(key, KvValue::U64(u64::MAX / 4))];
         db.atomic_write(AtomicWrite {
             mutations,

@@ -150,16 +150,28 @@ impl Child {
     /// Waits up to `timeout` for the [`READY`] line (libtest may print its own text before it
     /// on the same line). On failure kills the child and returns an error with its stderr.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        self.wait_for_line(timeout, "get ready", |line| line.ends_with(READY))
+    }
+
+    /// Waits up to `timeout` for a stdout line matching `wanted` (the lines before it are kept
+    /// for [`Child::kill`]). On failure kills the child and returns an error saying it did not
+    /// `what`, with its stderr.
+    pub fn wait_for_line(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
             match self.next_line(deadline.saturating_duration_since(Instant::now())) {
-                Some(line) if line.ends_with(READY) => return Ok(()),
+                Some(line) if wanted(&line) => return Ok(()),
                 Some(_) => continue,
                 None => {
                     let _ = self.process.kill();
                     let _ = self.process.wait();
                     return Err(format!(
-                        "the child did not get ready within {timeout:?}; its stderr:\n{}",
+                        "the child did not {what} within {timeout:?}; its stderr:\n{}",
                         self.stderr()
                     ));
                 }

@@ -52,11 +52,13 @@ pub struct CrashConfig {
     pub tasks: u64,
     /// Every this many writes of a task also enqueue a message.
     pub enqueue_every: u64,
-    /// The kill comes this many milliseconds after the child is ready (uniformly random).
+    /// The kill comes this many milliseconds after the child is ready (uniformly random); in
+    /// the rounds before any write was acknowledged, after its first acknowledged write.
     pub kill_after_ms: RangeInclusive<u64>,
     /// The child stops writing after this long, should the parent be gone.
     pub child_lifetime: Duration,
-    /// How long the child may take to open the store.
+    /// How long the child may take to open the store, and then to acknowledge its first write
+    /// when the parent waits for one. It only bounds a hang.
     pub ready_timeout: Duration,
 }
 
@@ -68,8 +70,8 @@ impl Default for CrashConfig {
             tasks: 8,
             enqueue_every: 4,
             kill_after_ms: 200..=800,
-            child_lifetime: Duration::from_secs(20),
-            ready_timeout: Duration::from_secs(20),
+            child_lifetime: Duration::from_secs(90),
+            ready_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -249,6 +251,17 @@ where
         .unwrap_or_else(|e| panic!("starting the child: {e}"));
         if let Err(e) = child.wait_ready(config.ready_timeout) {
             panic!("round {round}: {e}");
+        }
+        if total_acks == 0 {
+            // However slow the machine, the run checks at least one acknowledged write and
+            // one message (a task's first write enqueues one).
+            if let Err(e) = child.wait_for_line(
+                config.ready_timeout,
+                "acknowledge a write with a message",
+                |l| parse_ack(l).is_some_and(|a| a.enqueued),
+            ) {
+                panic!("round {round}: {e}");
+            }
         }
         let delay = child::random_delay(config.kill_after_ms.clone());
         std::thread::sleep(delay);

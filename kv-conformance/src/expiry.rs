@@ -215,9 +215,9 @@ pub async fn maintenance_notifies_watchers(h: &ClockedDb) {
 }
 
 async fn next_notification(w: &mut kv_traits::WatchStream) -> Vec<WatchKeyOutput> {
-    tokio::time::timeout(Duration::from_secs(5), w.next())
+    tokio::time::timeout(Duration::from_secs(30), w.next())
         .await
-        .expect("no watch notification within 5 s")
+        .expect("no watch notification within 30 s")
         .expect("watch stream ended")
         .expect("watch stream error")
 }

@@ -15,7 +15,7 @@
 //! - [`backend_conformance_tests!`], which generates an engine's tests in one line;
 //! - [`backend`](mod@backend): the raw storage contract of [`kv_traits::Backend`] (snapshots,
 //!   read-your-writes, rollback, bytewise scans, one writer, close, reopen), with its runner
-//!   [`harness::run_backend_contract`] and the macro [`backend_contract_tests!`];
+//!   [`contract::run_backend_contract`] and the macro [`backend_contract_tests!`];
 //! - [`crash`]: the SIGKILL crash test for file engines ([`crash_tests!`]), built on
 //!   [`child`], the primitive that re-runs a test of the current binary as a child process.
 //!
@@ -144,6 +144,7 @@
 pub mod backend;
 pub mod background;
 pub mod child;
+pub mod contract;
 pub mod crash;
 pub mod expiry;
 pub mod harness;
@@ -157,9 +158,10 @@ pub mod util;
 pub mod watch;
 pub mod write;
 
+pub use contract::run_backend_contract;
 pub use crash::CrashConfig;
 pub use harness::{
-    run_backend_contract, run_backend_suite, run_database_suite, BackendFactory, ClockedDb,
-    DatabaseFactory, FileFactory, ReopenableBackend, SharedInstance, SharedInstanceFactory,
+    run_backend_suite, run_database_suite, BackendFactory, ClockedDb, DatabaseFactory, FileFactory,
+    ReopenableBackend, SharedInstance, SharedInstanceFactory,
 };
 pub use model::{run_model_test, ModelConfig};

@@ -2,8 +2,6 @@
 //! [`kv_traits::Limits::default`]: every [`LimitError`] variant is reachable from a request, the
 //! boundary values are accepted, and a rejected write applies nothing.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use kv_traits::{
     AtomicWrite, Check, Consistency, Database, Enqueue, KvValue, LimitError, Mutation, ReadRange,
     ValueError,
@@ -356,10 +354,7 @@ pub async fn queue_limits(db: &dyn Database) {
         "backoff interval exceeds",
     );
     // A year after the real time is beyond 30 days for the system clock and the manual clock.
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now = kv_traits::clock::now_ms();
     let e = Enqueue {
         deadline_ms: now + 365 * 24 * 3600 * 1000,
         ..base.clone()

@@ -12,6 +12,10 @@ use kv_traits::{
 use crate::harness::{ClockedDb, ReopenableBackend};
 use crate::util::*;
 
+/// The wait of a dequeue that expects a ready message: it returns as soon as the message is
+/// leased, so this only bounds a hang.
+const READY_WAIT: Duration = Duration::from_secs(30);
+
 async fn open(store: &dyn ReopenableBackend, clock: &Arc<ManualClock>) -> ClockedDb {
     let backend = store
         .open()
@@ -105,7 +109,7 @@ pub async fn queue_survives_reopen(store: &dyn ReopenableBackend) {
     let h = open(store, &clock).await;
     let db = h.database();
     let m = db
-        .dequeue(Duration::from_millis(100))
+        .dequeue(READY_WAIT)
         .await
         .expect("dequeue")
         .expect("the ready message survived");
@@ -118,7 +122,7 @@ pub async fn queue_survives_reopen(store: &dyn ReopenableBackend) {
         .is_none());
     h.advance(1000);
     let m = db
-        .dequeue(Duration::from_millis(100))
+        .dequeue(READY_WAIT)
         .await
         .expect("dequeue")
         .expect("the delayed message survived");
@@ -149,7 +153,7 @@ pub async fn leased_message_redelivered_after_reopen(store: &dyn ReopenableBacke
     .await;
     let m1 = h
         .database()
-        .dequeue(Duration::from_millis(100))
+        .dequeue(READY_WAIT)
         .await
         .expect("dequeue")
         .expect("message");
@@ -160,7 +164,7 @@ pub async fn leased_message_redelivered_after_reopen(store: &dyn ReopenableBacke
     h.advance(100);
     let m2 = h
         .database()
-        .dequeue(Duration::from_millis(100))
+        .dequeue(READY_WAIT)
         .await
         .expect("dequeue")
         .expect("redelivered after reopen");
@@ -236,7 +240,7 @@ pub async fn lease_survives_reopen(store: &dyn ReopenableBackend) {
     .await;
     let m = h
         .database()
-        .dequeue(Duration::from_millis(100))
+        .dequeue(READY_WAIT)
         .await
         .expect("dequeue")
         .expect("message");

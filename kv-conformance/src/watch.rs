@@ -8,11 +8,11 @@ use kv_traits::{Database, KvEntry, KvValue, LimitError, Mutation, WatchKeyOutput
 
 use crate::util::*;
 
-/// Waits up to 5 s for the next notification.
+/// Waits for the next notification (30 s bounds a hang).
 pub async fn next(w: &mut WatchStream) -> Vec<WatchKeyOutput> {
-    tokio::time::timeout(Duration::from_secs(5), w.next())
+    tokio::time::timeout(Duration::from_secs(30), w.next())
         .await
-        .expect("no watch notification within 5 s")
+        .expect("no watch notification within 30 s")
         .expect("watch stream ended")
         .expect("watch stream returned an error")
 }

@@ -36,12 +36,12 @@ fn every_test_runs() {
 #[test]
 fn every_contract_test_runs() {
     let factory = SharedInstanceFactory(|| async { Ok::<_, BackendError>(MemoryBackend::new()) });
-    let report = kv_conformance::harness::backend_contract_report(&factory);
+    let report = kv_conformance::contract::backend_contract_report(&factory);
     report.assert_ok();
     if std::env::var("KV_CONFORMANCE_FILTER").map_or(true, |f| f.is_empty()) {
         assert_eq!(
             report.passed.len(),
-            kv_conformance::harness::backend_contract_cases().len()
+            kv_conformance::contract::backend_contract_cases().len()
         );
     }
 }

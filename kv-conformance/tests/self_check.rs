@@ -243,7 +243,7 @@ fn model_catches_a_broken_backend() {
 #[test]
 fn contract_catches_a_broken_backend() {
     let factory = || async { Ok::<_, BackendError>(ReverseBroken(MemoryBackend::new())) };
-    let report = kv_conformance::harness::backend_contract_report(&factory);
+    let report = kv_conformance::contract::backend_contract_report(&factory);
     let failed: Vec<&str> = report.failed.iter().map(|(n, _)| n.as_str()).collect();
     for t in [
         "backend::read_your_writes",

@@ -204,7 +204,7 @@ async fn queues() {
             "{err}"
         );
         let r = tokio::time::timeout(
-            Duration::from_secs(5),
+            Duration::from_secs(30),
             kv.listen_queue(|_d| async { Ok::<(), String>(()) }),
         )
         .await

@@ -22,6 +22,9 @@ pub(crate) enum Engine {
     Redb,
     /// In memory; data is lost at exit, `--path` is ignored (feature `memory`).
     Memory,
+    /// A PostgreSQL database at `--database-url`, which several servers may share (feature
+    /// `postgres`; `--path` is ignored).
+    Postgres,
 }
 
 const fn default_engine() -> Engine {
@@ -73,6 +76,38 @@ pub(crate) struct DbArgs {
     /// Database file for the `sqlite` and `redb` engines (created if missing).
     #[arg(long, env = "KV_CONNECT_PATH", default_value = "./data.db")]
     pub path: PathBuf,
+
+    #[cfg(feature = "postgres")]
+    #[command(flatten)]
+    pub postgres: PostgresArgs,
+}
+
+/// The `postgres` engine's connection.
+#[cfg(feature = "postgres")]
+#[derive(Args, Debug, Clone)]
+pub(crate) struct PostgresArgs {
+    /// PostgreSQL URL for `--engine postgres`: `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`,
+    /// with `?sslmode=disable|prefer|require|verify-ca|verify-full` and `&sslrootcert=FILE`.
+    /// Several servers may serve one database.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// PostgreSQL schema holding the store's tables (created if missing; default: the user's
+    /// current schema). One schema is one Deno KV database.
+    #[arg(long, env = "KV_CONNECT_DATABASE_SCHEMA")]
+    pub database_schema: Option<String>,
+
+    /// Connections to PostgreSQL this server keeps at most.
+    #[arg(long, env = "KV_CONNECT_DATABASE_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u64).range(2..=1024))]
+    pub database_pool_size: u64,
+
+    /// Seconds to wait for a connection to PostgreSQL (also for a free pooled one).
+    #[arg(long, env = "KV_CONNECT_DATABASE_CONNECT_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub database_connect_timeout_secs: u64,
+
+    /// Seconds one SQL statement may run before PostgreSQL cancels it.
+    #[arg(long, env = "KV_CONNECT_DATABASE_STATEMENT_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub database_statement_timeout_secs: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -133,6 +168,8 @@ pub(crate) enum MainError {
     NoAccessToken,
     #[error("the {0:?} engine is not compiled into this binary (enable the cargo feature)")]
     EngineMissing(Engine),
+    #[error("--engine postgres needs --database-url (or DATABASE_URL)")]
+    NoDatabaseUrl,
     #[error("cannot open the database: {location}: {source}")]
     Open {
         /// The file, or `memory`.
@@ -190,6 +227,26 @@ pub(crate) async fn open_db(cli: &DbArgs, config: kv_db::DbConfig) -> Result<kv_
                 location: "memory".into(),
                 source,
             }),
+        #[cfg(feature = "postgres")]
+        Engine::Postgres => {
+            let pg = &cli.postgres;
+            let url = pg.database_url.as_deref().ok_or(MainError::NoDatabaseUrl)?;
+            let options = kv_engine_postgres::PostgresOptions {
+                pool_size: pg.database_pool_size as usize,
+                connect_timeout: Duration::from_secs(pg.database_connect_timeout_secs),
+                statement_timeout: Some(Duration::from_secs(pg.database_statement_timeout_secs)),
+                schema: pg.database_schema.clone(),
+                ..Default::default()
+            };
+            let pg_error = |source: kv_traits::KvError| MainError::Open {
+                location: "the PostgreSQL database".into(),
+                source,
+            };
+            let backend = kv_engine_postgres::PostgresBackend::connect(url, options)
+                .await
+                .map_err(|e| pg_error(e.into()))?;
+            kv_db::Db::open(backend, config).await.map_err(pg_error)
+        }
         #[allow(unreachable_patterns)]
         other => Err(MainError::EngineMissing(other)),
     }

@@ -21,11 +21,9 @@ use crate::{open_db, DbArgs, MainError};
 pub(crate) enum PitrCliError {
     #[error("invalid backup location {url:?}: no such directory")]
     NoSuchDirectory { url: String },
-    #[error("invalid backup location {url:?}: {source}")]
-    Location {
-        url: String,
-        source: kv_pitr::consumer::StoreUrlError,
-    },
+    /// The location's own error names it (boxed: object-store errors are large).
+    #[error(transparent)]
+    Location(Box<kv_pitr::consumer::StoreUrlError>),
     #[error("invalid --at {value:?}: {source}")]
     At {
         value: String,
@@ -43,7 +41,7 @@ pub(crate) enum PitrCliError {
     Backup(#[from] kv_pitr::producer::BackupError),
     #[error("restore: {0}")]
     Restore(#[from] kv_pitr::restore::RestoreError),
-    #[error("restore: a memory database cannot be moved backwards; restore again instead")]
+    #[error("restore: only a file database (sqlite, redb) can be moved backwards in place; restore into a new database instead")]
     MemoryBackwards,
     #[error("restore: {what}: {source}")]
     RestoreFile {
@@ -217,12 +215,8 @@ pub(crate) fn open_store(
             });
         }
     }
-    kv_pitr::consumer::open_store_url(url, store.s3_endpoint.as_deref()).map_err(|source| {
-        PitrCliError::Location {
-            url: url.to_string(),
-            source,
-        }
-    })
+    kv_pitr::consumer::open_store_url(url, store.s3_endpoint.as_deref())
+        .map_err(|e| PitrCliError::Location(Box::new(e)))
 }
 
 /// What runs beside the server: a backup shipper or a replica follower.
@@ -370,14 +364,14 @@ async fn checkout_backwards(
     db: &DbArgs,
     target: RestoreTarget,
 ) -> Result<kv_pitr::restore::RestoreOutcome, MainError> {
-    if db.engine == crate::Engine::Memory {
+    if matches!(db.engine, crate::Engine::Memory | crate::Engine::Postgres) {
         return Err(PitrCliError::MemoryBackwards.into());
     }
     let mut tmp_name = db.path.as_os_str().to_os_string();
     tmp_name.push(".pitr-checkout");
     let tmp = DbArgs {
-        engine: db.engine,
         path: tmp_name.into(),
+        ..db.clone()
     };
     let io =
         |what: &'static str, source: std::io::Error| PitrCliError::RestoreFile { what, source };

@@ -112,7 +112,7 @@ async fn a_waiting_dequeue_wakes_on_enqueue() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     kv.write(&enqueue_write(b"late", vec![], b"\x02dl\x00"))
         .await;
-    let m = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+    let m = tokio::time::timeout(std::time::Duration::from_secs(30), waiter)
         .await
         .unwrap()
         .unwrap();

@@ -13,6 +13,7 @@
 //! | `06` | `06 ‖ version BE` | one logged commit (see [`crate::changes`]) |
 //! | `00 'i'` | version reached by imports (restored copy, replica) | u64 BE (until a write) |
 //! | `07` | `07 ‖ last version BE` | one write transaction's changed keys (shared stores only; see [`crate::feed`]) |
+//! | `00 'L'` | `00 'L' ‖ lease name` | holder (16 bytes) ‖ expiry ms BE (a cross-process lease; see [`crate::lease`]) |
 //!
 //! Prefixing keeps user-key order, so a user range `[s, e)` is the backend range `[01‖s, 01‖e)`.
 
@@ -40,6 +41,8 @@ pub const CHANGE_LOG: u8 = 0x06;
 pub const META_CHANGE_LOG_SINCE: &[u8] = b"\x00c";
 /// Meta key holding the version reached by imports, while nothing else has been committed.
 pub const META_IMPORTED: &[u8] = b"\x00i";
+/// Prefix of lease records (followed by the lease's name).
+pub const META_LEASE: &[u8] = b"\x00L";
 
 fn corrupt(what: &str) -> BackendError {
     BackendError::Corrupt(what.into())

@@ -43,6 +43,7 @@
 //! | `queue` | waiting for and leasing queue messages |
 //! | `background` | the maintenance task |
 //! | `backup` | change log, export and import as [`Db`] methods |
+//! | [`lease`] | named cross-process leases (one backup shipper per shared database) |
 //! | `mutate` | SUM/MIN/MAX as pure functions |
 //! | `watch` | per-key commit signals for watchers |
 //! | `writer` | the single writer task and group commit, with one module per kind of operation |
@@ -55,6 +56,7 @@ pub mod changes;
 mod config;
 pub mod feed;
 pub mod layout;
+pub mod lease;
 mod mutate;
 mod open;
 mod queue;
@@ -76,6 +78,7 @@ use tokio::task::JoinHandle;
 
 pub use crate::changes::{ChangeBatch, ExportEntry, ImportOp, KeyChange};
 pub use crate::config::DbConfig;
+pub use crate::lease::{LeaseOwner, LeaseState};
 use crate::watch::WatchHub;
 use crate::writer::{Op, Reply};
 

@@ -148,7 +148,7 @@ async fn every_kind_of_commit_is_logged_with_post_images() {
     assert_eq!(log[3].timestamp_ms, 6_000);
 
     // The dead letter of the failed queue message is a logged commit too.
-    let msg = db.dequeue(Duration::from_secs(1)).await.unwrap().unwrap();
+    let msg = db.dequeue(Duration::from_secs(30)).await.unwrap().unwrap();
     db.finish(msg.lease, false).await.unwrap();
     let log = db.read_changes(Some(summary[3].0), 100).await.unwrap();
     assert_eq!(log.len(), 1);
@@ -236,7 +236,7 @@ async fn subscribe_commits_follows_the_latest_versionstamp() {
     let mut rx = db.subscribe_commits();
     assert_eq!(*rx.borrow_and_update(), Versionstamp::from_version(0));
     let v = commit(&db, write(vec![Mutation::set(key("a"), KvValue::U64(1))])).await;
-    tokio::time::timeout(Duration::from_secs(5), rx.changed())
+    tokio::time::timeout(Duration::from_secs(30), rx.changed())
         .await
         .unwrap()
         .unwrap();
@@ -323,7 +323,7 @@ async fn import_advances_the_version_and_wakes_watchers() {
     )
     .await
     .unwrap();
-    let frame = tokio::time::timeout(Duration::from_secs(5), watch.next())
+    let frame = tokio::time::timeout(Duration::from_secs(30), watch.next())
         .await
         .unwrap()
         .unwrap()

@@ -44,7 +44,7 @@ async fn a_dequeue_dropped_during_its_commit_puts_the_message_back() {
     backend.faults().delay_commits(Duration::ZERO);
     // Without the release the message would stay leased for an hour.
     let m = db
-        .dequeue(Duration::from_secs(2))
+        .dequeue(Duration::from_secs(30))
         .await
         .unwrap()
         .expect("message released");
@@ -87,7 +87,7 @@ async fn a_dequeue_dropped_before_the_writer_reaches_it_leases_nothing() {
     busy.await.unwrap().unwrap();
     backend.faults().delay_commits(Duration::ZERO);
     let m = db
-        .dequeue(Duration::from_secs(2))
+        .dequeue(Duration::from_secs(30))
         .await
         .unwrap()
         .expect("message still ready");

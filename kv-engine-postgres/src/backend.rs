@@ -5,11 +5,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use futures::stream::BoxStream;
 use kv_traits::{Backend, BackendError, ReadTxn, WriteTxn};
 use tokio::sync::Mutex;
 
 use crate::conn::Conn;
 use crate::error::{pg_err, pool_err};
+use crate::notify::Listener;
 use crate::options::{ConnectSpec, PostgresOptions};
 use crate::outcome::{self, Outcome};
 use crate::schema::{self, Names};
@@ -34,6 +36,8 @@ pub(crate) struct Shared {
     /// Commits so far; every 256th also purges old outcome ids.
     pub commits: AtomicU64,
     pub retention_secs: f64,
+    /// Push notifications of commits (`LISTEN`).
+    listener: Listener,
 }
 
 impl std::fmt::Debug for PostgresBackend {
@@ -57,7 +61,8 @@ impl PostgresBackend {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = match tls::connector(spec.ssl, spec.root_cert.as_deref())? {
+        let tls = tls::connector(spec.ssl, spec.root_cert.as_deref())?;
+        let manager = match tls.clone() {
             Some(tls) => Manager::from_config(spec.config.clone(), tls, manager_config),
             None => {
                 Manager::from_config(spec.config.clone(), tokio_postgres::NoTls, manager_config)
@@ -99,6 +104,7 @@ impl PostgresBackend {
         }
         drop(client);
         tracing::debug!(%target, %schema, "connected to PostgreSQL");
+        let listener = Listener::spawn(spec.config.clone(), tls, names.channel.clone());
         Ok(PostgresBackend {
             shared: Arc::new(Shared {
                 pool,
@@ -108,6 +114,7 @@ impl PostgresBackend {
                 writer: Arc::new(Mutex::new(())),
                 commits: AtomicU64::new(0),
                 retention_secs: options.outcome_retention.as_secs_f64(),
+                listener,
             }),
         })
     }
@@ -191,7 +198,18 @@ impl Backend for PostgresBackend {
     async fn close(&self) -> Result<(), BackendError> {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.pool.close();
+        self.shared.listener.stop();
         Ok(())
+    }
+
+    /// Every server process on the database commits to it.
+    fn shared(&self) -> bool {
+        true
+    }
+
+    /// `LISTEN`/`NOTIFY` on the store's channel (see `notify.rs`).
+    fn commit_signals(&self) -> Option<BoxStream<'static, ()>> {
+        Some(self.shared.listener.subscribe())
     }
 }
 
@@ -202,18 +220,18 @@ pub(crate) fn outcome_result(outcome: Outcome, cause: &str) -> Result<(), Backen
             tracing::warn!(%cause, "connection lost during COMMIT; verified that it committed");
             Ok(())
         }
-        Outcome::NotCommitted => Err(BackendError::Io(
+        Outcome::NotCommitted => Err(BackendError::Conflict(
             format!(
                 "connection lost during COMMIT ({cause}); verified that the transaction was NOT \
-             committed (nothing was written)"
+                 committed (nothing was written)"
             )
             .into(),
         )),
-        Outcome::Unknown(why) => Err(BackendError::Io(
+        Outcome::Unknown(why) => Err(BackendError::UnknownOutcome(
             format!(
-            "connection lost during COMMIT ({cause}); the outcome is UNKNOWN: the transaction may \
-             or may not have committed (resolving it failed: {why})"
-        )
+                "connection lost during COMMIT ({cause}); the outcome is UNKNOWN: the transaction \
+                 may or may not have committed (resolving it failed: {why})"
+            )
             .into(),
         )),
     }

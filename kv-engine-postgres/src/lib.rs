@@ -23,11 +23,15 @@
 //!   (durable with the default `synchronous_commit = on`).
 //! - **Unknown outcome**: if the connection is lost during `COMMIT`, the commit finds out on
 //!   another connection whether the transaction committed (each write transaction records a
-//!   random id in `kv_outcomes`): `Ok` when it did; [`kv_traits::BackendError::Io`] saying it
-//!   was verified NOT committed; or `Io` saying the outcome is UNKNOWN when that cannot be
-//!   found out. `Ok` is returned only when the commit is proven. The engine itself is not
-//!   poisoned (the next write transaction reads the database's state afresh); `kv-db` poisons
-//!   its `Db` on any non-conflict commit error.
+//!   random id in `kv_outcomes`): `Ok` when it did; [`kv_traits::BackendError::Conflict`]
+//!   saying it was verified NOT committed (like every commit error that provably applied
+//!   nothing); or [`kv_traits::BackendError::UnknownOutcome`] when that cannot be found out.
+//!   `Ok` is returned only when the commit is proven. Neither poisons the engine or `kv-db`'s
+//!   `Db` (the next write transaction reads the database's state afresh); a client is told
+//!   "unspecified write error" for an unknown outcome and never retries it blindly.
+//! - **Shared**: [`kv_traits::Backend::shared`] is `true`, and
+//!   [`kv_traits::Backend::commit_signals`] comes from `LISTEN`/`NOTIFY` (every commit
+//!   notifies the store's channel in the same round trip as its `COMMIT`; see `notify.rs`).
 //! - **Errors**: SQLSTATE `40001`/`40P01` become [`kv_traits::BackendError::Conflict`],
 //!   everything else [`kv_traits::BackendError::Io`] with a message naming the problem (never
 //!   the password).
@@ -59,6 +63,7 @@ mod backend;
 mod conn;
 mod error;
 mod merge;
+mod notify;
 mod options;
 pub mod outcome;
 mod schema;

@@ -40,6 +40,10 @@ pub(crate) struct Names {
     pub commit: String,
     pub commit_and_purge: String,
     pub probe: String,
+    /// The `LISTEN`/`NOTIFY` channel of this store's commits (a quoted identifier).
+    pub channel: String,
+    /// `NOTIFY` on [`Names::channel`] followed by `COMMIT`: one round trip.
+    pub notify_commit: String,
 }
 
 impl Names {
@@ -70,6 +74,8 @@ impl Names {
             probe: format!(
                 "INSERT INTO {outcomes} (id) VALUES ($1) ON CONFLICT (id) DO NOTHING RETURNING 1"
             ),
+            channel: channel(schema),
+            notify_commit: format!("NOTIFY {}; COMMIT", channel(schema)),
             lock_key: lock_key(schema),
             meta,
             outcomes,
@@ -80,6 +86,12 @@ impl Names {
 /// `ident` as a quoted SQL identifier.
 pub(crate) fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// The notification channel of the store in `schema`: derived from the schema name like the
+/// lock key, so stores in different schemas do not wake each other.
+fn channel(schema: &str) -> String {
+    format!("\"kv_commits_{:016x}\"", lock_key(schema) as u64)
 }
 
 /// The writer lock key of a schema: FNV-1a of a fixed prefix and the schema name, so stores in

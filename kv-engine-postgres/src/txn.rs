@@ -211,8 +211,8 @@ impl WriteTxn for PgWriteTxn {
                 .await
         };
         // Nothing is committed yet: an error here leaves the store as it was.
-        res.map_err(|e| pg_err(what, e))?;
-        match client.batch_execute("COMMIT").await {
+        res.map_err(|e| not_applied(pg_err(what, e)))?;
+        match client.batch_execute(&shared.names.notify_commit).await {
             Ok(()) => {
                 conn.in_txn = false;
                 Ok(())
@@ -225,7 +225,21 @@ impl WriteTxn for PgWriteTxn {
                 outcome_result(outcome, &cause)
             }
             // The server answered with an error: it rolled the transaction back.
-            Err(e) => Err(pg_err("COMMIT", e)),
+            Err(e) => Err(not_applied(pg_err("COMMIT", e))),
         }
+    }
+}
+
+/// The error of a commit that provably did not apply: [`BackendError::Conflict`] ("nothing was
+/// written; retrying is safe"), so that the semantics layer answers it as a transient failure
+/// instead of poisoning the database (see the shared-store part of the `Backend` contract).
+fn not_applied(e: BackendError) -> BackendError {
+    match e {
+        BackendError::Closed => BackendError::Closed,
+        BackendError::Conflict(m) => BackendError::Conflict(m),
+        other => BackendError::Conflict(kv_traits::Cause::with_source(
+            format!("the commit was not applied: {other}"),
+            other,
+        )),
     }
 }

@@ -711,7 +711,7 @@ async fn a_commit_whose_connection_is_lost_is_resolved() {
     w.put(b"k", b"1").await.unwrap();
     let err = w.commit().await.unwrap_err();
     let text = err.to_string();
-    assert!(matches!(err, BackendError::Io(_)), "{text}");
+    assert!(matches!(err, BackendError::Conflict(_)), "{text}");
     assert!(
         text.contains("connection lost during COMMIT") && text.contains("NOT committed"),
         "{text}"
@@ -756,9 +756,51 @@ async fn an_unresolvable_commit_outcome_is_reported_as_unknown() {
         .unwrap()
         .unwrap_err();
     let text = err.to_string();
-    assert!(matches!(err, BackendError::Io(_)), "{text}");
+    assert!(matches!(err, BackendError::UnknownOutcome(_)), "{text}");
     assert!(text.contains("outcome is UNKNOWN"), "{text}");
     proxy.revive();
     put_all(&b, &[(b"k", b"2")]).await;
     assert_eq!(get(&b, b"k").await, Some(b"2".to_vec()));
+}
+
+/// Commits of one process reach another as push signals (`LISTEN`/`NOTIFY`), and only for
+/// their own store: a commit to another schema wakes nobody here.
+#[tokio::test]
+async fn commits_are_pushed_to_other_processes_of_the_same_store() {
+    use futures::StreamExt;
+    let a = common::fresh("notify").await.unwrap();
+    let b = same_schema(&a).await;
+    let other = common::fresh("notify-other").await.unwrap();
+    assert!(a.shared() && b.shared());
+    let mut signals = b.commit_signals().expect("postgres pushes commit signals");
+    // The listener connects in the background: commit until a signal arrives.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            put_all(&a, &[(b"n", b"1")]).await;
+            if tokio::time::timeout(Duration::from_millis(200), signals.next())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("a commit through another backend signalled this one");
+    // Let stragglers of the loop above arrive, then a foreign commit must stay silent.
+    while tokio::time::timeout(Duration::from_millis(300), signals.next())
+        .await
+        .is_ok()
+    {}
+    put_all(&other, &[(b"x", b"1")]).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), signals.next())
+            .await
+            .is_err(),
+        "a commit to another schema woke this store's listeners"
+    );
+    put_all(&a, &[(b"n", b"2")]).await;
+    tokio::time::timeout(WAIT, signals.next())
+        .await
+        .expect("signalled again");
 }

@@ -10,6 +10,9 @@ use kv_engine_redb::{RedbBackend, RedbOptions};
 use kv_test_support::storage::{DiskFaults, FaultyStorage};
 use kv_traits::Backend;
 
+/// The bound on every wait here: it only catches a hang.
+const HANG: Duration = Duration::from_secs(30);
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_slow_commit_leaves_the_runtime_free() {
     let dir = tempfile::tempdir().unwrap();
@@ -18,7 +21,8 @@ async fn a_slow_commit_leaves_the_runtime_free() {
     let db = RedbBackend::open_with_storage(storage, RedbOptions::default()).unwrap();
     put_all(&db, &[(b"a", b"1")]).await;
 
-    faults.delay_syncs(Duration::from_millis(400));
+    // The commit's fsync blocks until this task has run 10 ticks while it is held.
+    faults.hold_syncs(HANG);
     let started = Instant::now();
     let committer = {
         let db = db.clone();
@@ -26,34 +30,37 @@ async fn a_slow_commit_leaves_the_runtime_free() {
             let mut w = db.begin_write().await.unwrap();
             w.put(b"a", b"2").await.unwrap();
             w.commit().await.unwrap();
-            started.elapsed()
         })
     };
     // Meanwhile this task keeps reading on the same (only) runtime thread.
     let mut reads = 0u32;
     let mut ticks = 0u32;
-    while !committer.is_finished() {
+    while ticks < 10 {
+        assert!(
+            !committer.is_finished(),
+            "the commit finished while its sync was held"
+        );
+        assert!(
+            started.elapsed() < HANG,
+            "the commit never reached its sync, or the runtime stalled: {ticks} ticks"
+        );
         let mut r = db.begin_read().await.unwrap();
         assert!(r.get(b"a").await.unwrap().is_some());
         reads += 1;
         tokio::time::sleep(Duration::from_millis(10)).await;
-        ticks += 1;
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "commit never finished"
-        );
+        if faults.held_syncs() > 0 {
+            ticks += 1;
+        }
     }
-    let commit_took = committer.await.unwrap();
     assert!(
-        commit_took >= Duration::from_millis(400),
-        "the sync delay was not hit"
+        faults.release_syncs(),
+        "the held sync was let go by its cap, not by this task: the runtime stalled"
     );
-    assert!(
-        ticks >= 10,
-        "the runtime stalled during the commit: only {ticks} ticks"
-    );
+    tokio::time::timeout(HANG, committer)
+        .await
+        .expect("the commit did not finish after its sync was released")
+        .unwrap();
     assert!(reads >= 10);
-    faults.delay_syncs(Duration::ZERO);
     assert_eq!(
         db.begin_read().await.unwrap().get(b"a").await.unwrap(),
         Some(b"2".to_vec())

@@ -97,7 +97,7 @@ async fn cancelled_commit_still_completes_and_releases_the_writer() {
     // Poll the commit once (it is handed to the blocking pool), then drop the future.
     let commit = w.commit();
     let _ = tokio::time::timeout(Duration::from_nanos(1), commit).await;
-    let mut w = tokio::time::timeout(Duration::from_secs(5), b.begin_write())
+    let mut w = tokio::time::timeout(Duration::from_secs(30), b.begin_write())
         .await
         .unwrap()
         .unwrap();

@@ -26,19 +26,40 @@
 //! reference consumer does not look there; the initial snapshot and the log are never deleted.
 //!
 //! One prefix must have at most one producer at a time, and one database at most one
-//! [`Backup`] (the change log has a single reader that trims it).
+//! shipping [`Backup`] (the change log has a single reader that trims it).
+//!
+//! Several servers on one shared database ([`Db::is_shared`], e.g. PostgreSQL) may each start a
+//! [`Backup`] to the same prefix. Contract:
+//! - At most one of them ships (and takes checkpoints) at a time: the one holding the
+//!   database lease [`LEASE_NAME`] ([`Db::acquire_lease`]), taken for
+//!   [`BackupConfig::lease_ttl`] and renewed every third of it. The others stand by
+//!   ([`BackupStatus::standby`]) and try for the lease just as often.
+//! - A holder checks its lease before every upload and abandons an upload in flight once its
+//!   lease is no longer certain (a third of the ttl before it could expire, or as soon as a
+//!   renewal fails), then stands by again. A process that takes over inspects the prefix as a
+//!   restart does and continues after the last segment stored, whoever wrote it.
+//! - [`Backup::shutdown`] gives the lease up, so another server takes over within a third of
+//!   the ttl; a server that dies leaves it to expire, and another takes over within about
+//!   `lease_ttl` plus a third. The servers' clocks must agree to well within the ttl.
+//! - [`Backup::start`] inspects the prefix (and fails on a bad one) only if it got the lease;
+//!   otherwise the prefix is inspected when this server takes over, and an error retrying
+//!   cannot fix then stops its task. On a store of one process no lease is taken and nothing
+//!   of this applies.
 //!
 //! The parts, one job each: `start_mode` inspects the prefix (fresh or resume), the
 //! shipper uploads the initial snapshot and the log segments, the checkpointer writes and
-//! retires checkpoints, `snapshot` is the range export both snapshots share, and `shared`
-//! the status they publish. All object access goes through [`crate::store::BackupStore`];
+//! retires checkpoints, `snapshot` is the range export both snapshots share, `shared`
+//! the status they publish, `lease` the backup lease and its tenures, and `standby` the task
+//! that takes turns on a shared store. All object access goes through [`crate::store::BackupStore`];
 //! its [`StoreError`]s become [`BackupError::Store`] (or [`BackupError::Format`] for damaged
 //! or foreign objects).
 
 mod checkpointer;
+mod lease;
 mod shared;
 mod shipper;
 pub(crate) mod snapshot;
+mod standby;
 pub(crate) mod start_mode;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,8 +78,11 @@ use crate::store::{BackupStore, StoreError};
 
 pub use checkpointer::list_checkpoints;
 use checkpointer::Checkpointer;
+pub use lease::LEASE_NAME;
+use lease::{BackupLease, Tenure};
 use shared::{Shared, StatusState};
 use shipper::Shipper;
+use standby::Turns;
 use start_mode::{inspect_prefix, StartMode};
 
 /// Name of the marker object written before an initial snapshot starts.
@@ -100,6 +124,10 @@ pub struct BackupConfig {
     /// Complete checkpoints kept; older ones are deleted (default 2). The initial snapshot and
     /// the log are never deleted, so every point stays restorable.
     pub checkpoint_retain: usize,
+    /// Shared stores only ([`Db::is_shared`]): how long the backup lease lasts without renewal
+    /// (default 10 s). The holder renews it every third of this; when it dies, another process
+    /// takes over within about this long plus a third.
+    pub lease_ttl: Duration,
 }
 
 impl BackupConfig {
@@ -116,6 +144,7 @@ impl BackupConfig {
             shutdown_timeout: Duration::from_secs(10),
             checkpoint_interval: None,
             checkpoint_retain: 2,
+            lease_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -199,6 +228,9 @@ pub enum BackupError {
         #[source]
         last_error: Option<Arc<BackupError>>,
     },
+    /// Another process holds the backup lease and ships; this one stands by.
+    #[error("another server ships this database's backup; this one stands by")]
+    Standby,
     /// The background task stopped because of an error it cannot recover from.
     #[error("backup task stopped: {reason}{}", last_error_text(.last_error))]
     Stopped {
@@ -271,6 +303,55 @@ pub struct BackupStatus {
     pub checkpoints_written: u64,
     /// The last checkpoint error; cleared by the next successful checkpoint.
     pub last_checkpoint_error: Option<String>,
+    /// Shared stores only: another process holds the backup lease and ships; this one stands by
+    /// (its `shipped_through` and lag are then not its own job). Always `false` on a store of
+    /// one process.
+    pub standby: bool,
+}
+
+/// How [`Backup::start`] goes on.
+enum Plan {
+    /// A store of one process: ship from `mode`.
+    Alone(StartMode),
+    /// A shared store: take turns through the lease, starting with this tenure and mode if the
+    /// lease was taken at start.
+    Shared(Arc<BackupLease>, Option<(Tenure, StartMode)>),
+}
+
+/// Inspects the prefix (see [`start_mode`]) and checks that the database's change log can
+/// continue the backup found there.
+async fn prepare(db: &Db, config: &BackupConfig) -> Result<StartMode, BackupError> {
+    let log_since = db
+        .change_log_since()
+        .await?
+        .ok_or(BackupError::ChangeLogDisabled)?;
+    let mode = inspect_prefix(config).await?;
+    let current = db.current_versionstamp().await?;
+    if let StartMode::Resume {
+        shipped_through,
+        next_monoseq,
+    } = &mode
+    {
+        if log_since > *shipped_through {
+            return Err(BackupError::Gap {
+                log_since,
+                shipped_through: *shipped_through,
+            });
+        }
+        if current < *shipped_through {
+            return Err(BackupError::BackupAhead {
+                backup: *shipped_through,
+                database: current,
+            });
+        }
+        tracing::info!(
+            prefix = %config.prefix,
+            shipped_through = %shipped_through,
+            next_monoseq,
+            "resuming continuous backup"
+        );
+    }
+    Ok(mode)
 }
 
 /// A running continuous backup (a background task). Dropping it stops the task abruptly
@@ -295,11 +376,27 @@ impl Backup {
     /// database's change log does not reach back to the end of the existing backup. The store
     /// must be reachable for this inspection; afterwards store failures are retried forever.
     pub async fn start(db: Db, config: BackupConfig) -> Result<Backup, BackupError> {
-        let log_since = db
-            .change_log_since()
+        db.change_log_since()
             .await?
             .ok_or(BackupError::ChangeLogDisabled)?;
-        let mode = inspect_prefix(&config).await?;
+        let plan = if db.is_shared() {
+            let lease = BackupLease::new(db.clone(), config.lease_ttl);
+            // Holding the lease: inspect now, so that a bad prefix fails the start. Otherwise
+            // the prefix is the holder's business until this process takes over.
+            let first = match lease.attempt().await.then(|| lease.tenure()).flatten() {
+                Some(tenure) => match prepare(&db, &config).await {
+                    Ok(mode) => Some((tenure, mode)),
+                    Err(e) => {
+                        lease.release().await;
+                        return Err(e);
+                    }
+                },
+                None => None,
+            };
+            Plan::Shared(lease, first)
+        } else {
+            Plan::Alone(prepare(&db, &config).await?)
+        };
         let current = db.current_versionstamp().await?;
         let mut status = BackupStatus {
             committed: current,
@@ -315,33 +412,20 @@ impl Backup {
             last_checkpoint: None,
             checkpoints_written: 0,
             last_checkpoint_error: None,
+            standby: matches!(plan, Plan::Shared(_, None)),
         };
-        if let StartMode::Resume {
+        let first_mode = match &plan {
+            Plan::Alone(mode) => Some(mode),
+            Plan::Shared(_, first) => first.as_ref().map(|(_, mode)| mode),
+        };
+        if let Some(StartMode::Resume {
             shipped_through,
             next_monoseq,
-        } = &mode
+        }) = first_mode
         {
-            if log_since > *shipped_through {
-                return Err(BackupError::Gap {
-                    log_since,
-                    shipped_through: *shipped_through,
-                });
-            }
-            if current < *shipped_through {
-                return Err(BackupError::BackupAhead {
-                    backup: *shipped_through,
-                    database: current,
-                });
-            }
             status.shipped_through = *shipped_through;
             status.next_monoseq = *next_monoseq;
             status.initial_snapshot_done = true;
-            tracing::info!(
-                prefix = %config.prefix,
-                shipped_through = %shipped_through,
-                next_monoseq,
-                "resuming continuous backup"
-            );
         }
         let (tx, _) = watch::channel(status.clone());
         let shared = Arc::new(Shared {
@@ -353,6 +437,10 @@ impl Backup {
         shared.update(|_| {});
         let shutdown_timeout = config.shutdown_timeout;
         let store = BackupStore::new(config.store.clone(), config.prefix.clone());
+        let lease = match &plan {
+            Plan::Alone(_) => None,
+            Plan::Shared(lease, _) => Some(lease.clone()),
+        };
         let checkpointer = config.checkpoint_interval.map(|interval| {
             tokio::spawn(
                 Checkpointer {
@@ -361,12 +449,35 @@ impl Backup {
                     config: config.clone(),
                     shared: shared.clone(),
                     interval,
+                    lease,
                 }
                 .run(),
             )
         });
-        let shipper = Shipper::new(db.clone(), store, config, shared.clone());
-        let task = tokio::spawn(shipper.run(mode));
+        let task = match plan {
+            Plan::Alone(mode) => {
+                let shipper = Shipper::new(
+                    db.clone(),
+                    store,
+                    config,
+                    shared.clone(),
+                    Tenure::unconditional(),
+                );
+                tokio::spawn(async move {
+                    shipper.run(mode).await;
+                })
+            }
+            Plan::Shared(lease, first) => tokio::spawn(
+                Turns {
+                    db: db.clone(),
+                    store,
+                    config,
+                    shared: shared.clone(),
+                    lease,
+                }
+                .run(first),
+            ),
+        };
         let watcher = {
             let shared = shared.clone();
             let mut commits = db.subscribe_commits();
@@ -398,8 +509,12 @@ impl Backup {
     }
 
     /// Ships everything committed before the call now (without waiting for the flush
-    /// interval) and returns how far the backup got; fails after `timeout`.
+    /// interval) and returns how far the backup got; fails after `timeout`, and at once with
+    /// [`BackupError::Standby`] while another process ships.
     pub async fn flush(&self, timeout: Duration) -> Result<Versionstamp, BackupError> {
+        if self.status().standby {
+            return Err(BackupError::Standby);
+        }
         let target = self.db.current_versionstamp().await?;
         self.shared.update(|st| {
             st.urgent_target = Some(st.urgent_target.map_or(target, |t| t.max(target)));
@@ -434,9 +549,11 @@ impl Backup {
         }
     }
 
-    /// Ships what it can within the configured shutdown timeout, then stops the task.
+    /// Ships what it can within the configured shutdown timeout, then stops the task (and, on a
+    /// shared store, gives the backup lease up so that another process takes over at once).
     /// Returns [`BackupError::Incomplete`] if commits remain unshipped (they stay in the
-    /// database's change log for the next start).
+    /// database's change log for the next start); a process standing by has nothing of its own
+    /// to ship and returns `Ok`.
     pub async fn shutdown(mut self) -> Result<(), BackupError> {
         let target = self.db.current_versionstamp().await.ok();
         self.shared.stop.store(true, Ordering::SeqCst);
@@ -460,7 +577,7 @@ impl Backup {
         self.shared.update(|st| st.status.stopped = true);
         let status = self.status();
         let committed = target.unwrap_or(status.committed).max(status.committed);
-        if status.initial_snapshot_done && status.shipped_through >= committed {
+        if status.standby || (status.initial_snapshot_done && status.shipped_through >= committed) {
             Ok(())
         } else {
             Err(BackupError::Incomplete {

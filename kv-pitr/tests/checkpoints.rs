@@ -117,7 +117,7 @@ async fn backed_up_source(
 async fn settle(src: &Source, backup: Backup) {
     let committed = src.db.current_versionstamp().await.unwrap();
     tokio::time::timeout(
-        Duration::from_secs(20),
+        Duration::from_secs(30),
         backup
             .subscribe()
             .wait_for(|s| s.last_checkpoint.is_some_and(|c| c >= committed)),
@@ -657,7 +657,7 @@ async fn replica_starts_from_a_checkpoint_and_follows() {
     }
     let latest = backup.flush(Duration::from_secs(30)).await.unwrap();
     let status = replica
-        .wait_for(latest, Duration::from_secs(20))
+        .wait_for(latest, Duration::from_secs(30))
         .await
         .expect("replica caught up");
     assert_eq!(status.applied_through, latest);
@@ -786,7 +786,7 @@ async fn checkpoint_starting_at_a_one_change_commit_needs_no_older_segment() {
             .await;
         backup.flush(Duration::from_secs(30)).await.unwrap();
         tokio::time::timeout(
-            Duration::from_secs(20),
+            Duration::from_secs(30),
             backup
                 .subscribe()
                 .wait_for(|s| s.last_checkpoint.is_some_and(|c| c >= last)),

@@ -19,7 +19,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use common::{dump, key, read_only_db};
 
-const WAIT: Duration = Duration::from_secs(20);
+const WAIT: Duration = Duration::from_secs(30);
 
 async fn set(db: &Db, k: &str, v: KvValue) -> Versionstamp {
     common::commit(db, vec![Mutation::set(key(k), v)]).await

@@ -7,8 +7,9 @@
 //!   `close` and the lock calls are always forwarded unchanged and never fail by injection.
 //! - Faults are armed on a shared [`DiskFaults`] handle, read at each call. Each mutating call is
 //!   counted first, then (a sync) sleeps the configured [`DiskFaults::delay_syncs`] on the calling
-//!   thread, then the faults are checked in this order, and only a call no fault stopped reaches
-//!   the wrapped storage:
+//!   thread and, while [`DiskFaults::hold_syncs`] is on, blocks until
+//!   [`DiskFaults::release_syncs`] or the hold's cap, then the faults are checked in this order,
+//!   and only a call no fault stopped reaches the wrapped storage:
 //!   1. switches: [`DiskFaults::fail_writes`] fails every `write` and `set_len`,
 //!      [`DiskFaults::fail_syncs`] every `sync_data`, until switched off; nothing lands;
 //!   2. the countdown: after [`DiskFaults::fail_from_call`]`(n)`, the n-th mutating call from now
@@ -27,8 +28,8 @@ use std::fs::OpenOptions;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use redb::backends::FileBackend;
 use redb::StorageBackend;
@@ -55,11 +56,22 @@ enum Verdict {
     Fail,
 }
 
+/// The switch of [`DiskFaults::hold_syncs`].
+#[derive(Debug, Default)]
+struct Hold {
+    on: bool,
+    cap: Duration,
+    /// Syncs that blocked on a hold so far.
+    held: u64,
+}
+
 #[derive(Debug, Default)]
 struct State {
     fail_writes: AtomicBool,
     fail_syncs: AtomicBool,
     sync_delay_ms: AtomicU64,
+    hold: Mutex<Hold>,
+    hold_changed: Condvar,
     countdown: Mutex<Countdown>,
     record_backtrace: AtomicBool,
     backtrace: Mutex<Option<String>>,
@@ -115,6 +127,48 @@ impl DiskFaults {
     pub fn delay_syncs(&self, delay: Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         self.0.sync_delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// From now on each `sync_data` blocks its thread until [`Self::release_syncs`]; a sync
+    /// that waited `cap` ends the hold itself (so a test that never releases cannot hang).
+    pub fn hold_syncs(&self, cap: Duration) {
+        let mut hold = lock(&self.0.hold);
+        hold.on = true;
+        hold.cap = cap;
+    }
+
+    /// Ends the hold of [`Self::hold_syncs`], waking the blocked syncs. True when the hold was
+    /// still on, false when the cap had already ended it (or none was armed).
+    pub fn release_syncs(&self) -> bool {
+        let was_on = std::mem::replace(&mut lock(&self.0.hold).on, false);
+        self.0.hold_changed.notify_all();
+        was_on
+    }
+
+    /// The `sync_data` calls that have blocked on a hold so far.
+    pub fn held_syncs(&self) -> u64 {
+        lock(&self.0.hold).held
+    }
+
+    fn wait_while_held(&self) {
+        let mut hold = lock(&self.0.hold);
+        if !hold.on {
+            return;
+        }
+        hold.held += 1;
+        let give_up = Instant::now() + hold.cap;
+        while hold.on {
+            let left = give_up.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                hold.on = false;
+                self.0.hold_changed.notify_all();
+                break;
+            }
+            hold = match self.0.hold_changed.wait_timeout(hold, left) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
     }
 
     /// Records where the countdown fires, for [`Self::fired_at`].
@@ -227,6 +281,7 @@ impl<S: StorageBackend> StorageBackend for FaultyStorage<S> {
         if delay > 0 {
             std::thread::sleep(Duration::from_millis(delay));
         }
+        self.faults.wait_while_held();
         if self.faults.0.fail_syncs.load(Ordering::SeqCst) {
             return Err(injected("fsync"));
         }

@@ -1,5 +1,8 @@
-//! Shared helpers: an in-process server over the memory engine and raw HTTP/1.1 and h2c clients.
+//! Shared helpers: an in-process server over the memory engine, raw HTTP/1.1 and h2c clients,
+//! the server binary as a child process, and (`clients`) the real Deno and npm clients.
 #![allow(dead_code)]
+
+pub mod clients;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -314,13 +317,13 @@ impl Proc {
             .status()
             .unwrap();
         assert!(ok.success());
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::time::Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        panic!("server did not exit within 10 s of SIGTERM");
+        panic!("server did not exit within 30 s of SIGTERM");
     }
 }

@@ -606,7 +606,13 @@ export async function run(kv, env) {
   ]);
   await t.step("expiry.visible_before_expiry", async () => {
     const es = await kv.getMany([["exp", "a"], ["exp", "b"]]);
-    return { values: es.map((e) => desc(e.value)), early: Date.now() - expStart < EXPIRE_MS - 500 };
+    // Only a read that certainly came before the expiry can show the values; on a loaded
+    // machine the setup may take longer, and then there is nothing to check (the result is
+    // the same either way, so the transcripts still compare equal).
+    const early = Date.now() - expStart < EXPIRE_MS - 500;
+    const values = es.map((e) => desc(e.value));
+    const visible = es[0].value === "short" && es[1].value === "short atomic";
+    return early && !visible ? { visibleBeforeExpiry: false, values } : { visibleBeforeExpiry: true };
   });
   await t.step("expiry.gone.after_expiry", async () => {
     let goneEarly = false;

@@ -1,5 +1,5 @@
 //! The single writer: one task applies every state-changing operation (atomic writes, dequeues,
-//! finishes, maintenance, imports, change-log trims), gathering whatever is pending into batches
+//! finishes, maintenance, imports, change-log trims, leases), gathering whatever is pending into batches
 //! that share one backend transaction and one commit (group commit).
 //!
 //! Contract:
@@ -35,6 +35,7 @@
 
 mod apply;
 mod backup;
+mod lease;
 mod maintenance;
 mod op;
 mod overlay;
@@ -218,6 +219,9 @@ impl Writer {
                     advance_to,
                     reply,
                 } => Applied::settle(reply, cx.apply_import(ops, advance_to).await, Applied::Done),
+                Op::Lease { request, reply } => {
+                    Applied::settle(reply, cx.apply_lease(request).await, Applied::Lease)
+                }
                 Op::Shutdown { done } => (Applied::Shutdown(done), op::Settled::Applied),
             };
             applied.push(answer);

@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 
 use super::overlay::ApplyError;
 use crate::changes::ImportOp;
+use crate::lease::{LeaseRequest, LeaseState};
 
 /// Where the result of an operation of result type `T` goes.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, KvError>>;
@@ -56,6 +57,11 @@ pub(crate) enum Op {
         ops: Vec<ImportOp>,
         advance_to: Option<Versionstamp>,
         reply: Reply<()>,
+    },
+    /// Takes, renews or releases a named lease (see [`crate::lease`]); moves no version.
+    Lease {
+        request: LeaseRequest,
+        reply: Reply<LeaseState>,
     },
     /// Ends the writer once this batch is done; later operations are answered with
     /// [`KvError::Closed`].
@@ -98,6 +104,7 @@ impl Op {
             Op::Finish { reply, .. } | Op::Import { reply, .. } => send_err(reply, error),
             Op::Maintenance { reply } => send_err(reply, error),
             Op::Trim { reply, .. } => send_err(reply, error),
+            Op::Lease { reply, .. } => send_err(reply, error),
             Op::Release { .. } => {}
             Op::Shutdown { done } => {
                 let _ = done.send(());
@@ -150,6 +157,7 @@ pub(super) enum Applied {
     Done(Answer<()>),
     Swept(Answer<Swept>),
     Trimmed(Answer<Trimmed>),
+    Lease(Answer<LeaseState>),
     Released,
     Shutdown(oneshot::Sender<()>),
 }
@@ -195,6 +203,9 @@ impl Applied {
             Applied::Trimmed(a) => {
                 let _ = a.send();
             }
+            Applied::Lease(a) => {
+                let _ = a.send();
+            }
             Applied::Released => {}
             Applied::Shutdown(done) => {
                 let _ = done.send(());
@@ -211,6 +222,7 @@ impl Applied {
             Applied::Done(a) => send_err(a.reply, error),
             Applied::Swept(a) => send_err(a.reply, error),
             Applied::Trimmed(a) => send_err(a.reply, error),
+            Applied::Lease(a) => send_err(a.reply, error),
             Applied::Released => {}
             Applied::Shutdown(done) => {
                 let _ = done.send(());

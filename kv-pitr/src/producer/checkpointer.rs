@@ -13,6 +13,10 @@
 //!   snapshot and the log are never deleted.
 //! - Checkpoint failures never stop the backup: they are logged, published as
 //!   `last_checkpoint_error`, and the checkpoint's objects are removed.
+//! - On a shared store checkpoints are taken only within a tenure of the backup lease (see
+//!   `lease`): each tenure starts with the clean-up above (another process may have written
+//!   checkpoints in between), and a checkpoint in progress is abandoned when the tenure ends;
+//!   its objects are removed as incomplete by whichever process takes the next one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +27,7 @@ use kv_traits::Versionstamp;
 use object_store::path::Path;
 use object_store::ObjectStore;
 
+use super::lease::{BackupLease, Tenure};
 use super::shared::Shared;
 use super::snapshot::{upload_snapshot, SnapshotPlace};
 use super::start_mode::producer_name;
@@ -59,11 +64,33 @@ pub(super) struct Checkpointer {
     pub(super) config: BackupConfig,
     pub(super) shared: Arc<Shared>,
     pub(super) interval: Duration,
+    /// The backup lease, on a shared store.
+    pub(super) lease: Option<Arc<BackupLease>>,
 }
 
 impl Checkpointer {
-    /// Cleans up after earlier runs, then takes a checkpoint every interval.
+    /// Takes checkpoints in every tenure of the lease (without a lease: in one that never
+    /// ends) until the backup stops.
     pub(super) async fn run(self) {
+        loop {
+            let tenure = match &self.lease {
+                None => Tenure::unconditional(),
+                Some(lease) => match lease.wait_held(&self.shared).await {
+                    Some(t) => t,
+                    None => return,
+                },
+            };
+            tokio::select! {
+                _ = self.serve() => return,
+                _ = tenure.lost() => {
+                    tracing::debug!("checkpoints paused: the backup lease is gone");
+                }
+            }
+        }
+    }
+
+    /// Cleans up after earlier runs, then takes a checkpoint every interval.
+    async fn serve(&self) {
         let mut rx = self.shared.tx.subscribe();
         match rx.wait_for(|s| s.initial_snapshot_done || s.stopped).await {
             Ok(s) if s.stopped => return,

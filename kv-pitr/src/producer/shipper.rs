@@ -13,6 +13,9 @@
 //!   task with [`BackupError::Gap`] instead of leaving a silent hole in the backup.
 //! - Store failures are retried with exponential backoff (up to `retry_max_backoff`); errors
 //!   retrying cannot fix stop the task. Each failure is published in the status.
+//! - A shipper works within one [`Tenure`] of the backup lease (unconditional on a store of
+//!   one process): it checks the tenure before every upload, abandons an upload in flight when
+//!   the tenure ends, and then returns [`Ended::LeaseLost`] with nothing more written or trimmed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +26,7 @@ use kv_traits::clock::now_ms;
 use kv_traits::Versionstamp;
 use tokio::sync::watch;
 
+use super::lease::Tenure;
 use super::shared::Shared;
 use super::snapshot::{upload_snapshot, SnapshotPlace};
 use super::start_mode::{producer_name, InitMarker, StartMode};
@@ -40,8 +44,18 @@ struct PendingSegment {
     more: bool,
 }
 
+/// Why [`Shipper::run`] returned.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Ended {
+    /// Shut down, or stopped by an error retrying cannot fix (see the status).
+    Done,
+    /// The tenure ended: another process may ship now.
+    LeaseLost,
+}
+
 pub(super) struct Shipper {
     db: Db,
+    tenure: Tenure,
     store: BackupStore,
     config: BackupConfig,
     shared: Arc<Shared>,
@@ -68,8 +82,10 @@ impl Shipper {
         store: BackupStore,
         config: BackupConfig,
         shared: Arc<Shared>,
+        tenure: Tenure,
     ) -> Self {
         Shipper {
+            tenure,
             commits: db.subscribe_commits(),
             db,
             store,
@@ -84,8 +100,9 @@ impl Shipper {
         }
     }
 
-    /// Starts as `mode` says, then ships until shutdown or a fatal error.
-    pub(super) async fn run(mut self, mode: StartMode) {
+    /// Starts as `mode` says, then ships until shutdown, a fatal error or the end of its
+    /// tenure.
+    pub(super) async fn run(mut self, mode: StartMode) -> Ended {
         match mode {
             StartMode::Resume {
                 shipped_through,
@@ -93,16 +110,29 @@ impl Shipper {
             } => {
                 self.shipped = shipped_through;
                 self.next_monoseq = next_monoseq;
+                self.shared.update(|st| {
+                    st.status.shipped_through = st.status.shipped_through.max(shipped_through);
+                    st.status.next_monoseq = next_monoseq;
+                    st.status.initial_snapshot_done = true;
+                });
             }
             StartMode::Fresh => loop {
                 if self.shared.stopping() {
-                    return;
+                    return Ended::Done;
                 }
-                match self.initial_snapshot().await {
+                if !self.tenure.valid() {
+                    return Ended::LeaseLost;
+                }
+                let tenure = self.tenure.clone();
+                let attempt = tokio::select! {
+                    r = self.initial_snapshot() => r,
+                    _ = tenure.lost() => return Ended::LeaseLost,
+                };
+                match attempt {
                     Ok(()) => break,
                     Err(e) => {
                         if !self.on_error(e).await {
-                            return;
+                            return Ended::Done;
                         }
                     }
                 }
@@ -120,7 +150,7 @@ impl Shipper {
             let behind = self.pending.is_some() || committed > self.shipped;
             if !behind {
                 if stopping {
-                    return;
+                    return Ended::Done;
                 }
                 tokio::select! {
                     _ = self.commits.changed() => {}
@@ -148,23 +178,35 @@ impl Shipper {
                     }
                 }
             }
-            let attempt = self.ship_one();
+            if !self.tenure.valid() {
+                return Ended::LeaseLost;
+            }
+            let tenure = self.tenure.clone();
+            let attempt = async {
+                tokio::select! {
+                    r = self.ship_one() => Some(r),
+                    _ = tenure.lost() => None,
+                }
+            };
             let result = match deadline {
                 Some(d) => match tokio::time::timeout_at(d, attempt).await {
                     Ok(r) => r,
-                    Err(_) => return,
+                    Err(_) => return Ended::Done,
                 },
                 None => attempt.await,
+            };
+            let Some(result) = result else {
+                return Ended::LeaseLost;
             };
             match result {
                 Ok(more) => backlog = more,
                 Err(e) => {
                     if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                         self.record_error(Arc::new(e));
-                        return;
+                        return Ended::Done;
                     }
                     if !self.on_error(e).await {
-                        return;
+                        return Ended::Done;
                     }
                 }
             }

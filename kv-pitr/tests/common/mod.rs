@@ -165,10 +165,7 @@ impl Source {
     pub async fn new() -> Source {
         // An hour ago, so that expiry times compare the same way on the restored databases
         // (which use the system clock).
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
+        let now = kv_traits::clock::now_ms();
         let clock = Arc::new(ManualClock::new(now - 3_600_000));
         let db = Db::open(
             MemoryBackend::new(),

@@ -1,0 +1,185 @@
+//! The real KV clients of the end-to-end tests (Deno 2.9.6 and `@deno/kv` 0.14.0 on Node,
+//! installed by `scripts/install-test-clients.sh`) and how to run them: shared by
+//! `real_clients.rs` and `multi_server.rs`.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Access token given to the server and to both clients.
+pub const TOKEN: &str = "real-clients-e2e-token";
+
+pub fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn js_dir() -> PathBuf {
+    crate_dir().join("tests").join("js")
+}
+
+/// Paths printed by `scripts/install-test-clients.sh`.
+#[derive(Debug)]
+pub struct Tools {
+    pub deno: PathBuf,
+    pub deno_dir: PathBuf,
+    pub npm_entry: PathBuf,
+    pub node: PathBuf,
+}
+
+pub fn tools() -> &'static Tools {
+    static TOOLS: OnceLock<Result<Tools, String>> = OnceLock::new();
+    let result = TOOLS.get_or_init(|| {
+        let script = crate_dir().parent().unwrap().join("scripts").join("install-test-clients.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("could not run {}: {e}", script.display()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            return Err(format!(
+                "{} failed ({}); the real-client tests need Deno 2.9.6 and @deno/kv 0.14.0 from the npm registry.\nstdout:\n{stdout}\nstderr:\n{stderr}",
+                script.display(),
+                out.status
+            ));
+        }
+        let get = |name: &str| -> Result<PathBuf, String> {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                .map(PathBuf::from)
+                .ok_or_else(|| format!("{} did not print {name}=...; stdout:\n{stdout}", script.display()))
+        };
+        Ok(Tools { deno: get("DENO")?, deno_dir: get("DENO_DIR")?, npm_entry: get("DENO_KV_NPM_ENTRY")?, node: get("NODE")? })
+    });
+    match result {
+        Ok(t) => t,
+        Err(e) => panic!("installing the real KV clients failed:\n{e}"),
+    }
+}
+
+/// Kills (and reaps) the child process when dropped, also when a test panics.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub struct RunOutput {
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+/// Runs `cmd` to completion (killing it after `timeout`), capturing stdout and stderr.
+pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> RunOutput {
+    // Never let a proxy from the environment intercept loopback traffic.
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = ChildGuard(cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}")));
+    let mut out = child.0.stdout.take().unwrap();
+    let mut err = child.0.stderr.take().unwrap();
+    let out_t = thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let err_t = thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let status = loop {
+        match child.0.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if start.elapsed() > timeout => {
+                let _ = child.0.kill();
+                let _ = child.0.wait();
+                break None;
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("waiting for {cmd:?}: {e}"),
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out_t.join().unwrap()).into_owned();
+    let stderr = String::from_utf8_lossy(&err_t.join().unwrap()).into_owned();
+    RunOutput {
+        status,
+        stdout,
+        stderr,
+        elapsed: start.elapsed(),
+    }
+}
+
+pub fn deno_command(script: &str, url: &str) -> Command {
+    let t = tools();
+    let mut cmd = Command::new(&t.deno);
+    cmd.args([
+        "run",
+        "--unstable-kv",
+        "--no-remote",
+        "--no-npm",
+        "--no-config",
+        "--no-lock",
+        "--no-prompt",
+        "--allow-net=127.0.0.1",
+        "--allow-env=DENO_KV_ACCESS_TOKEN,KV_URL",
+    ])
+    .arg(js_dir().join(script))
+    .arg(url)
+    .current_dir(js_dir())
+    .env("DENO_DIR", &t.deno_dir)
+    .env("DENO_NO_UPDATE_CHECK", "1")
+    .env("DENO_NO_PROMPT", "1")
+    .env("NO_COLOR", "1")
+    .env("DENO_KV_ACCESS_TOKEN", TOKEN)
+    .env_remove("KV_URL");
+    cmd
+}
+
+pub fn node_command(script: &str, url: &str) -> Command {
+    let t = tools();
+    let mut cmd = Command::new(&t.node);
+    cmd.arg(js_dir().join(script))
+        .arg(url)
+        .current_dir(js_dir())
+        .env("DENO_KV_NPM_ENTRY", &t.npm_entry)
+        .env("DENO_KV_ACCESS_TOKEN", TOKEN)
+        .env("NO_COLOR", "1")
+        .env_remove("KV_URL")
+        .env_remove("NODE_OPTIONS");
+    cmd
+}
+
+pub fn tail(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &s[start..])
+}

@@ -1,0 +1,97 @@
+//! The PostgreSQL server of the tests, found in one place for every crate that needs one.
+//!
+//! Contract:
+//! - [`test_url`] is `KV_TEST_POSTGRES_URL` when that is set and not empty. Otherwise the first
+//!   call runs `scripts/start-postgres-test-server.sh --exit-with <this process>` (which starts
+//!   a throwaway cluster for this checkout, or reuses the running one, and stops it once every
+//!   test process that registered has exited) and takes the URL the script prints as
+//!   `POSTGRES_URL=`. Later calls return the same URL; the script runs at most once per
+//!   process.
+//! - [`test_password_url`] is a URL whose user must give a password:
+//!   `KV_TEST_POSTGRES_PASSWORD_URL` when set (else [`test_url`]) if the URL came from the
+//!   environment, else the script's `POSTGRES_PASSWORD_URL=`.
+//! - When no server can be had (the script fails, or prints no URL) both panic with the
+//!   script's output: a test that needs PostgreSQL fails loudly rather than passing vacuously.
+//! - [`fresh_schema`] names a schema no other test (in this process or a concurrent one) uses,
+//!   so tests on one server run in parallel. Schemas are never dropped: the cluster is
+//!   throwaway.
+//!
+//! Nothing here links a PostgreSQL client: callers connect with their own.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The URL of the test server (starting it if needed).
+pub fn test_url() -> &'static str {
+    &urls().0
+}
+
+/// A URL of the test server whose user must give its password.
+pub fn test_password_url() -> &'static str {
+    &urls().1
+}
+
+/// A schema name no other test uses: `t_<tag>_<pid>_<n>_<salt>` (lowercase ASCII, digits and
+/// underscores when `tag` is).
+pub fn fresh_schema(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let salt = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "t_{tag}_{}_{}_{salt:08x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+    )
+}
+
+fn urls() -> &'static (String, String) {
+    static URLS: OnceLock<Result<(String, String), String>> = OnceLock::new();
+    match URLS.get_or_init(find_urls) {
+        Ok(u) => u,
+        Err(e) => panic!("starting the PostgreSQL test server failed:\n{e}"),
+    }
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn find_urls() -> Result<(String, String), String> {
+    if let Some(url) = non_empty_env("KV_TEST_POSTGRES_URL") {
+        let pw = non_empty_env("KV_TEST_POSTGRES_PASSWORD_URL").unwrap_or_else(|| url.clone());
+        return Ok((url, pw));
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("kv-test-support has no parent directory")?
+        .join("scripts")
+        .join("start-postgres-test-server.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("--exit-with")
+        .arg(std::process::id().to_string())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("could not run {}: {e}", script.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed ({}): the tests need a PostgreSQL server (or set KV_TEST_POSTGRES_URL).\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            script.display(),
+            out.status
+        ));
+    }
+    let find = |prefix: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::to_string)
+            .ok_or_else(|| format!("the script printed no {prefix}; stdout:\n{stdout}"))
+    };
+    Ok((find("POSTGRES_URL=")?, find("POSTGRES_PASSWORD_URL=")?))
+}
