@@ -262,12 +262,13 @@ pub(crate) async fn open_for_serving(
         server.health_report = Some(Arc::new(move || {
             let s = status.borrow().clone();
             format!(
-                "backup_initial_snapshot_done: {}\nbackup_shipped_through: {}\nbackup_committed: {}\nbackup_lag_ms: {}\nbackup_last_error: {}\n",
+                "backup_initial_snapshot_done: {}\nbackup_shipped_through: {}\nbackup_committed: {}\nbackup_lag_ms: {}\nbackup_last_error: {}\nbackup_standby: {}\n",
                 s.initial_snapshot_done,
                 s.shipped_through,
                 s.committed,
                 s.lag_ms,
-                s.last_error.as_deref().unwrap_or("none")
+                s.last_error.as_deref().unwrap_or("none"),
+                s.standby
             )
         }));
         tracing::info!(to = %url, "continuous backup running");
