@@ -12,7 +12,7 @@
 //! seen everything through `v` expects the next entry's `prev` to be `v`. `flags` bit 0: the
 //! queue changed (an enqueue). The keys are the user keys whose records changed.
 //!
-//! Every process runs a follower ([`follow`]) that polls the committed version (and wakes early
+//! Every process runs a follower (`follow`) that polls the committed version (and wakes early
 //! on the engine's [`Backend::commit_signals`]); when it moved, the follower reads the new feed
 //! entries and wakes exactly the watchers of the keys they name, and the queue listeners if a
 //! queue changed. It reads nothing else, so its cost is per commit, not per watched key. A gap

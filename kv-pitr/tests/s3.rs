@@ -8,8 +8,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -47,32 +45,11 @@ fn skip() -> bool {
 fn server() -> &'static S3Server {
     static SERVER: OnceLock<Result<S3Server, String>> = OnceLock::new();
     let res = SERVER.get_or_init(|| {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .join("scripts")
-            .join("start-s3-test-server.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg("--exit-with")
-            .arg(std::process::id().to_string())
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("could not run {}: {e}", script.display()))?;
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        if !out.status.success() {
-            return Err(format!(
-                "{} failed ({}): the S3 tests need moto's server from PyPI (set KV_PITR_SKIP_S3=1 to skip them).\nstdout:\n{stdout}\nstderr:\n{stderr}",
-                script.display(),
-                out.status
-            ));
-        }
-        let endpoint = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("S3_ENDPOINT="))
-            .ok_or_else(|| format!("the script printed no S3_ENDPOINT=; stdout:\n{stdout}"))?
-            .to_string();
+        let stdout = kv_test_support::script::run_start_script(
+            "start-s3-test-server.sh",
+            "the S3 tests need moto's server from PyPI (set KV_PITR_SKIP_S3=1 to skip them)",
+        )?;
+        let endpoint = kv_test_support::script::printed(&stdout, "S3_ENDPOINT=")?;
         let port = endpoint
             .rsplit(':')
             .next()

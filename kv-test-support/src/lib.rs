@@ -35,6 +35,7 @@
 
 pub mod backend;
 pub mod postgres;
+pub mod script;
 pub mod shared;
 #[cfg(feature = "redb")]
 pub mod storage;

@@ -18,11 +18,11 @@
 //!
 //! Nothing here links a PostgreSQL client: callers connect with their own.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::script::{printed, run_start_script};
 
 /// The URL of the test server (starting it if needed).
 pub fn test_url() -> &'static str {
@@ -65,33 +65,12 @@ fn find_urls() -> Result<(String, String), String> {
         let pw = non_empty_env("KV_TEST_POSTGRES_PASSWORD_URL").unwrap_or_else(|| url.clone());
         return Ok((url, pw));
     }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .ok_or("kv-test-support has no parent directory")?
-        .join("scripts")
-        .join("start-postgres-test-server.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg("--exit-with")
-        .arg(std::process::id().to_string())
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("could not run {}: {e}", script.display()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    if !out.status.success() {
-        return Err(format!(
-            "{} failed ({}): the tests need a PostgreSQL server (or set KV_TEST_POSTGRES_URL).\nstdout:\n{stdout}\nstderr:\n{stderr}",
-            script.display(),
-            out.status
-        ));
-    }
-    let find = |prefix: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .map(str::to_string)
-            .ok_or_else(|| format!("the script printed no {prefix}; stdout:\n{stdout}"))
-    };
-    Ok((find("POSTGRES_URL=")?, find("POSTGRES_PASSWORD_URL=")?))
+    let stdout = run_start_script(
+        "start-postgres-test-server.sh",
+        "the tests need a PostgreSQL server (or set KV_TEST_POSTGRES_URL)",
+    )?;
+    Ok((
+        printed(&stdout, "POSTGRES_URL=")?,
+        printed(&stdout, "POSTGRES_PASSWORD_URL=")?,
+    ))
 }
