@@ -38,7 +38,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use common::clients::{deno_command, node_command, run_with_timeout, tail, tools, TOKEN};
+use common::clients::{run_interop, tail, tools, TOKEN};
 use futures::StreamExt;
 use kv_conformance::harness::{block_on, database_suite_report, database_tests, DatabaseFactory};
 use kv_connect_client::{RemoteDatabase, Value};
@@ -788,22 +788,9 @@ fn real_clients_through_two_servers() {
     tools();
     let cluster = Cluster::start(2, "clients", &[]);
     let run = |client: &str, server: usize, mode: &str, prefix: &str| -> Vec<String> {
-        let url = cluster.url(server);
-        let mut cmd = if client == "deno" {
-            deno_command("interop.mjs", &url)
-        } else {
-            node_command("interop.mjs", &url)
-        };
-        cmd.args([mode, prefix]);
-        let out = run_with_timeout(cmd, Duration::from_secs(60));
-        assert_eq!(
-            out.status.map(|s| s.success()),
-            Some(true),
-            "interop.mjs ({client} {mode} {prefix} through server {server}) failed: {}\n{}",
-            tail(&out.stderr, 3000),
-            cluster.stderr_tails()
-        );
-        out.stdout.lines().map(str::to_string).collect()
+        run_interop(client, &cluster.url(server), mode, prefix, || {
+            format!("through server {server}\n{}", cluster.stderr_tails())
+        })
     };
     assert_eq!(
         run("deno", 0, "write", "fromdeno"),

@@ -23,7 +23,8 @@
 mod common;
 
 use common::clients::{
-    deno_command, js_dir, node_command, run_with_timeout, tail, tools, ChildGuard, TOKEN,
+    deno_command, js_dir, node_command, run_interop, run_with_timeout, tail, tools, ChildGuard,
+    TOKEN,
 };
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -608,21 +609,9 @@ fn deno_and_node_read_each_others_data() {
     tools();
     let server = Server::start("sqlite", "sqlite-interop");
     let run = |client: &str, mode: &str, prefix: &str| -> Vec<String> {
-        let mut cmd = if client == "deno" {
-            deno_command("interop.mjs", &server.url)
-        } else {
-            node_command("interop.mjs", &server.url)
-        };
-        cmd.args([mode, prefix]);
-        let out = run_with_timeout(cmd, Duration::from_secs(60));
-        assert_eq!(
-            out.status.map(|s| s.success()),
-            Some(true),
-            "interop.mjs ({client} {mode} {prefix}) failed: {}\nserver log:\n{}",
-            tail(&out.stderr, 3000),
-            server.stderr_tail()
-        );
-        out.stdout.lines().map(str::to_string).collect()
+        run_interop(client, &server.url, mode, prefix, || {
+            format!("server log:\n{}", server.stderr_tail())
+        })
     };
     assert_eq!(
         run("deno", "write", "fromdeno"),

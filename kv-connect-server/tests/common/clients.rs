@@ -183,3 +183,30 @@ pub fn tail(s: &str, max: usize) -> String {
     }
     format!("…{}", &s[start..])
 }
+
+/// Runs `interop.mjs MODE PREFIX` with `client` (`deno` or `node`) against `url` and returns its
+/// output lines; a failing run panics with its stderr and `context` (who served it, and that
+/// server's log).
+pub fn run_interop(
+    client: &str,
+    url: &str,
+    mode: &str,
+    prefix: &str,
+    context: impl FnOnce() -> String,
+) -> Vec<String> {
+    let mut cmd = if client == "deno" {
+        deno_command("interop.mjs", url)
+    } else {
+        node_command("interop.mjs", url)
+    };
+    cmd.args([mode, prefix]);
+    let out = run_with_timeout(cmd, Duration::from_secs(60));
+    assert_eq!(
+        out.status.map(|s| s.success()),
+        Some(true),
+        "interop.mjs ({client} {mode} {prefix}) failed: {}\n{}",
+        tail(&out.stderr, 3000),
+        context()
+    );
+    out.stdout.lines().map(str::to_string).collect()
+}
