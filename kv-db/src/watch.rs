@@ -39,14 +39,7 @@ impl WatchHub {
             Err(poisoned) => poisoned.into_inner(),
         };
         for s in map.values() {
-            s.send_if_modified(|v| {
-                if version > *v {
-                    *v = version;
-                    true
-                } else {
-                    false
-                }
-            });
+            raise(s, version);
         }
     }
 
@@ -61,15 +54,20 @@ impl WatchHub {
         }
         for k in keys {
             if let Some(s) = map.get(k) {
-                s.send_if_modified(|v| {
-                    if version > *v {
-                        *v = version;
-                        true
-                    } else {
-                        false
-                    }
-                });
+                raise(s, version);
             }
         }
     }
+}
+
+/// Moves a key's signal up to `version` (never down), waking its watchers if it moved.
+fn raise(signal: &watch::Sender<u64>, version: u64) {
+    signal.send_if_modified(|v| {
+        if version > *v {
+            *v = version;
+            true
+        } else {
+            false
+        }
+    });
 }
