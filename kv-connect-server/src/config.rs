@@ -45,6 +45,9 @@ pub struct ServerConfig {
     pub replica: Option<ReplicaSettings>,
     /// Extra lines for `GET /healthz` after `ok` (e.g. backup lag), computed per request.
     pub health_report: Option<HealthReport>,
+    /// The scoped-token file ([`crate::tokens`]), re-read when it changes; `None` = only the
+    /// access token is accepted.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// Produces extra `/healthz` lines (`name: value`), e.g. how far a backup lags behind.
@@ -74,6 +77,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("tls", &self.tls.is_some())
             .field("replica", &self.replica)
             .field("health_report", &self.health_report.is_some())
+            .field("token_file", &self.token_file)
             .finish()
     }
 }
@@ -91,6 +95,7 @@ impl ServerConfig {
             tls: None,
             replica: None,
             health_report: None,
+            token_file: None,
         }
     }
 

@@ -9,8 +9,10 @@
 //! | [`watch`] | `POST /v2/watch` |
 //! | [`queue`] | `POST /v2/queue/dequeue`, `POST /v2/queue/finish` (extension `queue-v1`) |
 //! | [`health`] | `GET /healthz` |
+//! | [`admin`] | `/admin/...` (databases and scoped tokens) |
 //! | [`guard`] | what every data-path route passes first: token, protocol headers, body bound |
 
+pub(crate) mod admin;
 pub(crate) mod datapath;
 pub(crate) mod guard;
 pub(crate) mod health;
