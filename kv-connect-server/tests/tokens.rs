@@ -38,6 +38,9 @@ async fn status_of(kv: &Kv, method: &str, body: Vec<u8>) -> (StatusCode, String)
     (status, text)
 }
 
+/// Builds a request body.
+type BodyFn = fn() -> Vec<u8>;
+
 fn read_body() -> Vec<u8> {
     pb::SnapshotRead {
         ranges: vec![pb::ReadRange {
@@ -78,7 +81,7 @@ async fn each_route_needs_its_scope() {
     let server = DirServer::start("scopes", &[]);
     server.create_db("app").await;
     let url = server.url("/db/app");
-    let routes: [(&str, fn() -> Vec<u8>); 5] = [
+    let routes: [(&str, BodyFn); 5] = [
         ("snapshot_read", read_body),
         ("atomic_write", write_body),
         ("watch", watch_body),
