@@ -149,7 +149,10 @@ async fn an_in_flight_data_path_client_of_a_deleted_database_fails_cleanly() {
     server.create_db("gone").await;
     let raw = connect(&server.url("/db/gone"), TOKEN).await;
     let write = write_of(vec![set(&wire_key("k"), b"v")]);
-    assert_eq!(raw.write(&write).await.ok_ok(), true);
+    assert_eq!(
+        raw.write(&write).await.status,
+        kv_proto::pb::AtomicWriteStatus::AwSuccess as i32
+    );
     let r = server
         .admin(Method::DELETE, "/admin/databases/gone", TOKEN, None)
         .await;
@@ -160,16 +163,6 @@ async fn an_in_flight_data_path_client_of_a_deleted_database_fails_cleanly() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
     assert!(r.text().contains("does not exist"), "{}", r.text());
-}
-
-trait WriteOk {
-    fn ok_ok(&self) -> bool;
-}
-
-impl WriteOk for kv_proto::pb::AtomicWriteOutput {
-    fn ok_ok(&self) -> bool {
-        self.status == kv_proto::pb::AtomicWriteStatus::AwSuccess as i32
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
