@@ -214,6 +214,28 @@ fn open_error(cli: &DbArgs, e: impl Into<kv_traits::KvError>) -> MainError {
     }
 }
 
+/// Connects to the PostgreSQL store `cli` names (`--database-url`, `--database-schema`, ...).
+#[cfg(feature = "postgres")]
+pub(crate) async fn connect_postgres(
+    cli: &DbArgs,
+) -> Result<kv_engine_postgres::PostgresBackend, MainError> {
+    let pg = &cli.postgres;
+    let url = pg.database_url.as_deref().ok_or(MainError::NoDatabaseUrl)?;
+    let options = kv_engine_postgres::PostgresOptions {
+        pool_size: pg.database_pool_size as usize,
+        connect_timeout: Duration::from_secs(pg.database_connect_timeout_secs),
+        statement_timeout: Some(Duration::from_secs(pg.database_statement_timeout_secs)),
+        schema: pg.database_schema.clone(),
+        ..Default::default()
+    };
+    kv_engine_postgres::PostgresBackend::connect(url, options)
+        .await
+        .map_err(|e| MainError::Open {
+            location: "the PostgreSQL database".into(),
+            source: e.into(),
+        })
+}
+
 /// Opens the database `cli` names with `config`.
 pub(crate) async fn open_db(cli: &DbArgs, config: kv_db::DbConfig) -> Result<kv_db::Db, MainError> {
     match cli.engine {
@@ -248,23 +270,13 @@ pub(crate) async fn open_db(cli: &DbArgs, config: kv_db::DbConfig) -> Result<kv_
             }),
         #[cfg(feature = "postgres")]
         Engine::Postgres => {
-            let pg = &cli.postgres;
-            let url = pg.database_url.as_deref().ok_or(MainError::NoDatabaseUrl)?;
-            let options = kv_engine_postgres::PostgresOptions {
-                pool_size: pg.database_pool_size as usize,
-                connect_timeout: Duration::from_secs(pg.database_connect_timeout_secs),
-                statement_timeout: Some(Duration::from_secs(pg.database_statement_timeout_secs)),
-                schema: pg.database_schema.clone(),
-                ..Default::default()
-            };
-            let pg_error = |source: kv_traits::KvError| MainError::Open {
-                location: "the PostgreSQL database".into(),
-                source,
-            };
-            let backend = kv_engine_postgres::PostgresBackend::connect(url, options)
+            let backend = connect_postgres(cli).await?;
+            kv_db::Db::open(backend, config)
                 .await
-                .map_err(|e| pg_error(e.into()))?;
-            kv_db::Db::open(backend, config).await.map_err(pg_error)
+                .map_err(|source| MainError::Open {
+                    location: "the PostgreSQL database".into(),
+                    source,
+                })
         }
         #[allow(unreachable_patterns)]
         other => Err(MainError::EngineMissing(other)),

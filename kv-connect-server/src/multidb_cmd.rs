@@ -3,8 +3,9 @@
 //!
 //! The layout is [`kv_connect_server::datadir`]'s; this module adds the engines: an sqlite or
 //! redb database keeps its file in its directory, a memory one nothing, a postgres one the
-//! schema `kv_<name>_<first 8 hex digits of its id>` of `--database-url` (so a database created
-//! again under a deleted one's name starts empty).
+//! schema `kv_<name>_<first 8 hex digits of its id>` of `--database-url` (dropped when the
+//! database is deleted; the id part keeps a database created again under a deleted one's name
+//! apart from any leftover).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -114,12 +115,29 @@ impl DatabaseProvider<kv_db::Db> for DataDirProvider {
     }
 
     fn destroy<'a>(&'a self, name: &'a DbName) -> BoxFuture<'a, Result<(), RegistryError>> {
-        if self.db_args.engine == Engine::Postgres {
-            tracing::warn!(database = %name, "the PostgreSQL schema of a deleted database is left in place (drop it by hand)");
+        async move {
+            #[cfg(feature = "postgres")]
+            if self.db_args.engine == Engine::Postgres {
+                if let Some(info) = self.dir.info(name)? {
+                    drop_schema(&self.args_for(name, &info)).await?;
+                }
+            }
+            self.dir.remove(name)
         }
-        let result = self.dir.remove(name);
-        async move { result }.boxed()
+        .boxed()
     }
+}
+
+/// Drops the PostgreSQL schema of a deleted database (`args` name it).
+#[cfg(feature = "postgres")]
+pub(crate) async fn drop_schema(args: &DbArgs) -> Result<(), RegistryError> {
+    let backend = crate::connect_postgres(args)
+        .await
+        .map_err(|e| RegistryError::Provider(e.to_string()))?;
+    backend
+        .drop_schema()
+        .await
+        .map_err(|e| RegistryError::Provider(format!("dropping the database's schema: {e}")))
 }
 
 /// The token file of `--data-dir DIR`, or, in single-database mode, beside `--path`.

@@ -315,3 +315,52 @@ async fn single_database_mode_is_unchanged() {
         .unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Whether the PostgreSQL schema `schema` holds a store with key `k` (opening it creates an
+/// empty store if the schema is gone).
+async fn postgres_has_key(url: &str, schema: &str) -> bool {
+    let options = kv_engine_postgres::PostgresOptions {
+        schema: Some(schema.to_string()),
+        ..Default::default()
+    };
+    let backend = kv_engine_postgres::PostgresBackend::connect(url, options)
+        .await
+        .unwrap();
+    let db = kv_db::Db::open(backend, kv_db::DbConfig::default())
+        .await
+        .unwrap();
+    let kv = Kv::from_database(db);
+    let found = kv.get(&key!["k"]).await.unwrap().value.is_some();
+    kv.close().await.unwrap();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_databases_live_in_their_own_schemas() {
+    let url = kv_test_support::postgres::test_url();
+    let server = DirServer::start("postgres", &["--engine", "postgres", "--database-url", url]);
+    let ia = server.create_db("pa").await;
+    server.create_db("pb").await;
+    let a = open(&server, "pa").await;
+    let b = open(&server, "pb").await;
+    a.set(&key!["k"], "a").await.unwrap();
+    assert_eq!(b.get(&key!["k"]).await.unwrap().value, None);
+    b.set(&key!["k"], "b").await.unwrap();
+    assert_eq!(
+        a.get(&key!["k"]).await.unwrap().value,
+        Some(Value::from("a"))
+    );
+    let id = ia["database_id"].as_str().unwrap().replace('-', "");
+    let schema = format!("kv_pa_{}", &id[..8]);
+    assert!(
+        postgres_has_key(url, &schema).await,
+        "pa's data is in {schema}"
+    );
+    drop((a, b));
+    let r = server
+        .admin(Method::DELETE, "/admin/databases/pa", TOKEN, None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // The schema was dropped: opening it again finds an empty store.
+    assert!(!postgres_has_key(url, &schema).await, "{schema} survived");
+}
