@@ -187,7 +187,7 @@ fn check_record(
     }
     if !record.covers(database.map(DbName::as_str)) {
         return Err(AuthError::WrongDatabase {
-            database: database.map_or_else(String::new, |d| d.to_string()),
+            database: database.map(|d| d.to_string()),
         });
     }
     Ok(())

@@ -59,10 +59,11 @@ pub enum AuthError {
     #[error("The token has expired; ask the server's administrator for a new one.")]
     TokenExpired,
     /// The token belongs to another database (HTTP 403).
-    #[error("This token is not valid for database {database:?}.")]
+    #[error("{}", wrong_database(database.as_deref()))]
     WrongDatabase {
-        /// The database asked for (`""` = the single database).
-        database: String,
+        /// The database asked for; `None` = the server as a whole (the admin API's database
+        /// management), which needs a token for every database.
+        database: Option<String>,
     },
     /// The token's scope does not allow the operation (HTTP 403).
     #[error("This token has scope '{scope}', which does not allow {what}; that needs a token with scope '{needed}' (or 'admin').")]
@@ -74,6 +75,13 @@ pub enum AuthError {
         /// What was attempted, e.g. `atomic writes and enqueues`.
         what: &'static str,
     },
+}
+
+fn wrong_database(database: Option<&str>) -> String {
+    match database {
+        Some(db) => format!("This token is not valid for database {db:?}."),
+        None => "This token belongs to one database; this needs a token for every database (or the access token).".to_string(),
+    }
 }
 
 impl AuthError {

@@ -141,6 +141,14 @@ async fn create_and_delete_without_restart() {
     let list: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["name"], "temp");
+    // A graceful stop closes the open databases.
+    drop(kv);
+    tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        server.stop();
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -286,6 +286,11 @@ async fn the_admin_api_needs_admin_scope_where_it_acts() {
         )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    assert!(
+        r.text().contains("needs a token for every database"),
+        "{}",
+        r.text()
+    );
     let r = server
         .admin(Method::GET, "/admin/tokens?database=app", &writer, None)
         .await;
