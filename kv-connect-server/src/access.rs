@@ -16,6 +16,16 @@
 //! - Each route needs a scope ([`needed_scope`]): reads and watch `read`; atomic writes (and
 //!   so enqueues) `write`; dequeue and finish `queue`; the admin API `admin`. A token whose
 //!   scope lacks it gets 403 with a message naming both scopes.
+//! - A `/watch` stream opened with a scoped token's data-path token ends (at its next frame or
+//!   keep-alive) once that token is revoked or expires ([`Access::still_valid`]); the client
+//!   then re-exchanges metadata and gets the 401.
+//! - How the clients show refusals (tested in `tests/real_clients_multidb.rs`): Deno 2.9.6
+//!   reports a metadata-exchange refusal as `Could not open Deno KV database: the metadata
+//!   endpoint at URL responded with status 401 Unauthorized: <message>`; on the data path it
+//!   refreshes the metadata and retries once on 401/403, then reports `KV Connect failed to
+//!   call 'URL' (status=403 Forbidden): <message>` (or the refresh's own 401). `@deno/kv`
+//!   reports every non-200 as `Unexpected response status: <status> <message>`. Both treat 4xx
+//!   as final and retry 5xx, so every refusal here is a 4xx.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -118,6 +128,29 @@ impl Access {
                     .issue_scoped(id, database.map_or("", DbName::as_str), expires)
             }
         }
+    }
+
+    /// For a data-path token issued for a scoped token: a check that stays `true` while that
+    /// token exists and has not expired (long-lived responses end when it turns `false`).
+    /// `None` for every other credential (nothing to re-check).
+    pub fn still_valid(
+        self: &Arc<Self>,
+        token: &str,
+    ) -> Option<impl Fn() -> bool + Send + Sync + 'static> {
+        let rest = token.strip_prefix(SCOPED_PREFIX)?.strip_prefix('.')?;
+        let (id, _) = rest.split_once('.')?;
+        if id == ROOT_ID {
+            return None;
+        }
+        let id = id.to_string();
+        let access = self.clone();
+        Some(move || {
+            access
+                .store
+                .as_ref()
+                .and_then(|s| s.by_id(&id))
+                .is_some_and(|r| !r.expired(SystemTime::now()))
+        })
     }
 
     /// Authorizes a data-path request on `database` that needs `needed` (see the contract).

@@ -48,7 +48,7 @@ use crate::body::{error_response, ResponseBody};
 use crate::error::ApiError;
 use crate::registry::DbName;
 use crate::routes::metadata::DATA_PATH_PREFIX;
-use crate::routes::{admin, datapath, guard, health, metadata, queue, watch};
+use crate::routes::{admin, datapath, guard, health, metadata, queue, revocable, watch};
 use crate::state::{AppState, ConnInfo, Databases, Front};
 use crate::tokens::Scope;
 
@@ -240,12 +240,19 @@ where
         access.data_path(token, database.as_ref(), route.needed_scope(), now)?;
         None
     };
+    let still_valid = (route == Route::Watch)
+        .then(|| access.still_valid(token))
+        .flatten();
     let state = match (&front.databases, &database) {
         (Databases::Many(registry), Some(name)) => registry.state(name, &front.template).await?,
         (Databases::Single(state), _) => state.clone(),
         (Databases::Many(_), None) => return Err(not_found()),
     };
-    dispatch(&state, conn, route, grant, req).await
+    let res = dispatch(&state, conn, route, grant, req).await?;
+    Ok(match still_valid {
+        Some(check) => revocable::end_when_invalid(res, check),
+        None => res,
+    })
 }
 
 /// Runs the handler of `route` (the table's second column) on an authorized request; `grant`

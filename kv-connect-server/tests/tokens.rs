@@ -356,3 +356,61 @@ async fn single_database_mode_keeps_its_tokens_beside_the_file() {
         .unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_watch_stream_ends_when_its_token_is_revoked() {
+    use http_body_util::BodyExt;
+    let server = DirServer::start("watch-revoke", &[]);
+    server.create_db("app").await;
+    let (secret, _) = server.create_token("watcher", "read", Some("app")).await;
+    let root_watch = connect(&server.url("/db/app"), TOKEN).await;
+    let kv = connect(&server.url("/db/app"), &secret).await;
+    let open = |kv: &Kv| {
+        Request::post(format!("{}/watch", kv.base))
+            .header("authorization", format!("Bearer {}", kv.token))
+            .header("x-denokv-version", "3")
+            .header("x-denokv-database-id", &kv.database_id)
+            .body(Full::new(Bytes::from(watch_body())))
+            .unwrap()
+    };
+    let mut scoped = client(Proto::Http1)
+        .request(open(&kv))
+        .await
+        .unwrap()
+        .into_body();
+    let mut root = client(Proto::Http1)
+        .request(open(&root_watch))
+        .await
+        .unwrap()
+        .into_body();
+    // Both streams deliver their first snapshot.
+    assert!(scoped.frame().await.is_some());
+    assert!(root.frame().await.is_some());
+    let r = server
+        .admin(
+            Method::DELETE,
+            "/admin/tokens/watcher?database=app",
+            TOKEN,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    // The scoped stream ends at its next keep-alive at the latest (bounded wait, no timing
+    // assert); the access token's stream goes on.
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(frame) = scoped.frame().await {
+            if frame.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the revoked token's watch stream did not end"
+    );
+    let more = tokio::time::timeout(Duration::from_secs(60), root.frame())
+        .await
+        .expect("the access token's stream keeps sending keep-alives");
+    assert!(matches!(more, Some(Ok(_))));
+}
