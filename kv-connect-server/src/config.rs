@@ -11,6 +11,7 @@
 //! - The advertised database id is a pure function of the configuration
 //!   ([`ServerConfig::resolved_database_id`]), so it is stable across restarts.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ use tokio_rustls::rustls;
 use uuid::Uuid;
 
 use crate::auth::TokenAuthority;
+use crate::limits::ServerLimits;
+use crate::metrics::MetricsReport;
 
 /// Settings of a [`KvConnectServer`](crate::KvConnectServer).
 #[derive(Clone)]
@@ -45,6 +48,13 @@ pub struct ServerConfig {
     pub replica: Option<ReplicaSettings>,
     /// Extra lines for `GET /healthz` after `ok` (e.g. backup lag), computed per request.
     pub health_report: Option<HealthReport>,
+    /// Abuse limits: connections, watch streams and request rate per token, read timeouts.
+    pub limits: ServerLimits,
+    /// Also serve `GET /metrics` on this address, without authentication (for a Prometheus on
+    /// a private network). On the main port `/metrics` needs the access token.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Extra per-database gauges for `/metrics` (e.g. backup lag), computed per scrape.
+    pub metrics_report: Option<MetricsReport>,
 }
 
 /// Produces extra `/healthz` lines (`name: value`), e.g. how far a backup lags behind.
@@ -74,6 +84,9 @@ impl std::fmt::Debug for ServerConfig {
             .field("tls", &self.tls.is_some())
             .field("replica", &self.replica)
             .field("health_report", &self.health_report.is_some())
+            .field("limits", &self.limits)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("metrics_report", &self.metrics_report.is_some())
             .finish()
     }
 }
@@ -91,6 +104,9 @@ impl ServerConfig {
             tls: None,
             replica: None,
             health_report: None,
+            limits: ServerLimits::default(),
+            metrics_addr: None,
+            metrics_report: None,
         }
     }
 

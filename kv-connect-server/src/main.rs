@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kv_connect_server::{tls, KvConnectServer, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
+mod ops_args;
 #[cfg(feature = "pitr")]
 mod pitr_cmd;
 
@@ -155,6 +156,9 @@ struct ServeArgs {
     #[arg(long, env = "KV_CONNECT_QUEUE_LEASE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     queue_lease_secs: u64,
 
+    #[command(flatten)]
+    ops: Box<ops_args::OpsArgs>,
+
     #[cfg(feature = "pitr")]
     #[command(flatten)]
     backup: pitr_cmd::ServeBackupArgs,
@@ -281,6 +285,7 @@ async fn serve(cli: ServeArgs) -> Result<(), MainError> {
     config.token_ttl = Duration::from_secs(cli.token_ttl_secs);
     config.shutdown_timeout = Duration::from_secs(cli.shutdown_timeout_secs);
     config.tls = tls;
+    cli.ops.apply(&mut config);
     #[cfg(feature = "pitr")]
     let (db, pitr) =
         pitr_cmd::open_for_serving(&cli.db, db_config, &cli.backup, &mut config).await?;
@@ -288,6 +293,9 @@ async fn serve(cli: ServeArgs) -> Result<(), MainError> {
     let db = open_db(&cli.db, db_config).await?;
     let server = KvConnectServer::new(db, config).bind(cli.addr).await?;
     tracing::info!(engine = ?cli.db.engine, path = %cli.db.path.display(), read_only = cli.read_only, "database open");
+    if let Some(addr) = server.metrics_addr() {
+        tracing::info!(%addr, "metrics listener (no authentication)");
+    }
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(

@@ -11,12 +11,18 @@
 //! | `POST /v2/queue/dequeue` | `routes/queue.rs` | queue extension `queue-v1`: `DequeueRequest` → `DequeueResponse`; long-polls up to 30 s and leases the next ready message |
 //! | `POST /v2/queue/finish` | `routes/queue.rs` | queue extension `queue-v1`: `FinishRequest` → `FinishResponse`; ends a delivery (success, or failure to retry) |
 //! | `GET`/`HEAD /healthz` | `routes/health.rs` | 200 `ok` (plus the configured health report lines) |
+//! | `GET /metrics` | `routes/metrics.rs` | Prometheus metrics (OpenMetrics text); needs `Authorization: Bearer <access token>` |
 //!
 //! # Contract
 //!
 //! - Every `/v2/...` route first passes the data-path guard of `routes/guard.rs` (data-path
-//!   token, protocol headers, body bound); `POST /` checks the access token itself; `/healthz`
-//!   is open.
+//!   token, protocol headers, body bound, per-token rate limit; `/v2/watch` also takes a slot
+//!   of its token's watch-stream bound, see [`crate::limits`]); `POST /` and `/metrics` check
+//!   the access token themselves; `/healthz` is open.
+//! - Every request body must arrive within the body read timeout (408 otherwise).
+//! - Every answered request is counted in the metrics by route name (the table's path without
+//!   the prefix: `metadata`, `snapshot_read`, ..., `unknown` for a 404 path), status and
+//!   database, with its latency.
 //! - Any other path is 404 `Resource not found.`; a known path with another method is 405 with
 //!   an `Allow` header (`POST`, or `GET, HEAD` for `/healthz`), checked before authentication.
 //! - The request handler never fails and never panics outward: handler errors become their
@@ -36,8 +42,9 @@ use kv_traits::Database;
 
 use crate::body::{error_response, ResponseBody};
 use crate::error::ApiError;
+use crate::limits::{TimeoutBody, TokenId};
 use crate::routes::metadata::DATA_PATH_PREFIX;
-use crate::routes::{datapath, guard, health, metadata, queue, watch};
+use crate::routes::{datapath, guard, health, metadata, metrics, queue, watch};
 use crate::state::{AppState, ConnInfo};
 
 /// A route of the table.
@@ -50,6 +57,7 @@ enum Route {
     QueueDequeue,
     QueueFinish,
     Health,
+    Metrics,
 }
 
 impl Route {
@@ -58,6 +66,7 @@ impl Route {
         match path {
             "/" => Some(Route::Metadata),
             "/healthz" => Some(Route::Health),
+            "/metrics" => Some(Route::Metrics),
             _ => match path.strip_prefix(DATA_PATH_PREFIX)? {
                 "/snapshot_read" => Some(Route::SnapshotRead),
                 "/atomic_write" => Some(Route::AtomicWrite),
@@ -73,7 +82,23 @@ impl Route {
     fn accepts(self, method: &Method) -> bool {
         match self {
             Route::Health => method == Method::GET || method == Method::HEAD,
+            Route::Metrics => method == Method::GET,
             _ => method == Method::POST,
+        }
+    }
+
+    /// The route's name in metrics.
+    fn name(route: Option<Route>) -> &'static str {
+        match route {
+            None => "unknown",
+            Some(Route::Metadata) => "metadata",
+            Some(Route::SnapshotRead) => "snapshot_read",
+            Some(Route::AtomicWrite) => "atomic_write",
+            Some(Route::Watch) => "watch",
+            Some(Route::QueueDequeue) => "queue_dequeue",
+            Some(Route::QueueFinish) => "queue_finish",
+            Some(Route::Health) => "healthz",
+            Some(Route::Metrics) => "metrics",
         }
     }
 
@@ -81,6 +106,7 @@ impl Route {
     fn allowed(self) -> (&'static str, &'static str) {
         match self {
             Route::Health => ("GET", "GET, HEAD"),
+            Route::Metrics => ("GET", "GET"),
             _ => ("POST", "POST"),
         }
     }
@@ -101,6 +127,8 @@ where
     let path = req.uri().path().to_string();
     let version = req.version();
     let route = Route::of_path(&path);
+    let body_timeout = state.limiter.limits().body_read_timeout;
+    let req = req.map(|body| TimeoutBody::new(body, body_timeout));
     let result = AssertUnwindSafe(dispatch(&state, conn, route, req))
         .catch_unwind()
         .await;
@@ -120,7 +148,17 @@ where
             .insert(ALLOW, HeaderValue::from_static(route.allowed().1));
     }
     let status = res.status().as_u16();
-    let latency_us = started.elapsed().as_micros() as u64;
+    let elapsed = started.elapsed();
+    let latency_us = elapsed.as_micros() as u64;
+    if status == StatusCode::REQUEST_TIMEOUT.as_u16() {
+        state.metrics.limited("body_timeout");
+    }
+    state.metrics.request(
+        Route::name(route),
+        status,
+        &state.database_name,
+        elapsed.as_secs_f64(),
+    );
     // One line per request costs real CPU at tens of thousands of requests per second: successes
     // are logged at debug level (RUST_LOG=kv_connect_server=debug), failures always.
     if res.status().is_server_error() {
@@ -156,6 +194,7 @@ where
     match route {
         Route::Metadata => metadata::exchange(state, conn, req).await,
         Route::Health => Ok(health::healthz(state)),
+        Route::Metrics => metrics::metrics(state, req.headers()),
         Route::SnapshotRead => {
             let body = guard::data_request(state, req).await?;
             datapath::snapshot_read(state, &body).await
@@ -165,8 +204,9 @@ where
             datapath::atomic_write(state, &body).await
         }
         Route::Watch => {
+            let token = TokenId::of_headers(req.headers());
             let body = guard::data_request(state, req).await?;
-            watch::watch(state, &body).await
+            watch::watch(state, token, &body).await
         }
         Route::QueueDequeue => {
             let body = guard::data_request(state, req).await?;
@@ -188,6 +228,7 @@ mod tests {
         let table = [
             ("/", Route::Metadata),
             ("/healthz", Route::Health),
+            ("/metrics", Route::Metrics),
             ("/v2/snapshot_read", Route::SnapshotRead),
             ("/v2/atomic_write", Route::AtomicWrite),
             ("/v2/watch", Route::Watch),

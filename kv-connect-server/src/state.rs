@@ -17,6 +17,8 @@ use uuid::Uuid;
 
 use crate::auth::TokenAuthority;
 use crate::config::{HealthReport, ReplicaSettings, ServerConfig};
+use crate::limits::Limiter;
+use crate::metrics::{Metrics, DEFAULT_DATABASE};
 
 /// What the handlers share: the database and the server settings.
 pub(crate) struct AppState<D> {
@@ -31,11 +33,23 @@ pub(crate) struct AppState<D> {
     pub replica: Option<ReplicaSettings>,
     /// Extra `/healthz` lines.
     pub health_report: Option<HealthReport>,
+    /// The server's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The abuse limits' state.
+    pub limiter: Arc<Limiter>,
+    /// The `database` label of this state's database in metrics.
+    pub database_name: String,
 }
 
 impl<D> AppState<D> {
-    /// The state of a server for `db` with `config`, stopping when `shutdown` turns `true`.
-    pub fn new(db: &Arc<D>, config: &ServerConfig, shutdown: watch::Receiver<bool>) -> Arc<Self> {
+    /// The state of a server for `db` with `config`, stopping when `shutdown` turns `true`,
+    /// counting in `limiter`'s metrics.
+    pub fn new(
+        db: &Arc<D>,
+        config: &ServerConfig,
+        shutdown: watch::Receiver<bool>,
+        limiter: &Arc<Limiter>,
+    ) -> Arc<Self> {
         Arc::new(AppState {
             db: db.clone(),
             tokens: config.token_authority(),
@@ -44,6 +58,9 @@ impl<D> AppState<D> {
             watch_keepalive: config.watch_keepalive,
             replica: config.replica.clone(),
             health_report: config.health_report.clone(),
+            metrics: limiter.metrics().clone(),
+            limiter: limiter.clone(),
+            database_name: DEFAULT_DATABASE.to_string(),
             shutdown,
         })
     }

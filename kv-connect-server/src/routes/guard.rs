@@ -10,7 +10,8 @@
 //! 2. the protocol headers: v2/v3 clients send `x-denokv-version: 2|3` and
 //!    `x-denokv-database-id`; v1 clients send no version header and `x-transaction-domain-id`;
 //!    either way the id must be this database's → else 400;
-//! 3. the body is at most [`ServerConfig::max_body_size`](crate::ServerConfig::max_body_size)
+//! 3. the token is within its request rate ([`crate::limits`]) → else 429 with `Retry-After`;
+//! 4. the body is at most [`ServerConfig::max_body_size`](crate::ServerConfig::max_body_size)
 //!    bytes → else 413.
 //!
 //! Request limits are not checked here: the database enforces its own
@@ -26,6 +27,7 @@ use uuid::Uuid;
 use crate::auth::bearer_token;
 use crate::body::read_body;
 use crate::error::ApiError;
+use crate::limits::TokenId;
 use crate::state::AppState;
 
 /// Authenticates a data-path request, checks its protocol headers and reads its bounded body.
@@ -40,6 +42,7 @@ where
     let token = bearer_token(req.headers().get(http::header::AUTHORIZATION))?;
     state.tokens.verify(token, SystemTime::now())?;
     check_protocol_headers(req.headers(), state.database_id)?;
+    state.limiter.check_rate(TokenId::of_token(token))?;
     let (_, body) = read_body(req, state.max_body_size).await?;
     Ok(body)
 }

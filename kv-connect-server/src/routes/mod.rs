@@ -9,11 +9,13 @@
 //! | [`watch`] | `POST /v2/watch` |
 //! | [`queue`] | `POST /v2/queue/dequeue`, `POST /v2/queue/finish` (extension `queue-v1`) |
 //! | [`health`] | `GET /healthz` |
+//! | [`metrics`] | `GET /metrics` (Prometheus; access token required) |
 //! | [`guard`] | what every data-path route passes first: token, protocol headers, body bound |
 
 pub(crate) mod datapath;
 pub(crate) mod guard;
 pub(crate) mod health;
 pub mod metadata;
+pub(crate) mod metrics;
 pub(crate) mod queue;
 pub(crate) mod watch;
