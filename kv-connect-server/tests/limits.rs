@@ -421,3 +421,31 @@ async fn an_http2_client_that_stops_answering_pings_is_disconnected() {
     // Only the scrape's own connection is left.
     scrape_until(&server, |t| value(t, "kv_connections_open", &[]) == 1.0).await;
 }
+
+#[tokio::test]
+async fn the_binary_applies_the_limit_flags() {
+    let p = spawn(&[
+        "serve",
+        "--engine",
+        "memory",
+        "--addr",
+        "127.0.0.1:0",
+        "--max-watches-per-token",
+        "1",
+        // The rate flags only have to parse here; the rate limit is tested above.
+        "--rate-limit-per-token",
+        "1",
+        "--rate-limit-burst",
+        "1000",
+    ]);
+    let kv = Kv::at(Proto::H2c, p.addr).await;
+    let first = kv.start_watch(&[key("a")]).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = kv.start_watch(&[key("b")]).await;
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+    drop(first);
+    assert!(tokio::task::spawn_blocking(move || p.terminate())
+        .await
+        .unwrap()
+        .success());
+}

@@ -232,3 +232,60 @@ async fn reported_gauges_such_as_backup_lag_carry_the_database_label() {
     let text = scrape(&server).await;
     assert_eq!(sample(&text, "kv_backup_lag_seconds", &[DB]), Some(1.5));
 }
+
+/// A loopback port that was free a moment ago (for flags that need a fixed address).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn the_binary_serves_the_metrics_listener_with_backup_lag() {
+    let dir = std::env::temp_dir().join(format!(
+        "kvcs-metrics-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let backup = dir.join("backup");
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let p = spawn(&[
+        "serve",
+        "--engine",
+        "memory",
+        "--addr",
+        "127.0.0.1:0",
+        "--backup-to",
+        backup.to_str().unwrap(),
+        "--metrics-addr",
+        &metrics_addr,
+    ]);
+    let kv = Kv::at(Proto::H2c, p.addr).await;
+    assert_eq!(
+        kv.write(&write_of(vec![set(&key("b"), b"1")])).await.status,
+        pb::AtomicWriteStatus::AwSuccess as i32
+    );
+    let text = scrape_listener(metrics_addr.parse().unwrap()).await;
+    assert!(
+        sample(&text, "kv_backup_lag_seconds", &[DB]).is_some(),
+        "{text}"
+    );
+    assert!(value(&text, "kv_db_commits_total", &[DB]) >= 1.0, "{text}");
+    // The main port wants the token; with it, the same numbers.
+    let anonymous = Request::get(format!("http://{}/metrics", p.addr))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(
+        send(Proto::Http1, anonymous).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let main = common::exposition::scrape_at(p.addr).await;
+    assert!(sample(&main, "kv_backup_lag_seconds", &[DB]).is_some());
+    assert!(tokio::task::spawn_blocking(move || p.terminate())
+        .await
+        .unwrap()
+        .success());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -38,7 +38,12 @@ pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 /// `GET /metrics` on the main port with the access token; the exposition text.
 pub async fn scrape(server: &TestServer) -> String {
-    let req = Request::get(server.url("/metrics"))
+    scrape_at(server.addr).await
+}
+
+/// `GET /metrics` with the access token on the main port at `addr` (e.g. a spawned binary).
+pub async fn scrape_at(addr: SocketAddr) -> String {
+    let req = Request::get(format!("http://{addr}/metrics"))
         .header("authorization", format!("Bearer {TOKEN}"))
         .body(Full::new(Bytes::new()))
         .unwrap();

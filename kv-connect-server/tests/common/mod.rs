@@ -155,10 +155,15 @@ pub struct Meta {
 }
 
 pub async fn metadata(proto: Proto, server: &TestServer) -> Meta {
+    metadata_at(proto, server.addr).await
+}
+
+/// The metadata of the server at `addr` (e.g. a spawned binary).
+pub async fn metadata_at(proto: Proto, addr: SocketAddr) -> Meta {
     let auth = format!("Bearer {TOKEN}");
     let r = post(
         proto,
-        &server.url("/"),
+        &format!("http://{addr}/"),
         &[
             ("authorization", &auth),
             ("content-type", "application/json"),
@@ -185,10 +190,15 @@ pub struct Kv {
 
 impl Kv {
     pub async fn connect(proto: Proto, server: &TestServer) -> Kv {
-        let m = metadata(proto, server).await;
+        Self::at(proto, server.addr).await
+    }
+
+    /// A client of the server at `addr` (e.g. a spawned binary).
+    pub async fn at(proto: Proto, addr: SocketAddr) -> Kv {
+        let m = metadata_at(proto, addr).await;
         Kv {
             proto,
-            base: server.url("/v2"),
+            base: format!("http://{addr}/v2"),
             token: m.token,
             database_id: m.database_id,
         }
