@@ -24,7 +24,10 @@
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+    NoLabelSet,
+};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -99,19 +102,37 @@ impl<D: Database> StatsSource for SingleDatabase<D> {
     }
 }
 
+/// A database's name as a label value, shared: labelling a request clones a pointer, not the
+/// name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct DatabaseLabel(Arc<str>);
+
+impl DatabaseLabel {
+    /// The label of the database called `name`.
+    pub fn new(name: &str) -> Self {
+        DatabaseLabel(name.into())
+    }
+}
+
+impl EncodeLabelValue for DatabaseLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&&*self.0, encoder)
+    }
+}
+
 /// Labels of a request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: &'static str,
     status: u16,
-    database: String,
+    database: DatabaseLabel,
 }
 
 /// Labels of a request-latency histogram.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: &'static str,
-    database: String,
+    database: DatabaseLabel,
 }
 
 /// Labels of a limit refusal.
@@ -202,8 +223,14 @@ impl Metrics {
     }
 
     /// Counts an answered request.
-    pub(crate) fn request(&self, route: &'static str, status: u16, database: &str, secs: f64) {
-        let database = database.to_string();
+    pub(crate) fn request(
+        &self,
+        route: &'static str,
+        status: u16,
+        database: &DatabaseLabel,
+        secs: f64,
+    ) {
+        let database = database.clone();
         self.requests
             .get_or_create(&RequestLabels {
                 route,

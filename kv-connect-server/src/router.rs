@@ -24,7 +24,8 @@
 //!   the prefix: `metadata`, `snapshot_read`, ..., `unknown` for a 404 path), status and
 //!   database, with its latency.
 //! - Any other path is 404 `Resource not found.`; a known path with another method is 405 with
-//!   an `Allow` header (`POST`, or `GET, HEAD` for `/healthz`), checked before authentication.
+//!   an `Allow` header (`POST`; `GET, HEAD` for `/healthz`; `GET` for `/metrics`), checked before
+//!   authentication.
 //! - The request handler never fails and never panics outward: handler errors become their
 //!   [`ApiError`] response, a panicking handler a 500; every request is logged
 //!   once (failures at info/warn, successes at debug).

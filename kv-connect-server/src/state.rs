@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::auth::TokenAuthority;
 use crate::config::{HealthReport, ReplicaSettings, ServerConfig};
 use crate::limits::Limiter;
-use crate::metrics::{Metrics, DEFAULT_DATABASE};
+use crate::metrics::{DatabaseLabel, Metrics, DEFAULT_DATABASE};
 
 /// What the handlers share: the database and the server settings.
 pub(crate) struct AppState<D> {
@@ -38,7 +38,7 @@ pub(crate) struct AppState<D> {
     /// The abuse limits' state.
     pub limiter: Arc<Limiter>,
     /// The `database` label of this state's database in metrics.
-    pub database_name: String,
+    pub database_name: DatabaseLabel,
 }
 
 impl<D> AppState<D> {
@@ -60,7 +60,7 @@ impl<D> AppState<D> {
             health_report: config.health_report.clone(),
             metrics: limiter.metrics().clone(),
             limiter: limiter.clone(),
-            database_name: DEFAULT_DATABASE.to_string(),
+            database_name: DatabaseLabel::new(DEFAULT_DATABASE),
             shutdown,
         })
     }
