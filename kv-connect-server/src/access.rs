@@ -58,6 +58,11 @@ impl Access {
         Access { authority, store }
     }
 
+    /// Whether `token` is the server's access token (the admin credential of every database).
+    pub fn is_access_token(&self, token: &str) -> bool {
+        self.authority.is_access_token(token)
+    }
+
     /// The token store, if any.
     pub fn store(&self) -> Option<&Arc<TokenStore>> {
         self.store.as_ref()

@@ -6,12 +6,14 @@
 //! - Errors are answered as `text/plain; charset=utf-8` with the [`ApiError`]'s status and
 //!   message; successful data-path answers are [`PROTOBUF`], `/watch` streams [`OCTET_STREAM`].
 //! - [`read_body`] never buffers more than its bound: a declared `Content-Length` above it is
-//!   refused before reading, a longer body as soon as it passes the bound (413 either way).
+//!   refused before reading, a longer body as soon as it passes the bound (413 either way); a
+//!   body cut off by the body read timeout ([`crate::limits`]) is answered 408.
+//! - An [`ApiError`] with `retry_after` is answered with that `Retry-After` header.
 
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
@@ -51,7 +53,23 @@ pub(crate) fn protobuf_response(msg: &impl Message) -> Response<ResponseBody> {
 
 /// The plain-text answer of `err`.
 pub(crate) fn error_response(err: &ApiError) -> Response<ResponseBody> {
-    response(err.status, TEXT_PLAIN, err.message.clone())
+    let mut res = response(err.status, TEXT_PLAIN, err.message.clone());
+    if let Some(after) = &err.retry_after {
+        res.headers_mut().insert(RETRY_AFTER, after.clone());
+    }
+    res
+}
+
+/// Whether a body error is the body read timeout ([`crate::limits::TimeoutBody`]).
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(crate::limits::TimeoutBodyError::TimedOut(_)) = err.downcast_ref() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Reads a request body of at most `max` bytes (413 beyond).
@@ -80,6 +98,10 @@ where
     match Limited::new(body, max).collect().await {
         Ok(collected) => Ok((parts, collected.to_bytes())),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) if timed_out(&*e) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "The request body did not arrive in time.",
+        )),
         Err(e) => Err(ApiError::bad_request(format!(
             "Failed to read the request body: {e}."
         ))),

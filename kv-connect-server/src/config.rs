@@ -11,6 +11,7 @@
 //! - The advertised database id is a pure function of the configuration
 //!   ([`ServerConfig::resolved_database_id`]), so it is stable across restarts.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ use tokio_rustls::rustls;
 use uuid::Uuid;
 
 use crate::auth::TokenAuthority;
+use crate::limits::ServerLimits;
+use crate::metrics::MetricsReport;
 
 /// Settings of a [`KvConnectServer`](crate::KvConnectServer).
 #[derive(Clone)]
@@ -48,6 +51,13 @@ pub struct ServerConfig {
     /// The scoped-token file ([`crate::tokens`]), re-read when it changes; `None` = only the
     /// access token is accepted.
     pub token_file: Option<std::path::PathBuf>,
+    /// Abuse limits: connections, watch streams and request rate per token, read timeouts.
+    pub limits: ServerLimits,
+    /// Also serve `GET /metrics` on this address, without authentication (for a Prometheus on
+    /// a private network). On the main port `/metrics` needs the access token.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Extra per-database gauges for `/metrics` (e.g. backup lag), computed per scrape.
+    pub metrics_report: Option<MetricsReport>,
 }
 
 /// Produces extra `/healthz` lines (`name: value`), e.g. how far a backup lags behind.
@@ -78,6 +88,9 @@ impl std::fmt::Debug for ServerConfig {
             .field("replica", &self.replica)
             .field("health_report", &self.health_report.is_some())
             .field("token_file", &self.token_file)
+            .field("limits", &self.limits)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("metrics_report", &self.metrics_report.is_some())
             .finish()
     }
 }
@@ -96,6 +109,9 @@ impl ServerConfig {
             replica: None,
             health_report: None,
             token_file: None,
+            limits: ServerLimits::default(),
+            metrics_addr: None,
+            metrics_report: None,
         }
     }
 

@@ -17,6 +17,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// Response body (plain text).
     pub message: String,
+    /// `Retry-After` header of the answer (429 of the abuse limits), if any.
+    pub retry_after: Option<http::HeaderValue>,
 }
 
 impl ApiError {
@@ -25,6 +27,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -96,7 +99,7 @@ fn closing() -> (StatusCode, String) {
 impl From<KvError> for ApiError {
     fn from(err: KvError) -> Self {
         let (status, message) = kv_error_status(&err);
-        ApiError { status, message }
+        ApiError::new(status, message)
     }
 }
 

@@ -7,6 +7,9 @@
 //! Every route (metadata exchange, data path, watch, the `queue-v1` queue extension, health) is
 //! listed in one table: the [`router`] module docs. The [`metadata`] docs describe the exchange.
 //!
+//! Operations: `GET /metrics` exports Prometheus metrics ([`metrics`]); abuse limits bound
+//! connections, watch streams and request rate per token, and slow clients ([`limits`]).
+//!
 //! Request limits belong to the database: it enforces them ([`kv_traits::Database::limits`])
 //! and the server forwards its refusals (400 with the database's message).
 //!
@@ -50,6 +53,8 @@ mod body;
 mod config;
 pub mod datadir;
 pub mod error;
+pub mod limits;
+pub mod metrics;
 pub mod registry;
 pub mod router;
 mod routes;
@@ -61,6 +66,8 @@ pub mod tokens;
 pub use body::{ResponseBody, OCTET_STREAM, PROTOBUF};
 pub use config::{HealthReport, ReplicaSettings, ServerConfig};
 pub use error::{kv_error_status, ApiError};
+pub use limits::{RateLimit, ServerLimits};
+pub use metrics::{GaugeSample, MetricsReport, StatsSource};
 pub use registry::{DatabaseProvider, DbName, Registry};
 pub use routes::metadata;
 pub use server::{shutdown_signal, BoundServer, KvConnectServer, ServeError};

@@ -12,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 
 mod admin_cmd;
 mod multidb_cmd;
+mod ops_args;
 #[cfg(feature = "pitr")]
 mod pitr_cmd;
 
@@ -168,6 +169,9 @@ struct ServeArgs {
     #[arg(long, env = "KV_CONNECT_QUEUE_LEASE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     queue_lease_secs: u64,
 
+    #[command(flatten)]
+    ops: Box<ops_args::OpsArgs>,
+
     #[cfg(feature = "pitr")]
     #[command(flatten)]
     backup: pitr_cmd::ServeBackupArgs,
@@ -315,6 +319,7 @@ async fn serve(cli: ServeArgs) -> Result<(), MainError> {
     config.shutdown_timeout = Duration::from_secs(cli.shutdown_timeout_secs);
     config.tls = tls;
     config.token_file = Some(multidb_cmd::token_file(cli.data_dir.as_ref(), &cli.db.path));
+    cli.ops.apply(&mut config);
     if let Some(dir) = &cli.data_dir {
         return serve_many(&cli, dir, db_config, config, scheme).await;
     }
@@ -325,6 +330,9 @@ async fn serve(cli: ServeArgs) -> Result<(), MainError> {
     let db = open_db(&cli.db, db_config).await?;
     let server = KvConnectServer::new(db, config).bind(cli.addr).await?;
     tracing::info!(engine = ?cli.db.engine, path = %cli.db.path.display(), read_only = cli.read_only, "database open");
+    if let Some(addr) = server.metrics_addr() {
+        tracing::info!(%addr, "metrics listener (no authentication)");
+    }
     print_listening(scheme, server.local_addr());
     let served = server.serve().await;
     #[cfg(feature = "pitr")]

@@ -71,7 +71,7 @@ impl DataDirProvider {
         if let Some(backup) = self.backup.as_ref().filter(|b| b.backup_to.is_some()) {
             let base = backup.backup_to.as_deref().unwrap_or_default();
             let url = format!("{}/{name}/", base.trim_end_matches('/'));
-            let (db, companion, _report) =
+            let (db, companion, _report, _gauges) =
                 crate::pitr_cmd::open_with_backup(&args, self.db_config.clone(), backup, &url)
                     .await
                     .map_err(failed)?;

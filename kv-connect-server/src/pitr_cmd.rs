@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use kv_connect_server::{ReplicaSettings, ServerConfig};
+use kv_connect_server::{GaugeSample, ReplicaSettings, ServerConfig};
 use kv_pitr::consumer::BackupReader;
 use kv_pitr::producer::{Backup, BackupConfig};
 use kv_pitr::restore::{Replica, ReplicaConfig, RestoreTarget};
@@ -249,8 +249,9 @@ pub(crate) async fn open_for_serving(
     server: &mut ServerConfig,
 ) -> Result<(kv_db::Db, Companion), MainError> {
     if let Some(url) = &args.backup_to {
-        let (db, backup, report) = open_with_backup(db_args, db_config, args, url).await?;
+        let (db, backup, report, gauges) = open_with_backup(db_args, db_config, args, url).await?;
         server.health_report = Some(report);
+        server.metrics_report = Some(gauges);
         return Ok((db, backup));
     }
     if let Some(url) = &args.replica_of {
@@ -267,6 +268,22 @@ pub(crate) async fn open_for_serving(
         let replica = Replica::start_with(reader, db.clone(), config)
             .await
             .map_err(PitrCliError::Replica)?;
+        let gauges = replica.subscribe();
+        server.metrics_report = Some(Arc::new(move || {
+            let s = gauges.borrow().clone();
+            // The receiver's status has no lag filled in: compute it like `Replica::status`.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            match s.last_success_at_ms {
+                Some(t) => vec![GaugeSample {
+                    name: "kv_replica_lag_seconds",
+                    help: "Time since the read replica last caught up with its backup",
+                    value: now.saturating_sub(t) as f64 / 1000.0,
+                }],
+                None => Vec::new(),
+            }
+        }));
         let status = replica.subscribe();
         server.health_report = Some(Arc::new(move || {
             let s = status.borrow().clone();
@@ -296,7 +313,15 @@ pub(crate) async fn open_with_backup(
     mut db_config: kv_db::DbConfig,
     args: &ServeBackupArgs,
     url: &str,
-) -> Result<(kv_db::Db, Companion, kv_connect_server::HealthReport), MainError> {
+) -> Result<
+    (
+        kv_db::Db,
+        Companion,
+        kv_connect_server::HealthReport,
+        kv_connect_server::MetricsReport,
+    ),
+    MainError,
+> {
     let (store, prefix) = open_store(url, &args.store, true)?;
     db_config.change_log = true;
     let db = open_db(db_args, db_config).await?;
@@ -306,6 +331,27 @@ pub(crate) async fn open_with_backup(
     let backup = Backup::start(db.clone(), config)
         .await
         .map_err(PitrCliError::Backup)?;
+    let gauges = backup.subscribe();
+    let metrics: kv_connect_server::MetricsReport = Arc::new(move || {
+        let s = gauges.borrow().clone();
+        vec![
+            GaugeSample {
+                name: "kv_backup_lag_seconds",
+                help: "How far the continuous backup lags behind the latest commit",
+                value: s.lag_ms as f64 / 1000.0,
+            },
+            GaugeSample {
+                name: "kv_backup_standby",
+                help: "1 while this server stands by (another server of the shared database ships the backup)",
+                value: f64::from(u8::from(s.standby)),
+            },
+            GaugeSample {
+                name: "kv_backup_failing",
+                help: "1 while the last backup attempt failed",
+                value: f64::from(u8::from(s.last_error.is_some())),
+            },
+        ]
+    });
     let status = backup.subscribe();
     let report: kv_connect_server::HealthReport = Arc::new(move || {
         let s = status.borrow().clone();
@@ -320,7 +366,7 @@ pub(crate) async fn open_with_backup(
         )
     });
     tracing::info!(to = %url, "continuous backup running");
-    Ok((db, Companion::Backup(backup), report))
+    Ok((db, Companion::Backup(backup), report, metrics))
 }
 
 fn parse_time(what: &'static str, value: &str) -> Result<u64, PitrCliError> {

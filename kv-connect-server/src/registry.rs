@@ -349,6 +349,24 @@ impl<D: Database> Registry<D> {
     }
 }
 
+/// `/metrics` reports every open database under its name (a database not opened since the
+/// server started has no counters yet and is not listed).
+impl<D: Database> crate::metrics::StatsSource for Registry<D> {
+    fn collect(&self) -> Vec<crate::metrics::DatabaseSample> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut samples: Vec<_> = open
+            .iter()
+            .map(|(name, entry)| crate::metrics::DatabaseSample {
+                name: name.as_str().to_string(),
+                stats: entry.state.db.stats(),
+                gauges: Vec::new(),
+            })
+            .collect();
+        samples.sort_by(|a, b| a.name.cmp(&b.name));
+        samples
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@
 //! | `GET`/`HEAD /healthz` | `routes/health.rs` | 200 `ok` (plus the configured health report lines) |
 //! | `POST /db/<name>`, `POST /db/<name>/v2/...` | as `POST /` and `/v2/...` | with `--data-dir`: the same routes for database `<name>` ([`crate::registry`]); its metadata advertises `/db/<name>/v2` |
 //! | `/admin/...` | `routes/admin.rs` | the admin API: databases and scoped tokens (its module docs list the routes) |
+//! | `GET /metrics` | `routes/metrics.rs` | Prometheus metrics (OpenMetrics text) of every database; needs `Authorization: Bearer <access token>` |
 //!
 //! # Contract
 //!
@@ -24,9 +25,17 @@
 //!   `/v2/...` a data-path token whose scope allows the route (`read`: snapshot_read, watch;
 //!   `write`: atomic_write; `queue`: dequeue, finish); a bad credential is 401, a valid one
 //!   lacking the scope or the database 403. Then every `/v2/...` route passes the data-path
-//!   guard of `routes/guard.rs` (protocol headers, body bound); `/healthz` is open.
+//!   guard of `routes/guard.rs` (protocol headers, per-token rate limit, body bound; `/v2/watch`
+//!   also takes a slot of its token's watch-stream bound, see [`crate::limits`]); `/metrics`
+//!   checks the access token itself; `/healthz` is open.
+//! - Every request body must arrive within the body read timeout (408 otherwise).
+//! - Every answered request is counted in the metrics by route name (the table's path without
+//!   the prefix: `metadata`, `snapshot_read`, ..., `admin`, `unknown` for a 404 path), status and
+//!   database (`default` in single-database mode; `none` when no database was resolved, so that
+//!   made-up names cannot grow the label set), with its latency.
 //! - Any other path is 404 `Resource not found.`; a known path with another method is 405 with
-//!   an `Allow` header (`POST`, or `GET, HEAD` for `/healthz`), checked before authentication.
+//!   an `Allow` header (`POST`; `GET, HEAD` for `/healthz`; `GET` for `/metrics`), checked before
+//!   authentication.
 //! - The request handler never fails and never panics outward: handler errors become their
 //!   [`ApiError`] response, a panicking handler a 500; every request is logged
 //!   once (failures at info/warn, successes at debug).
@@ -46,9 +55,11 @@ use crate::access::Grant;
 use crate::auth::bearer_token;
 use crate::body::{error_response, ResponseBody};
 use crate::error::ApiError;
+use crate::limits::{TimeoutBody, TokenId};
+use crate::metrics::{DatabaseLabel, DEFAULT_DATABASE};
 use crate::registry::DbName;
 use crate::routes::metadata::DATA_PATH_PREFIX;
-use crate::routes::{admin, datapath, guard, health, metadata, queue, revocable, watch};
+use crate::routes::{admin, datapath, guard, health, metadata, metrics, queue, revocable, watch};
 use crate::state::{AppState, ConnInfo, Databases, Front};
 use crate::tokens::Scope;
 
@@ -80,7 +91,7 @@ impl<'p> Target<'p> {
         let route = match rest {
             "" | "/" => Route::Metadata,
             _ => match Route::of_path(rest)? {
-                Route::Metadata | Route::Health => return None,
+                Route::Metadata | Route::Health | Route::Metrics => return None,
                 r => r,
             },
         };
@@ -98,6 +109,7 @@ enum Route {
     QueueDequeue,
     QueueFinish,
     Health,
+    Metrics,
 }
 
 impl Route {
@@ -106,6 +118,7 @@ impl Route {
         match path {
             "/" => Some(Route::Metadata),
             "/healthz" => Some(Route::Health),
+            "/metrics" => Some(Route::Metrics),
             _ => match path.strip_prefix(DATA_PATH_PREFIX)? {
                 "/snapshot_read" => Some(Route::SnapshotRead),
                 "/atomic_write" => Some(Route::AtomicWrite),
@@ -121,6 +134,7 @@ impl Route {
     fn accepts(self, method: &Method) -> bool {
         match self {
             Route::Health => method == Method::GET || method == Method::HEAD,
+            Route::Metrics => method == Method::GET,
             _ => method == Method::POST,
         }
     }
@@ -134,10 +148,26 @@ impl Route {
         }
     }
 
+    /// The route's name in metrics.
+    fn name(route: Option<Route>) -> &'static str {
+        match route {
+            None => "unknown",
+            Some(Route::Metadata) => "metadata",
+            Some(Route::SnapshotRead) => "snapshot_read",
+            Some(Route::AtomicWrite) => "atomic_write",
+            Some(Route::Watch) => "watch",
+            Some(Route::QueueDequeue) => "queue_dequeue",
+            Some(Route::QueueFinish) => "queue_finish",
+            Some(Route::Health) => "healthz",
+            Some(Route::Metrics) => "metrics",
+        }
+    }
+
     /// The method named in a 405 message, and the `Allow` header of a 405.
     fn allowed(self) -> (&'static str, &'static str) {
         match self {
             Route::Health => ("GET", "GET, HEAD"),
+            Route::Metrics => ("GET", "GET"),
             _ => ("POST", "POST"),
         }
     }
@@ -162,7 +192,15 @@ where
         Some(Target::Database(_, route)) => Some(route),
         _ => None,
     };
-    let result = AssertUnwindSafe(resolve(&front, conn, target, req))
+    let route_name = match target {
+        Some(Target::Admin) => "admin",
+        _ => Route::name(route),
+    };
+    let limiter = front.template.limiter.clone();
+    let body_timeout = limiter.limits().body_read_timeout;
+    let req = req.map(|body| TimeoutBody::new(body, body_timeout));
+    let mut label = None;
+    let result = AssertUnwindSafe(resolve(&front, conn, target, &mut label, req))
         .catch_unwind()
         .await;
     let mut res = match result {
@@ -181,7 +219,17 @@ where
             .insert(ALLOW, HeaderValue::from_static(route.allowed().1));
     }
     let status = res.status().as_u16();
-    let latency_us = started.elapsed().as_micros() as u64;
+    let elapsed = started.elapsed();
+    let latency_us = elapsed.as_micros() as u64;
+    let metrics = limiter.metrics();
+    if status == StatusCode::REQUEST_TIMEOUT.as_u16() {
+        metrics.limited("body_timeout");
+    }
+    let label = label.unwrap_or_else(|| match front.databases {
+        Databases::Single(_) => DatabaseLabel::new(DEFAULT_DATABASE),
+        Databases::Many(_) => DatabaseLabel::new(NO_DATABASE),
+    });
+    metrics.request(route_name, status, &label, elapsed.as_secs_f64());
     // One line per request costs real CPU at tens of thousands of requests per second: successes
     // are logged at debug level (RUST_LOG=kv_connect_server=debug), failures always.
     if res.status().is_server_error() {
@@ -194,11 +242,17 @@ where
     res
 }
 
-/// Finds the database of the request and authorizes it (see the contract), then dispatches.
+/// The `database` metrics label of requests that reached no database (server-wide routes,
+/// unknown or unauthorized names).
+const NO_DATABASE: &str = "none";
+
+/// Finds the database of the request and authorizes it (see the contract), then dispatches;
+/// sets `label` to the database's metrics label once it is resolved.
 async fn resolve<D: Database, B>(
     front: &Front<D>,
     conn: ConnInfo,
     target: Option<Target<'_>>,
+    label: &mut Option<DatabaseLabel>,
     req: Request<B>,
 ) -> Result<Response<ResponseBody>, ApiError>
 where
@@ -219,6 +273,10 @@ where
     }
     if route == Route::Health {
         return Ok(health::healthz(front.template.health_report.as_ref()));
+    }
+    if route == Route::Metrics {
+        let template = &front.template;
+        return metrics::metrics(&template.access, template.limiter.metrics(), req.headers());
     }
     let database = name.map(DbName::parse).transpose()?;
     match (&front.databases, &database) {
@@ -248,6 +306,7 @@ where
         (Databases::Single(state), _) => state.clone(),
         (Databases::Many(_), None) => return Err(not_found()),
     };
+    *label = Some(state.database_name.clone());
     let res = dispatch(&state, conn, route, grant, req).await?;
     Ok(match still_valid {
         Some(check) => revocable::end_when_invalid(res, check),
@@ -274,6 +333,7 @@ where
             None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "Not authorized.")),
         },
         Route::Health => Ok(health::healthz(state.health_report.as_ref())),
+        Route::Metrics => metrics::metrics(&state.access, &state.metrics, req.headers()),
         Route::SnapshotRead => {
             let body = guard::data_request(state, req).await?;
             datapath::snapshot_read(state, &body).await
@@ -283,8 +343,9 @@ where
             datapath::atomic_write(state, &body).await
         }
         Route::Watch => {
+            let token = TokenId::of_headers(req.headers());
             let body = guard::data_request(state, req).await?;
-            watch::watch(state, &body).await
+            watch::watch(state, token, &body).await
         }
         Route::QueueDequeue => {
             let body = guard::data_request(state, req).await?;
@@ -306,6 +367,7 @@ mod tests {
         let table = [
             ("/", Route::Metadata),
             ("/healthz", Route::Health),
+            ("/metrics", Route::Metrics),
             ("/v2/snapshot_read", Route::SnapshotRead),
             ("/v2/atomic_write", Route::AtomicWrite),
             ("/v2/watch", Route::Watch),

@@ -4,8 +4,13 @@
 //! # Contract
 //!
 //! - One port speaks HTTP/1.1 and HTTP/2 (prior knowledge, or ALPN `h2` with TLS), detected per
-//!   connection from the client preface. A TLS handshake has 10 s, an HTTP/1.1 request head
-//!   30 s; HTTP/2 connections are pinged every 30 s.
+//!   connection from the client preface. A TLS handshake has 10 s; the bounds on connections,
+//!   slow request heads and bodies, and unresponsive HTTP/2 peers are those of
+//!   [`ServerLimits`](crate::ServerLimits) (see [`crate::limits`]): a connection over
+//!   `max_connections` is answered 503 and closed, one that sends no complete request head
+//!   within `header_read_timeout` is closed.
+//! - With [`ServerConfig::metrics_addr`], a second listener serves `GET /metrics` (only) without
+//!   authentication; it stops with the server.
 //! - [`KvConnectServer::handle`] serves one request in-process exactly as a connection would.
 //! - It serves one database ([`KvConnectServer::new`]) at `/`, or the databases of a
 //!   [`Registry`] at `/db/<name>` ([`KvConnectServer::with_registry`]).
@@ -28,14 +33,18 @@ use hyper_util::server::conn::auto;
 use kv_traits::Database;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
 use crate::body::ResponseBody;
 use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::limits::Limiter;
+use crate::metrics::{Metrics, SingleDatabase, StatsSource, DEFAULT_DATABASE};
 use crate::registry::Registry;
 use crate::router::handle;
+use crate::routes::metrics as metrics_route;
 use crate::state::{stopped, ConnInfo, Databases, Front, StateTemplate};
 
 /// What a server serves.
@@ -55,8 +64,13 @@ impl<D> Clone for Served<D> {
 
 impl<D: Database> Served<D> {
     /// The router's starting point, stopping streams when `stop` turns `true`.
-    fn front(&self, config: &ServerConfig, stop: watch::Receiver<bool>) -> Arc<Front<D>> {
-        let template = StateTemplate::new(config);
+    fn front(
+        &self,
+        config: &ServerConfig,
+        limiter: &Arc<Limiter>,
+        stop: watch::Receiver<bool>,
+    ) -> Arc<Front<D>> {
+        let template = StateTemplate::new(config, limiter);
         let databases = match self {
             Served::Single(db) => Databases::Single(template.state(
                 db.clone(),
@@ -102,6 +116,8 @@ pub struct KvConnectServer<D> {
     /// Keeps the `/watch` streams of [`handle`](KvConnectServer::handle) running; they end when
     /// this server value is dropped (or bound).
     in_process_stop: watch::Sender<bool>,
+    /// The abuse limits' state and, through it, the metrics.
+    limiter: Arc<Limiter>,
 }
 
 impl<D: Database> KvConnectServer<D> {
@@ -112,21 +128,45 @@ impl<D: Database> KvConnectServer<D> {
 
     /// A server for a database that is shared with other code.
     pub fn from_arc(db: Arc<D>, config: ServerConfig) -> Self {
+        let source =
+            SingleDatabase::new(DEFAULT_DATABASE, db.clone(), config.metrics_report.clone());
+        let limiter = Limiter::new(
+            config.limits.clone(),
+            Arc::new(Metrics::new(Arc::new(source))),
+        );
         KvConnectServer {
             served: Served::Single(db),
             config,
             in_process_stop: watch::channel(false).0,
+            limiter,
         }
     }
 
     /// A server for the databases of `registry`, each at `/db/<name>` (see
     /// [`crate::registry`]).
     pub fn with_registry(registry: Arc<Registry<D>>, config: ServerConfig) -> Self {
+        let limiter = Limiter::new(
+            config.limits.clone(),
+            Arc::new(Metrics::new(registry.clone())),
+        );
         KvConnectServer {
             served: Served::Many(registry),
             config,
             in_process_stop: watch::channel(false).0,
+            limiter,
         }
+    }
+
+    /// Reports the databases of `source` in `/metrics` instead of this server's one database
+    /// (labelled `default`): for a server that serves many databases.
+    pub fn stats_source(mut self, source: Arc<dyn StatsSource>) -> Self {
+        self.limiter = Limiter::new(self.config.limits.clone(), Arc::new(Metrics::new(source)));
+        self
+    }
+
+    /// The server's metrics (what `GET /metrics` renders).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.limiter.metrics().clone()
     }
 
     /// The database id the server advertises.
@@ -142,9 +182,11 @@ impl<D: Database> KvConnectServer<D> {
     /// A `/watch` response body streams until it is dropped or this server value is dropped.
     /// Must be called inside a tokio runtime.
     pub async fn handle(&self, req: Request<Bytes>) -> Response<ResponseBody> {
-        let state = self
-            .served
-            .front(&self.config, self.in_process_stop.subscribe());
+        let state = self.served.front(
+            &self.config,
+            &self.limiter,
+            self.in_process_stop.subscribe(),
+        );
         let conn = ConnInfo {
             tls: false,
             peer: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -180,13 +222,29 @@ impl<D: Database> KvConnectServer<D> {
                 "the request body bound is below the database's atomic-write size limit: valid large writes will be refused with 413"
             );
         }
+        let metrics_listener = match self.config.metrics_addr {
+            Some(addr) => Some(bind_metrics(addr)?),
+            None => None,
+        };
         Ok(BoundServer {
             listener,
             local_addr,
             served: self.served,
             config: self.config,
+            limiter: self.limiter,
+            metrics_listener,
         })
     }
+}
+
+/// Binds the metrics listener (synchronously: [`KvConnectServer::with_listener`] is not async).
+fn bind_metrics(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let bind_error = |source| ServeError::Bind { addr, source };
+    let std_listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+    std_listener.set_nonblocking(true).map_err(bind_error)?;
+    let local = std_listener.local_addr().map_err(ServeError::LocalAddr)?;
+    let listener = TcpListener::from_std(std_listener).map_err(bind_error)?;
+    Ok((listener, local))
 }
 
 /// A server whose socket is bound; [`serve`](BoundServer::serve) runs it.
@@ -195,12 +253,19 @@ pub struct BoundServer<D> {
     local_addr: SocketAddr,
     served: Served<D>,
     config: ServerConfig,
+    limiter: Arc<Limiter>,
+    metrics_listener: Option<(TcpListener, SocketAddr)>,
 }
 
 impl<D: Database> BoundServer<D> {
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the unauthenticated metrics listener, if configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|(_, a)| *a)
     }
 
     /// The database id the server advertises.
@@ -222,7 +287,17 @@ impl<D: Database> BoundServer<D> {
     ) -> Result<(), ServeError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let tls = self.config.tls.clone().map(TlsAcceptor::from);
-        let state = self.served.front(&self.config, stop_rx.clone());
+        let state = self
+            .served
+            .front(&self.config, &self.limiter, stop_rx.clone());
+        if let Some((listener, addr)) = self.metrics_listener {
+            tracing::info!(%addr, "serving /metrics");
+            tokio::spawn(serve_metrics(
+                listener,
+                self.limiter.clone(),
+                stop_rx.clone(),
+            ));
+        }
         // Every connection task holds a clone; `recv` returns `None` once all have ended.
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
         match &state.databases {
@@ -252,8 +327,22 @@ impl<D: Database> BoundServer<D> {
             let stop = stop_rx.clone();
             let alive = alive_tx.clone();
             let tls = tls.clone();
+            state.template.limiter.metrics().connection_accepted();
+            let slot = state.template.limiter.admit_connection();
             tokio::spawn(async move {
-                serve_tcp(stream, peer, tls, state, stop).await;
+                match slot {
+                    Some(slot) => {
+                        let open = state.template.limiter.metrics().connections_open().clone();
+                        open.inc();
+                        serve_tcp(stream, peer, tls, state, stop, Mode::Serve).await;
+                        open.dec();
+                        drop(slot);
+                    }
+                    None => {
+                        tracing::debug!(%peer, "refusing a connection over the connection limit");
+                        serve_tcp(stream, peer, tls, state, stop, Mode::Refuse).await;
+                    }
+                }
                 drop(alive);
             });
         }
@@ -286,13 +375,15 @@ async fn serve_tcp<D: Database>(
     tls: Option<TlsAcceptor>,
     state: Arc<Front<D>>,
     stop: watch::Receiver<bool>,
+    mode: Mode,
 ) {
     match tls {
-        None => serve_connection(stream, ConnInfo { tls: false, peer }, state, stop).await,
+        None => serve_connection(stream, ConnInfo { tls: false, peer }, state, stop, mode).await,
         Some(acceptor) => {
             match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
                 Ok(Ok(tls_stream)) => {
-                    serve_connection(tls_stream, ConnInfo { tls: true, peer }, state, stop).await
+                    let conn = ConnInfo { tls: true, peer };
+                    serve_connection(tls_stream, conn, state, stop, mode).await
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -301,41 +392,167 @@ async fn serve_tcp<D: Database>(
     }
 }
 
+/// What a connection gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Served.
+    Serve,
+    /// Over the connection limit: its first request is answered 503, then it is closed.
+    Refuse,
+}
+
 /// Serves one connection, HTTP/1.1 or HTTP/2 (detected from the client preface), until it ends
-/// or the server stops.
+/// or the server stops; one that sends no complete request head within the header read
+/// timeout is closed.
 async fn serve_connection<D, S>(
     io: S,
     conn: ConnInfo,
     state: Arc<Front<D>>,
     mut stop: watch::Receiver<bool>,
+    mode: Mode,
 ) where
     D: Database,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let limits = state.template.limiter.limits().clone();
+    let metrics = state.template.limiter.metrics().clone();
+    // Raised on every request head; the first one ends the first-request deadline.
+    let request_seen = Arc::new(Notify::new());
+    let seen = request_seen.clone();
     let service = service_fn(move |req| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(handle(state, conn, req).await) }
+        seen.notify_one();
+        async move {
+            Ok::<_, Infallible>(match mode {
+                Mode::Serve => handle(state, conn, req).await,
+                Mode::Refuse => refusal(req.version()),
+            })
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(mode == Mode::Serve);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(30));
+        .keep_alive_interval(limits.http2_keepalive_interval)
+        .keep_alive_timeout(limits.http2_keepalive_timeout);
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
+    let first_request = tokio::time::timeout(limits.header_read_timeout, request_seen.notified());
+    tokio::pin!(first_request);
     let result = tokio::select! {
         r = connection.as_mut() => r,
+        seen = &mut first_request => match (seen, mode) {
+            (Err(_), _) => {
+                metrics.limited("header_timeout");
+                tracing::debug!(peer = %conn.peer, "no request head in time; closing the connection");
+                return;
+            }
+            (Ok(()), Mode::Refuse) => {
+                // Answer this request, then close.
+                connection.as_mut().graceful_shutdown();
+                match tokio::time::timeout(limits.header_read_timeout, connection).await {
+                    Ok(r) => r,
+                    Err(_) => return,
+                }
+            }
+            (Ok(()), Mode::Serve) => tokio::select! {
+                r = connection.as_mut() => r,
+                _ = stopped(&mut stop) => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            },
+        },
         _ = stopped(&mut stop) => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
     };
     if let Err(e) = result {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+        {
+            metrics.limited("header_timeout");
+        }
         tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// The answer on a connection over the limit: 503 with `Retry-After: 1` (both clients retry
+/// it), closing the connection.
+fn refusal(version: http::Version) -> Response<ResponseBody> {
+    let mut res = crate::body::error_response(&ApiError::new(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "The server is serving as many connections as it allows; try again shortly.",
+    ));
+    res.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    if version == http::Version::HTTP_11 {
+        res.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    res
+}
+
+/// Serves `GET /metrics` without authentication on the metrics listener until the server stops.
+async fn serve_metrics(
+    listener: TcpListener,
+    limiter: Arc<Limiter>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stopped(&mut stop) => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let limiter = limiter.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let header_timeout = limiter.limits().header_read_timeout;
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let metrics = limiter.metrics().clone();
+                async move {
+                    Ok::<_, Infallible>(match (req.method(), req.uri().path()) {
+                        (&http::Method::GET, "/metrics") => metrics_route::render(&metrics),
+                        _ => crate::body::error_response(&ApiError::new(
+                            http::StatusCode::NOT_FOUND,
+                            "Resource not found; this listener serves GET /metrics.",
+                        )),
+                    })
+                }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                r = connection.as_mut() => r,
+                _ = stopped(&mut stop) => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "metrics connection ended with an error");
+            }
+        });
     }
 }
 

@@ -19,6 +19,8 @@ use uuid::Uuid;
 
 use crate::access::Access;
 use crate::config::{HealthReport, ReplicaSettings, ServerConfig};
+use crate::limits::Limiter;
+use crate::metrics::{DatabaseLabel, Metrics, DEFAULT_DATABASE};
 use crate::registry::{DbName, Registry};
 use crate::tokens::TokenStore;
 
@@ -39,6 +41,13 @@ pub(crate) struct AppState<D> {
     pub replica: Option<ReplicaSettings>,
     /// Extra `/healthz` lines.
     pub health_report: Option<HealthReport>,
+    /// The server's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The abuse limits' state.
+    pub limiter: Arc<Limiter>,
+    /// The `database` label of this state's database in metrics (`default` for the single
+    /// database).
+    pub database_name: DatabaseLabel,
 }
 
 /// The settings every database's [`AppState`] of one listener shares.
@@ -49,11 +58,13 @@ pub(crate) struct StateTemplate {
     pub watch_keepalive: Duration,
     pub replica: Option<ReplicaSettings>,
     pub health_report: Option<HealthReport>,
+    pub limiter: Arc<Limiter>,
 }
 
 impl StateTemplate {
-    /// The settings of `config` (reading scoped tokens from its token file, if any).
-    pub fn new(config: &ServerConfig) -> StateTemplate {
+    /// The settings of `config` (reading scoped tokens from its token file, if any), counting
+    /// in `limiter`'s metrics.
+    pub fn new(config: &ServerConfig, limiter: &Arc<Limiter>) -> StateTemplate {
         let store = config
             .token_file
             .as_ref()
@@ -64,6 +75,7 @@ impl StateTemplate {
             watch_keepalive: config.watch_keepalive,
             replica: config.replica.clone(),
             health_report: config.health_report.clone(),
+            limiter: limiter.clone(),
         }
     }
 
@@ -84,6 +96,10 @@ impl StateTemplate {
                 crate::routes::metadata::DATA_PATH_PREFIX
             ),
         };
+        let database_name = match &database {
+            None => DatabaseLabel::new(DEFAULT_DATABASE),
+            Some(name) => DatabaseLabel::new(name.as_str()),
+        };
         Arc::new(AppState {
             db,
             access: self.access.clone(),
@@ -94,6 +110,9 @@ impl StateTemplate {
             watch_keepalive: self.watch_keepalive,
             replica: self.replica.clone(),
             health_report: self.health_report.clone(),
+            metrics: self.limiter.metrics().clone(),
+            limiter: self.limiter.clone(),
+            database_name,
             shutdown,
         })
     }

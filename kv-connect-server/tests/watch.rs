@@ -4,10 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::*;
 use http::StatusCode;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use kv_proto::{pb, WatchFrameDecoder};
 use prost::Message;
@@ -21,21 +20,7 @@ struct WatchConn {
 
 impl WatchConn {
     async fn open(kv: &Kv, keys: &[Vec<u8>]) -> WatchConn {
-        let body = pb::Watch {
-            keys: keys
-                .iter()
-                .map(|k| pb::WatchKey { key: k.clone() })
-                .collect(),
-        }
-        .encode_to_vec();
-        let auth = format!("Bearer {}", kv.token);
-        let req = http::Request::post(format!("{}/watch", kv.base))
-            .header("authorization", auth)
-            .header("x-denokv-version", "3")
-            .header("x-denokv-database-id", &kv.database_id)
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
-        let res = client(kv.proto).request(req).await.unwrap();
+        let res = kv.start_watch(keys).await;
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(
             res.headers().get("content-type").unwrap(),

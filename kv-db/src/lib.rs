@@ -46,6 +46,7 @@
 //! | [`lease`] | named cross-process leases (one backup shipper per shared database) |
 //! | `mutate` | SUM/MIN/MAX as pure functions |
 //! | `watch` | per-key commit signals for watchers |
+//! | `stats` | work counters for [`Database::stats`] (commits, batches, queue, sweeps) |
 //! | `writer` | the single writer task and group commit, with one module per kind of operation |
 
 #![warn(missing_docs)]
@@ -61,6 +62,7 @@ mod mutate;
 mod open;
 mod queue;
 mod read;
+mod stats;
 mod watch;
 mod writer;
 
@@ -70,8 +72,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kv_traits::{
-    AtomicWrite, Backend, CommitResult, Consistency, Database, KvEntry, KvError, LimitError,
-    Limits, QueueLease, QueueMessage, ReadRange, Versionstamp, WatchStream,
+    AtomicWrite, Backend, CommitResult, Consistency, Database, DatabaseStats, KvEntry, KvError,
+    LimitError, Limits, QueueLease, QueueMessage, ReadRange, Versionstamp, WatchStream,
 };
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
@@ -93,6 +95,7 @@ struct Inner {
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     commits: Arc<tokio::sync::watch::Sender<Versionstamp>>,
+    stats: Arc<stats::Stats>,
 }
 
 impl Inner {
@@ -159,6 +162,10 @@ impl Db {
 impl Database for Db {
     fn limits(&self) -> Limits {
         self.inner.config.limits.clone()
+    }
+
+    fn stats(&self) -> Option<DatabaseStats> {
+        Some(self.inner.stats.snapshot())
     }
 
     async fn snapshot_read(

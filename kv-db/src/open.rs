@@ -12,6 +12,8 @@
 //!   ([`Backend::shared`]) an open only ever turns the log on: the log belongs to the store
 //!   (every process logs while its marker is stored), and one process opened without backups
 //!   must not delete what another process's backup has not shipped yet.
+//! - The queue's ready and leased messages are counted once, at open: the starting point of the
+//!   statistics' queue gauges ([`crate::stats`]).
 //! - Shared stores: a follower task ([`crate::feed::follow`]) runs for the life of the
 //!   database, also when it is read-only.
 
@@ -22,7 +24,8 @@ use kv_traits::{Backend, BackendError, KvError, Versionstamp};
 use tokio::sync::{mpsc, Notify};
 
 use crate::background::background;
-use crate::layout::{self, CHANGE_LOG};
+use crate::layout::{self, CHANGE_LOG, QUEUE_READY, QUEUE_RUNNING};
+use crate::stats::Stats;
 use crate::watch::WatchHub;
 use crate::writer::Writer;
 use crate::{Db, DbConfig, Inner};
@@ -45,6 +48,9 @@ impl Db {
         let commits = Arc::new(tokio::sync::watch::channel(Versionstamp::from_version(current)).0);
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let hub = Arc::new(WatchHub::default());
+        let stats = Arc::new(Stats::default());
+        let (ready, leased) = count_queue(&*backend).await?;
+        stats.set_queue(ready, leased);
         let queue_notify = Arc::new(Notify::new());
         let writer = Writer {
             backend: backend.clone(),
@@ -56,6 +62,7 @@ impl Db {
             commits: commits.clone(),
             import_marker: None,
             shared,
+            stats: stats.clone(),
         };
         let writer_task = tokio::spawn(writer.run(rx));
         let (shutdown, _) = tokio::sync::watch::channel(false);
@@ -70,6 +77,7 @@ impl Db {
                 shutdown,
                 tasks: Mutex::new(vec![writer_task]),
                 commits,
+                stats,
             }),
         };
         if shared {
@@ -105,6 +113,28 @@ pub(crate) async fn read_version(backend: &dyn Backend) -> Result<u64, KvError> 
         Some(b) => Ok(layout::decode_u64(&b)?),
         None => Ok(0),
     }
+}
+
+/// Counts the queue's ready and leased messages (the starting point of the queue gauges), one
+/// page at a time.
+async fn count_queue(backend: &dyn Backend) -> Result<(u64, u64), KvError> {
+    let mut counts = [0u64; 2];
+    for (i, prefix) in [QUEUE_READY, QUEUE_RUNNING].into_iter().enumerate() {
+        let mut r = backend.begin_read().await?;
+        let mut start = vec![prefix];
+        loop {
+            let page = r.scan(&start, &[prefix + 1], 1000, false).await?;
+            counts[i] += page.len() as u64;
+            match page.last() {
+                Some((k, _)) if page.len() == 1000 => {
+                    start = k.clone();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+    }
+    Ok((counts[0], counts[1]))
 }
 
 /// Records from which version the change log is complete when logging is turned on, and

@@ -46,6 +46,7 @@ impl Inner {
             receivers,
             shutdown: self.shutdown.subscribe(),
             last: None,
+            _open: self.stats.watch_opened(),
         };
         futures::stream::unfold(state, |mut s| async move {
             s.next().await.map(|item| (item, s))
@@ -130,6 +131,8 @@ struct WatchState {
     shutdown: tokio::sync::watch::Receiver<bool>,
     /// Version read last time and what each key held then; `None` before the first notification.
     last: Option<(u64, Vec<Option<Versionstamp>>)>,
+    /// Counts the stream in the database's open watches while it lives.
+    _open: crate::stats::WatchGuard,
 }
 
 impl WatchState {

@@ -10,6 +10,7 @@ use futures::Stream;
 
 use crate::error::KvError;
 use crate::limits::Limits;
+use crate::stats::DatabaseStats;
 use crate::types::{
     AtomicWrite, CommitResult, Consistency, KvEntry, QueueLease, QueueMessage, ReadRange,
     WatchKeyOutput,
@@ -67,6 +68,12 @@ pub trait Database: Send + Sync + 'static {
     fn limits(&self) -> Limits {
         Limits::default()
     }
+
+    /// A snapshot of the database's work counters for metrics (see [`crate::stats`]); cheap,
+    /// no I/O. Default: `None`, an implementation that keeps none (e.g. a remote proxy).
+    fn stats(&self) -> Option<DatabaseStats> {
+        None
+    }
 }
 
 #[async_trait]
@@ -95,5 +102,8 @@ impl<D: Database + ?Sized> Database for std::sync::Arc<D> {
     }
     fn limits(&self) -> Limits {
         (**self).limits()
+    }
+    fn stats(&self) -> Option<DatabaseStats> {
+        (**self).stats()
     }
 }

@@ -10,7 +10,8 @@
 //! 1. the protocol headers: v2/v3 clients send `x-denokv-version: 2|3` and
 //!    `x-denokv-database-id`; v1 clients send no version header and `x-transaction-domain-id`;
 //!    either way the id must be this database's → else 400;
-//! 2. the body is at most [`ServerConfig::max_body_size`](crate::ServerConfig::max_body_size)
+//! 2. the token is within its request rate ([`crate::limits`]) → else 429 with `Retry-After`;
+//! 3. the body is at most [`ServerConfig::max_body_size`](crate::ServerConfig::max_body_size)
 //!    bytes → else 413.
 //!
 //! Request limits are not checked here: the database enforces its own
@@ -23,6 +24,7 @@ use uuid::Uuid;
 
 use crate::body::read_body;
 use crate::error::ApiError;
+use crate::limits::TokenId;
 use crate::state::AppState;
 
 /// Checks the protocol headers of an authorized data-path request and reads its bounded body.
@@ -35,6 +37,9 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     check_protocol_headers(req.headers(), state.database_id)?;
+    state
+        .limiter
+        .check_rate(TokenId::of_headers(req.headers()))?;
     let (_, body) = read_body(req, state.max_body_size).await?;
     Ok(body)
 }

@@ -11,6 +11,7 @@
 //! | [`health`] | `GET /healthz` |
 //! | [`admin`] | `/admin/...` (databases and scoped tokens) |
 //! | [`revocable`] | what `POST /v2/watch` streams pass through: they end when their scoped token is revoked |
+//! | [`metrics`] | `GET /metrics` (Prometheus; access token required) |
 //! | [`guard`] | what every data-path route passes first: token, protocol headers, body bound |
 
 pub(crate) mod admin;
@@ -18,6 +19,7 @@ pub(crate) mod datapath;
 pub(crate) mod guard;
 pub(crate) mod health;
 pub mod metadata;
+pub(crate) mod metrics;
 pub(crate) mod queue;
 pub(crate) mod revocable;
 pub(crate) mod watch;

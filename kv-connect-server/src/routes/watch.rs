@@ -2,7 +2,9 @@
 //!
 //! # Contract
 //!
-//! - Called with the body of a request that passed [`guard::data_request`](super::guard). The
+//! - Called with the body of a request that passed [`guard::data_request`](super::guard), and
+//!   the identity of its token: the stream holds one of the token's watch slots
+//!   ([`crate::limits`]) while it runs; without a free slot the answer is 429. The
 //!   database validates the watched keys (count, size, non-empty) itself; its refusal is
 //!   answered before the stream starts, with the status of [`crate::error`].
 //! - The answer is `application/octet-stream`: `u32 LE length ‖ WatchOutput` frames, plus an
@@ -31,15 +33,18 @@ use tokio::sync::{mpsc, watch};
 
 use crate::body::{ResponseBody, OCTET_STREAM};
 use crate::error::ApiError;
+use crate::limits::{TokenId, WatchPermit};
 use crate::state::{stopped, AppState};
 
 /// `Watch` → the frame stream.
 pub(crate) async fn watch<D: Database>(
     state: &AppState<D>,
+    token: TokenId,
     body: &[u8],
 ) -> Result<Response<ResponseBody>, ApiError> {
     let request: pb::Watch = wire::decode_request(body)?;
     let keys = wire::watch_keys_from_wire(request);
+    let permit = state.limiter.open_watch(token)?;
     let stream = state.db.watch(keys.clone()).await?;
     Ok(watch_response(
         state.db.clone(),
@@ -47,6 +52,7 @@ pub(crate) async fn watch<D: Database>(
         stream,
         state.watch_keepalive,
         state.shutdown.clone(),
+        permit,
     ))
 }
 
@@ -58,9 +64,12 @@ fn watch_response<D: Database>(
     mut stream: kv_traits::WatchStream,
     keepalive: Duration,
     mut shutdown: watch::Receiver<bool>,
+    permit: WatchPermit,
 ) -> Response<ResponseBody> {
     let (tx, rx) = mpsc::channel::<Bytes>(8);
     tokio::spawn(async move {
+        // Holds the token's watch slot while the stream runs.
+        let _permit = permit;
         let mut snapshot = FullSnapshot {
             db,
             keys,

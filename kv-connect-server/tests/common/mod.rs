@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod exposition;
 pub mod multidb;
 
 use std::net::SocketAddr;
@@ -33,6 +34,8 @@ pub const BOTH: [Proto; 2] = [Proto::Http1, Proto::H2c];
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The unauthenticated metrics listener, when `metrics_addr` was configured.
+    pub metrics_addr: Option<SocketAddr>,
     pub db: Arc<kv_db::Db>,
     stop: Option<oneshot::Sender<()>>,
     pub task: Option<JoinHandle<Result<(), kv_connect_server::ServeError>>>,
@@ -61,12 +64,14 @@ impl TestServer {
             .await
             .unwrap();
         let addr = server.local_addr();
+        let metrics_addr = server.metrics_addr();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve_with_shutdown(async move {
             let _ = rx.await;
         }));
         TestServer {
             addr,
+            metrics_addr,
             db,
             stop: Some(tx),
             task: Some(task),
@@ -151,10 +156,15 @@ pub struct Meta {
 }
 
 pub async fn metadata(proto: Proto, server: &TestServer) -> Meta {
+    metadata_at(proto, server.addr).await
+}
+
+/// The metadata of the server at `addr` (e.g. a spawned binary).
+pub async fn metadata_at(proto: Proto, addr: SocketAddr) -> Meta {
     let auth = format!("Bearer {TOKEN}");
     let r = post(
         proto,
-        &server.url("/"),
+        &format!("http://{addr}/"),
         &[
             ("authorization", &auth),
             ("content-type", "application/json"),
@@ -181,10 +191,15 @@ pub struct Kv {
 
 impl Kv {
     pub async fn connect(proto: Proto, server: &TestServer) -> Kv {
-        let m = metadata(proto, server).await;
+        Self::at(proto, server.addr).await
+    }
+
+    /// A client of the server at `addr` (e.g. a spawned binary).
+    pub async fn at(proto: Proto, addr: SocketAddr) -> Kv {
+        let m = metadata_at(proto, addr).await;
         Kv {
             proto,
-            base: server.url("/v2"),
+            base: format!("http://{addr}/v2"),
             token: m.token,
             database_id: m.database_id,
         }
@@ -204,6 +219,25 @@ impl Kv {
             body,
         )
         .await
+    }
+
+    /// Starts a `/watch` of `keys` and returns the response as it arrives (status, headers,
+    /// then the frame stream).
+    pub async fn start_watch(&self, keys: &[Vec<u8>]) -> http::Response<hyper::body::Incoming> {
+        let body = pb::Watch {
+            keys: keys
+                .iter()
+                .map(|k| pb::WatchKey { key: k.clone() })
+                .collect(),
+        }
+        .encode_to_vec();
+        let req = Request::post(format!("{}/watch", self.base))
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("x-denokv-version", "3")
+            .header("x-denokv-database-id", &self.database_id)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        client(self.proto).request(req).await.unwrap()
     }
 
     pub async fn read(&self, req: &pb::SnapshotRead) -> pb::SnapshotReadOutput {

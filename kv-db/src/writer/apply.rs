@@ -35,6 +35,7 @@ impl Cx<'_> {
             }
         }
         if !failed.is_empty() {
+            self.fx.stats.writes_check_failed += 1;
             return Ok(CommitResult::CheckFailed(failed));
         }
         let version = next_version(self.version)?;
@@ -94,7 +95,9 @@ impl Cx<'_> {
             };
             self.put(layout::timed(QUEUE_READY, e.deadline_ms, &id), rec.encode());
             self.fx.queue_changed = true;
+            self.fx.stats.queue_ready += 1;
         }
+        self.fx.stats.writes_committed += 1;
         self.version = version;
         self.seal(version);
         Ok(CommitResult::Committed(vs))

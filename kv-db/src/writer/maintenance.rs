@@ -71,6 +71,8 @@ impl Cx<'_> {
             self.version = sweep_version;
             self.seal(sweep_version);
         }
+        self.fx.stats.sweeps += 1;
+        self.fx.stats.expired_deleted += deleted as u64;
         Ok((deleted, more))
     }
 

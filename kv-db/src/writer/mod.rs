@@ -53,6 +53,7 @@ use self::overlay::{Cx, Effects};
 use crate::changes;
 use crate::feed;
 use crate::layout;
+use crate::stats::Stats;
 use crate::watch::WatchHub;
 
 /// Most operations gathered into one backend transaction.
@@ -73,6 +74,8 @@ pub(crate) struct Writer {
     pub import_marker: Option<bool>,
     /// Other processes commit to the store too (see the module docs).
     pub shared: bool,
+    /// Work counters ([`crate::stats`]), recorded after each successful commit.
+    pub stats: Arc<Stats>,
 }
 
 impl Writer {
@@ -262,6 +265,7 @@ impl Writer {
             version = v;
             all.changed.extend(fx.changed);
             all.queue_changed |= fx.queue_changed;
+            all.stats.add(&fx.stats);
         }
         if version != start_version {
             txn.put(layout::META_VERSION, &layout::encode_u64(version))
@@ -294,6 +298,7 @@ impl Writer {
             None => {}
         }
         if dirty {
+            let started = std::time::Instant::now();
             if let Err(e) = txn.commit().await {
                 self.import_marker = marker_before;
                 if matches!(
@@ -311,6 +316,10 @@ impl Writer {
                 self.poisoned = Some(BackendError::Poisoned(reason));
                 return Err(e);
             }
+            let seconds = started.elapsed().as_secs_f64();
+            self.stats.record_commit(applied.len(), seconds, &all.stats);
+        } else {
+            self.stats.record_effects(&all.stats);
         }
         if version != start_version {
             self.commits

@@ -12,6 +12,7 @@ use kv_traits::{BackendError, KvError, KvValue, Versionstamp, WriteTxn};
 
 use crate::changes::{self, KeyChange};
 use crate::layout::{self, Record, DATA, EXPIRY};
+use crate::stats::BatchStats;
 
 /// Errors while applying one operation: `Op` discards only that operation, `Fatal` aborts the
 /// whole batch (the backend failed, so the transaction's state is unknown).
@@ -50,6 +51,8 @@ pub(super) struct Effects {
     pub queue_changed: bool,
     /// Change-log batches: (version, post-images).
     pub log: Vec<(u64, Vec<KeyChange>)>,
+    /// Work counted in the database's statistics once the batch commits.
+    pub stats: BatchStats,
 }
 
 /// The context one operation is applied in.

@@ -44,6 +44,8 @@ impl Cx<'_> {
             .saturating_add(lease_ms)
             .max(rec.lease_deadline_ms.saturating_add(1));
         self.delete(key);
+        self.fx.stats.queue_ready -= 1;
+        self.fx.stats.queue_leased += 1;
         self.put(layout::prefixed(QUEUE_RUNNING, &id), rec.encode());
         self.put(
             layout::timed(QUEUE_LEASE, rec.lease_deadline_ms, &id),
@@ -81,6 +83,7 @@ impl Cx<'_> {
                 rec.encode(),
             );
             self.fx.queue_changed = true;
+            self.fx.stats.queue_ready += 1;
         }
         Ok(())
     }
@@ -100,6 +103,7 @@ impl Cx<'_> {
         }
         self.delete(running_key);
         self.delete(layout::timed(QUEUE_LEASE, lease.deadline_ms, &lease.id));
+        self.fx.stats.queue_leased -= 1;
         Ok(Some(rec))
     }
 
@@ -116,6 +120,7 @@ impl Cx<'_> {
                 rec.encode(),
             );
             self.fx.queue_changed = true;
+            self.fx.stats.queue_ready += 1;
         } else if !rec.keys_if_undelivered.is_empty() {
             self.version = next_version(self.version)?;
             let vs = Versionstamp::from_version(self.version);
@@ -128,6 +133,9 @@ impl Cx<'_> {
                 self.set_record(key, r).await?;
             }
             self.seal(self.version);
+            self.fx.stats.dead_lettered += 1;
+        } else {
+            self.fx.stats.dropped += 1;
         }
         Ok(())
     }
