@@ -41,7 +41,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::header::HeaderValue;
 use http::StatusCode;
@@ -198,7 +198,7 @@ impl Limiter {
             Ok(()) => Ok(()),
             Err(not_until) => {
                 self.metrics.limited("rate");
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let wait = not_until.wait_time_from(rate.clock().now());
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 Err(too_many(
                     format!(
