@@ -41,7 +41,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::header::HeaderValue;
 use http::StatusCode;
@@ -198,7 +198,7 @@ impl Limiter {
             Ok(()) => Ok(()),
             Err(not_until) => {
                 self.metrics.limited("rate");
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let wait = not_until.wait_time_from(rate.clock().now());
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 Err(too_many(
                     format!(
@@ -284,9 +284,12 @@ pub(crate) enum TimeoutBodyError {
 }
 
 /// A request body that fails with [`BodyTimedOut`] once its deadline passes before it ended.
+/// The timer is only armed when the body has to be waited for (a body that arrived with its
+/// head, the common case, costs no timer).
 pub(crate) struct TimeoutBody<B> {
     inner: Pin<Box<B>>,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    deadline: tokio::time::Instant,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     timeout: Duration,
 }
 
@@ -295,7 +298,8 @@ impl<B> TimeoutBody<B> {
     pub(crate) fn new(inner: B, timeout: Duration) -> Self {
         TimeoutBody {
             inner: Box::pin(inner),
-            sleep: Box::pin(tokio::time::sleep(timeout)),
+            deadline: tokio::time::Instant::now() + timeout,
+            sleep: None,
             timeout,
         }
     }
@@ -316,7 +320,11 @@ where
         if let Poll::Ready(frame) = self.inner.as_mut().poll_frame(cx) {
             return Poll::Ready(frame.map(|r| r.map_err(|e| TimeoutBodyError::Inner(Box::new(e)))));
         }
-        if self.sleep.as_mut().poll(cx).is_ready() {
+        let deadline = self.deadline;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.as_mut().poll(cx).is_ready() {
             let timeout = self.timeout;
             return Poll::Ready(Some(Err(BodyTimedOut(timeout).into())));
         }

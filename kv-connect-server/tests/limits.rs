@@ -423,21 +423,22 @@ async fn an_http2_client_that_stops_answering_pings_is_disconnected() {
 }
 
 #[tokio::test]
-async fn the_binary_applies_the_limit_flags() {
-    let p = spawn(&[
-        "serve",
-        "--engine",
-        "memory",
-        "--addr",
-        "127.0.0.1:0",
-        "--max-watches-per-token",
-        "1",
-        // The rate flags only have to parse here; the rate limit is tested above.
-        "--rate-limit-per-token",
-        "1",
-        "--rate-limit-burst",
-        "1000",
-    ]);
+async fn the_binary_applies_the_limit_flags_and_their_environment_variables() {
+    let p = spawn_with_env(
+        &[
+            "serve",
+            "--engine",
+            "memory",
+            "--addr",
+            "127.0.0.1:0",
+            // The rate flags only have to parse here; the rate limit is tested above.
+            "--rate-limit-per-token",
+            "1",
+            "--rate-limit-burst",
+            "1000",
+        ],
+        &[("KV_CONNECT_MAX_WATCHES_PER_TOKEN", "1")],
+    );
     let kv = Kv::at(Proto::H2c, p.addr).await;
     let first = kv.start_watch(&[key("a")]).await;
     assert_eq!(first.status(), StatusCode::OK);
@@ -448,4 +449,43 @@ async fn the_binary_applies_the_limit_flags() {
         .await
         .unwrap()
         .success());
+}
+
+#[test]
+fn help_lists_every_limit_and_metrics_flag_with_its_environment_variable() {
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for (flag, env) in [
+        ("--metrics-addr", "KV_CONNECT_METRICS_ADDR"),
+        ("--max-connections", "KV_CONNECT_MAX_CONNECTIONS"),
+        (
+            "--max-watches-per-token",
+            "KV_CONNECT_MAX_WATCHES_PER_TOKEN",
+        ),
+        ("--rate-limit-per-token", "KV_CONNECT_RATE_LIMIT"),
+        ("--rate-limit-burst", "KV_CONNECT_RATE_LIMIT_BURST"),
+        (
+            "--header-read-timeout-secs",
+            "KV_CONNECT_HEADER_READ_TIMEOUT",
+        ),
+        ("--body-read-timeout-secs", "KV_CONNECT_BODY_READ_TIMEOUT"),
+        (
+            "--http2-keepalive-interval-secs",
+            "KV_CONNECT_HTTP2_KEEPALIVE_INTERVAL",
+        ),
+        (
+            "--http2-keepalive-timeout-secs",
+            "KV_CONNECT_HTTP2_KEEPALIVE_TIMEOUT",
+        ),
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+        assert!(
+            help.contains(&format!("env: {env}")),
+            "--help lacks {env}:\n{help}"
+        );
+    }
 }

@@ -321,9 +321,15 @@ impl Drop for Proc {
 
 /// Starts the binary with `args` (and the test token) and waits for its listening line.
 pub fn spawn(args: &[&str]) -> Proc {
+    spawn_with_env(args, &[])
+}
+
+/// [`spawn`] with extra environment variables.
+pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
     use std::io::BufRead;
     let mut child = std::process::Command::new(BIN)
         .args(args)
+        .envs(env.iter().copied())
         .env("DENO_KV_ACCESS_TOKEN", TOKEN)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
