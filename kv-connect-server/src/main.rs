@@ -125,7 +125,7 @@ struct ServeArgs {
 
     /// Serve every database of this data directory, each at `/db/<name>` (created and deleted
     /// with `kv-connect-server db ...`), instead of the single database of `--path` at `/`.
-    #[arg(long, env = "KV_CONNECT_DATA_DIR")]
+    #[arg(long, env = "KV_CONNECT_DATA_DIR", conflicts_with = "database_id")]
     data_dir: Option<PathBuf>,
 
     /// Access token clients must present (`DENO_KV_ACCESS_TOKEN` on the client side too).

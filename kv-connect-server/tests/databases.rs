@@ -35,6 +35,17 @@ async fn databases_are_isolated() {
         serde_json::from_slice(&exchange(&server.url("/db/app-a"), TOKEN).await.body).unwrap();
     assert_eq!(meta["databaseId"], ia["database_id"]);
     assert_eq!(meta["endpoints"][0]["url"], "/db/app-a/v2");
+    // Protocol 1 gets the absolute URL of the same endpoint.
+    let auth = format!("Bearer {TOKEN}");
+    let r = common::post(
+        common::Proto::Http1,
+        &server.url("/db/app-a"),
+        &[("authorization", &auth)],
+        r#"{"supportedVersions":[1]}"#,
+    )
+    .await;
+    let v1: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v1["endpoints"][0]["url"], server.url("/db/app-a/v2"));
 
     // The same key holds different values.
     let k = key!["user", "alice"];
