@@ -71,7 +71,7 @@ impl DataDirProvider {
         if let Some(backup) = self.backup.as_ref().filter(|b| b.backup_to.is_some()) {
             let base = backup.backup_to.as_deref().unwrap_or_default();
             let url = format!("{}/{name}/", base.trim_end_matches('/'));
-            let (db, companion, _report) =
+            let (db, companion, report) =
                 crate::pitr_cmd::open_with_backup(&args, self.db_config.clone(), backup, &url)
                     .await
                     .map_err(failed)?;
@@ -80,6 +80,7 @@ impl DataDirProvider {
                 db,
                 database_id: info.database_id,
                 on_close: Some(on_close),
+                health_report: Some(report),
             });
         }
         let db = open_db(&args, self.db_config.clone())
@@ -89,6 +90,7 @@ impl DataDirProvider {
             db,
             database_id: info.database_id,
             on_close: None,
+            health_report: None,
         })
     }
 }

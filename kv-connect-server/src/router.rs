@@ -218,7 +218,11 @@ where
         ));
     }
     if route == Route::Health {
-        return Ok(health::healthz(front.template.health_report.as_ref()));
+        let mut res = health::healthz(front.template.health_report.as_ref());
+        if let Databases::Many(registry) = &front.databases {
+            res = health::append(res, registry.health_lines()).await;
+        }
+        return Ok(res);
     }
     let database = name.map(DbName::parse).transpose()?;
     match (&front.databases, &database) {

@@ -16,6 +16,14 @@ use futures::StreamExt;
 use http::{Method, StatusCode};
 use kv_connect_client::{key, EnqueueOptions, Kv, Value};
 
+/// The body of `GET url`.
+async fn get_text(url: &str) -> String {
+    let req = http::Request::get(url)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    common::send(common::Proto::Http1, req).await.text()
+}
+
 async fn open(server: &DirServer, name: &str) -> Kv {
     Kv::open_remote(server.url(&format!("/db/{name}")), TOKEN)
         .await
@@ -307,6 +315,11 @@ async fn each_database_is_backed_up_under_its_own_prefix() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(top, ["one"]);
+    // `/healthz` reports each open database's backup.
+    let health = get_text(&server.url("/healthz")).await;
+    assert!(health.starts_with("ok\n"), "{health}");
+    assert!(health.contains("one.backup_lag_ms: "), "{health}");
+    assert!(!health.contains("two."), "{health}");
     drop(server);
     let _ = std::fs::remove_dir_all(backups);
 }
@@ -464,6 +477,7 @@ impl kv_connect_server::DatabaseProvider<kv_db::Db> for MemoryProvider {
                 db,
                 database_id: id,
                 on_close: None,
+                health_report: None,
             })
         })
     }
