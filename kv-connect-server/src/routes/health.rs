@@ -3,9 +3,9 @@
 //! # Contract
 //!
 //! Answers 200 `text/plain` `ok\n`, followed by the lines of the configured
-//! [`HealthReport`](crate::HealthReport) if any and, on a server with many databases, the lines
-//! of each open database prefixed with `<name>.` ([`append`]). It needs no token and never touches the
-//! database, so it answers while the database is busy or closing.
+//! [`HealthReport`](crate::HealthReport) if any and, on a server with many databases, the
+//! lines of each open database prefixed with `<name>.` ([`append`]). It needs no token and
+//! never touches the database, so it answers while the database is busy or closing.
 
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
