@@ -19,7 +19,7 @@
 //! - In single-database mode the database is served at `/` and `/db/...` is 404; with many
 //!   databases `/` is 404 (naming the `/db/<name>` URL to use instead). A database name that
 //!   [`DbName`] refuses is 400; an unknown database 404.
-//! - Every database route is authorized here before its handler runs ([`crate::access`]):
+//! - Every database route is authorized here before its handler runs (`access.rs`):
 //!   `POST /` (and `/db/<name>`) accepts the access token or any scoped token of the database;
 //!   `/v2/...` a data-path token whose scope allows the route (`read`: snapshot_read, watch;
 //!   `write`: atomic_write; `queue`: dequeue, finish); a bad credential is 401, a valid one
