@@ -38,19 +38,29 @@ pub(crate) fn engine_name(engine: Engine) -> &'static str {
     }
 }
 
+/// The engine arguments of database `name` of `dir` (`info` is its record), from the server's.
+pub(crate) fn database_args(
+    dir: &DataDir,
+    server: &DbArgs,
+    name: &DbName,
+    info: &DatabaseInfo,
+) -> DbArgs {
+    let mut args = server.clone();
+    args.path = dir.engine_file(name, engine_name(args.engine));
+    #[cfg(feature = "postgres")]
+    {
+        let id = info.database_id.simple().to_string();
+        args.postgres.database_schema = Some(format!("kv_{name}_{}", &id[..8]));
+    }
+    #[cfg(not(feature = "postgres"))]
+    let _ = info;
+    args
+}
+
 impl DataDirProvider {
     /// The engine arguments of database `info`.
     fn args_for(&self, name: &DbName, info: &DatabaseInfo) -> DbArgs {
-        let mut args = self.db_args.clone();
-        args.path = self.dir.engine_file(name, engine_name(args.engine));
-        #[cfg(feature = "postgres")]
-        {
-            let id = info.database_id.simple().to_string();
-            args.postgres.database_schema = Some(format!("kv_{name}_{}", &id[..8]));
-        }
-        #[cfg(not(feature = "postgres"))]
-        let _ = info;
-        args
+        database_args(&self.dir, &self.db_args, name, info)
     }
 
     async fn open_named(&self, name: &DbName) -> Result<OpenedDatabase<kv_db::Db>, RegistryError> {

@@ -395,6 +395,39 @@ async fn postgres_databases_live_in_their_own_schemas() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     // The schema was dropped: opening it again finds an empty store.
     assert!(!postgres_has_key(url, &schema).await, "{schema} survived");
+
+    // Deleted by the CLI on the directory (no server running): the schema goes too.
+    let ic = server.create_db("pc").await;
+    open(&server, "pc")
+        .await
+        .set(&key!["k"], "c")
+        .await
+        .unwrap();
+    let id = ic["database_id"].as_str().unwrap().replace('-', "");
+    let schema = format!("kv_pc_{}", &id[..8]);
+    let data = server.data();
+    let server = tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        server.stop();
+        server
+    })
+    .await
+    .unwrap();
+    let (ok, _, stderr) = cli(
+        &[
+            "db",
+            "delete",
+            "pc",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--database-url",
+            url,
+        ],
+        TOKEN,
+    );
+    assert!(ok, "{stderr}");
+    assert!(!postgres_has_key(url, &schema).await, "{schema} survived");
+    drop(server);
 }
 
 /// An in-process provider: memory databases whose commits can be delayed.
