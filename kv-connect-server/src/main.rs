@@ -202,6 +202,7 @@ pub(crate) enum MainError {
     Admin(#[from] admin_cmd::AdminCliError),
     #[error(transparent)]
     DataDir(#[from] kv_connect_server::registry::RegistryError),
+    #[cfg(feature = "pitr")]
     #[error("--replica-of cannot be combined with --data-dir")]
     ReplicaOfDataDir,
 }

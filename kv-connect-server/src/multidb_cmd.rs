@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use kv_connect_server::datadir::DataDir;
 use kv_connect_server::registry::{
-    CloseHook, DatabaseInfo, DatabaseProvider, DbName, OpenedDatabase, RegistryError,
+    DatabaseInfo, DatabaseProvider, DbName, OpenedDatabase, RegistryError,
 };
 
 use crate::{open_db, DbArgs, Engine};
@@ -85,7 +85,8 @@ impl DataDirProvider {
                 crate::pitr_cmd::open_with_backup(&args, self.db_config.clone(), backup, &url)
                     .await
                     .map_err(failed)?;
-            let on_close: CloseHook = Box::new(move || companion.stop().boxed());
+            let on_close: kv_connect_server::registry::CloseHook =
+                Box::new(move || companion.stop().boxed());
             return Ok(OpenedDatabase {
                 db,
                 database_id: info.database_id,
