@@ -13,7 +13,7 @@
 //! - On the data path a `kvc2` token is checked against the current token store on every
 //!   request: revoking or expiring its token cuts it off (401) at once. The access token itself
 //!   and scoped tokens themselves are accepted too (what the reference server hands out).
-//! - Each route needs a scope ([`needed_scope`]): reads and watch `read`; atomic writes (and
+//! - Each route needs a scope (`Route::needed_scope` in the router): reads and watch `read`; atomic writes (and
 //!   so enqueues) `write`; dequeue and finish `queue`; the admin API `admin`. A token whose
 //!   scope lacks it gets 403 with a message naming both scopes.
 //! - A `/watch` stream opened with a scoped token's data-path token ends (at its next frame or

@@ -87,6 +87,11 @@ pub(crate) enum DbCommand {
         name: String,
         #[command(flatten)]
         target: Target,
+        /// Where a postgres database's schema lives, to drop it when acting on a data
+        /// directory directly.
+        #[cfg(feature = "postgres")]
+        #[command(flatten)]
+        postgres: crate::PostgresArgs,
     },
     /// List the databases (JSON).
     List {
@@ -244,7 +249,12 @@ pub(crate) async fn run_db(cmd: DbCommand) -> Result<(), AdminCliError> {
                 print_value(&dir.create(&name, engine_name(engine))?)
             }
         }
-        DbCommand::Delete { name, target } => {
+        DbCommand::Delete {
+            name,
+            target,
+            #[cfg(feature = "postgres")]
+            postgres,
+        } => {
             let name = DbName::parse(&name)?;
             if let Some(url) = &target.url {
                 let path = format!("/admin/databases/{name}");
@@ -252,8 +262,22 @@ pub(crate) async fn run_db(cmd: DbCommand) -> Result<(), AdminCliError> {
             } else {
                 let dir = data_dir(&target)?;
                 dir.check_no_server()?;
-                if dir.info(&name)?.is_some_and(|i| i.engine == "postgres") {
-                    tracing::warn!(database = %name, "the PostgreSQL schema of the deleted database is left in place (drop it by hand)");
+                let info = dir
+                    .info(&name)?
+                    .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
+                if info.engine == "postgres" {
+                    #[cfg(feature = "postgres")]
+                    {
+                        let server = crate::DbArgs {
+                            engine: Engine::Postgres,
+                            path: PathBuf::new(),
+                            postgres,
+                        };
+                        let args = crate::multidb_cmd::database_args(&dir, &server, &name, &info);
+                        crate::multidb_cmd::drop_schema(&args).await?;
+                    }
+                    #[cfg(not(feature = "postgres"))]
+                    tracing::warn!(database = %name, "this binary has no postgres engine: the database's schema is left in place");
                 }
                 dir.remove(&name)?;
                 TokenStore::new(dir.token_file()).remove_database(name.as_str())?;

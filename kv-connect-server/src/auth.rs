@@ -11,7 +11,7 @@
 //! `kvc2.<id>.<expiry ms>.<hex HMAC-SHA256(key, "kvc2.<id>.<expiry ms>.<database>")>`: they name
 //! the token they came from (`root` for the access token), so the server checks that token
 //! against the current store on every request (a revocation cuts them off at once), and they
-//! are bound to one database ([`crate::access`] holds that policy).
+//! are bound to one database (`access.rs` holds that policy).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -126,7 +126,7 @@ struct ServeArgs {
 
     /// Serve every database of this data directory, each at `/db/<name>` (created and deleted
     /// with `kv-connect-server db ...`), instead of the single database of `--path` at `/`.
-    #[arg(long, env = "KV_CONNECT_DATA_DIR")]
+    #[arg(long, env = "KV_CONNECT_DATA_DIR", conflicts_with = "database_id")]
     data_dir: Option<PathBuf>,
 
     /// Access token clients must present (`DENO_KV_ACCESS_TOKEN` on the client side too).
@@ -206,6 +206,7 @@ pub(crate) enum MainError {
     Admin(#[from] admin_cmd::AdminCliError),
     #[error(transparent)]
     DataDir(#[from] kv_connect_server::registry::RegistryError),
+    #[cfg(feature = "pitr")]
     #[error("--replica-of cannot be combined with --data-dir")]
     ReplicaOfDataDir,
 }

@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use kv_connect_server::datadir::DataDir;
 use kv_connect_server::registry::{
-    CloseHook, DatabaseInfo, DatabaseProvider, DbName, OpenedDatabase, RegistryError,
+    DatabaseInfo, DatabaseProvider, DbName, OpenedDatabase, RegistryError,
 };
 
 use crate::{open_db, DbArgs, Engine};
@@ -38,19 +38,29 @@ pub(crate) fn engine_name(engine: Engine) -> &'static str {
     }
 }
 
+/// The engine arguments of database `name` of `dir` (`info` is its record), from the server's.
+pub(crate) fn database_args(
+    dir: &DataDir,
+    server: &DbArgs,
+    name: &DbName,
+    info: &DatabaseInfo,
+) -> DbArgs {
+    let mut args = server.clone();
+    args.path = dir.engine_file(name, engine_name(args.engine));
+    #[cfg(feature = "postgres")]
+    {
+        let id = info.database_id.simple().to_string();
+        args.postgres.database_schema = Some(format!("kv_{name}_{}", &id[..8]));
+    }
+    #[cfg(not(feature = "postgres"))]
+    let _ = info;
+    args
+}
+
 impl DataDirProvider {
     /// The engine arguments of database `info`.
     fn args_for(&self, name: &DbName, info: &DatabaseInfo) -> DbArgs {
-        let mut args = self.db_args.clone();
-        args.path = self.dir.engine_file(name, engine_name(args.engine));
-        #[cfg(feature = "postgres")]
-        {
-            let id = info.database_id.simple().to_string();
-            args.postgres.database_schema = Some(format!("kv_{name}_{}", &id[..8]));
-        }
-        #[cfg(not(feature = "postgres"))]
-        let _ = info;
-        args
+        database_args(&self.dir, &self.db_args, name, info)
     }
 
     async fn open_named(&self, name: &DbName) -> Result<OpenedDatabase<kv_db::Db>, RegistryError> {
@@ -71,15 +81,17 @@ impl DataDirProvider {
         if let Some(backup) = self.backup.as_ref().filter(|b| b.backup_to.is_some()) {
             let base = backup.backup_to.as_deref().unwrap_or_default();
             let url = format!("{}/{name}/", base.trim_end_matches('/'));
-            let (db, companion, _report, _gauges) =
+            let (db, companion, report, _gauges) =
                 crate::pitr_cmd::open_with_backup(&args, self.db_config.clone(), backup, &url)
                     .await
                     .map_err(failed)?;
-            let on_close: CloseHook = Box::new(move || companion.stop().boxed());
+            let on_close: kv_connect_server::registry::CloseHook =
+                Box::new(move || companion.stop().boxed());
             return Ok(OpenedDatabase {
                 db,
                 database_id: info.database_id,
                 on_close: Some(on_close),
+                health_report: Some(report),
             });
         }
         let db = open_db(&args, self.db_config.clone())
@@ -89,6 +101,7 @@ impl DataDirProvider {
             db,
             database_id: info.database_id,
             on_close: None,
+            health_report: None,
         })
     }
 }

@@ -19,6 +19,8 @@
 //!   fail with the database's `Closed` error, a 503), closes the database, runs its close hook
 //!   (e.g. stops its backup), and only then asks the provider to remove its data.
 //! - Stopping the server ends every database's streams, then closes them all.
+//! - `GET /healthz` adds the health lines of every open database (e.g. its backup's lag),
+//!   prefixed with `<name>.`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -103,6 +105,8 @@ pub struct OpenedDatabase<D> {
     pub database_id: Uuid,
     /// Run after the database is closed.
     pub on_close: Option<CloseHook>,
+    /// Its `/healthz` lines (e.g. its backup's lag), shown prefixed with `<name>.`.
+    pub health_report: Option<crate::HealthReport>,
 }
 
 /// Errors of the registry and its provider.
@@ -163,6 +167,7 @@ pub trait DatabaseProvider<D>: Send + Sync + 'static {
 
 struct Entry<D> {
     state: Arc<AppState<D>>,
+    health_report: Option<crate::HealthReport>,
     stop: watch::Sender<bool>,
     on_close: Mutex<Option<CloseHook>>,
 }
@@ -257,6 +262,7 @@ impl<D: Database> Registry<D> {
         tracing::info!(database = %name, database_id = %info.database_id, engine = %info.engine, "database open");
         let entry = Arc::new(Entry {
             state: state.clone(),
+            health_report: opened.health_report,
             stop,
             on_close: Mutex::new(opened.on_close),
         });
@@ -313,6 +319,25 @@ impl<D: Database> Registry<D> {
         self.provider.destroy(name).await?;
         tracing::info!(database = %name, "database deleted");
         Ok(())
+    }
+
+    /// The `/healthz` lines of the open databases, each prefixed with `<name>.`, by name.
+    pub(crate) fn health_lines(&self) -> String {
+        let reports: Vec<(DbName, crate::HealthReport)> = {
+            let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            open.iter()
+                .filter_map(|(name, e)| e.health_report.clone().map(|r| (name.clone(), r)))
+                .collect()
+        };
+        let mut reports = reports;
+        reports.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = String::new();
+        for (name, report) in reports {
+            for line in report().lines() {
+                out.push_str(&format!("{name}.{line}\n"));
+            }
+        }
+        out
     }
 
     /// Ends the long-lived responses of every open database (the first step of shutdown).

@@ -20,7 +20,7 @@
 //! - In single-database mode the database is served at `/` and `/db/...` is 404; with many
 //!   databases `/` is 404 (naming the `/db/<name>` URL to use instead). A database name that
 //!   [`DbName`] refuses is 400; an unknown database 404.
-//! - Every database route is authorized here before its handler runs ([`crate::access`]):
+//! - Every database route is authorized here before its handler runs (`access.rs`):
 //!   `POST /` (and `/db/<name>`) accepts the access token or any scoped token of the database;
 //!   `/v2/...` a data-path token whose scope allows the route (`read`: snapshot_read, watch;
 //!   `write`: atomic_write; `queue`: dequeue, finish); a bad credential is 401, a valid one
@@ -272,7 +272,11 @@ where
         ));
     }
     if route == Route::Health {
-        return Ok(health::healthz(front.template.health_report.as_ref()));
+        let mut res = health::healthz(front.template.health_report.as_ref());
+        if let Databases::Many(registry) = &front.databases {
+            res = health::append(res, registry.health_lines()).await;
+        }
+        return Ok(res);
     }
     if route == Route::Metrics {
         let template = &front.template;

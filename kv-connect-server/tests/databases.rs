@@ -16,6 +16,14 @@ use futures::StreamExt;
 use http::{Method, StatusCode};
 use kv_connect_client::{key, EnqueueOptions, Kv, Value};
 
+/// The body of `GET url`.
+async fn get_text(url: &str) -> String {
+    let req = http::Request::get(url)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    common::send(common::Proto::Http1, req).await.text()
+}
+
 async fn open(server: &DirServer, name: &str) -> Kv {
     Kv::open_remote(server.url(&format!("/db/{name}")), TOKEN)
         .await
@@ -35,6 +43,17 @@ async fn databases_are_isolated() {
         serde_json::from_slice(&exchange(&server.url("/db/app-a"), TOKEN).await.body).unwrap();
     assert_eq!(meta["databaseId"], ia["database_id"]);
     assert_eq!(meta["endpoints"][0]["url"], "/db/app-a/v2");
+    // Protocol 1 gets the absolute URL of the same endpoint.
+    let auth = format!("Bearer {TOKEN}");
+    let r = common::post(
+        common::Proto::Http1,
+        &server.url("/db/app-a"),
+        &[("authorization", &auth)],
+        r#"{"supportedVersions":[1]}"#,
+    )
+    .await;
+    let v1: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v1["endpoints"][0]["url"], server.url("/db/app-a/v2"));
 
     // The same key holds different values.
     let k = key!["user", "alice"];
@@ -296,6 +315,11 @@ async fn each_database_is_backed_up_under_its_own_prefix() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(top, ["one"]);
+    // `/healthz` reports each open database's backup.
+    let health = get_text(&server.url("/healthz")).await;
+    assert!(health.starts_with("ok\n"), "{health}");
+    assert!(health.contains("one.backup_lag_ms: "), "{health}");
+    assert!(!health.contains("two."), "{health}");
     drop(server);
     let _ = std::fs::remove_dir_all(backups);
 }
@@ -371,4 +395,176 @@ async fn postgres_databases_live_in_their_own_schemas() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     // The schema was dropped: opening it again finds an empty store.
     assert!(!postgres_has_key(url, &schema).await, "{schema} survived");
+
+    // Deleted by the CLI on the directory (no server running): the schema goes too.
+    let ic = server.create_db("pc").await;
+    open(&server, "pc")
+        .await
+        .set(&key!["k"], "c")
+        .await
+        .unwrap();
+    let id = ic["database_id"].as_str().unwrap().replace('-', "");
+    let schema = format!("kv_pc_{}", &id[..8]);
+    let data = server.data();
+    let server = tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        server.stop();
+        server
+    })
+    .await
+    .unwrap();
+    let (ok, _, stderr) = cli(
+        &[
+            "db",
+            "delete",
+            "pc",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--database-url",
+            url,
+        ],
+        TOKEN,
+    );
+    assert!(ok, "{stderr}");
+    assert!(!postgres_has_key(url, &schema).await, "{schema} survived");
+    drop(server);
+}
+
+/// An in-process provider: memory databases whose commits can be delayed.
+struct MemoryProvider {
+    faults: kv_test_support::backend::Faults,
+    ids: std::sync::Mutex<std::collections::BTreeMap<String, uuid::Uuid>>,
+}
+
+impl MemoryProvider {
+    fn info_of(name: &str, id: uuid::Uuid) -> kv_connect_server::registry::DatabaseInfo {
+        kv_connect_server::registry::DatabaseInfo {
+            name: name.to_string(),
+            database_id: id,
+            created_at_ms: 0,
+            engine: "memory".into(),
+        }
+    }
+}
+
+impl kv_connect_server::DatabaseProvider<kv_db::Db> for MemoryProvider {
+    fn list(
+        &self,
+    ) -> Result<
+        Vec<kv_connect_server::registry::DatabaseInfo>,
+        kv_connect_server::registry::RegistryError,
+    > {
+        let ids = self.ids.lock().unwrap();
+        Ok(ids.iter().map(|(n, id)| Self::info_of(n, *id)).collect())
+    }
+
+    fn info(
+        &self,
+        name: &kv_connect_server::DbName,
+    ) -> Result<
+        Option<kv_connect_server::registry::DatabaseInfo>,
+        kv_connect_server::registry::RegistryError,
+    > {
+        let ids = self.ids.lock().unwrap();
+        Ok(ids
+            .get(name.as_str())
+            .map(|id| Self::info_of(name.as_str(), *id)))
+    }
+
+    fn create(
+        &self,
+        name: &kv_connect_server::DbName,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<
+            kv_connect_server::registry::DatabaseInfo,
+            kv_connect_server::registry::RegistryError,
+        >,
+    > {
+        let id = uuid::Uuid::new_v4();
+        self.ids.lock().unwrap().insert(name.to_string(), id);
+        let info = Self::info_of(name.as_str(), id);
+        Box::pin(async move { Ok(info) })
+    }
+
+    fn open<'a>(
+        &'a self,
+        name: &'a kv_connect_server::DbName,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<
+            kv_connect_server::registry::OpenedDatabase<kv_db::Db>,
+            kv_connect_server::registry::RegistryError,
+        >,
+    > {
+        Box::pin(async move {
+            let id = self.ids.lock().unwrap()[name.as_str()];
+            let backend = kv_test_support::backend::FaultyBackend::with_faults(
+                kv_engine_memory::MemoryBackend::new(),
+                self.faults.clone(),
+            );
+            let db = kv_db::Db::open(backend, kv_db::DbConfig::default())
+                .await
+                .unwrap();
+            Ok(kv_connect_server::registry::OpenedDatabase {
+                db,
+                database_id: id,
+                on_close: None,
+                health_report: None,
+            })
+        })
+    }
+
+    fn destroy<'a>(
+        &'a self,
+        name: &'a kv_connect_server::DbName,
+    ) -> futures::future::BoxFuture<'a, Result<(), kv_connect_server::registry::RegistryError>>
+    {
+        self.ids.lock().unwrap().remove(name.as_str());
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_database_lets_an_in_flight_write_finish() {
+    let faults = kv_test_support::backend::Faults::new();
+    let provider = MemoryProvider {
+        faults: faults.clone(),
+        ids: Default::default(),
+    };
+    let registry = kv_connect_server::Registry::new(provider, Duration::from_secs(30));
+    let name = kv_connect_server::DbName::parse("busy").unwrap();
+    registry.create(&name).await.unwrap();
+    let server = kv_connect_server::KvConnectServer::with_registry(
+        registry.clone(),
+        kv_connect_server::ServerConfig::new(TOKEN),
+    )
+    .bind("127.0.0.1:0".parse().unwrap())
+    .await
+    .unwrap();
+    let url = format!("http://{}/db/busy", server.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve_with_shutdown(async move {
+        let _ = stopped.await;
+    }));
+    let raw = connect(&url, TOKEN).await;
+    let before = faults.calls().commit;
+    faults.delay_commits(Duration::from_millis(500));
+    let write =
+        tokio::spawn(async move { raw.write(&write_of(vec![set(&wire_key("k"), b"v")])).await });
+    // Wait until the write is inside its commit, then delete.
+    while faults.calls().commit == before {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    registry.delete(&name).await.unwrap();
+    // The delete waited for the write: its commit was accepted before the database closed.
+    assert_eq!(faults.calls().committed, faults.calls().commit);
+    let out = write.await.unwrap();
+    assert_eq!(
+        out.status,
+        kv_proto::pb::AtomicWriteStatus::AwSuccess as i32
+    );
+    assert!(registry.info(&name).unwrap().is_none());
+    let _ = stop.send(());
+    serving.await.unwrap().unwrap();
 }

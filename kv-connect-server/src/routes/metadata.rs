@@ -2,7 +2,7 @@
 //!
 //! # Contract
 //!
-//! - The router has authorized the caller ([`crate::access`]: the access token or a scoped
+//! - The router has authorized the caller (`access.rs`: the access token or a scoped
 //!   token of this database). The request carries a JSON body of at most 64 KiB, `{"supportedVersions":[...]}`; an empty body means version 1 only.
 //! - The answer is the highest common version of 1, 2 and 3 (none in common → 400) as a JSON
 //!   [`MetadataResponse`] with exactly its five properties, plus the header
@@ -13,7 +13,7 @@
 //!   part), an absolute URL for v1 (built from the request's authority and scheme, see
 //!   [`absolute_endpoint`]); one `strong` endpoint, or
 //!   on a read replica this server `eventual` followed by the primary (or itself) `strong`.
-//! - The token is a fresh data-path token for the caller ([`crate::access`]); `expiresAt` is its
+//! - The token is a fresh data-path token for the caller (`access.rs`); `expiresAt` is its
 //!   expiry.
 
 use std::time::SystemTime;
