@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kv_connect_server::{tls, KvConnectServer, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
+mod compat;
+mod healthcheck;
 #[cfg(feature = "pitr")]
 mod pitr_cmd;
 
@@ -43,6 +45,9 @@ const fn default_engine() -> Engine {
 /// Without a subcommand it serves (the flags of `serve`). Prints `kv-connect-server listening on
 /// http://ADDR` on stdout once the socket is bound; logs go to stderr (level from `RUST_LOG`,
 /// default `info`). SIGINT/SIGTERM shut down gracefully.
+///
+/// The reference server's command line (`denokv --sqlite-path PATH serve|pitr ...`, its flags
+/// and `DENO_KV_*` variables) is accepted too.
 #[derive(Parser, Debug)]
 #[command(
     name = "kv-connect-server",
@@ -64,6 +69,9 @@ enum Command {
     #[cfg(feature = "pitr")]
     #[command(subcommand)]
     Pitr(pitr_cmd::PitrCommand),
+    /// Exit 0 if the server at `--addr` answers `GET /healthz` with 200 (for container health
+    /// checks; plain HTTP only).
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 /// Where the database lives.
@@ -158,6 +166,11 @@ struct ServeArgs {
     #[cfg(feature = "pitr")]
     #[command(flatten)]
     backup: pitr_cmd::ServeBackupArgs,
+
+    /// Check the configuration and exit: parse every option, load the TLS files, print the
+    /// resolved settings (`name: value` lines on stdout); opens no database and no socket.
+    #[arg(long, env = "KV_CONNECT_CHECK_CONFIG", value_parser = clap::builder::BoolishValueParser::new())]
+    check_config: bool,
 }
 
 /// Errors of the binary: its own (arguments, opening the database, the runtime) and, typed as
@@ -185,6 +198,8 @@ pub(crate) enum MainError {
     #[cfg(feature = "pitr")]
     #[error(transparent)]
     Pitr(#[from] pitr_cmd::PitrCliError),
+    #[error(transparent)]
+    Healthcheck(#[from] healthcheck::HealthcheckError),
 }
 
 #[cfg(any(feature = "sqlite", feature = "redb"))]
@@ -258,6 +273,7 @@ async fn run(cli: Cli) -> Result<(), MainError> {
         Some(Command::Serve(args)) => serve(args).await,
         #[cfg(feature = "pitr")]
         Some(Command::Pitr(cmd)) => Ok(pitr_cmd::run(cmd).await?),
+        Some(Command::Healthcheck(args)) => Ok(healthcheck::run(&args).await?),
     }
 }
 
@@ -271,6 +287,10 @@ async fn serve(cli: ServeArgs) -> Result<(), MainError> {
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
+    if cli.check_config {
+        print_config(&cli, scheme);
+        return Ok(());
+    }
     let db_config = kv_db::DbConfig {
         read_only: cli.read_only,
         queue_lease: std::time::Duration::from_secs(cli.queue_lease_secs),
@@ -304,8 +324,33 @@ async fn serve(cli: ServeArgs) -> Result<(), MainError> {
     Ok(())
 }
 
+/// `--check-config`: the settings `serve` would run with.
+fn print_config(cli: &ServeArgs, scheme: &str) {
+    let mut lines = vec![
+        format!("engine: {:?}", cli.db.engine).to_lowercase(),
+        format!("path: {}", cli.db.path.display()),
+        format!("addr: {}", cli.addr),
+        format!("scheme: {scheme}"),
+        format!("read_only: {}", cli.read_only),
+    ];
+    #[cfg(feature = "pitr")]
+    {
+        let b = &cli.backup;
+        let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
+        lines.push(format!("backup_to: {}", or_none(&b.backup_to)));
+        lines.push(format!("replica_of: {}", or_none(&b.replica_of)));
+        lines.push(format!("s3_endpoint: {}", or_none(&b.store.s3_endpoint)));
+    }
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = out.flush();
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let invocation = compat::args_or_exit();
+    let cli = Cli::parse_from(&invocation.args);
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -313,6 +358,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    for note in &invocation.notes {
+        tracing::warn!("{note}");
+    }
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
