@@ -307,6 +307,8 @@ async fn serve(cli: ServeArgs) -> Result<(), MainError> {
     #[cfg(not(feature = "pitr"))]
     let db = open_db(&cli.db, db_config).await?;
     let server = KvConnectServer::new(db, config).bind(cli.addr).await?;
+    // Signal handlers before the listening line: a SIGTERM after it is always graceful.
+    let signal = kv_connect_server::shutdown_signal();
     tracing::info!(engine = ?cli.db.engine, path = %cli.db.path.display(), read_only = cli.read_only, "database open");
     {
         let mut out = std::io::stdout().lock();
@@ -317,7 +319,7 @@ async fn serve(cli: ServeArgs) -> Result<(), MainError> {
         );
         let _ = out.flush();
     }
-    let served = server.serve().await;
+    let served = server.serve_with_shutdown(signal).await;
     #[cfg(feature = "pitr")]
     pitr.stop().await;
     served?;

@@ -1,0 +1,358 @@
+//! The binary as a drop-in for the reference server: the command lines of denokv's README
+//! (github.com/denoland/denokv, README.md: "Docker on a VPS", "HTTPS with a reverse proxy",
+//! "Fly.io", "Running as a replica of a hosted KV database"), copied verbatim below, run
+//! against this binary: the server starts, clients use it with the token, the replica follows
+//! a backup in an S3-compatible store (moto), and `pitr sync|list|checkout|info` work on it.
+//!
+//! Only placeholders are substituted: `/data` by a temporary folder, `<random-token>` by the
+//! test token, `your-bucket` by a fresh bucket; the docker prefix (`docker run ...
+//! ghcr.io/denoland/denokv`, or `denokv`) is the binary. The reference's fixed address
+//! (0.0.0.0:4512) is replaced through `KV_CONNECT_ADDR=127.0.0.1:0`, which this server honours
+//! when a denokv command line has no `--addr`; the S3 endpoint through `DENO_KV_S3_ENDPOINT`.
+#![cfg(all(feature = "pitr", feature = "sqlite"))]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+use kv_connect_client::{key, Kv, Value};
+
+/// "Docker on a VPS" (and the first command of the README).
+const README_DOCKER: &str = "docker run -it --init -p 4512:4512 -v ./data:/data ghcr.io/denoland/denokv --sqlite-path /data/denokv.sqlite serve --access-token <random-token>";
+/// "Running as a replica of a hosted KV database" (its line continuations joined).
+const README_REPLICA: &str = r#"docker run -it --init -p 4512:4512 -v ./data:/data -e AWS_ACCESS_KEY_ID="<aws-access-key-id>" -e AWS_SECRET_ACCESS_KEY="<aws-secret-access-key>" -e AWS_REGION="<aws-region>" ghcr.io/denoland/denokv --sqlite-path /data/denokv.sqlite serve --access-token <random-token> --sync-from-s3 --s3-bucket your-bucket --s3-prefix some-prefix/6aea9765-2b1e-41c7-8904-0bdcd70b21d3/"#;
+/// "To sync the local database from S3, without updating the snapshot".
+const README_PITR_SYNC: &str = "denokv --sqlite-path /data/denokv.sqlite pitr sync --s3-bucket your-bucket --s3-prefix some-prefix/6aea9765-2b1e-41c7-8904-0bdcd70b21d3/";
+/// "To list recoverable points".
+const README_PITR_LIST: &str = "denokv --sqlite-path /data/denokv.sqlite pitr list";
+/// "To checkout the snapshot at a specific recoverable point" (the versionstamp is replaced by
+/// one of the listed points).
+const README_PITR_CHECKOUT: &str =
+    "denokv --sqlite-path /data/denokv.sqlite pitr checkout 0100000002c0f4c10000";
+/// `pitr info` has no README example; its form is denokv's `config.rs` (`PitrSubCmd::Info`).
+const PITR_INFO: &str = "denokv --sqlite-path /data/denokv.sqlite pitr info";
+/// The prefix of the README's backup.
+const README_PREFIX: &str = "some-prefix/6aea9765-2b1e-41c7-8904-0bdcd70b21d3/";
+
+/// The arguments of a README command line after the program (or the image), with the
+/// placeholders substituted.
+fn readme_args(line: &str, data: &Path, bucket: &str) -> Vec<String> {
+    let rest = line
+        .split_once("ghcr.io/denoland/denokv ")
+        .or_else(|| line.split_once("denokv "))
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("not a denokv command line: {line}"));
+    rest.split_whitespace()
+        .map(|a| {
+            a.replace("/data", data.to_str().unwrap())
+                .replace("<random-token>", TOKEN)
+                .replace("your-bucket", bucket)
+        })
+        .collect()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Runs the binary to completion with `args` and `envs`.
+fn run(args: &[String], envs: &[(&str, &str)]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("DENO_KV_ACCESS_TOKEN")
+        .env("RUST_LOG", "warn")
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap()
+}
+
+/// [`run`], which must succeed; its stdout.
+fn run_ok(args: &[String], envs: &[(&str, &str)]) -> String {
+    let out = run(args, envs);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn client(addr: std::net::SocketAddr, token: &str) -> Kv {
+    Kv::open_remote(format!("http://{addr}"), token)
+        .await
+        .unwrap()
+}
+
+async fn stop(p: Proc) {
+    let status = tokio::task::spawn_blocking(move || p.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+const LOCAL: [(&str, &str); 1] = [("KV_CONNECT_ADDR", "127.0.0.1:0")];
+
+#[tokio::test]
+async fn readme_docker_command_serves_clients_with_the_token_and_persists() {
+    let data = temp_dir("dropin-docker");
+    let args = readme_args(README_DOCKER, &data, "");
+    assert_eq!(
+        args[..2],
+        [
+            "--sqlite-path",
+            &format!("{}/denokv.sqlite", data.display())
+        ]
+    );
+
+    let p = spawn_with(&strs(&args), &LOCAL);
+    let kv = client(p.addr, TOKEN).await;
+    let vs = kv.set(&key!["greeting"], "hello").await.unwrap();
+    // The database is the file --sqlite-path names (created by this server, in its format).
+    assert!(data.join("denokv.sqlite").is_file());
+    // Another token is refused at the metadata exchange.
+    let wrong = Kv::open_remote(format!("http://{}", p.addr), "not-the-token-at-all").await;
+    assert!(wrong.is_err(), "a wrong token was accepted");
+    drop(kv);
+    stop(p).await;
+
+    let p = spawn_with(&strs(&args), &LOCAL);
+    let kv = client(p.addr, TOKEN).await;
+    let got = kv.get(&key!["greeting"]).await.unwrap();
+    assert_eq!(got.value, Some(Value::from("hello")));
+    assert_eq!(got.versionstamp, Some(vs));
+    drop(kv);
+    stop(p).await;
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+/// "Fly.io": the image's default command (`serve`) with `DENO_KV_SQLITE_PATH` and
+/// `DENO_KV_ACCESS_TOKEN` in the environment.
+#[tokio::test]
+async fn fly_io_environment_selects_the_reference_syntax() {
+    let data = temp_dir("dropin-fly");
+    let db = data.join("denokv.sqlite3");
+    let p = spawn_with(
+        &["serve"],
+        &[
+            ("DENO_KV_SQLITE_PATH", db.to_str().unwrap()),
+            ("KV_CONNECT_ADDR", "127.0.0.1:0"),
+        ],
+    );
+    let kv = client(p.addr, TOKEN).await;
+    kv.set(&key!["fly"], 1.0).await.unwrap();
+    assert!(db.is_file(), "DENO_KV_SQLITE_PATH was not used");
+    drop(kv);
+    stop(p).await;
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[test]
+fn reference_refusals_and_unsupported_cases_are_clear_errors() {
+    let data = temp_dir("dropin-errors");
+    let expect_err = |args: &[&str], envs: &[(&str, &str)], needle: &str| {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let out = run(&args, envs);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    };
+    let db = data.join("x.sqlite");
+    let db = db.to_str().unwrap();
+    // denokv's own checks, with its messages.
+    expect_err(
+        &["--sqlite-path", db, "serve", "--access-token", "short"],
+        &[],
+        "Access token must be at minimum 12 chars long.",
+    );
+    expect_err(
+        &[
+            "--sqlite-path",
+            db,
+            "serve",
+            "--access-token",
+            TOKEN,
+            "--sync-from-s3",
+        ],
+        &[],
+        "--s3-bucket not set",
+    );
+    expect_err(
+        &[
+            "--sqlite-path",
+            db,
+            "serve",
+            "--read-only",
+            "--sync-from-s3",
+        ],
+        &[("DENO_KV_ACCESS_TOKEN", TOKEN)],
+        "cannot be used with",
+    );
+    // A flag denokv does not have is refused in its syntax, not ignored.
+    expect_err(
+        &[
+            "--sqlite-path",
+            db,
+            "serve",
+            "--access-token",
+            TOKEN,
+            "--engine",
+            "redb",
+        ],
+        &[],
+        "unexpected argument '--engine'",
+    );
+    // pitr list/checkout need a backup; the message says how to name one.
+    expect_err(&["--sqlite-path", db, "pitr", "list"], &[], "pitr sync");
+    expect_err(
+        &[
+            "--sqlite-path",
+            db,
+            "pitr",
+            "checkout",
+            "00000000000000010000",
+        ],
+        &[],
+        "pitr sync",
+    );
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_replica_and_pitr_commands_follow_a_backup_in_s3() {
+    if kv_test_support::s3::skip() {
+        return;
+    }
+    let s3 = kv_test_support::s3::server();
+    let bucket = kv_test_support::s3::create_bucket(s3, "kv-dropin");
+    let aws = [
+        ("AWS_ACCESS_KEY_ID", "test-access-key"),
+        ("AWS_SECRET_ACCESS_KEY", "test-secret-key"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let backup_to = format!("s3://{bucket}/{README_PREFIX}");
+    // The primary: denokv's command line, plus this server's continuous backup from the
+    // environment (what a deployment adds after switching).
+    let primary_data = temp_dir("dropin-primary");
+    let mut primary_env = aws.to_vec();
+    primary_env.extend([
+        ("KV_CONNECT_ADDR", "127.0.0.1:0"),
+        ("KV_CONNECT_BACKUP_TO", backup_to.as_str()),
+        ("AWS_ENDPOINT_URL", s3.endpoint.as_str()),
+    ]);
+    let primary = spawn_with(
+        &strs(&readme_args(README_DOCKER, &primary_data, &bucket)),
+        &primary_env,
+    );
+    // Once the initial snapshot is shipped, every commit is a recovery point of the log.
+    wait_until_shipped(primary.addr).await;
+    let kv = client(primary.addr, TOKEN).await;
+    let vs1 = kv.set(&key!["greeting"], "v1").await.unwrap();
+    let vs2 = kv.set(&key!["greeting"], "v2").await.unwrap();
+    wait_until_shipped(primary.addr).await;
+
+    // The replica command: serves the backup's latest state, refuses writes, follows.
+    let mut replica_env = aws.to_vec();
+    replica_env.extend([
+        ("KV_CONNECT_ADDR", "127.0.0.1:0"),
+        ("DENO_KV_S3_ENDPOINT", s3.endpoint.as_str()),
+    ]);
+    let replica_data = temp_dir("dropin-replica");
+    let replica = spawn_with(
+        &strs(&readme_args(README_REPLICA, &replica_data, &bucket)),
+        &replica_env,
+    );
+    let rkv = client(replica.addr, TOKEN).await;
+    let got = rkv.get(&key!["greeting"]).await.unwrap();
+    assert_eq!(got.value, Some(Value::from("v2")));
+    assert_eq!(got.versionstamp, Some(vs2));
+    assert!(rkv.set(&key!["greeting"], "no").await.is_err());
+    kv.set(&key!["greeting"], "v3").await.unwrap();
+    wait_until_shipped(primary.addr).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let got = rkv.get(&key!["greeting"]).await.unwrap();
+        if got.value == Some(Value::from("v3")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica did not follow"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    drop(rkv);
+    stop(replica).await;
+
+    // pitr sync into a fresh file restores the latest point and records the backup.
+    let pitr_data = temp_dir("dropin-pitr");
+    let pitr_env = [
+        aws[0],
+        aws[1],
+        aws[2],
+        ("DENO_KV_S3_ENDPOINT", s3.endpoint.as_str()),
+    ];
+    run_ok(
+        &readme_args(README_PITR_SYNC, &pitr_data, &bucket),
+        &pitr_env,
+    );
+    assert!(pitr_data.join("denokv.sqlite.backup-source").is_file());
+    // Without the S3 settings: the recorded backup is used (as denokv keeps it in its file).
+    let aws_only = [aws[0], aws[1], aws[2]];
+    let listed = run_ok(
+        &readme_args(README_PITR_LIST, &pitr_data, &bucket),
+        &aws_only,
+    );
+    let points: Vec<&str> = listed
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    for vs in [vs1, vs2] {
+        assert!(
+            points.contains(&vs.to_string().as_str()),
+            "{vs} not in {listed}"
+        );
+    }
+    let info = run_ok(&readme_args(PITR_INFO, &pitr_data, &bucket), &aws_only);
+    assert!(info.contains("Current versionstamp: "), "{info}");
+    assert!(!info.contains(&vs1.to_string()), "{info}");
+
+    // Checkout of an earlier point, then serve it: the state at that point.
+    let checkout_line = README_PITR_CHECKOUT.replace("0100000002c0f4c10000", &vs1.to_string());
+    let out = run_ok(&readme_args(&checkout_line, &pitr_data, &bucket), &aws_only);
+    assert!(
+        out.contains(&format!("Snapshot is now at versionstamp {vs1}")),
+        "{out}"
+    );
+    let info = run_ok(&readme_args(PITR_INFO, &pitr_data, &bucket), &aws_only);
+    assert!(
+        info.contains(&format!("Current versionstamp: {vs1}")),
+        "{info}"
+    );
+    let restored = spawn_with(&strs(&readme_args(README_DOCKER, &pitr_data, "")), &LOCAL);
+    let pkv = client(restored.addr, TOKEN).await;
+    let got = pkv.get(&key!["greeting"]).await.unwrap();
+    assert_eq!(got.value, Some(Value::from("v1")));
+    assert_eq!(got.versionstamp, Some(vs1));
+    drop(pkv);
+    stop(restored).await;
+
+    // pitr sync on a database that exists leaves its point alone and describes the backup.
+    let out = run_ok(
+        &readme_args(README_PITR_SYNC, &pitr_data, &bucket),
+        &pitr_env,
+    );
+    assert!(out.contains("Latest point: "), "{out}");
+    let info = run_ok(&readme_args(PITR_INFO, &pitr_data, &bucket), &aws_only);
+    assert!(
+        info.contains(&format!("Current versionstamp: {vs1}")),
+        "{info}"
+    );
+
+    drop(kv);
+    stop(primary).await;
+    for d in [primary_data, replica_data, pitr_data] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
