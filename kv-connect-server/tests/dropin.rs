@@ -13,7 +13,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Output};
 
 use common::denokv_readme::*;
