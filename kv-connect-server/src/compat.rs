@@ -38,7 +38,8 @@
 //!   message that says what to run.
 //! - **Refusals.** What has no equivalent is an error that says so, never silently ignored: a
 //!   database file written by denokv itself cannot be served (this server keeps its own format),
-//!   and is refused before anything touches it.
+//!   and is refused before anything touches it, with the `import-denokv` command that copies it
+//!   into a new file.
 
 use std::ffi::{OsStr, OsString};
 use std::net::SocketAddr;
@@ -102,8 +103,9 @@ pub(crate) enum CompatError {
         "{path} is a SQLite database of another program (application_id {app_id:#010x}), most \
          likely one written by denokv itself; this server keeps its own file format and cannot \
          serve it. A replica (--sync-from-s3) rebuilds itself from the backup: point \
-         --sqlite-path at a new file. For a primary, copy the data over through a client (or \
-         restore it from a backup with `pitr sync`) into a new file"
+         --sqlite-path at a new file. For a primary, copy its data into a new file once with \
+         `kv-connect-server import-denokv --from {path} --path <new file>` (with the server \
+         stopped) and point --sqlite-path at the new file"
     )]
     ForeignFile { path: String, app_id: u32 },
     #[error("cannot read {path}: {source}")]

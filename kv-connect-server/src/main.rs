@@ -12,6 +12,8 @@ use tracing_subscriber::EnvFilter;
 
 mod compat;
 mod healthcheck;
+#[cfg(feature = "sqlite")]
+mod import_denokv;
 #[cfg(feature = "pitr")]
 mod pitr_cmd;
 
@@ -72,6 +74,10 @@ enum Command {
     /// Exit 0 if the server at `--addr` answers `GET /healthz` with 200 (for container health
     /// checks; plain HTTP only).
     Healthcheck(healthcheck::HealthcheckArgs),
+    /// Copy a database file of the reference server (`denokv --sqlite-path`) into a new
+    /// database (keys, values, versionstamps and expiry; not queue messages).
+    #[cfg(feature = "sqlite")]
+    ImportDenokv(import_denokv::ImportArgs),
 }
 
 /// Where the database lives.
@@ -200,6 +206,9 @@ pub(crate) enum MainError {
     Pitr(#[from] pitr_cmd::PitrCliError),
     #[error(transparent)]
     Healthcheck(#[from] healthcheck::HealthcheckError),
+    #[cfg(feature = "sqlite")]
+    #[error(transparent)]
+    Import(#[from] import_denokv::ImportError),
 }
 
 #[cfg(any(feature = "sqlite", feature = "redb"))]
@@ -274,6 +283,8 @@ async fn run(cli: Cli) -> Result<(), MainError> {
         #[cfg(feature = "pitr")]
         Some(Command::Pitr(cmd)) => Ok(pitr_cmd::run(cmd).await?),
         Some(Command::Healthcheck(args)) => Ok(healthcheck::run(&args).await?),
+        #[cfg(feature = "sqlite")]
+        Some(Command::ImportDenokv(args)) => import_denokv::run(&args).await,
     }
 }
 

@@ -322,3 +322,111 @@ async fn readme_replica_and_pitr_commands_follow_a_backup_in_s3() {
         std::fs::remove_dir_all(d).unwrap();
     }
 }
+
+/// A database file in the reference server's layout (its `kv`, `data_version` and `queue`
+/// tables) holding a V8 string, a `KvU64`, bytes that expire in the future and bytes that
+/// already expired; the database version is 42.
+fn reference_database(path: &std::path::Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE data_version (k INTEGER PRIMARY KEY, version INTEGER NOT NULL,
+                                    seq INTEGER NOT NULL DEFAULT 0);
+         INSERT INTO data_version (k, version) VALUES (0, 42);
+         CREATE TABLE kv (k BLOB PRIMARY KEY, v BLOB NOT NULL, v_encoding INTEGER NOT NULL,
+                          version INTEGER NOT NULL, seq INTEGER NOT NULL DEFAULT 0,
+                          expiration_ms INTEGER NOT NULL DEFAULT -1) WITHOUT ROWID;
+         CREATE TABLE queue (ts INTEGER NOT NULL, id TEXT NOT NULL, data BLOB NOT NULL,
+                             backoff_schedule TEXT NOT NULL, keys_if_undelivered BLOB NOT NULL,
+                             PRIMARY KEY (ts, id));
+         INSERT INTO queue VALUES (1, 'm', x'00', '[]', x'');",
+    )
+    .unwrap();
+    let key_of = |s: &str| {
+        let mut k = vec![0x02];
+        k.extend_from_slice(s.as_bytes());
+        k.push(0);
+        k
+    };
+    let mut insert = conn
+        .prepare(
+            "INSERT INTO kv (k, v, v_encoding, version, expiration_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .unwrap();
+    // V8: version 15 header, one-byte string "hello".
+    let rows: [(&str, Vec<u8>, i64, i64, i64); 4] = [
+        ("greeting", b"\xff\x0f\x22\x05hello".to_vec(), 1, 40, -1),
+        ("counter", 7u64.to_le_bytes().to_vec(), 2, 41, -1),
+        ("session", b"token".to_vec(), 3, 42, 4_102_444_800_000),
+        ("stale", b"gone".to_vec(), 3, 39, 1_000),
+    ];
+    for (k, v, enc, version, exp) in rows {
+        insert
+            .execute(rusqlite::params![key_of(k), v, enc, version, exp])
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_denokv_database_file_is_refused_then_imported_and_served() {
+    let data = temp_dir("dropin-import");
+    let old = data.join("denokv.sqlite");
+    reference_database(&old);
+    // The reference's command line on its own file: refused, with the way out.
+    let out = run(&readme_args(README_DOCKER, &data, ""), &LOCAL);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("import-denokv --from"), "{err}");
+
+    let new = data.join("kv.sqlite");
+    let args: Vec<String> = [
+        "import-denokv",
+        "--from",
+        old.to_str().unwrap(),
+        "--path",
+        new.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let report = run_ok(&args, &[]);
+    assert!(report.contains("Imported 4 keys"), "{report}");
+    assert!(
+        report.contains("at versionstamp 000000000000002a0000"),
+        "{report}"
+    );
+    assert!(
+        report.contains("1 queue messages were not imported"),
+        "{report}"
+    );
+    // Importing twice into the same database is refused.
+    let again = run(&args, &[]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+
+    let serve = readme_args(README_DOCKER, &data, "")
+        .into_iter()
+        .map(|a| a.replace("denokv.sqlite", "kv.sqlite"))
+        .collect::<Vec<_>>();
+    let p = spawn_with(&strs(&serve), &LOCAL);
+    let kv = client(p.addr, TOKEN).await;
+    let vs = kv_connect_client::Versionstamp::from_version;
+    let got = kv.get(&key!["greeting"]).await.unwrap();
+    assert_eq!(got.value, Some(Value::from("hello")));
+    assert_eq!(got.versionstamp, Some(vs(40)));
+    let got = kv.get(&key!["counter"]).await.unwrap();
+    assert_eq!(got.value, Some(Value::U64(7)));
+    assert_eq!(got.versionstamp, Some(vs(41)));
+    let got = kv.get(&key!["session"]).await.unwrap();
+    assert_eq!(got.value, Some(Value::Bytes(b"token".to_vec())));
+    assert_eq!(kv.get(&key!["stale"]).await.unwrap().value, None);
+    // Later writes get larger versionstamps than every imported one.
+    let next = kv.set(&key!["new"], "x").await.unwrap();
+    assert!(next > vs(42), "{next}");
+    drop(kv);
+    stop(p).await;
+    // The reference file is untouched.
+    let conn = rusqlite::Connection::open(&old).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM kv", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 4);
+    std::fs::remove_dir_all(&data).unwrap();
+}
