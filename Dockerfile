@@ -18,11 +18,12 @@
 # - Arguments after the image name replace CMD: this server's own command line
 #   (`serve --backup-to s3://...`) or denokv's (`--sqlite-path /data/denokv.sqlite serve
 #   --access-token ...`), so the image is a drop-in for ghcr.io/denoland/denokv.
+# - RUST_VERSION is the toolchain the project is tested with (MSRV: rust-version in Cargo.toml).
 # - kv-connect-server/tests/container.rs checks this file against the binary: the ENTRYPOINT,
 #   CMD and HEALTHCHECK argument vectors parse, and the paths and port below are what the
 #   binary resolves.
 
-ARG RUST_VERSION=1.90
+ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-bookworm AS builder
 WORKDIR /src
