@@ -5,7 +5,8 @@
 //!
 //! - **When.** The command line is read as denokv's when its first argument is `--sqlite-path`
 //!   (denokv's global flag, which precedes the subcommand), or when `DENO_KV_SQLITE_PATH` is set,
-//!   the first argument is `serve` or `pitr` and the whole command line is a valid denokv one.
+//!   the first argument is `serve` or `pitr` and the command line uses no flag or subcommand
+//!   that denokv lacks (then denokv's own errors, e.g. a missing token, are reported).
 //!   Everything else is this server's own command line, untouched ([`resolve`] returns it as
 //!   given), so both syntaxes coexist.
 //! - **How.** A denokv command line is parsed by a mirror of denokv's own parser (same flags,
@@ -241,8 +242,19 @@ pub(crate) fn resolve(args: Vec<OsString>, env: Env<'_>) -> Result<Invocation, C
     };
     let parsed = match RefCli::try_parse_from(&args) {
         Ok(p) => p,
-        Err(e) if explicit => return Err(e.into()),
-        // Only the environment pointed at denokv: this server's own command line it is.
+        // Only the environment pointed at denokv, and the line uses flags or subcommands
+        // denokv does not have: this server's own command line it is. Other errors (a missing
+        // token, a bad value) are denokv's to report.
+        Err(e)
+            if explicit
+                || !matches!(
+                    e.kind(),
+                    clap::error::ErrorKind::UnknownArgument
+                        | clap::error::ErrorKind::InvalidSubcommand
+                ) =>
+        {
+            return Err(e.into())
+        }
         Err(_) => {
             let note = "DENO_KV_SQLITE_PATH is set but the command line is not a valid denokv \
                         one, so it is read as this server's own and DENO_KV_SQLITE_PATH is \

@@ -155,6 +155,12 @@ fn reference_refusals_and_unsupported_cases_are_clear_errors() {
         &[("DENO_KV_ACCESS_TOKEN", TOKEN)],
         "cannot be used with",
     );
+    // Selected by DENO_KV_SQLITE_PATH alone, denokv's own errors are reported.
+    expect_err(
+        &["serve"],
+        &[("DENO_KV_SQLITE_PATH", db)],
+        "--sqlite-path <SQLITE_PATH> serve --access-token <ACCESS_TOKEN>",
+    );
     // A flag denokv does not have is refused in its syntax, not ignored.
     expect_err(
         &[
