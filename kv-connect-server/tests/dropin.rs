@@ -93,6 +93,41 @@ async fn readme_docker_command_serves_clients_with_the_token_and_persists() {
     std::fs::remove_dir_all(&data).unwrap();
 }
 
+/// The README's client side: `Deno.openKv("http://localhost:4512")` with the access token in
+/// `DENO_KV_ACCESS_TOKEN`, with the real Deno client, against the README's server command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deno_uses_the_readme_docker_command_with_the_token() {
+    use common::clients::{deno_command, run_with_timeout};
+    let data = temp_dir("dropin-deno");
+    let p = spawn_with(&strs(&readme_args(README_DOCKER, &data, "")), &LOCAL);
+    let url = format!("http://{}", p.addr);
+    let deno = move |mode: &str| {
+        let mut cmd = deno_command("deno_persist.ts", &url);
+        cmd.arg(mode).env("DENO_KV_ACCESS_TOKEN", TOKEN);
+        let out = run_with_timeout(cmd, std::time::Duration::from_secs(120));
+        assert_eq!(
+            out.status.map(|s| s.success()),
+            Some(true),
+            "deno_persist.ts {mode}: {}",
+            out.stderr
+        );
+        out.stdout
+    };
+    let written = tokio::task::spawn_blocking({
+        let deno = deno.clone();
+        move || deno("write")
+    })
+    .await
+    .unwrap();
+    assert!(written.lines().any(|l| l.starts_with("last ")), "{written}");
+    let read = tokio::task::spawn_blocking(move || deno("read"))
+        .await
+        .unwrap();
+    assert!(read.contains("entry string \"hello\""), "{read}");
+    stop(p).await;
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
 /// "Fly.io": the image's default command (`serve`) with `DENO_KV_SQLITE_PATH` and
 /// `DENO_KV_ACCESS_TOKEN` in the environment.
 #[tokio::test]
