@@ -498,8 +498,17 @@ impl Invocation {
 /// with the backup location recorded), or exits with denokv-style usage errors.
 pub(crate) fn args_or_exit() -> Invocation {
     let env = |name: &str| std::env::var_os(name);
+    // `--check-config` (only reachable through its variable here) writes nothing.
+    let checking = std::env::var("KV_CONNECT_CHECK_CONFIG").is_ok_and(|v| {
+        matches!(
+            v.to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "y" | "on"
+        )
+    });
     let resolved = resolve(std::env::args_os().collect(), &env).and_then(|inv| {
-        inv.prepare()?;
+        if !checking {
+            inv.prepare()?;
+        }
         Ok(inv)
     });
     match resolved {
