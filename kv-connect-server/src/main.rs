@@ -339,7 +339,7 @@ async fn serve(cli: ServeArgs) -> Result<(), MainError> {
 
 /// `--check-config`: the settings `serve` would run with.
 fn print_config(cli: &ServeArgs, scheme: &str) {
-    let mut lines = vec![
+    let lines = vec![
         format!("engine: {:?}", cli.db.engine).to_lowercase(),
         format!("path: {}", cli.db.path.display()),
         format!("addr: {}", cli.addr),
@@ -347,13 +347,15 @@ fn print_config(cli: &ServeArgs, scheme: &str) {
         format!("read_only: {}", cli.read_only),
     ];
     #[cfg(feature = "pitr")]
-    {
+    let lines = {
         let b = &cli.backup;
         let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
+        let mut lines = lines;
         lines.push(format!("backup_to: {}", or_none(&b.backup_to)));
         lines.push(format!("replica_of: {}", or_none(&b.replica_of)));
         lines.push(format!("s3_endpoint: {}", or_none(&b.store.s3_endpoint)));
-    }
+        lines
+    };
     let mut out = std::io::stdout().lock();
     for line in lines {
         let _ = writeln!(out, "{line}");

@@ -6,6 +6,8 @@
 //! binary resolves. The image's default command also really starts (with a temporary folder
 //! in place of `/data` and a free port) and stops gracefully on SIGTERM.
 
+#![cfg(feature = "sqlite")]
+
 mod common;
 
 use std::collections::BTreeMap;
