@@ -54,8 +54,9 @@ pub(crate) const REFERENCE_ADDR: &str = "0.0.0.0:4512";
 const MIN_TOKEN_LEN: usize = 12;
 /// The suffix of the file that records a database's backup location.
 const SOURCE_SUFFIX: &str = ".backup-source";
-/// `PRAGMA application_id` of this server's SQLite files (`kv_engine_sqlite::APPLICATION_ID`).
-const OUR_SQLITE_APPLICATION_ID: u32 = 0x4B56_5351;
+/// `PRAGMA application_id` of this server's SQLite files (stored as a big-endian 32-bit word).
+#[cfg(feature = "sqlite")]
+const OUR_SQLITE_APPLICATION_ID: u32 = kv_engine_sqlite::APPLICATION_ID as u32;
 
 /// Looks up an environment variable (the process environment; a map in tests).
 pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
@@ -100,6 +101,7 @@ pub(crate) enum CompatError {
         path: String,
         source: serde_json::Error,
     },
+    #[cfg(feature = "sqlite")]
     #[error(
         "{path} is a SQLite database of another program (application_id {app_id:#010x}), most \
          likely one written by denokv itself; this server keeps its own file format and cannot \
@@ -109,6 +111,7 @@ pub(crate) enum CompatError {
          stopped) and point --sqlite-path at the new file"
     )]
     ForeignFile { path: String, app_id: u32 },
+    #[cfg(feature = "sqlite")]
     #[error("cannot read {path}: {source}")]
     ReadFile {
         path: String,
@@ -322,8 +325,15 @@ fn recorded_source(db: &Path, env: Env<'_>) -> Result<Source, CompatError> {
     }
 }
 
+/// Without the sqlite engine, `--engine sqlite` fails on its own.
+#[cfg(not(feature = "sqlite"))]
+fn check_not_foreign(_db: &Path) -> Result<(), CompatError> {
+    Ok(())
+}
+
 /// Refuses a SQLite file that this server did not write (denokv's own, typically). A missing,
 /// empty or not-yet-initialised file is fine.
+#[cfg(feature = "sqlite")]
 fn check_not_foreign(db: &Path) -> Result<(), CompatError> {
     use std::io::Read;
     let mut header = [0u8; 100];
@@ -845,6 +855,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    #[cfg(feature = "sqlite")]
     #[test]
     fn a_foreign_sqlite_file_is_refused() {
         let dir = std::env::temp_dir().join(format!("kvcs-compat-foreign-{}", std::process::id()));
