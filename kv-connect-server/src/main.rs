@@ -11,6 +11,10 @@ use kv_connect_server::{tls, KvConnectServer, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
 mod admin_cmd;
+mod compat;
+mod healthcheck;
+#[cfg(feature = "sqlite")]
+mod import_denokv;
 mod multidb_cmd;
 mod ops_args;
 #[cfg(feature = "pitr")]
@@ -46,6 +50,9 @@ const fn default_engine() -> Engine {
 /// Without a subcommand it serves (the flags of `serve`). Prints `kv-connect-server listening on
 /// http://ADDR` on stdout once the socket is bound; logs go to stderr (level from `RUST_LOG`,
 /// default `info`). SIGINT/SIGTERM shut down gracefully.
+///
+/// The reference server's command line (`denokv --sqlite-path PATH serve|pitr ...`, its flags
+/// and `DENO_KV_*` variables) is accepted too.
 #[derive(Parser, Debug)]
 #[command(
     name = "kv-connect-server",
@@ -73,6 +80,13 @@ enum Command {
     /// Scoped tokens (read, write, queue, admin): create, list, revoke.
     #[command(subcommand)]
     Token(admin_cmd::TokenCommand),
+    /// Exit 0 if the server at `--addr` answers `GET /healthz` with 200 (for container health
+    /// checks; plain HTTP only).
+    Healthcheck(healthcheck::HealthcheckArgs),
+    /// Copy a database file of the reference server (`denokv --sqlite-path`) into a new
+    /// database (keys, values, versionstamps and expiry; not queue messages).
+    #[cfg(feature = "sqlite")]
+    ImportDenokv(import_denokv::ImportArgs),
 }
 
 /// Where the database lives.
@@ -175,6 +189,11 @@ struct ServeArgs {
     #[cfg(feature = "pitr")]
     #[command(flatten)]
     backup: pitr_cmd::ServeBackupArgs,
+
+    /// Check the configuration and exit: parse every option, load the TLS files, print the
+    /// resolved settings (`name: value` lines on stdout); opens no database and no socket.
+    #[arg(long, env = "KV_CONNECT_CHECK_CONFIG", value_parser = clap::builder::BoolishValueParser::new())]
+    check_config: bool,
 }
 
 /// Errors of the binary: its own (arguments, opening the database, the runtime) and, typed as
@@ -209,6 +228,11 @@ pub(crate) enum MainError {
     #[cfg(feature = "pitr")]
     #[error("--replica-of cannot be combined with --data-dir")]
     ReplicaOfDataDir,
+    #[error(transparent)]
+    Healthcheck(#[from] healthcheck::HealthcheckError),
+    #[cfg(feature = "sqlite")]
+    #[error(transparent)]
+    Import(#[from] import_denokv::ImportError),
 }
 
 #[cfg(any(feature = "sqlite", feature = "redb"))]
@@ -296,6 +320,9 @@ async fn run(cli: Cli) -> Result<(), MainError> {
         Some(Command::Pitr(cmd)) => Ok(pitr_cmd::run(cmd).await?),
         Some(Command::Db(cmd)) => Ok(admin_cmd::run_db(cmd).await?),
         Some(Command::Token(cmd)) => Ok(admin_cmd::run_token(cmd).await?),
+        Some(Command::Healthcheck(args)) => Ok(healthcheck::run(&args).await?),
+        #[cfg(feature = "sqlite")]
+        Some(Command::ImportDenokv(args)) => import_denokv::run(&args).await,
     }
 }
 
@@ -309,6 +336,10 @@ async fn serve(cli: ServeArgs) -> Result<(), MainError> {
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
+    if cli.check_config {
+        print_config(&cli, scheme);
+        return Ok(());
+    }
     let db_config = kv_db::DbConfig {
         read_only: cli.read_only,
         queue_lease: std::time::Duration::from_secs(cli.queue_lease_secs),
@@ -330,12 +361,14 @@ async fn serve(cli: ServeArgs) -> Result<(), MainError> {
     #[cfg(not(feature = "pitr"))]
     let db = open_db(&cli.db, db_config).await?;
     let server = KvConnectServer::new(db, config).bind(cli.addr).await?;
+    // Signal handlers before the listening line: a SIGTERM after it is always graceful.
+    let signal = kv_connect_server::shutdown_signal();
     tracing::info!(engine = ?cli.db.engine, path = %cli.db.path.display(), read_only = cli.read_only, "database open");
     if let Some(addr) = server.metrics_addr() {
         tracing::info!(%addr, "metrics listener (no authentication)");
     }
     print_listening(scheme, server.local_addr());
-    let served = server.serve().await;
+    let served = server.serve_with_shutdown(signal).await;
     #[cfg(feature = "pitr")]
     pitr.stop().await;
     served?;
@@ -377,14 +410,43 @@ async fn serve_many(
     let server = KvConnectServer::with_registry(registry, config)
         .bind(cli.addr)
         .await?;
+    // Signal handlers before the listening line: a SIGTERM after it is always graceful.
+    let signal = kv_connect_server::shutdown_signal();
     tracing::info!(engine = ?cli.db.engine, data_dir = %dir.display(), read_only = cli.read_only, "serving the databases of a data directory");
     print_listening(scheme, server.local_addr());
-    server.serve().await?;
+    server.serve_with_shutdown(signal).await?;
     Ok(())
 }
 
+/// `--check-config`: the settings `serve` would run with.
+fn print_config(cli: &ServeArgs, scheme: &str) {
+    let lines = vec![
+        format!("engine: {:?}", cli.db.engine).to_lowercase(),
+        format!("path: {}", cli.db.path.display()),
+        format!("addr: {}", cli.addr),
+        format!("scheme: {scheme}"),
+        format!("read_only: {}", cli.read_only),
+    ];
+    #[cfg(feature = "pitr")]
+    let lines = {
+        let b = &cli.backup;
+        let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
+        let mut lines = lines;
+        lines.push(format!("backup_to: {}", or_none(&b.backup_to)));
+        lines.push(format!("replica_of: {}", or_none(&b.replica_of)));
+        lines.push(format!("s3_endpoint: {}", or_none(&b.store.s3_endpoint)));
+        lines
+    };
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = out.flush();
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let invocation = compat::args_or_exit();
+    let cli = Cli::parse_from(&invocation.args);
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -392,6 +454,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    for note in &invocation.notes {
+        tracing::warn!("{note}");
+    }
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -180,6 +180,13 @@ pub(crate) enum PitrCommand {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Show where a database is: `Current versionstamp: <20 hex digits>` (the recovery point
+    /// of a restored copy, else the last commit) and whether it is still an unwritten copy of
+    /// a backup (what `checkout` needs).
+    Status {
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Restore a backup into a new database (any engine), to the latest point or to `--at` /
     /// `--time`.
     Restore {
@@ -515,6 +522,35 @@ pub(crate) async fn run(cmd: PitrCommand) -> Result<(), MainError> {
             print(format_args!(
                 "Objects: {} snapshot ranges, {} log segments, {} bytes",
                 info.snapshot_ranges, info.log_segments, info.log_bytes
+            ));
+            Ok(())
+        }
+        PitrCommand::Status { db } => {
+            let target_db = open_target(&db).await?;
+            let points = async {
+                Ok::<_, kv_traits::KvError>((
+                    target_db.imported_through().await?,
+                    target_db.current_versionstamp().await?,
+                ))
+            }
+            .await;
+            let closed = kv_traits::Database::close(&target_db).await;
+            let (imported, current) = points.map_err(|source| MainError::Open {
+                location: db.path.display().to_string(),
+                source,
+            })?;
+            closed.map_err(PitrCliError::Close)?;
+            print(format_args!(
+                "Current versionstamp: {}",
+                imported.unwrap_or(current)
+            ));
+            print(format_args!(
+                "Restored copy: {}",
+                if imported.is_some() {
+                    "yes (not written since; `pitr checkout` can move it)"
+                } else {
+                    "no"
+                }
             ));
             Ok(())
         }

@@ -557,30 +557,42 @@ async fn serve_metrics(
 }
 
 /// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+///
+/// On Unix the handlers are installed by this call, not when the future is first polled, so a
+/// signal that arrives at any time after it (e.g. right after the server printed that it
+/// listens) shuts down gracefully instead of killing the process. Call it inside a Tokio
+/// runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        async fn wait(s: std::io::Result<Signal>, name: &'static str) {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for {name}");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+        let int = wait(signal(SignalKind::interrupt()), "SIGINT");
+        let term = wait(signal(SignalKind::terminate()), "SIGTERM");
+        async move {
+            tokio::select! {
+                _ = int => tracing::info!("received SIGINT"),
+                _ = term => tracing::info!("received SIGTERM"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::warn!(error = %e, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("received SIGINT"),
-        _ = term => tracing::info!("received SIGTERM"),
+        tracing::info!("received Ctrl-C");
     }
 }
 

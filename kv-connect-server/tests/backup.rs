@@ -9,13 +9,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::*;
-use http_body_util::Full;
 
 /// Runs a `pitr` subcommand; its stdout, or a panic with its stderr.
 fn pitr(args: &[&str]) -> String {
@@ -53,51 +51,8 @@ async fn connect(addr: std::net::SocketAddr) -> (Kv, serde_json::Value) {
     (kv, json)
 }
 
-async fn healthz(addr: std::net::SocketAddr) -> String {
-    let req = http::Request::get(format!("http://{addr}/healthz"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    send(Proto::Http1, req).await.text()
-}
-
-fn field<'a>(report: &'a str, name: &str) -> &'a str {
-    report
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
-        .unwrap_or_else(|| panic!("no {name} in {report:?}"))
-}
-
-async fn wait_until_shipped(addr: std::net::SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let report = healthz(addr).await;
-        // One server on a file engine ships itself: it is never on standby.
-        assert_eq!(field(&report, "backup_standby"), "false", "{report}");
-        if field(&report, "backup_initial_snapshot_done") == "true"
-            && field(&report, "backup_shipped_through") == field(&report, "backup_committed")
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "backup never caught up: {report}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn value_of(kv: &Kv, k: &str) -> Option<Vec<u8>> {
     kv.get(&key(k)).await.map(|e| e.value)
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "kvcs-{name}-{}-{}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn s(p: &Path) -> &str {

@@ -424,7 +424,7 @@ async fn an_http2_client_that_stops_answering_pings_is_disconnected() {
 
 #[tokio::test]
 async fn the_binary_applies_the_limit_flags_and_their_environment_variables() {
-    let p = spawn_with_env(
+    let p = spawn_with(
         &[
             "serve",
             "--engine",

@@ -20,6 +20,8 @@
 //!   `PRAGMA user_version` = [`FORMAT_VERSION`]; other applications' files are refused with
 //!   [`kv_traits::BackendError::Corrupt`], newer or unknown versions with
 //!   [`kv_traits::BackendError::UnsupportedFormat`], both without modifying the file.
+//! - **The reference's files**: [`denokv::DenokvFile`] reads a database file of the reference
+//!   server (`denokv`) read-only, to import its entries into a database of this project.
 //! - **Close**: [`kv_traits::Backend::close`] checkpoints and truncates the WAL and closes the
 //!   connections; later transactions fail with [`kv_traits::BackendError::Closed`].
 //!
@@ -50,6 +52,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+pub mod denokv;
 mod error;
 mod format;
 mod options;

@@ -6,10 +6,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -25,68 +22,12 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use common::{change_log_db as source, commit, dump, key, restore_err};
 
+use kv_test_support::s3::{server, skip, S3Server};
+
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The running S3 server (shared by the tests of this file; it stops when this test process
-/// exits, thanks to the script's `--exit-with`).
-struct S3Server {
-    endpoint: String,
-    port: u16,
-}
-
-fn skip() -> bool {
-    if std::env::var("KV_PITR_SKIP_S3").is_ok_and(|v| v == "1") {
-        eprintln!("KV_PITR_SKIP_S3=1: skipping the S3 tests");
-        return true;
-    }
-    false
-}
-
-fn server() -> &'static S3Server {
-    static SERVER: OnceLock<Result<S3Server, String>> = OnceLock::new();
-    let res = SERVER.get_or_init(|| {
-        let stdout = kv_test_support::script::run_start_script(
-            "start-s3-test-server.sh",
-            "the S3 tests need moto's server from PyPI (set KV_PITR_SKIP_S3=1 to skip them)",
-        )?;
-        let endpoint = kv_test_support::script::printed(&stdout, "S3_ENDPOINT=")?;
-        let port = endpoint
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(|| format!("bad endpoint {endpoint}"))?;
-        Ok(S3Server { endpoint, port })
-    });
-    match res {
-        Ok(s) => s,
-        Err(e) => panic!("starting the S3 test server failed:\n{e}"),
-    }
-}
-
-/// Creates a new bucket with a plain HTTP request (object_store cannot create buckets).
 fn create_bucket(server: &S3Server) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let bucket = format!(
-        "kv-pitr-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        conn,
-        "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        server.port
-    )
-    .unwrap();
-    let mut response = String::new();
-    conn.read_to_string(&mut response).unwrap();
-    assert!(
-        response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
-        "creating bucket {bucket} failed:\n{response}"
-    );
-    bucket
+    kv_test_support::s3::create_bucket(server, "kv-pitr")
 }
 
 fn s3_store(server: &S3Server, bucket: &str) -> Arc<dyn ObjectStore> {

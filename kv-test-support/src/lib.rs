@@ -5,6 +5,8 @@
 //!   commits and `begin_write`, and counts calls; faults are armed on a shared [`Faults`] handle.
 //! - [`postgres`]: the PostgreSQL server of the tests (`KV_TEST_POSTGRES_URL`, else a throwaway
 //!   cluster started by `scripts/start-postgres-test-server.sh`) and fresh schema names.
+//! - [`s3`]: the S3-compatible server of the tests (moto, started by
+//!   `scripts/start-s3-test-server.sh`) and fresh buckets on it.
 //! - [`shared`]: [`SharedStore`], one in-process store opened by several databases as if each
 //!   were a server process on one networked database (tests of the shared-store semantics).
 //! - `storage` (cargo feature `redb`): `FaultyStorage`, a decorator over any redb
@@ -35,6 +37,7 @@
 
 pub mod backend;
 pub mod postgres;
+pub mod s3;
 pub mod script;
 pub mod shared;
 #[cfg(feature = "redb")]

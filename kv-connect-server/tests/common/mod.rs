@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod denokv_readme;
 pub mod exposition;
 pub mod multidb;
 
@@ -321,17 +322,18 @@ impl Drop for Proc {
 
 /// Starts the binary with `args` (and the test token) and waits for its listening line.
 pub fn spawn(args: &[&str]) -> Proc {
-    spawn_with_env(args, &[])
+    spawn_with(args, &[])
 }
 
-/// [`spawn`] with extra environment variables.
-pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
+/// [`spawn`] with extra environment variables (set after the test token, so they may replace
+/// it).
+pub fn spawn_with(args: &[&str], envs: &[(&str, &str)]) -> Proc {
     use std::io::BufRead;
     let mut child = std::process::Command::new(BIN)
         .args(args)
-        .envs(env.iter().copied())
         .env("DENO_KV_ACCESS_TOKEN", TOKEN)
         .env("RUST_LOG", "warn")
+        .envs(envs.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .spawn()
@@ -366,5 +368,53 @@ impl Proc {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         panic!("server did not exit within 30 s of SIGTERM");
+    }
+}
+
+/// A fresh directory under the system's temporary directory.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "kvcs-{name}-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The body of `GET /healthz` of the server at `addr`.
+pub async fn healthz(addr: SocketAddr) -> String {
+    let req = Request::get(format!("http://{addr}/healthz"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    send(Proto::Http1, req).await.text()
+}
+
+/// The value of a `name: value` line of a `/healthz` report.
+pub fn field<'a>(report: &'a str, name: &str) -> &'a str {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
+        .unwrap_or_else(|| panic!("no {name} in {report:?}"))
+}
+
+/// Waits (at most 30 s) until the server at `addr`, running with `--backup-to`, has shipped
+/// every commit.
+pub async fn wait_until_shipped(addr: SocketAddr) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let report = healthz(addr).await;
+        // One server on a file engine ships itself: it is never on standby.
+        assert_eq!(field(&report, "backup_standby"), "false", "{report}");
+        if field(&report, "backup_initial_snapshot_done") == "true"
+            && field(&report, "backup_shipped_through") == field(&report, "backup_committed")
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backup never caught up: {report}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
