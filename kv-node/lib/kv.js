@@ -148,13 +148,10 @@ class AtomicOperation {
           break;
         case "sum":
         case "min":
-        case "max": {
-          if (!(m.value instanceof KvU64)) {
-            throw new TypeError(`Invalid mutation '${type}': the value must be a Deno.KvU64`);
-          }
+        case "max":
+          // A KvU64 operand, or (sum) a V8 number or bigint: the database checks the types.
           this.#mutations.push({ key, kind: type, value: encodeValue(m.value) });
           break;
-        }
         default:
           throw new TypeError("Invalid mutation type");
       }
