@@ -7,6 +7,7 @@
 //! - `BadResource` for a closed database (Deno: `Deno.errors.BadResource`);
 //! - `Error` for everything else (storage and transport failures, unknown commit outcomes).
 //!
+//! A remote server's 4xx answer shows the server's text alone (see [`NodeError::js_message`]).
 //! The JavaScript half splits the message and throws an instance of that class.
 
 use kv_traits::KvError;
@@ -46,13 +47,24 @@ impl NodeError {
             NodeError::Kv(_) | NodeError::Open { .. } => "Error",
         }
     }
+
+    /// The message JavaScript sees: a remote server's 4xx answer shows its text alone, as the
+    /// embedded database words it (Deno does the same for KV Connect errors it maps).
+    pub fn js_message(&self) -> String {
+        match self {
+            NodeError::Kv(KvError::Remote { status, message }) if (400..500).contains(status) => {
+                message.clone()
+            }
+            other => other.to_string(),
+        }
+    }
 }
 
 impl From<NodeError> for napi::Error {
     fn from(e: NodeError) -> Self {
         napi::Error::new(
             napi::Status::GenericFailure,
-            format!("{}: {}", e.class(), e),
+            format!("{}: {}", e.class(), e.js_message()),
         )
     }
 }
