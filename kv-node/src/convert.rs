@@ -237,18 +237,3 @@ pub(crate) fn atomic_write(w: AtomicWriteIn) -> NodeResult<AtomicWrite> {
         enqueues,
     })
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versionstamp_hex_round_trip() {
-        let v = Versionstamp::from_version(0x0102_0304);
-        let hex = versionstamp_hex(&v);
-        assert_eq!(hex.len(), 20);
-        assert_eq!(parse_versionstamp(&hex).ok(), Some(v));
-        assert!(parse_versionstamp("zz").is_err());
-        assert!(parse_versionstamp("0000000000000000000g").is_err());
-    }
-}

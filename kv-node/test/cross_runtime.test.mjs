@@ -9,6 +9,7 @@ import { pathToFileURL } from "node:url";
 import { openKv, KvU64 } from "../index.mjs";
 import { fixtures, runDeno, startServer, tempDir, testTools, TOKEN } from "./helpers.mjs";
 import { OWN_VERSION } from "../lib/value.js";
+import { encodeKey } from "../lib/key.js";
 
 const dir = tempDir();
 const denoScript = path.join(fixtures, "cross_deno.ts");
@@ -50,6 +51,33 @@ test("values Deno writes through kv-connect-server read back from the file in ou
   assert.deepEqual(await get(["nested"]), { b: new Uint8Array([7, 8]) });
   assert.equal((await get(["u64"])).value, 42n);
   assert.equal(await get([3n, true, 1.5]), "typed key");
+  const v = async (k) => (await kv.get(["v", k])).value;
+  assert.deepEqual(await v("regexp"), /ab+c/gi);
+  assert.deepEqual(await v("set"), new Set(["x", 1]));
+  assert.deepEqual(await v("sparse"), [1, , 3]); // eslint-disable-line no-sparse-arrays
+  assert.deepEqual(await v("f64"), new Float64Array([1.5, -2]));
+  assert.deepEqual(await v("i32"), new Int32Array([-1, 7]));
+  assert.deepEqual(new Uint8Array(await v("arraybuffer")), new Uint8Array([9, 8]));
+  assert.deepEqual(await v("boxed"), [new Number(5), new String("s"), new Boolean(true), Object(5n)]);
+  const circular = await v("circular");
+  assert.equal(circular.self, circular);
+  assert.equal(circular.name, "loop");
+  assert.deepEqual(await v("numbers"), [-0, NaN, Infinity, 2 ** 53, -1.25]);
+  assert.deepEqual(await v("bigints"), [0n, -(2n ** 70n), 2n ** 64n]);
+  const error = await v("error");
+  assert.ok(error instanceof RangeError);
+  assert.equal(error.message, "boom");
+  assert.equal(await v("twobyte"), "héllo ✓ 😀");
+  assert.equal(await v("undefined"), undefined);
+  assert.equal(await v("null"), null);
+  const dv = (await v("dataview")).v;
+  assert.ok(dv instanceof DataView);
+  assert.deepEqual([dv.byteOffset, dv.byteLength, dv.getUint8(0)], [1, 2, 2]);
+  // The values above were written in V8 format 16 (Deno 2.9.6), read by this Node's V8.
+  const key = encodeKey(["x", "str"]);
+  const end = Buffer.concat([key, Buffer.of(0)]);
+  const [[raw]] = await kv._native().snapshotRead([{ start: key, end, limit: 1, reverse: false }], false);
+  assert.deepEqual([raw.encoding, raw.value[0], raw.value[1]], [1, 0xff, 16]);
   kv.close();
 
   // Deno 2.9 writes V8 format 16; this Node's V8 reads up to OWN_VERSION.
