@@ -107,6 +107,11 @@ function encodeKey(key) {
 }
 
 function readEscaped(bytes, pos, what) {
+  // Fast path: no escaped 00 before the terminator.
+  const end = bytes.indexOf(0, pos);
+  if (end >= 0 && bytes[end + 1] !== 0xff) {
+    return [bytes.subarray(pos, end), end + 1];
+  }
   const out = [];
   for (;;) {
     if (pos >= bytes.length) throw new TypeError(`unterminated ${what} key part`);
@@ -135,7 +140,7 @@ function decodeKey(bytes) {
     if (tag === BYTES) {
       let b;
       [b, pos] = readEscaped(bytes, pos, "bytes");
-      parts.push(b);
+      parts.push(Uint8Array.from(b)); // a copy: the key owns its bytes
     } else if (tag === STRING) {
       let b;
       [b, pos] = readEscaped(bytes, pos, "string");

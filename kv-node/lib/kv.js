@@ -61,6 +61,27 @@ function checkConsistency(consistency) {
   return consistency === "eventual";
 }
 
+/** Reads the packed entries of one range (see `pack_entries` in ../src/convert.rs). */
+function unpackEntries(buf) {
+  const out = [];
+  let pos = 0;
+  while (pos < buf.length) {
+    const keyLen = buf.readUInt32LE(pos);
+    pos += 4;
+    const key = buf.subarray(pos, pos + keyLen);
+    pos += keyLen;
+    const encoding = buf[pos++];
+    const valueLen = buf.readUInt32LE(pos);
+    pos += 4;
+    const value = buf.subarray(pos, pos + valueLen);
+    pos += valueLen;
+    const versionstamp = buf.toString("hex", pos, pos + 10);
+    pos += 10;
+    out.push({ key, encoding, value, versionstamp });
+  }
+  return out;
+}
+
 function entryOf(key, e) {
   return { key, value: decodeValue(e.encoding, e.value), versionstamp: e.versionstamp };
 }
@@ -308,10 +329,11 @@ class KvListIterator {
       return;
     }
     const native = this.#kv._native("list");
-    const [entries] = await call(native.snapshotRead(
+    const [packed] = await call(native.snapshotRead(
       [{ start: this.#start, end: this.#end, limit: want, reverse: this.#reverse }],
       this.#eventual,
     ));
+    const entries = unpackEntries(packed);
     if (entries.length < want) this.#done = true;
     const last = entries[entries.length - 1];
     if (last) {
@@ -368,8 +390,9 @@ class Kv {
     const eventual = checkConsistency(options?.consistency);
     const k = readKey(key);
     const end = Buffer.concat([k, Buffer.of(0)]);
-    const [r] = await call(native.snapshotRead([{ start: k, end, limit: 1, reverse: false }], eventual));
-    return r.length ? entryOf(key, r[0]) : absent(key);
+    const [packed] = await call(native.snapshotRead([{ start: k, end, limit: 1, reverse: false }], eventual));
+    const [e] = unpackEntries(packed);
+    return e ? entryOf(key, e) : absent(key);
   }
 
   async getMany(keys, options = {}) {
@@ -385,7 +408,10 @@ class Kv {
       return { start: k, end: Buffer.concat([k, Buffer.of(0)]), limit: 1, reverse: false };
     });
     const rs = await call(native.snapshotRead(ranges, eventual));
-    return rs.map((r, i) => (r.length ? entryOf(keys[i], r[0]) : absent(keys[i])));
+    return rs.map((packed, i) => {
+      const [e] = unpackEntries(packed);
+      return e ? entryOf(keys[i], e) : absent(keys[i]);
+    });
   }
 
   async set(key, value, options = {}) {
@@ -532,4 +558,4 @@ if (typeof Symbol.asyncDispose === "symbol") {
   };
 }
 
-module.exports = { Kv, AtomicOperation, KvListIterator };
+module.exports = { Kv, AtomicOperation, KvListIterator, unpackEntries };

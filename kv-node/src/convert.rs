@@ -121,6 +121,27 @@ pub(crate) fn entry_out(e: KvEntry) -> EntryOut {
     }
 }
 
+/// Packs the entries of one read range into one buffer (one allocation and one JavaScript
+/// object per range, not four per entry): for each entry `u32le key length ‖ key ‖ u8 encoding
+/// ‖ u32le value length ‖ value ‖ 10-byte versionstamp`. `lib/kv.js` (`unpackEntries`) reads it.
+pub(crate) fn pack_entries(entries: Vec<KvEntry>) -> Buffer {
+    let size: usize = entries
+        .iter()
+        .map(|e| 4 + e.key.len() + 1 + 4 + e.value.encoded_len() + 10)
+        .sum();
+    let mut out = Vec::with_capacity(size);
+    for e in entries {
+        let (encoding, data) = e.value.into_encoded();
+        out.extend_from_slice(&(e.key.len() as u32).to_le_bytes());
+        out.extend_from_slice(&e.key);
+        out.push(encoding as u8);
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&data);
+        out.extend_from_slice(e.versionstamp.as_bytes());
+    }
+    out.into()
+}
+
 pub(crate) fn watch_key_out(o: WatchKeyOutput) -> WatchKeyOut {
     match o {
         WatchKeyOutput::Changed(entry) => WatchKeyOut {

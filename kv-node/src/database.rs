@@ -14,7 +14,7 @@ use napi::bindgen_prelude::Buffer;
 use tokio::sync::watch;
 
 use crate::convert::{
-    atomic_write, entry_out, read_range, versionstamp_hex, AtomicWriteIn, CommitOut, EntryOut,
+    atomic_write, pack_entries, read_range, versionstamp_hex, AtomicWriteIn, CommitOut,
     QueueMessageOut, ReadRangeIn,
 };
 use crate::error::{NodeError, NodeResult};
@@ -51,13 +51,14 @@ pub(crate) async fn closed_signal(mut closed: watch::Receiver<bool>) {
 
 #[napi]
 impl KvDatabase {
-    /// Reads every range from one snapshot.
+    /// Reads every range from one snapshot: one packed buffer of entries per range (see
+    /// `convert::pack_entries`).
     #[napi]
     pub async fn snapshot_read(
         &self,
         ranges: Vec<ReadRangeIn>,
         eventual: bool,
-    ) -> napi::Result<Vec<Vec<EntryOut>>> {
+    ) -> napi::Result<Vec<Buffer>> {
         let db = self.open_db()?;
         let ranges = ranges.into_iter().map(read_range).collect();
         let consistency = if eventual {
@@ -69,10 +70,7 @@ impl KvDatabase {
             .snapshot_read(ranges, consistency)
             .await
             .map_err(NodeError::from)?;
-        Ok(out
-            .into_iter()
-            .map(|r| r.into_iter().map(entry_out).collect())
-            .collect())
+        Ok(out.into_iter().map(pack_entries).collect())
     }
 
     /// Commits an atomic write.

@@ -10,6 +10,7 @@ import { openKv, KvU64 } from "../index.mjs";
 import { fixtures, runDeno, startServer, tempDir, testTools, TOKEN } from "./helpers.mjs";
 import { OWN_VERSION } from "../lib/value.js";
 import { encodeKey } from "../lib/key.js";
+import { unpackEntries } from "../lib/kv.js";
 
 const dir = tempDir();
 const denoScript = path.join(fixtures, "cross_deno.ts");
@@ -76,7 +77,8 @@ test("values Deno writes through kv-connect-server read back from the file in ou
   // The values above were written in V8 format 16 (Deno 2.9.6), read by this Node's V8.
   const key = encodeKey(["x", "str"]);
   const end = Buffer.concat([key, Buffer.of(0)]);
-  const [[raw]] = await kv._native().snapshotRead([{ start: key, end, limit: 1, reverse: false }], false);
+  const [packed] = await kv._native().snapshotRead([{ start: key, end, limit: 1, reverse: false }], false);
+  const [raw] = unpackEntries(packed);
   assert.deepEqual([raw.encoding, raw.value[0], raw.value[1]], [1, 0xff, 16]);
   kv.close();
 
