@@ -9,6 +9,9 @@
 #                                          unit, integration, conformance, real-client (Deno and
 #                                          @deno/kv from npm), backup (a moto S3 server from
 #                                          PyPI) and crash tests
+#   node                                   the Node package kv-node/: npm ci (its install script
+#                                          builds the addon with cargo, debug profile, in target/)
+#                                          then node --test (test/*.test.mjs)
 #   fuzz-smoke                             scripts/fuzz-smoke.sh: every fuzz target replays its
 #                                          checked-in seeds, then a fixed-seed, fixed-count run
 #                                          (the same inputs every time)
@@ -26,7 +29,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
 
-all_steps=(fmt-main fmt-benches fmt-fuzz clippy-main clippy-benches clippy-fuzz test fuzz-smoke)
+all_steps=(fmt-main fmt-benches fmt-fuzz clippy-main clippy-benches clippy-fuzz test node fuzz-smoke)
 if [ $# -gt 0 ]; then steps=("$@"); else steps=("${all_steps[@]}"); fi
 
 logs="$root/target/test-logs"
@@ -46,6 +49,7 @@ step_command() {
     clippy-benches) echo "(cd benches && cargo clippy --workspace --all-targets -- -D warnings)" ;;
     clippy-fuzz) echo "(cd fuzz && cargo clippy --workspace --all-targets -- -D warnings)" ;;
     test) echo "cargo test --workspace --no-fail-fast" ;;
+    node) echo "(cd kv-node && npm ci --no-audit --no-fund && npm test)" ;;
     fuzz-smoke) echo "scripts/fuzz-smoke.sh" ;;
     *) return 1 ;;
   esac
@@ -64,6 +68,7 @@ run_step_command() {
       cd fuzz && CARGO_TARGET_DIR="$lint_target_dir" cargo clippy --workspace --all-targets -- -D warnings
       ;;
     test) cargo test --workspace --no-fail-fast ;;
+    node) cd kv-node && npm ci --no-audit --no-fund && npm test ;;
     fuzz-smoke) FUZZ_LOG_DIR="$logs/fuzz" scripts/fuzz-smoke.sh ;;
   esac
 }

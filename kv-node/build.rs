@@ -1,0 +1,4 @@
+//! Link flags of a Node-API addon (napi-build).
+fn main() {
+    napi_build::setup();
+}
