@@ -45,6 +45,9 @@ pub struct ServerConfig {
     pub replica: Option<ReplicaSettings>,
     /// Extra lines for `GET /healthz` after `ok` (e.g. backup lag), computed per request.
     pub health_report: Option<HealthReport>,
+    /// Serve the web console at `/console` (admin: the access token); `None` (the default)
+    /// answers 404 there. See [`crate::console`].
+    pub console: Option<crate::console::ConsoleConfig>,
 }
 
 /// Produces extra `/healthz` lines (`name: value`), e.g. how far a backup lags behind.
@@ -74,6 +77,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("tls", &self.tls.is_some())
             .field("replica", &self.replica)
             .field("health_report", &self.health_report.is_some())
+            .field("console", &self.console.is_some())
             .finish()
     }
 }
@@ -91,6 +95,7 @@ impl ServerConfig {
             tls: None,
             replica: None,
             health_report: None,
+            console: None,
         }
     }
 

@@ -42,6 +42,7 @@
 pub mod auth;
 mod body;
 mod config;
+pub mod console;
 pub mod error;
 pub mod router;
 mod routes;

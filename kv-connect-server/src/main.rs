@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kv_connect_server::{tls, KvConnectServer, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
+mod console_cmd;
 #[cfg(feature = "pitr")]
 mod pitr_cmd;
 
@@ -155,6 +156,11 @@ struct ServeArgs {
     #[arg(long, env = "KV_CONNECT_QUEUE_LEASE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     queue_lease_secs: u64,
 
+    /// Serve the web console at `/console`: browse and edit keys, watch a key, queue counts,
+    /// backups and health. Sign in with the access token.
+    #[arg(long, env = "KV_CONNECT_CONSOLE")]
+    console: bool,
+
     #[cfg(feature = "pitr")]
     #[command(flatten)]
     backup: pitr_cmd::ServeBackupArgs,
@@ -286,8 +292,15 @@ async fn serve(cli: ServeArgs) -> Result<(), MainError> {
         pitr_cmd::open_for_serving(&cli.db, db_config, &cli.backup, &mut config).await?;
     #[cfg(not(feature = "pitr"))]
     let db = open_db(&cli.db, db_config).await?;
+    if cli.console {
+        #[cfg(feature = "pitr")]
+        let backup = console_cmd::backup_report(&cli.backup, &pitr)?;
+        #[cfg(not(feature = "pitr"))]
+        let backup = None;
+        config.console = Some(console_cmd::console_config(&db, backup));
+    }
     let server = KvConnectServer::new(db, config).bind(cli.addr).await?;
-    tracing::info!(engine = ?cli.db.engine, path = %cli.db.path.display(), read_only = cli.read_only, "database open");
+    tracing::info!(engine = ?cli.db.engine, path = %cli.db.path.display(), read_only = cli.read_only, console = cli.console, "database open");
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(

@@ -11,6 +11,7 @@
 //! | `POST /v2/queue/dequeue` | `routes/queue.rs` | queue extension `queue-v1`: `DequeueRequest` → `DequeueResponse`; long-polls up to 30 s and leases the next ready message |
 //! | `POST /v2/queue/finish` | `routes/queue.rs` | queue extension `queue-v1`: `FinishRequest` → `FinishResponse`; ends a delivery (success, or failure to retry) |
 //! | `GET`/`HEAD /healthz` | `routes/health.rs` | 200 `ok` (plus the configured health report lines) |
+//! | `/console`, `/console/...` | [`crate::console`] | the web console (only with [`ServerConfig::console`](crate::ServerConfig)); it has its own table, methods, admin auth and JSON errors |
 //!
 //! # Contract
 //!
@@ -50,6 +51,7 @@ enum Route {
     QueueDequeue,
     QueueFinish,
     Health,
+    Console,
 }
 
 impl Route {
@@ -58,6 +60,7 @@ impl Route {
         match path {
             "/" => Some(Route::Metadata),
             "/healthz" => Some(Route::Health),
+            p if p == "/console" || p.starts_with("/console/") => Some(Route::Console),
             _ => match path.strip_prefix(DATA_PATH_PREFIX)? {
                 "/snapshot_read" => Some(Route::SnapshotRead),
                 "/atomic_write" => Some(Route::AtomicWrite),
@@ -73,6 +76,8 @@ impl Route {
     fn accepts(self, method: &Method) -> bool {
         match self {
             Route::Health => method == Method::GET || method == Method::HEAD,
+            // The console checks methods per path itself.
+            Route::Console => true,
             _ => method == Method::POST,
         }
     }
@@ -117,7 +122,8 @@ where
     };
     if let (StatusCode::METHOD_NOT_ALLOWED, Some(route)) = (res.status(), route) {
         res.headers_mut()
-            .insert(ALLOW, HeaderValue::from_static(route.allowed().1));
+            .entry(ALLOW)
+            .or_insert(HeaderValue::from_static(route.allowed().1));
     }
     let status = res.status().as_u16();
     let latency_us = started.elapsed().as_micros() as u64;
@@ -156,6 +162,7 @@ where
     match route {
         Route::Metadata => metadata::exchange(state, conn, req).await,
         Route::Health => Ok(health::healthz(state)),
+        Route::Console => Ok(crate::console::handle(state, conn, req).await),
         Route::SnapshotRead => {
             let body = guard::data_request(state, req).await?;
             datapath::snapshot_read(state, &body).await
@@ -193,6 +200,8 @@ mod tests {
             ("/v2/watch", Route::Watch),
             ("/v2/queue/dequeue", Route::QueueDequeue),
             ("/v2/queue/finish", Route::QueueFinish),
+            ("/console", Route::Console),
+            ("/console/api/list", Route::Console),
         ];
         for (path, route) in table {
             assert_eq!(Route::of_path(path), Some(route), "{path}");
@@ -206,6 +215,7 @@ mod tests {
             "//snapshot_read",
             "/v2/snapshot_read/x",
             "/healthz/",
+            "/consoles",
         ] {
             assert_eq!(Route::of_path(path), None, "{path}");
         }

@@ -31,6 +31,8 @@ pub(crate) struct AppState<D> {
     pub replica: Option<ReplicaSettings>,
     /// Extra `/healthz` lines.
     pub health_report: Option<HealthReport>,
+    /// The web console's settings; `None` when it is off.
+    pub console: Option<crate::console::ConsoleConfig>,
 }
 
 impl<D> AppState<D> {
@@ -44,6 +46,7 @@ impl<D> AppState<D> {
             watch_keepalive: config.watch_keepalive,
             replica: config.replica.clone(),
             health_report: config.health_report.clone(),
+            console: config.console.clone(),
             shutdown,
         })
     }
