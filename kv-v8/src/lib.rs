@@ -8,6 +8,9 @@
 //!   to a [`V8Value`] tree. Never panics; memory linear in the input (see [`decode`]'s
 //!   module, [`mod@decode`], for the full contract).
 //! - [`value_tree`]: any stored [`KvValue`] as the display tree below.
+//! - [`value_from_notation`] / [`value_to_notation`], [`key_from_notation`] /
+//!   [`key_to_notation`]: the JSON notation for writing values and keys by hand, specified in
+//!   [`mod@notation`]; [`serialize`] writes V8 bytes (format 15) that Deno and Node read.
 //!
 //! # The display tree (contract)
 //!
@@ -56,10 +59,17 @@
 //! ```
 
 pub mod decode;
+pub mod notation;
+pub mod serialize;
 mod tree;
 pub mod value;
 
 pub use decode::{decode, DecodeError, MAX_DEPTH};
+pub use notation::{
+    js_from_notation, js_to_notation, key_from_notation, key_to_notation, value_from_notation,
+    value_to_notation, NotationError,
+};
+pub use serialize::{serialize, SerializeError};
 pub use tree::{v8_tree, value_tree};
 pub use value::{PropertyKey, V8Value, ViewKind};
 
