@@ -520,3 +520,42 @@ async fn status_reports_health_and_the_configured_reports() {
     let backup: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(backup["enabled"], false);
 }
+
+#[tokio::test]
+async fn values_are_written_from_notation_and_shown_as_trees() {
+    let server = console_server().await;
+    let key = json!([s("users"), s("alice")]);
+    let value = json!({
+        "name": "Alice",
+        "tags": ["admin", "ops"],
+        "address": {"city": "Lisbon"},
+        "visits": {"$bigint": "42"},
+    });
+    let (st, out) = api(&server, "set", json!({"key": key, "value": value})).await;
+    assert_eq!(st, StatusCode::OK, "{out}");
+    let (_, entry) = api(&server, "get", json!({"key": key})).await;
+    assert_eq!(entry["encoding"], "v8");
+    assert_eq!(entry["notation"], value);
+    let tree = &entry["tree"];
+    assert_eq!(tree["type"], "object");
+    let address = tree["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e[0] == "address")
+        .unwrap();
+    assert_eq!(
+        address[1]["entries"][0],
+        json!(["city", {"type": "string", "value": "Lisbon"}])
+    );
+    let (_, page) = api(&server, "list", json!({"prefix": [s("users")]})).await;
+    assert_eq!(page["entries"][0]["summary"], "object (4 entries)");
+
+    // A value over the database's limit is refused whole.
+    let big = "x".repeat(70_000);
+    let (st, out) = api(&server, "set", json!({"key": [s("big")], "value": big})).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{out}");
+    assert!(read(&server, &[KeyPart::String("big".into())])
+        .await
+        .is_none());
+}

@@ -42,7 +42,6 @@ mod api;
 mod assets;
 mod guard;
 mod keys;
-mod v8_stub;
 mod values;
 mod watch;
 

@@ -14,8 +14,6 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 
-use super::v8_stub as kv_v8;
-
 /// The value as a typed tree.
 pub(super) fn tree(value: &KvValue) -> Value {
     kv_v8::value_tree(value)
