@@ -245,6 +245,7 @@ function showEntry(data) {
 
 async function openEntry(key) {
   stopWatch();
+  $("watch-panel").hidden = true;
   $("entry").hidden = false;
   message("");
   try {
@@ -257,6 +258,7 @@ async function openEntry(key) {
 
 function newEntry() {
   stopWatch();
+  $("watch-panel").hidden = true;
   entry.key = null;
   entry.versionstamp = null;
   entry.isNew = true;

@@ -3,6 +3,8 @@
 //! - [`backend`]: [`FaultyBackend`], a decorator over any [`kv_traits::Backend`] that fails a
 //!   commit before it reaches the engine or after the engine committed, fails a `put`, delays
 //!   commits and `begin_write`, and counts calls; faults are armed on a shared [`Faults`] handle.
+//! - [`browser`]: Debian's Chromium and `playwright-core`, installed by
+//!   `scripts/install-browser.sh`, for tests that drive a real browser.
 //! - [`clients`]: the real KV clients (Deno, `@deno/kv` on Node) installed by
 //!   `scripts/install-test-clients.sh`.
 //! - [`postgres`]: the PostgreSQL server of the tests (`KV_TEST_POSTGRES_URL`, else a throwaway
@@ -36,6 +38,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod browser;
 pub mod clients;
 pub mod postgres;
 pub mod script;
