@@ -3,7 +3,8 @@
 //! `tests/js/console_browser.mjs`: sign in, browse a prefix (typed parts, two pages), open a
 //! nested value as a tree, edit with a conflict (another client writes between open and save:
 //! the conflict is shown and nothing is overwritten), save, see a watch update arrive, queue
-//! counts, phone width, sign out.
+//! counts, the backup's recovery points (the server runs with `--backup-to` a local folder),
+//! phone width, sign out.
 //!
 //! Chromium and `playwright-core` are installed by `scripts/install-browser.sh`, Deno and
 //! `@deno/kv` by `scripts/install-test-clients.sh`; if either fails the test fails (never
@@ -32,6 +33,11 @@ fn artifacts_dir() -> PathBuf {
 fn the_console_works_in_a_real_browser() {
     let browser = kv_test_support::browser::browser().unwrap_or_else(|e| panic!("{e}"));
     let _ = tools();
+    let backup = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("console-backup-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&backup);
+    std::fs::create_dir_all(&backup).unwrap();
+    let backup_arg = backup.to_str().unwrap().to_string();
     let server = common::spawn(&[
         "--engine",
         "memory",
@@ -40,6 +46,8 @@ fn the_console_works_in_a_real_browser() {
         "127.0.0.1:0",
         "--access-token",
         TOKEN,
+        "--backup-to",
+        &backup_arg,
     ]);
     let url = format!("http://{}", server.addr);
 
@@ -90,4 +98,6 @@ fn the_console_works_in_a_real_browser() {
             path.display()
         );
     }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&backup);
 }

@@ -178,8 +178,19 @@ try {
   await page.waitForSelector("#queues dd[data-field=delayed]");
   check((await text("#queues dd[data-field=delayed]")) === "1", "one delayed message");
   check((await text("#health dd[data-field=status]")) === "ok", "healthy");
+  // Backup: recovery points of the continuous backup (segments ship about once a second, so
+  // ask again until the seeded writes are there).
+  let points = 0;
+  for (let attempt = 0; attempt < 30 && points < 2; attempt++) {
+    if (attempt > 0) await page.waitForTimeout(500);
+    await page.click("#load-backup");
+    await page.waitForSelector("#backup dl, #backup .error");
+    points = await page.locator("#backup .points li").count();
+  }
+  check(points >= 2, `recovery points listed (${points})`);
+  check((await text("#backup dd[data-field=initial_snapshot_done]")) === "true", "the backup runs");
   await shot("06-status");
-  log("status");
+  log("status", { recovery_points: points });
 
   // Phone width: the page fits without sideways scrolling.
   await page.setViewportSize({ width: 390, height: 844 });
