@@ -3,8 +3,9 @@
 //! # Contract
 //!
 //! - [`check_api_request`]: refuses a token in the query string (400, whatever else the
-//!   request carries), a cross-origin request (403: an `Origin` that is not this server's
-//!   scheme and host, or a `Sec-Fetch-Site` other than `same-origin`/`none`), then requires
+//!   request carries), a cross-origin request (403: an `Origin` whose host and port are not
+//!   this request's `Host`, or that is not `http(s)://`, or a `Sec-Fetch-Site` other than
+//!   `same-origin`/`none`; the scheme may differ, for proxies that terminate TLS), then requires
 //!   `Authorization: Bearer <access token>` (401), compared in constant time.
 //! - [`json_body`]: a `POST` body must be `application/json` (415), at most the server's body
 //!   bound (413) and parse into the request type (400 with serde's message, naming the field).
@@ -127,8 +128,13 @@ fn check_origin<B>(conn: ConnInfo, req: &Request<B>) -> Result<(), ApiError> {
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or("");
-    let scheme = if conn.tls { "https" } else { "http" };
-    if host.is_empty() || !origin.eq_ignore_ascii_case(&format!("{scheme}://{host}")) {
+    // The scheme may differ from the connection's behind a proxy that terminates TLS; the host
+    // (with its port) must be this server's.
+    let origin_host = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    if host.is_empty() || !origin_host.is_some_and(|h| h.eq_ignore_ascii_case(host)) {
+        let scheme = if conn.tls { "https" } else { "http" };
         return Err(forbidden(format!(
             "Cross-origin request refused: Origin {origin:?} is not this server ({scheme}://{host})."
         )));
@@ -186,9 +192,13 @@ mod tests {
         assert!(check_origin(conn(), &req(&[host])).is_ok());
         assert!(check_origin(conn(), &req(&[host, ("origin", "http://127.0.0.1:4512")])).is_ok());
         assert!(check_origin(conn(), &req(&[host, ("sec-fetch-site", "same-origin")])).is_ok());
+        // Behind a proxy that terminates TLS.
+        assert!(check_origin(conn(), &req(&[host, ("origin", "https://127.0.0.1:4512")])).is_ok());
         for bad in [
             vec![host, ("origin", "http://evil.example")],
-            vec![host, ("origin", "https://127.0.0.1:4512")],
+            vec![host, ("origin", "http://127.0.0.1:4513")],
+            vec![host, ("origin", "http://127.0.0.1:4512.evil.example")],
+            vec![host, ("origin", "ftp://127.0.0.1:4512")],
             vec![host, ("origin", "null")],
             vec![("origin", "http://127.0.0.1:4512")],
             vec![host, ("sec-fetch-site", "cross-site")],

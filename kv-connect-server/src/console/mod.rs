@@ -23,8 +23,8 @@
 //!   sign-in form, keeps it in `sessionStorage` and sends it as that header. A token in the
 //!   query string is refused (400), never read; cookies are never used, so a cross-site request
 //!   cannot carry the credential ([`guard`]).
-//! - Cross-origin calls are refused (403): an `Origin` header must name this server (scheme and
-//!   `Host`), `Sec-Fetch-Site` must be `same-origin` or `none` when present, and `POST` bodies
+//! - Cross-origin calls are refused (403): an `Origin` header must name this server's `Host`
+//!   (host and port; the scheme may differ behind a TLS-terminating proxy), `Sec-Fetch-Site` must be `same-origin` or `none` when present, and `POST` bodies
 //!   must be `application/json` (a cross-site form cannot send that without a preflight, which
 //!   is never answered with CORS headers).
 //! - Every console answer carries a strict `Content-Security-Policy` (scripts, styles and
