@@ -157,6 +157,21 @@ try {
   check(saved.value.name === "Alice Silva" && saved.versionstamp !== other.versionstamp, "the edit was saved");
   log("saved", { versionstamp: saved.versionstamp });
 
+  // Create an entry under typed parts, then delete it.
+  await page.click("#new-entry");
+  const keyRows = page.locator("#entry-key-editor .part-row");
+  await keyRows.last().locator("select").selectOption("bigint");
+  await keyRows.last().locator("input").fill("-5");
+  await page.fill("#entry-value", JSON.stringify({ created: { "$date": "2026-01-02T03:04:05.000Z" } }));
+  await page.click("#save-entry");
+  await page.waitForSelector("#entry-message.saved");
+  const created = await kv.get([P, -5n]);
+  check(created.value && created.value.created instanceof Date, "the new entry was created with a Date");
+  await page.click("#delete-entry");
+  await page.waitForSelector("#entry-message.saved:has-text('Deleted')");
+  check((await kv.get([P, -5n])).versionstamp === null, "the entry was deleted");
+  log("created and deleted", { versionstamp: created.versionstamp });
+
   // Watch a key: a write by another client arrives live.
   await openRow('"counter"');
   check((await text("#entry-meta dd[data-field=encoding]")) === "u64", "the counter is a KvU64");
