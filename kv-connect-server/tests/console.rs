@@ -3,9 +3,8 @@
 //! `tests/js/console_browser.mjs`: sign in, browse a prefix (typed parts, two pages), open a
 //! nested value as a tree, edit with a conflict (another client writes between open and save:
 //! the conflict is shown and nothing is overwritten), save, create and delete an entry, see a
-//! watch update arrive, queue
-//! counts, the backup's recovery points (the server runs with `--backup-to` a local folder),
-//! phone width, sign out.
+//! watch update arrive, queue counts, the backup's recovery points (the server runs with
+//! `--backup-to` a local folder), phone width, sign out.
 //!
 //! Chromium and `playwright-core` are installed by `scripts/install-browser.sh`, Deno and
 //! `@deno/kv` by `scripts/install-test-clients.sh`; if either fails the test fails (never
