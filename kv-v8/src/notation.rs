@@ -623,10 +623,9 @@ fn to_notation(v: &V8Value, path: &str) -> Result<Value, NotationError> {
             length, properties, ..
         } => {
             let plain = properties.len() == *length as usize
-                && properties
-                    .iter()
-                    .enumerate()
-                    .all(|(i, (k, _))| matches!(k, PropertyKey::Number(n) if *n == i as f64));
+                && properties.iter().enumerate().all(|(i, (k, _))| {
+                    crate::serialize::array_index(&k.to_js_string()) == Some(i as u32)
+                });
             if plain {
                 let mut items = Vec::with_capacity(properties.len());
                 for (i, (_, val)) in properties.iter().enumerate() {
@@ -636,13 +635,12 @@ fn to_notation(v: &V8Value, path: &str) -> Result<Value, NotationError> {
             } else {
                 let mut entries = Vec::with_capacity(properties.len());
                 for (k, val) in properties {
-                    let key = match k {
-                        PropertyKey::Number(n)
-                            if n.fract() == 0.0 && *n >= 0.0 && *n < f64::from(*length) =>
-                        {
-                            json!(*n as u32)
-                        }
-                        _ => json!(k.to_js_string()),
+                    // An index below `length` as a number (whether V8 wrote it as a number or
+                    // as a string), any other key as a string.
+                    let name = k.to_js_string();
+                    let key = match crate::serialize::array_index(&name) {
+                        Some(i) if i < *length => json!(i),
+                        _ => json!(name),
                     };
                     let p = format!("{path}/$array/{}", k.to_js_string());
                     entries.push(json!([key, to_notation(val, &p)?]));

@@ -74,7 +74,7 @@ struct Writer {
 }
 
 /// `Some(i)` when `s` is a canonical array index (`"0"`, `"12"`, not `"012"`, below 2^32-1).
-fn array_index(s: &str) -> Option<u32> {
+pub(crate) fn array_index(s: &str) -> Option<u32> {
     if s.is_empty() || (s.len() > 1 && s.starts_with('0')) || !s.bytes().all(|b| b.is_ascii_digit())
     {
         return None;

@@ -151,17 +151,47 @@ impl PropertyKey {
     }
 }
 
-/// `String(n)` for the numbers that occur as keys and in messages: integers without a
-/// fraction, others via Rust's shortest round-trip form.
+/// JS's `String(n)`: shortest round-trip digits, exponent form (`1e+21`, `1e-7`) outside
+/// `[1e-6, 1e21)`, `-0` as `0`.
 pub(crate) fn js_number_string(n: f64) -> String {
     if n.is_nan() {
         "NaN".into()
     } else if n.is_infinite() {
         if n > 0.0 { "Infinity" } else { "-Infinity" }.into()
-    } else if n.fract() == 0.0 && n.abs() < 1e21 {
-        format!("{n:.0}")
+    } else if n == 0.0 {
+        "0".into()
+    } else if n.abs() >= 1e21 || n.abs() < 1e-6 {
+        // Rust writes `1e21` / `1.5e-7`; JS writes `1e+21` / `1.5e-7`.
+        let s = format!("{n:e}");
+        match s.split_once('e') {
+            Some((m, e)) if !e.starts_with('-') => format!("{m}e+{e}"),
+            _ => s,
+        }
     } else {
+        // Rust's `Display` for f64 is the shortest round-trip form without an exponent.
         format!("{n}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::js_number_string;
+
+    #[test]
+    fn js_number_strings() {
+        for (n, s) in [
+            (0.0, "0"),
+            (-0.0, "0"),
+            (1.0, "1"),
+            (-1.5, "-1.5"),
+            (0.1, "0.1"),
+            (1e21, "1e+21"),
+            (1.5e-7, "1.5e-7"),
+            (123456789012345680000.0, "123456789012345680000"),
+            (0.000001, "0.000001"),
+        ] {
+            assert_eq!(js_number_string(n), s, "{n}");
+        }
     }
 }
 
