@@ -7,8 +7,10 @@
 #                                          cargo clippy --workspace --all-targets -- -D warnings
 #   test                                   cargo test --workspace --no-fail-fast: every crate's
 #                                          unit, integration, conformance, real-client (Deno and
-#                                          @deno/kv from npm), backup (a moto S3 server from
-#                                          PyPI) and crash tests
+#                                          @deno/kv from npm), web console in a real browser
+#                                          (Debian's chromium, playwright-core from npm; its
+#                                          screenshots stay in target/test-artifacts/console/),
+#                                          backup (a moto S3 server from PyPI) and crash tests
 #   fuzz-smoke                             scripts/fuzz-smoke.sh: every fuzz target replays its
 #                                          checked-in seeds, then a fixed-seed, fixed-count run
 #                                          (the same inputs every time)
