@@ -22,7 +22,7 @@
 //!   needs `Authorization: Bearer <access token>` (the admin token): the page asks for it in a
 //!   sign-in form, keeps it in `sessionStorage` and sends it as that header. A token in the
 //!   query string is refused (400), never read; cookies are never used, so a cross-site request
-//!   cannot carry the credential ([`guard`]).
+//!   cannot carry the credential (module `guard`).
 //! - Cross-origin calls are refused (403): an `Origin` header must name this server's `Host`
 //!   (host and port; the scheme may differ behind a TLS-terminating proxy), `Sec-Fetch-Site` must be `same-origin` or `none` when present, and `POST` bodies
 //!   must be `application/json` (a cross-site form cannot send that without a preflight, which
@@ -31,9 +31,10 @@
 //!   fetches from this origin only, no framing), `X-Frame-Options: DENY`,
 //!   `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer` and
 //!   `Cache-Control: no-store`.
-//! - API errors are JSON `{"error": message}` with a 4xx status for every bad input (unknown
-//!   path 404, wrong method 405 with `Allow`, malformed JSON or key 400, conflict 409, body too
-//!   large 413); database failures keep the statuses of [`crate::error`].
+//! - API errors are JSON `{"error": message}` with a 4xx status for every bad input (no or
+//!   wrong token 401, cross-origin 403, unknown path 404, wrong method 405 with `Allow`,
+//!   malformed JSON, key or value 400, conflict 409, body too large 413, not JSON 415);
+//!   database failures keep the statuses of [`crate::error`].
 //! - Reads and writes go through the generic [`Database`] only. Queue counts and backup state
 //!   come from the optional reports of [`ConsoleConfig`] (the binary supplies them from `kv-db`
 //!   and `kv-pitr`).
