@@ -14,12 +14,7 @@ pub(crate) fn console_config(db: &kv_db::Db, backup: Option<ConsoleReport>) -> C
         let db = db.clone();
         Box::pin(async move {
             let c = db.queue_counts().await.map_err(|e| e.to_string())?;
-            Ok(json!({
-                "ready": c.ready,
-                "delayed": c.delayed,
-                "leased": c.leased,
-                "dead_letters_since_start": c.dead_letters,
-            }))
+            Ok(json!({ "ready": c.ready, "delayed": c.delayed, "leased": c.leased }))
         })
     });
     ConsoleConfig {

@@ -94,8 +94,6 @@ struct Inner {
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     commits: Arc<tokio::sync::watch::Sender<Versionstamp>>,
-    /// Queue messages that ran out of delivery attempts since open (see [`QueueCounts`]).
-    dead_letters: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Inner {
@@ -149,8 +147,7 @@ impl Db {
     }
 
     /// How many queue messages are ready, delayed and leased (read-only; visits every queued
-    /// message once, so it costs a scan of the queue), and how many were dead-lettered since
-    /// the database was opened.
+    /// message once, so it costs a scan of the queue).
     pub async fn queue_counts(&self) -> Result<QueueCounts, KvError> {
         self.inner.queue_counts().await
     }

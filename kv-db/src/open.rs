@@ -46,7 +46,6 @@ impl Db {
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let hub = Arc::new(WatchHub::default());
         let queue_notify = Arc::new(Notify::new());
-        let dead_letters = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let writer = Writer {
             backend: backend.clone(),
             clock: config.clock.clone(),
@@ -57,7 +56,6 @@ impl Db {
             commits: commits.clone(),
             import_marker: None,
             shared,
-            dead_letters: dead_letters.clone(),
         };
         let writer_task = tokio::spawn(writer.run(rx));
         let (shutdown, _) = tokio::sync::watch::channel(false);
@@ -72,7 +70,6 @@ impl Db {
                 shutdown,
                 tasks: Mutex::new(vec![writer_task]),
                 commits,
-                dead_letters,
             }),
         };
         if shared {

@@ -76,10 +76,6 @@ pub struct QueueCounts {
     pub delayed: u64,
     /// Messages leased to a listener (being delivered).
     pub leased: u64,
-    /// Messages that failed their last delivery attempt since this database was opened
-    /// (counted by this process only): their payload went to `keys_if_undelivered`, or was
-    /// dropped when there were none. Not stored, so it restarts at 0.
-    pub dead_letters: u64,
 }
 
 /// Keys read per backend scan while counting.
@@ -92,10 +88,7 @@ impl Inner {
         self.check_open()?;
         let now = self.config.clock.now_ms();
         let mut txn = self.backend.begin_read().await?;
-        let mut counts = QueueCounts {
-            dead_letters: self.dead_letters.load(std::sync::atomic::Ordering::Relaxed),
-            ..QueueCounts::default()
-        };
+        let mut counts = QueueCounts::default();
         for prefix in [QUEUE_READY, layout::QUEUE_RUNNING] {
             let end = [prefix + 1];
             let mut start = vec![prefix];

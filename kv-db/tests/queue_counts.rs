@@ -37,17 +37,14 @@ async fn counts_follow_enqueue_delay_lease_and_finish() {
     for _ in 0..3 {
         db.atomic_write(enqueue_many(400, 0)).await.unwrap();
     }
-    db.atomic_write(enqueue_many(2, NOW + 60_000))
-        .await
-        .unwrap();
+    db.atomic_write(enqueue_many(2, NOW + 60_000)).await.unwrap();
     let counts = db.queue_counts().await.unwrap();
     assert_eq!(
         counts,
         QueueCounts {
             ready: 1200,
             delayed: 2,
-            leased: 0,
-            dead_letters: 0,
+            leased: 0
         }
     );
     let m = db.dequeue(Duration::from_secs(1)).await.unwrap().unwrap();
@@ -57,35 +54,5 @@ async fn counts_follow_enqueue_delay_lease_and_finish() {
     clock.advance(60_000);
     let counts = db.queue_counts().await.unwrap();
     assert_eq!((counts.ready, counts.delayed, counts.leased), (1201, 0, 0));
-    db.close().await.unwrap();
-}
-
-#[tokio::test]
-async fn a_message_out_of_attempts_counts_as_a_dead_letter() {
-    let config = DbConfig {
-        background_tasks: false,
-        ..Default::default()
-    };
-    let db = Db::open(MemoryBackend::new(), config).await.unwrap();
-    let mut write = enqueue_many(2, 0);
-    for e in &mut write.enqueues {
-        e.backoff_schedule = Some(vec![]);
-    }
-    write.enqueues[0].keys_if_undelivered = vec![b"\x02dead\x00".to_vec()];
-    db.atomic_write(write).await.unwrap();
-    for _ in 0..2 {
-        let m = db.dequeue(Duration::from_secs(1)).await.unwrap().unwrap();
-        db.finish(m.lease, false).await.unwrap();
-    }
-    let counts = db.queue_counts().await.unwrap();
-    assert_eq!(
-        counts,
-        QueueCounts {
-            ready: 0,
-            delayed: 0,
-            leased: 0,
-            dead_letters: 2,
-        }
-    );
     db.close().await.unwrap();
 }

@@ -73,8 +73,6 @@ pub(crate) struct Writer {
     pub import_marker: Option<bool>,
     /// Other processes commit to the store too (see the module docs).
     pub shared: bool,
-    /// Queue messages that ran out of delivery attempts since the database was opened.
-    pub dead_letters: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Writer {
@@ -134,8 +132,6 @@ impl Writer {
                 if fx.queue_changed {
                     self.queue_notify.notify_waiters();
                 }
-                self.dead_letters
-                    .fetch_add(fx.dead_lettered, std::sync::atomic::Ordering::Relaxed);
                 // The caller of a dequeue went away after its message was leased: put the
                 // message back now instead of letting it wait for the lease to expire.
                 let releases: Vec<Op> = applied
@@ -266,7 +262,6 @@ impl Writer {
             version = v;
             all.changed.extend(fx.changed);
             all.queue_changed |= fx.queue_changed;
-            all.dead_lettered += fx.dead_lettered;
         }
         if version != start_version {
             txn.put(layout::META_VERSION, &layout::encode_u64(version))

@@ -48,8 +48,6 @@ pub(super) struct Effects {
     /// User keys changed, with the version of the change.
     pub changed: Vec<(Vec<u8>, u64)>,
     pub queue_changed: bool,
-    /// Queue messages that ran out of delivery attempts (dead-lettered or dropped).
-    pub dead_lettered: u64,
     /// Change-log batches: (version, post-images).
     pub log: Vec<(u64, Vec<KeyChange>)>,
 }

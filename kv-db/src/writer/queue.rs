@@ -116,10 +116,7 @@ impl Cx<'_> {
                 rec.encode(),
             );
             self.fx.queue_changed = true;
-            return Ok(());
-        }
-        self.fx.dead_lettered += 1;
-        if !rec.keys_if_undelivered.is_empty() {
+        } else if !rec.keys_if_undelivered.is_empty() {
             self.version = next_version(self.version)?;
             let vs = Versionstamp::from_version(self.version);
             for key in &rec.keys_if_undelivered {
