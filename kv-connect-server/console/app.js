@@ -183,20 +183,24 @@ function renderTree(node, label, depth = 0) {
 
 // ---- Browse -------------------------------------------------------------------------------
 
-const browse = { prefix: [], cursor: null };
+const browse = { prefix: [], cursor: null, seq: 0 };
 
+// Lists the first page of the prefix in the editor (fresh) or the next page. Only the latest
+// listing shows its answer: a slower earlier one (e.g. the listing after sign-in) is dropped.
 async function listEntries(fresh) {
+  const seq = ++browse.seq;
   $("list-error").textContent = "";
   if (fresh) {
     browse.prefix = readParts($("prefix-parts"));
     browse.cursor = null;
-    $("entries").tBodies[0].replaceChildren();
   }
   try {
     const body = { prefix: browse.prefix, limit: 25 };
-    if (browse.cursor) body.cursor = browse.cursor;
+    if (!fresh && browse.cursor) body.cursor = browse.cursor;
     const page = await api("list", body);
+    if (seq !== browse.seq) return;
     const tbody = $("entries").tBodies[0];
+    if (fresh) tbody.replaceChildren();
     for (const e of page.entries) {
       const tr = el("tr", { tabindex: "0", "data-key-hex": e.key_hex },
         el("td", {}, keyView(e.key, e.key_hex)),
@@ -211,13 +215,14 @@ async function listEntries(fresh) {
     $("next-page").hidden = !page.cursor;
     $("list-empty").hidden = tbody.rows.length > 0;
   } catch (err) {
-    $("list-error").textContent = err.message;
+    if (seq === browse.seq) $("list-error").textContent = err.message;
   }
 }
 
 // ---- Entry --------------------------------------------------------------------------------
 
-const entry = { key: null, versionstamp: null, isNew: false, watch: null };
+// `seq` numbers the openings: only the latest one fills the panel.
+const entry = { key: null, versionstamp: null, isNew: false, watch: null, seq: 0 };
 
 function message(text, kind = "") {
   const m = $("entry-message");
@@ -244,19 +249,22 @@ function showEntry(data) {
 }
 
 async function openEntry(key) {
+  const seq = ++entry.seq;
   stopWatch();
   $("watch-panel").hidden = true;
   $("entry").hidden = false;
   message("");
   try {
-    showEntry(await api("get", { key }));
+    const data = await api("get", { key });
+    if (seq === entry.seq) showEntry(data);
   } catch (err) {
-    message(err.message, "failed");
+    if (seq === entry.seq) message(err.message, "failed");
   }
   $("entry").scrollIntoView({ block: "start" });
 }
 
 function newEntry() {
+  entry.seq++;
   stopWatch();
   $("watch-panel").hidden = true;
   entry.key = null;
