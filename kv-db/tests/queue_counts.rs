@@ -37,7 +37,9 @@ async fn counts_follow_enqueue_delay_lease_and_finish() {
     for _ in 0..3 {
         db.atomic_write(enqueue_many(400, 0)).await.unwrap();
     }
-    db.atomic_write(enqueue_many(2, NOW + 60_000)).await.unwrap();
+    db.atomic_write(enqueue_many(2, NOW + 60_000))
+        .await
+        .unwrap();
     let counts = db.queue_counts().await.unwrap();
     assert_eq!(
         counts,
