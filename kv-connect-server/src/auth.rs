@@ -6,6 +6,12 @@
 //! restart (a 401 is fatal to Deno clients), every token stays valid until its own expiry even
 //! after newer ones were issued, and changing the access token revokes them all. All secret
 //! comparisons are constant-time.
+//!
+//! With scoped tokens ([`crate::tokens`]) or several databases, data-path tokens are
+//! `kvc2.<id>.<expiry ms>.<hex HMAC-SHA256(key, "kvc2.<id>.<expiry ms>.<database>")>`: they name
+//! the token they came from (`root` for the access token), so the server checks that token
+//! against the current store on every request (a revocation cuts them off at once), and they
+//! are bound to one database ([`crate::access`] holds that policy).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,6 +23,9 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Prefix and version of the data-path token format.
 const TOKEN_PREFIX: &str = "kvc1";
+
+/// Prefix of data-path tokens that name the token they were issued for and the database.
+pub const SCOPED_PREFIX: &str = "kvc2";
 
 /// Tokens are still accepted this long after their expiry, to absorb clock skew and requests
 /// that were sent just before it.
@@ -43,6 +52,47 @@ pub enum AuthError {
     /// The data-path token has expired.
     #[error("The data-path token has expired; exchange metadata again to get a new one.")]
     Expired,
+    /// The scoped token a data-path token was issued for has been revoked.
+    #[error("The token this data-path token was issued for has been revoked.")]
+    Revoked,
+    /// The scoped token has expired.
+    #[error("The token has expired; ask the server's administrator for a new one.")]
+    TokenExpired,
+    /// The token belongs to another database (HTTP 403).
+    #[error("{}", wrong_database(database.as_deref()))]
+    WrongDatabase {
+        /// The database asked for; `None` = the server as a whole (the admin API's database
+        /// management), which needs a token for every database.
+        database: Option<String>,
+    },
+    /// The token's scope does not allow the operation (HTTP 403).
+    #[error("This token has scope '{scope}', which does not allow {what}; that needs a token with scope '{needed}' (or 'admin').")]
+    Forbidden {
+        /// The token's scope.
+        scope: crate::tokens::Scope,
+        /// The scope the operation needs.
+        needed: crate::tokens::Scope,
+        /// What was attempted, e.g. `atomic writes and enqueues`.
+        what: &'static str,
+    },
+}
+
+fn wrong_database(database: Option<&str>) -> String {
+    match database {
+        Some(db) => format!("This token is not valid for database {db:?}."),
+        None => "This token belongs to one database; this needs a token for every database (or the access token).".to_string(),
+    }
+}
+
+impl AuthError {
+    /// Whether this is a refusal of a known caller (403) rather than a failed authentication
+    /// (401).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(
+            self,
+            AuthError::WrongDatabase { .. } | AuthError::Forbidden { .. }
+        )
+    }
 }
 
 /// Extracts the token of an `Authorization: Bearer <token>` header value (scheme
@@ -139,6 +189,49 @@ impl TokenAuthority {
             format!("{payload}.{}", hex::encode(mac)),
             UNIX_EPOCH + Duration::from_millis(expiry_ms),
         )
+    }
+
+    /// Issues a scoped data-path token `kvc2.<id>.<expiry ms>.<hex HMAC>` for the token named
+    /// `id` (`root` = the access token) on `database` (`""` = the single database), expiring at
+    /// `expires` (rounded down to milliseconds, which is returned).
+    pub fn issue_scoped(
+        &self,
+        id: &str,
+        database: &str,
+        expires: SystemTime,
+    ) -> (String, SystemTime) {
+        let expiry_ms = unix_ms(expires);
+        let payload = format!("{SCOPED_PREFIX}.{id}.{expiry_ms}");
+        let mac = hmac(&self.key, format!("{payload}.{database}").as_bytes());
+        (
+            format!("{payload}.{}", hex::encode(mac)),
+            UNIX_EPOCH + Duration::from_millis(expiry_ms),
+        )
+    }
+
+    /// Verifies a `kvc2` token for `database` at `now` and returns the id it names.
+    pub fn verify_scoped<'t>(
+        &self,
+        token: &'t str,
+        database: &str,
+        now: SystemTime,
+    ) -> Result<&'t str, AuthError> {
+        let (payload, mac_hex) = token.rsplit_once('.').ok_or(AuthError::InvalidToken)?;
+        let rest = payload
+            .strip_prefix(SCOPED_PREFIX)
+            .and_then(|r| r.strip_prefix('.'))
+            .ok_or(AuthError::InvalidToken)?;
+        let (id, expiry) = rest.split_once('.').ok_or(AuthError::InvalidToken)?;
+        let expiry_ms = expiry.parse::<u64>().map_err(|_| AuthError::InvalidToken)?;
+        let mac = hex::decode(mac_hex).map_err(|_| AuthError::InvalidToken)?;
+        let expected = hmac(&self.key, format!("{payload}.{database}").as_bytes());
+        if !bool::from(mac.as_slice().ct_eq(&expected)) {
+            return Err(AuthError::InvalidToken);
+        }
+        if now > UNIX_EPOCH + Duration::from_millis(expiry_ms) + EXPIRY_GRACE {
+            return Err(AuthError::Expired);
+        }
+        Ok(id)
     }
 
     /// Verifies a data-path token at `now`. The access token itself is accepted too (it is what

@@ -48,6 +48,9 @@ pub struct ServerConfig {
     /// Serve the web console at `/console` (admin: the access token); `None` (the default)
     /// answers 404 there. See [`crate::console`].
     pub console: Option<crate::console::ConsoleConfig>,
+    /// The scoped-token file ([`crate::tokens`]), re-read when it changes; `None` = only the
+    /// access token is accepted.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// Produces extra `/healthz` lines (`name: value`), e.g. how far a backup lags behind.
@@ -78,6 +81,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("replica", &self.replica)
             .field("health_report", &self.health_report.is_some())
             .field("console", &self.console.is_some())
+            .field("token_file", &self.token_file)
             .finish()
     }
 }
@@ -96,6 +100,7 @@ impl ServerConfig {
             replica: None,
             health_report: None,
             console: None,
+            token_file: None,
         }
     }
 

@@ -7,6 +7,7 @@ use http::StatusCode;
 use kv_traits::{BackendError, KvError};
 
 use crate::auth::AuthError;
+use crate::registry::{NameError, RegistryError};
 
 /// An error answered to a request: a status and a human-readable plain-text message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -100,8 +101,48 @@ impl From<KvError> for ApiError {
 }
 
 impl From<AuthError> for ApiError {
+    /// 403 for a valid token lacking the scope or the database, 401 otherwise.
     fn from(err: AuthError) -> Self {
-        ApiError::new(StatusCode::UNAUTHORIZED, err.to_string())
+        let status = if err.is_forbidden() {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        ApiError::new(status, err.to_string())
+    }
+}
+
+/// `err`'s message as a sentence: capitalized, ending in a period.
+fn sentence(err: &impl std::fmt::Display) -> String {
+    let message = err.to_string();
+    let mut chars = message.chars();
+    match chars.next() {
+        Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
+        None => message,
+    }
+}
+
+impl From<NameError> for ApiError {
+    fn from(err: NameError) -> Self {
+        ApiError::bad_request(sentence(&err))
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    /// Bad names 400, unknown databases 404, taken names 409, a single-database server 400,
+    /// stopping 503, storage failures 500.
+    fn from(err: RegistryError) -> Self {
+        let status = match &err {
+            RegistryError::Name(_) | RegistryError::SingleDatabase => StatusCode::BAD_REQUEST,
+            RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
+            RegistryError::AlreadyExists(_) => StatusCode::CONFLICT,
+            RegistryError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+            RegistryError::Database { source, .. } => return source.clone().into(),
+            RegistryError::Io { .. } | RegistryError::Provider(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        ApiError::new(status, sentence(&err))
     }
 }
 

@@ -10,6 +10,11 @@
 //! Request limits belong to the database: it enforces them ([`kv_traits::Database::limits`])
 //! and the server forwards its refusals (400 with the database's message).
 //!
+//! With [`KvConnectServer::with_registry`] one server serves many databases, each at
+//! `/db/<name>` ([`registry`], [`datadir`]); scoped tokens ([`tokens`]) with the scopes read,
+//! write, queue and admin sit beside the access token, managed through the admin API
+//! (`/admin/...`, see the [`router`] table).
+//!
 //! Data-path tokens are stateless HMACs of their expiry under a key derived from the access
 //! token ([`auth`]), so they survive restarts and stay valid until their own expiry. Data-path
 //! requests must carry `x-denokv-version: 2|3` with `x-denokv-database-id`, or (protocol v1) no
@@ -43,19 +48,24 @@
 
 // Dependency order, one way: server (listener, connections) → router (the route table) →
 // routes (one module per route family) → state, body, config, error, auth.
+mod access;
 pub mod auth;
 mod body;
 mod config;
 pub mod console;
+pub mod datadir;
 pub mod error;
+pub mod registry;
 pub mod router;
 mod routes;
 mod server;
 mod state;
 pub mod tls;
+pub mod tokens;
 
 pub use body::{ResponseBody, OCTET_STREAM, PROTOBUF};
 pub use config::{HealthReport, ReplicaSettings, ServerConfig};
 pub use error::{kv_error_status, ApiError};
+pub use registry::{DatabaseProvider, DbName, Registry};
 pub use routes::metadata;
 pub use server::{shutdown_signal, BoundServer, KvConnectServer, ServeError};

@@ -10,7 +10,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kv_connect_server::{tls, KvConnectServer, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
+mod admin_cmd;
 mod console_cmd;
+mod multidb_cmd;
 #[cfg(feature = "pitr")]
 mod pitr_cmd;
 
@@ -65,6 +67,12 @@ enum Command {
     #[cfg(feature = "pitr")]
     #[command(subcommand)]
     Pitr(pitr_cmd::PitrCommand),
+    /// Databases of a server with --data-dir: create, delete, list.
+    #[command(subcommand)]
+    Db(admin_cmd::DbCommand),
+    /// Scoped tokens (read, write, queue, admin): create, list, revoke.
+    #[command(subcommand)]
+    Token(admin_cmd::TokenCommand),
 }
 
 /// Where the database lives.
@@ -116,6 +124,11 @@ struct ServeArgs {
     #[command(flatten)]
     db: DbArgs,
 
+    /// Serve every database of this data directory, each at `/db/<name>` (created and deleted
+    /// with `kv-connect-server db ...`), instead of the single database of `--path` at `/`.
+    #[arg(long, env = "KV_CONNECT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+
     /// Access token clients must present (`DENO_KV_ACCESS_TOKEN` on the client side too).
     #[arg(long, env = "DENO_KV_ACCESS_TOKEN", hide_env_values = true)]
     access_token: Option<String>,
@@ -158,7 +171,7 @@ struct ServeArgs {
 
     /// Serve the web console at `/console`: browse and edit keys, watch a key, queue counts,
     /// backups and health. Sign in with the access token.
-    #[arg(long, env = "KV_CONNECT_CONSOLE")]
+    #[arg(long, env = "KV_CONNECT_CONSOLE", conflicts_with = "data_dir")]
     console: bool,
 
     #[cfg(feature = "pitr")]
@@ -191,6 +204,12 @@ pub(crate) enum MainError {
     #[cfg(feature = "pitr")]
     #[error(transparent)]
     Pitr(#[from] pitr_cmd::PitrCliError),
+    #[error(transparent)]
+    Admin(#[from] admin_cmd::AdminCliError),
+    #[error(transparent)]
+    DataDir(#[from] kv_connect_server::registry::RegistryError),
+    #[error("--replica-of cannot be combined with --data-dir")]
+    ReplicaOfDataDir,
 }
 
 #[cfg(any(feature = "sqlite", feature = "redb"))]
@@ -199,6 +218,28 @@ fn open_error(cli: &DbArgs, e: impl Into<kv_traits::KvError>) -> MainError {
         location: cli.path.display().to_string(),
         source: e.into(),
     }
+}
+
+/// Connects to the PostgreSQL store `cli` names (`--database-url`, `--database-schema`, ...).
+#[cfg(feature = "postgres")]
+pub(crate) async fn connect_postgres(
+    cli: &DbArgs,
+) -> Result<kv_engine_postgres::PostgresBackend, MainError> {
+    let pg = &cli.postgres;
+    let url = pg.database_url.as_deref().ok_or(MainError::NoDatabaseUrl)?;
+    let options = kv_engine_postgres::PostgresOptions {
+        pool_size: pg.database_pool_size as usize,
+        connect_timeout: Duration::from_secs(pg.database_connect_timeout_secs),
+        statement_timeout: Some(Duration::from_secs(pg.database_statement_timeout_secs)),
+        schema: pg.database_schema.clone(),
+        ..Default::default()
+    };
+    kv_engine_postgres::PostgresBackend::connect(url, options)
+        .await
+        .map_err(|e| MainError::Open {
+            location: "the PostgreSQL database".into(),
+            source: e.into(),
+        })
 }
 
 /// Opens the database `cli` names with `config`.
@@ -235,23 +276,13 @@ pub(crate) async fn open_db(cli: &DbArgs, config: kv_db::DbConfig) -> Result<kv_
             }),
         #[cfg(feature = "postgres")]
         Engine::Postgres => {
-            let pg = &cli.postgres;
-            let url = pg.database_url.as_deref().ok_or(MainError::NoDatabaseUrl)?;
-            let options = kv_engine_postgres::PostgresOptions {
-                pool_size: pg.database_pool_size as usize,
-                connect_timeout: Duration::from_secs(pg.database_connect_timeout_secs),
-                statement_timeout: Some(Duration::from_secs(pg.database_statement_timeout_secs)),
-                schema: pg.database_schema.clone(),
-                ..Default::default()
-            };
-            let pg_error = |source: kv_traits::KvError| MainError::Open {
-                location: "the PostgreSQL database".into(),
-                source,
-            };
-            let backend = kv_engine_postgres::PostgresBackend::connect(url, options)
+            let backend = connect_postgres(cli).await?;
+            kv_db::Db::open(backend, config)
                 .await
-                .map_err(|e| pg_error(e.into()))?;
-            kv_db::Db::open(backend, config).await.map_err(pg_error)
+                .map_err(|source| MainError::Open {
+                    location: "the PostgreSQL database".into(),
+                    source,
+                })
         }
         #[allow(unreachable_patterns)]
         other => Err(MainError::EngineMissing(other)),
@@ -264,6 +295,8 @@ async fn run(cli: Cli) -> Result<(), MainError> {
         Some(Command::Serve(args)) => serve(args).await,
         #[cfg(feature = "pitr")]
         Some(Command::Pitr(cmd)) => Ok(pitr_cmd::run(cmd).await?),
+        Some(Command::Db(cmd)) => Ok(admin_cmd::run_db(cmd).await?),
+        Some(Command::Token(cmd)) => Ok(admin_cmd::run_token(cmd).await?),
     }
 }
 
@@ -287,6 +320,10 @@ async fn serve(cli: ServeArgs) -> Result<(), MainError> {
     config.token_ttl = Duration::from_secs(cli.token_ttl_secs);
     config.shutdown_timeout = Duration::from_secs(cli.shutdown_timeout_secs);
     config.tls = tls;
+    config.token_file = Some(multidb_cmd::token_file(cli.data_dir.as_ref(), &cli.db.path));
+    if let Some(dir) = &cli.data_dir {
+        return serve_many(&cli, dir, db_config, config, scheme).await;
+    }
     #[cfg(feature = "pitr")]
     let (db, pitr) =
         pitr_cmd::open_for_serving(&cli.db, db_config, &cli.backup, &mut config).await?;
@@ -301,19 +338,52 @@ async fn serve(cli: ServeArgs) -> Result<(), MainError> {
     }
     let server = KvConnectServer::new(db, config).bind(cli.addr).await?;
     tracing::info!(engine = ?cli.db.engine, path = %cli.db.path.display(), read_only = cli.read_only, console = cli.console, "database open");
-    {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(
-            out,
-            "kv-connect-server listening on {scheme}://{}",
-            server.local_addr()
-        );
-        let _ = out.flush();
-    }
+    print_listening(scheme, server.local_addr());
     let served = server.serve().await;
     #[cfg(feature = "pitr")]
     pitr.stop().await;
     served?;
+    Ok(())
+}
+
+/// The line tests and scripts wait for.
+fn print_listening(scheme: &str, addr: SocketAddr) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "kv-connect-server listening on {scheme}://{addr}");
+    let _ = out.flush();
+}
+
+/// `serve --data-dir DIR`: every database of the directory at `/db/<name>`.
+async fn serve_many(
+    cli: &ServeArgs,
+    dir: &std::path::Path,
+    db_config: kv_db::DbConfig,
+    config: ServerConfig,
+    scheme: &str,
+) -> Result<(), MainError> {
+    #[cfg(feature = "pitr")]
+    if cli.backup.replica_of.is_some() {
+        return Err(MainError::ReplicaOfDataDir);
+    }
+    if !cfg!(feature = "postgres") && cli.db.engine == Engine::Postgres {
+        return Err(MainError::EngineMissing(Engine::Postgres));
+    }
+    let data_dir = kv_connect_server::datadir::DataDir::new(dir);
+    let _lock = multidb_cmd::lock(&data_dir)?;
+    let provider = multidb_cmd::DataDirProvider {
+        dir: data_dir,
+        db_args: cli.db.clone(),
+        db_config,
+        #[cfg(feature = "pitr")]
+        backup: Some(cli.backup.clone()),
+    };
+    let registry = kv_connect_server::Registry::new(provider, config.shutdown_timeout);
+    let server = KvConnectServer::with_registry(registry, config)
+        .bind(cli.addr)
+        .await?;
+    tracing::info!(engine = ?cli.db.engine, data_dir = %dir.display(), read_only = cli.read_only, "serving the databases of a data directory");
+    print_listening(scheme, server.local_addr());
+    server.serve().await?;
     Ok(())
 }
 

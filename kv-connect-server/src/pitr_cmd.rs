@@ -249,30 +249,9 @@ pub(crate) async fn open_for_serving(
     server: &mut ServerConfig,
 ) -> Result<(kv_db::Db, Companion), MainError> {
     if let Some(url) = &args.backup_to {
-        let (store, prefix) = open_store(url, &args.store, true)?;
-        db_config.change_log = true;
-        let db = open_db(db_args, db_config).await?;
-        let mut config = BackupConfig::new(store, prefix);
-        config.checkpoint_interval = (args.backup_checkpoint_secs > 0)
-            .then(|| Duration::from_secs(args.backup_checkpoint_secs));
-        let backup = Backup::start(db.clone(), config)
-            .await
-            .map_err(PitrCliError::Backup)?;
-        let status = backup.subscribe();
-        server.health_report = Some(Arc::new(move || {
-            let s = status.borrow().clone();
-            format!(
-                "backup_initial_snapshot_done: {}\nbackup_shipped_through: {}\nbackup_committed: {}\nbackup_lag_ms: {}\nbackup_last_error: {}\nbackup_standby: {}\n",
-                s.initial_snapshot_done,
-                s.shipped_through,
-                s.committed,
-                s.lag_ms,
-                s.last_error.as_deref().unwrap_or("none"),
-                s.standby
-            )
-        }));
-        tracing::info!(to = %url, "continuous backup running");
-        return Ok((db, Companion::Backup(backup)));
+        let (db, backup, report) = open_with_backup(db_args, db_config, args, url).await?;
+        server.health_report = Some(report);
+        return Ok((db, backup));
     }
     if let Some(url) = &args.replica_of {
         let (store, prefix) = open_store(url, &args.store, false)?;
@@ -307,6 +286,41 @@ pub(crate) async fn open_for_serving(
         return Ok((db, Companion::Replica(replica)));
     }
     Ok((open_db(db_args, db_config).await?, Companion::None))
+}
+
+/// Opens the database `db_args` names with continuous backup to `url` (`--backup-to`, or a
+/// database's sub-prefix of it with `--data-dir`); returns it, the running backup and the
+/// `/healthz` lines reporting on it.
+pub(crate) async fn open_with_backup(
+    db_args: &DbArgs,
+    mut db_config: kv_db::DbConfig,
+    args: &ServeBackupArgs,
+    url: &str,
+) -> Result<(kv_db::Db, Companion, kv_connect_server::HealthReport), MainError> {
+    let (store, prefix) = open_store(url, &args.store, true)?;
+    db_config.change_log = true;
+    let db = open_db(db_args, db_config).await?;
+    let mut config = BackupConfig::new(store, prefix);
+    config.checkpoint_interval =
+        (args.backup_checkpoint_secs > 0).then(|| Duration::from_secs(args.backup_checkpoint_secs));
+    let backup = Backup::start(db.clone(), config)
+        .await
+        .map_err(PitrCliError::Backup)?;
+    let status = backup.subscribe();
+    let report: kv_connect_server::HealthReport = Arc::new(move || {
+        let s = status.borrow().clone();
+        format!(
+            "backup_initial_snapshot_done: {}\nbackup_shipped_through: {}\nbackup_committed: {}\nbackup_lag_ms: {}\nbackup_last_error: {}\nbackup_standby: {}\n",
+            s.initial_snapshot_done,
+            s.shipped_through,
+            s.committed,
+            s.lag_ms,
+            s.last_error.as_deref().unwrap_or("none"),
+            s.standby
+        )
+    });
+    tracing::info!(to = %url, "continuous backup running");
+    Ok((db, Companion::Backup(backup), report))
 }
 
 fn parse_time(what: &'static str, value: &str) -> Result<u64, PitrCliError> {

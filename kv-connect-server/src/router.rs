@@ -11,13 +11,21 @@
 //! | `POST /v2/queue/dequeue` | `routes/queue.rs` | queue extension `queue-v1`: `DequeueRequest` → `DequeueResponse`; long-polls up to 30 s and leases the next ready message |
 //! | `POST /v2/queue/finish` | `routes/queue.rs` | queue extension `queue-v1`: `FinishRequest` → `FinishResponse`; ends a delivery (success, or failure to retry) |
 //! | `GET`/`HEAD /healthz` | `routes/health.rs` | 200 `ok` (plus the configured health report lines) |
+//! | `POST /db/<name>`, `POST /db/<name>/v2/...` | as `POST /` and `/v2/...` | with `--data-dir`: the same routes for database `<name>` ([`crate::registry`]); its metadata advertises `/db/<name>/v2` |
+//! | `/admin/...` | `routes/admin.rs` | the admin API: databases and scoped tokens (its module docs list the routes) |
 //! | `/console`, `/console/...` | [`crate::console`] | the web console (only with [`ServerConfig::console`](crate::ServerConfig)); it has its own table, methods, admin auth and JSON errors |
 //!
 //! # Contract
 //!
-//! - Every `/v2/...` route first passes the data-path guard of `routes/guard.rs` (data-path
-//!   token, protocol headers, body bound); `POST /` checks the access token itself; `/healthz`
-//!   is open.
+//! - In single-database mode the database is served at `/` and `/db/...` is 404; with many
+//!   databases `/` is 404 (naming the `/db/<name>` URL to use instead). A database name that
+//!   [`DbName`] refuses is 400; an unknown database 404.
+//! - Every database route is authorized here before its handler runs ([`crate::access`]):
+//!   `POST /` (and `/db/<name>`) accepts the access token or any scoped token of the database;
+//!   `/v2/...` a data-path token whose scope allows the route (`read`: snapshot_read, watch;
+//!   `write`: atomic_write; `queue`: dequeue, finish); a bad credential is 401, a valid one
+//!   lacking the scope or the database 403. Then every `/v2/...` route passes the data-path
+//!   guard of `routes/guard.rs` (protocol headers, body bound); `/healthz` is open.
 //! - Any other path is 404 `Resource not found.`; a known path with another method is 405 with
 //!   an `Allow` header (`POST`, or `GET, HEAD` for `/healthz`), checked before authentication.
 //! - The request handler never fails and never panics outward: handler errors become their
@@ -35,11 +43,58 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Body;
 use kv_traits::Database;
 
+use crate::access::Grant;
+use crate::auth::bearer_token;
 use crate::body::{error_response, ResponseBody};
 use crate::error::ApiError;
+use crate::registry::DbName;
 use crate::routes::metadata::DATA_PATH_PREFIX;
-use crate::routes::{datapath, guard, health, metadata, queue, watch};
-use crate::state::{AppState, ConnInfo};
+use crate::routes::{admin, datapath, guard, health, metadata, queue, revocable, watch};
+use crate::state::{AppState, ConnInfo, Databases, Front};
+use crate::tokens::Scope;
+
+/// Path prefix of the databases of a server with many (`/db/<name>`).
+pub const DATABASES_PREFIX: &str = "/db";
+
+/// Path prefix of the admin API.
+pub const ADMIN_PREFIX: &str = "/admin";
+
+/// Path prefix of the web console.
+pub const CONSOLE_PREFIX: &str = "/console";
+
+/// Where a path leads: a route of a database (`None` = the single one) or the admin API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target<'p> {
+    Database(Option<&'p str>, Route),
+    Admin,
+    Console,
+}
+
+impl<'p> Target<'p> {
+    fn of_path(path: &'p str) -> Option<Target<'p>> {
+        if path == ADMIN_PREFIX || path.starts_with("/admin/") {
+            return Some(Target::Admin);
+        }
+        if path == CONSOLE_PREFIX || path.starts_with("/console/") {
+            return Some(Target::Console);
+        }
+        let Some(rest) = path
+            .strip_prefix(DATABASES_PREFIX)
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            return Route::of_path(path).map(|r| Target::Database(None, r));
+        };
+        let (name, rest) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let route = match rest {
+            "" | "/" => Route::Metadata,
+            _ => match Route::of_path(rest)? {
+                Route::Metadata | Route::Health => return None,
+                r => r,
+            },
+        };
+        Some(Target::Database(Some(name), route))
+    }
+}
 
 /// A route of the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +106,6 @@ enum Route {
     QueueDequeue,
     QueueFinish,
     Health,
-    Console,
 }
 
 impl Route {
@@ -60,7 +114,6 @@ impl Route {
         match path {
             "/" => Some(Route::Metadata),
             "/healthz" => Some(Route::Health),
-            p if p == "/console" || p.starts_with("/console/") => Some(Route::Console),
             _ => match path.strip_prefix(DATA_PATH_PREFIX)? {
                 "/snapshot_read" => Some(Route::SnapshotRead),
                 "/atomic_write" => Some(Route::AtomicWrite),
@@ -76,9 +129,16 @@ impl Route {
     fn accepts(self, method: &Method) -> bool {
         match self {
             Route::Health => method == Method::GET || method == Method::HEAD,
-            // The console checks methods per path itself.
-            Route::Console => true,
             _ => method == Method::POST,
+        }
+    }
+
+    /// The scope a token needs for the route (the metadata exchange accepts any).
+    fn needed_scope(self) -> Scope {
+        match self {
+            Route::AtomicWrite => Scope::Write,
+            Route::QueueDequeue | Route::QueueFinish => Scope::Queue,
+            _ => Scope::Read,
         }
     }
 
@@ -93,7 +153,7 @@ impl Route {
 
 /// Handles one request; never fails and never panics outward (a panic becomes a 500).
 pub(crate) async fn handle<D: Database, B>(
-    state: Arc<AppState<D>>,
+    front: Arc<Front<D>>,
     conn: ConnInfo,
     req: Request<B>,
 ) -> Response<ResponseBody>
@@ -105,8 +165,12 @@ where
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let version = req.version();
-    let route = Route::of_path(&path);
-    let result = AssertUnwindSafe(dispatch(&state, conn, route, req))
+    let target = Target::of_path(&path);
+    let route = match target {
+        Some(Target::Database(_, route)) => Some(route),
+        _ => None,
+    };
+    let result = AssertUnwindSafe(resolve(&front, conn, target, req))
         .catch_unwind()
         .await;
     let mut res = match result {
@@ -139,19 +203,23 @@ where
     res
 }
 
-/// Runs the handler of `route` (the table's second column).
-async fn dispatch<D: Database, B>(
-    state: &AppState<D>,
+/// Finds the database of the request and authorizes it (see the contract), then dispatches.
+async fn resolve<D: Database, B>(
+    front: &Front<D>,
     conn: ConnInfo,
-    route: Option<Route>,
+    target: Option<Target<'_>>,
     req: Request<B>,
 ) -> Result<Response<ResponseBody>, ApiError>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let Some(route) = route else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "Resource not found."));
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "Resource not found.");
+    let (name, route) = match target {
+        None => return Err(not_found()),
+        Some(Target::Admin) => return admin::handle(front, req).await,
+        Some(Target::Console) => return Ok(crate::console::handle(front, conn, req).await),
+        Some(Target::Database(name, route)) => (name, route),
     };
     if !route.accepts(req.method()) {
         return Err(ApiError::new(
@@ -159,10 +227,63 @@ where
             format!("Method not allowed; use {}.", route.allowed().0),
         ));
     }
+    if route == Route::Health {
+        return Ok(health::healthz(front.template.health_report.as_ref()));
+    }
+    let database = name.map(DbName::parse).transpose()?;
+    match (&front.databases, &database) {
+        (Databases::Single(_), Some(_)) => return Err(not_found()),
+        (Databases::Many(_), None) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "This server serves several databases: open http://HOST:PORT/db/<name>.",
+            ))
+        }
+        _ => {}
+    }
+    let access = &front.template.access;
+    let token = bearer_token(req.headers().get(http::header::AUTHORIZATION))?;
+    let now = std::time::SystemTime::now();
+    let grant = if route == Route::Metadata {
+        Some(access.credential(token, database.as_ref(), now)?)
+    } else {
+        access.data_path(token, database.as_ref(), route.needed_scope(), now)?;
+        None
+    };
+    let still_valid = (route == Route::Watch)
+        .then(|| access.still_valid(token))
+        .flatten();
+    let state = match (&front.databases, &database) {
+        (Databases::Many(registry), Some(name)) => registry.state(name, &front.template).await?,
+        (Databases::Single(state), _) => state.clone(),
+        (Databases::Many(_), None) => return Err(not_found()),
+    };
+    let res = dispatch(&state, conn, route, grant, req).await?;
+    Ok(match still_valid {
+        Some(check) => revocable::end_when_invalid(res, check),
+        None => res,
+    })
+}
+
+/// Runs the handler of `route` (the table's second column) on an authorized request; `grant`
+/// is the metadata exchange's caller.
+async fn dispatch<D: Database, B>(
+    state: &AppState<D>,
+    conn: ConnInfo,
+    route: Route,
+    grant: Option<Grant>,
+    req: Request<B>,
+) -> Result<Response<ResponseBody>, ApiError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     match route {
-        Route::Metadata => metadata::exchange(state, conn, req).await,
-        Route::Health => Ok(health::healthz(state)),
-        Route::Console => Ok(crate::console::handle(state, conn, req).await),
+        Route::Metadata => match grant {
+            Some(grant) => metadata::exchange(state, conn, &grant, req).await,
+            None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "Not authorized.")),
+        },
+        Route::Health => Ok(health::healthz(state.health_report.as_ref())),
         Route::SnapshotRead => {
             let body = guard::data_request(state, req).await?;
             datapath::snapshot_read(state, &body).await
@@ -200,8 +321,6 @@ mod tests {
             ("/v2/watch", Route::Watch),
             ("/v2/queue/dequeue", Route::QueueDequeue),
             ("/v2/queue/finish", Route::QueueFinish),
-            ("/console", Route::Console),
-            ("/console/api/list", Route::Console),
         ];
         for (path, route) in table {
             assert_eq!(Route::of_path(path), Some(route), "{path}");
@@ -215,7 +334,6 @@ mod tests {
             "//snapshot_read",
             "/v2/snapshot_read/x",
             "/healthz/",
-            "/consoles",
         ] {
             assert_eq!(Route::of_path(path), None, "{path}");
         }
@@ -223,5 +341,36 @@ mod tests {
         assert!(!Route::Health.accepts(&Method::POST));
         assert!(Route::Watch.accepts(&Method::POST));
         assert!(!Route::Metadata.accepts(&Method::GET));
+    }
+
+    #[test]
+    fn database_paths() {
+        let db = |name, route| Some(Target::Database(Some(name), route));
+        assert_eq!(Target::of_path("/db/app"), db("app", Route::Metadata));
+        assert_eq!(Target::of_path("/db/app/"), db("app", Route::Metadata));
+        assert_eq!(
+            Target::of_path("/db/app/v2/snapshot_read"),
+            db("app", Route::SnapshotRead)
+        );
+        assert_eq!(
+            Target::of_path("/db/a/v2/queue/finish"),
+            db("a", Route::QueueFinish)
+        );
+        // Names are validated later (400), not routed away.
+        assert_eq!(Target::of_path("/db/A..b"), db("A..b", Route::Metadata));
+        assert_eq!(Target::of_path("/db/app/healthz"), None);
+        assert_eq!(Target::of_path("/db/app/v2"), None);
+        assert_eq!(Target::of_path("/db/app/x"), None);
+        assert_eq!(Target::of_path("/db"), None);
+        assert_eq!(Target::of_path("/dbx"), None);
+        assert_eq!(Target::of_path("/admin/tokens"), Some(Target::Admin));
+        assert_eq!(Target::of_path("/console"), Some(Target::Console));
+        assert_eq!(Target::of_path("/console/api/list"), Some(Target::Console));
+        assert_eq!(Target::of_path("/consoles"), None);
+        assert_eq!(Target::of_path("/db/app/console"), None);
+        assert_eq!(
+            Target::of_path("/v2/watch"),
+            Some(Target::Database(None, Route::Watch))
+        );
     }
 }

@@ -7,9 +7,11 @@
 //!   connection from the client preface. A TLS handshake has 10 s, an HTTP/1.1 request head
 //!   30 s; HTTP/2 connections are pinged every 30 s.
 //! - [`KvConnectServer::handle`] serves one request in-process exactly as a connection would.
+//! - It serves one database ([`KvConnectServer::new`]) at `/`, or the databases of a
+//!   [`Registry`] at `/db/<name>` ([`KvConnectServer::with_registry`]).
 //! - Shutdown: stop accepting, end `/watch` streams and dequeue long polls, let in-flight
-//!   requests finish for up to `shutdown_timeout`, then close the database (its error is the
-//!   result of [`BoundServer::serve_with_shutdown`]).
+//!   requests finish for up to `shutdown_timeout`, then close the database(s) (the first error
+//!   is the result of [`BoundServer::serve_with_shutdown`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -32,8 +34,44 @@ use uuid::Uuid;
 
 use crate::body::ResponseBody;
 use crate::config::ServerConfig;
+use crate::registry::Registry;
 use crate::router::handle;
-use crate::state::{stopped, AppState, ConnInfo};
+use crate::state::{stopped, ConnInfo, Databases, Front, StateTemplate};
+
+/// What a server serves.
+enum Served<D> {
+    Single(Arc<D>),
+    Many(Arc<Registry<D>>),
+}
+
+impl<D> Clone for Served<D> {
+    fn clone(&self) -> Self {
+        match self {
+            Served::Single(db) => Served::Single(db.clone()),
+            Served::Many(r) => Served::Many(r.clone()),
+        }
+    }
+}
+
+impl<D: Database> Served<D> {
+    /// The router's starting point, stopping streams when `stop` turns `true`.
+    fn front(&self, config: &ServerConfig, stop: watch::Receiver<bool>) -> Arc<Front<D>> {
+        let template = StateTemplate::new(config);
+        let databases = match self {
+            Served::Single(db) => Databases::Single(template.state(
+                db.clone(),
+                None,
+                config.resolved_database_id(),
+                stop,
+            )),
+            Served::Many(registry) => Databases::Many(registry.clone()),
+        };
+        Arc::new(Front {
+            template,
+            databases,
+        })
+    }
+}
 
 /// Errors of starting or running the server.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +97,7 @@ pub enum ServeError {
 
 /// A KV Connect server over a [`Database`].
 pub struct KvConnectServer<D> {
-    db: Arc<D>,
+    served: Served<D>,
     config: ServerConfig,
     /// Keeps the `/watch` streams of [`handle`](KvConnectServer::handle) running; they end when
     /// this server value is dropped (or bound).
@@ -75,7 +113,17 @@ impl<D: Database> KvConnectServer<D> {
     /// A server for a database that is shared with other code.
     pub fn from_arc(db: Arc<D>, config: ServerConfig) -> Self {
         KvConnectServer {
-            db,
+            served: Served::Single(db),
+            config,
+            in_process_stop: watch::channel(false).0,
+        }
+    }
+
+    /// A server for the databases of `registry`, each at `/db/<name>` (see
+    /// [`crate::registry`]).
+    pub fn with_registry(registry: Arc<Registry<D>>, config: ServerConfig) -> Self {
+        KvConnectServer {
+            served: Served::Many(registry),
             config,
             in_process_stop: watch::channel(false).0,
         }
@@ -94,7 +142,9 @@ impl<D: Database> KvConnectServer<D> {
     /// A `/watch` response body streams until it is dropped or this server value is dropped.
     /// Must be called inside a tokio runtime.
     pub async fn handle(&self, req: Request<Bytes>) -> Response<ResponseBody> {
-        let state = AppState::new(&self.db, &self.config, self.in_process_stop.subscribe());
+        let state = self
+            .served
+            .front(&self.config, self.in_process_stop.subscribe());
         let conn = ConnInfo {
             tls: false,
             peer: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -119,7 +169,10 @@ impl<D: Database> KvConnectServer<D> {
             ));
         }
         let local_addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
-        let limits = self.db.limits();
+        let limits = match &self.served {
+            Served::Single(db) => db.limits(),
+            Served::Many(_) => kv_traits::Limits::default(),
+        };
         if self.config.max_body_size < limits.max_total_mutation_size {
             tracing::warn!(
                 max_body_size = self.config.max_body_size,
@@ -130,7 +183,7 @@ impl<D: Database> KvConnectServer<D> {
         Ok(BoundServer {
             listener,
             local_addr,
-            db: self.db,
+            served: self.served,
             config: self.config,
         })
     }
@@ -140,7 +193,7 @@ impl<D: Database> KvConnectServer<D> {
 pub struct BoundServer<D> {
     listener: TcpListener,
     local_addr: SocketAddr,
-    db: Arc<D>,
+    served: Served<D>,
     config: ServerConfig,
 }
 
@@ -169,10 +222,17 @@ impl<D: Database> BoundServer<D> {
     ) -> Result<(), ServeError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let tls = self.config.tls.clone().map(TlsAcceptor::from);
-        let state = AppState::new(&self.db, &self.config, stop_rx.clone());
+        let state = self.served.front(&self.config, stop_rx.clone());
         // Every connection task holds a clone; `recv` returns `None` once all have ended.
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-        tracing::info!(addr = %self.local_addr, tls = tls.is_some(), database_id = %state.database_id, "serving KV Connect");
+        match &state.databases {
+            Databases::Single(db) => {
+                tracing::info!(addr = %self.local_addr, tls = tls.is_some(), database_id = %db.database_id, "serving KV Connect")
+            }
+            Databases::Many(_) => {
+                tracing::info!(addr = %self.local_addr, tls = tls.is_some(), "serving KV Connect: many databases at /db/<name>")
+            }
+        }
         tokio::pin!(signal);
         loop {
             let (stream, peer) = tokio::select! {
@@ -200,6 +260,9 @@ impl<D: Database> BoundServer<D> {
         drop(self.listener);
         tracing::info!("shutting down: no longer accepting connections");
         let _ = stop_tx.send(true);
+        if let Served::Many(registry) = &self.served {
+            registry.end_streams();
+        }
         drop(alive_tx);
         if tokio::time::timeout(self.config.shutdown_timeout, alive_rx.recv())
             .await
@@ -208,7 +271,10 @@ impl<D: Database> BoundServer<D> {
             tracing::warn!("in-flight requests did not finish in time; closing anyway");
         }
         drop(state);
-        self.db.close().await?;
+        match &self.served {
+            Served::Single(db) => db.close().await?,
+            Served::Many(registry) => registry.close_all().await?,
+        }
         tracing::info!("database closed");
         Ok(())
     }
@@ -218,7 +284,7 @@ async fn serve_tcp<D: Database>(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
-    state: Arc<AppState<D>>,
+    state: Arc<Front<D>>,
     stop: watch::Receiver<bool>,
 ) {
     match tls {
@@ -240,7 +306,7 @@ async fn serve_tcp<D: Database>(
 async fn serve_connection<D, S>(
     io: S,
     conn: ConnInfo,
-    state: Arc<AppState<D>>,
+    state: Arc<Front<D>>,
     mut stop: watch::Receiver<bool>,
 ) where
     D: Database,

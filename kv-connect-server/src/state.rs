@@ -1,12 +1,14 @@
-//! What every request handler shares: the database, the token authority and the server settings
-//! resolved from [`ServerConfig`], plus facts about the connection a request came on.
+//! What every request handler shares: the database, the authorization policy and the server
+//! settings resolved from [`ServerConfig`], plus facts about the connection a request came on.
 //!
 //! # Contract
 //!
-//! - One [`AppState`] is built per served listener (and per in-process request); handlers only
-//!   read it.
-//! - The shutdown flag turns `true` once, when the server stops; long-lived responses (`/watch`
-//!   streams, dequeue long polls) end then ([`stopped`]).
+//! - One [`AppState`] serves one database: in single-database mode one is built per served
+//!   listener (and per in-process request); with many databases the registry builds one per
+//!   open database from the listener's [`StateTemplate`]. Handlers only read it.
+//! - [`Front`] is what the router starts from: the single database's state, or the registry.
+//! - The shutdown flag turns `true` once, when the server stops or the database is deleted;
+//!   long-lived responses (`/watch` streams, dequeue long polls) end then ([`stopped`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,13 +17,19 @@ use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::auth::TokenAuthority;
+use crate::access::Access;
 use crate::config::{HealthReport, ReplicaSettings, ServerConfig};
+use crate::registry::{DbName, Registry};
+use crate::tokens::TokenStore;
 
 /// What the handlers share: the database and the server settings.
 pub(crate) struct AppState<D> {
     pub db: Arc<D>,
-    pub tokens: TokenAuthority,
+    pub access: Arc<Access>,
+    /// The database's name; `None` for the single database served at `/`.
+    pub database: Option<DbName>,
+    /// Path of its data-path endpoint: `/v2`, or `/db/<name>/v2`.
+    pub data_path: String,
     pub database_id: Uuid,
     pub max_body_size: usize,
     pub watch_keepalive: Duration,
@@ -31,25 +39,81 @@ pub(crate) struct AppState<D> {
     pub replica: Option<ReplicaSettings>,
     /// Extra `/healthz` lines.
     pub health_report: Option<HealthReport>,
+}
+
+/// The settings every database's [`AppState`] of one listener shares.
+#[derive(Clone)]
+pub(crate) struct StateTemplate {
+    pub access: Arc<Access>,
+    pub max_body_size: usize,
+    pub watch_keepalive: Duration,
+    pub replica: Option<ReplicaSettings>,
+    pub health_report: Option<HealthReport>,
     /// The web console's settings; `None` when it is off.
     pub console: Option<crate::console::ConsoleConfig>,
 }
 
-impl<D> AppState<D> {
-    /// The state of a server for `db` with `config`, stopping when `shutdown` turns `true`.
-    pub fn new(db: &Arc<D>, config: &ServerConfig, shutdown: watch::Receiver<bool>) -> Arc<Self> {
-        Arc::new(AppState {
-            db: db.clone(),
-            tokens: config.token_authority(),
-            database_id: config.resolved_database_id(),
+impl StateTemplate {
+    /// The settings of `config` (reading scoped tokens from its token file, if any).
+    pub fn new(config: &ServerConfig) -> StateTemplate {
+        let store = config
+            .token_file
+            .as_ref()
+            .map(|path| Arc::new(TokenStore::new(path)));
+        StateTemplate {
+            access: Arc::new(Access::new(config.token_authority(), store)),
             max_body_size: config.max_body_size,
             watch_keepalive: config.watch_keepalive,
             replica: config.replica.clone(),
             health_report: config.health_report.clone(),
             console: config.console.clone(),
+        }
+    }
+
+    /// The state serving `db`, named `database` (`None` = the single database at `/`),
+    /// stopping when `shutdown` turns `true`.
+    pub fn state<D>(
+        &self,
+        db: Arc<D>,
+        database: Option<DbName>,
+        database_id: Uuid,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<AppState<D>> {
+        let data_path = match &database {
+            None => crate::routes::metadata::DATA_PATH_PREFIX.to_string(),
+            Some(name) => format!(
+                "{}/{name}{}",
+                crate::router::DATABASES_PREFIX,
+                crate::routes::metadata::DATA_PATH_PREFIX
+            ),
+        };
+        Arc::new(AppState {
+            db,
+            access: self.access.clone(),
+            database,
+            data_path,
+            database_id,
+            max_body_size: self.max_body_size,
+            watch_keepalive: self.watch_keepalive,
+            replica: self.replica.clone(),
+            health_report: self.health_report.clone(),
             shutdown,
         })
     }
+}
+
+/// Where the router finds the database of a request.
+pub(crate) enum Databases<D> {
+    /// One database, served at `/`.
+    Single(Arc<AppState<D>>),
+    /// Many, served at `/db/<name>`.
+    Many(Arc<Registry<D>>),
+}
+
+/// What the router starts from.
+pub(crate) struct Front<D> {
+    pub template: StateTemplate,
+    pub databases: Databases<D>,
 }
 
 /// Facts about the connection a request arrived on.

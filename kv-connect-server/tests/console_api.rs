@@ -562,3 +562,66 @@ async fn values_are_written_from_notation_and_shown_as_trees() {
         .await
         .is_none());
 }
+
+#[tokio::test]
+async fn scoped_tokens_need_the_admin_scope() {
+    use kv_connect_server::tokens::{NewToken, Scope, TokenStore};
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "console-tokens-{}-{}",
+        std::process::id(),
+        nonce()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tokens.json");
+    let store = TokenStore::new(&file);
+    let create = |name: &str, scope: Scope| {
+        let new = NewToken {
+            name: name.to_string(),
+            scope,
+            database: None,
+            expires_at: None,
+        };
+        store.create(new, std::time::SystemTime::now()).unwrap().0
+    };
+    let reader = create("reader", Scope::Read);
+    let writer = create("writer", Scope::Write);
+    let admin = create("admin", Scope::Admin);
+    let server = TestServer::start_with(|c| {
+        c.console = Some(ConsoleConfig::default());
+        c.token_file = Some(file.clone());
+    })
+    .await;
+    for (token, status) in [
+        (reader, StatusCode::FORBIDDEN),
+        (writer, StatusCode::FORBIDDEN),
+        (admin, StatusCode::OK),
+        ("kvt_00_00".to_string(), StatusCode::UNAUTHORIZED),
+    ] {
+        let h = format!("Bearer {token}");
+        let r = get(&server, "/console/api/status", &[("authorization", &h)]).await;
+        assert_eq!(r.status, status, "{}", r.text());
+        assert_eq!(r.content_type(), "application/json");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn nonce() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+#[test]
+fn the_console_is_refused_with_many_databases() {
+    let out = std::process::Command::new(common::BIN)
+        .args(["--console", "--data-dir", "/nonexistent-console-test"])
+        .env("DENO_KV_ACCESS_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--console") && stderr.contains("--data-dir"),
+        "{stderr}"
+    );
+}

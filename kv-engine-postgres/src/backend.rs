@@ -119,6 +119,29 @@ impl PostgresBackend {
         })
     }
 
+    /// Drops this store's whole schema (`DROP SCHEMA ... CASCADE`: everything in it, not only
+    /// the store's tables) and closes the backend. Meant for schemas that hold nothing but one
+    /// store, such as the per-database schemas of a server with many databases; never call it
+    /// on a schema shared with other data (e.g. `public`).
+    pub async fn drop_schema(self) -> Result<(), BackendError> {
+        let sql = format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            crate::schema::quote_ident(&self.shared.names.schema)
+        );
+        let client = self
+            .shared
+            .pool
+            .get()
+            .await
+            .map_err(|e| pool_err(&self.shared.target, e))?;
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| pg_err("dropping the schema", e))?;
+        drop(client);
+        kv_traits::Backend::close(&self).await
+    }
+
     /// The schema holding this store's tables.
     pub fn schema(&self) -> &str {
         &self.shared.names.schema

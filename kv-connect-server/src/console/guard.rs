@@ -6,7 +6,8 @@
 //!   request carries), a cross-origin request (403: an `Origin` whose host and port are not
 //!   this request's `Host`, or that is not `http(s)://`, or a `Sec-Fetch-Site` other than
 //!   `same-origin`/`none`; the scheme may differ, for proxies that terminate TLS), then requires
-//!   `Authorization: Bearer <access token>` (401), compared in constant time.
+//!   `Authorization: Bearer <token>` with an admin token: the access token (compared in
+//!   constant time) or a scoped token of scope `admin` (401 unknown, 403 too little scope).
 //! - [`json_body`]: a `POST` body must be `application/json` (415), at most the server's body
 //!   bound (413) and parse into the request type (400 with serde's message, naming the field).
 //! - [`secure_headers`] sets the security headers of the module contract on every answer.
@@ -20,10 +21,12 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Body;
 use serde::de::DeserializeOwned;
 
-use crate::auth::{bearer_token, AuthError};
+use crate::access::{require, Access};
+use crate::auth::bearer_token;
 use crate::body::{read_body, response, ResponseBody};
 use crate::error::ApiError;
 use crate::state::{AppState, ConnInfo};
+use crate::tokens::Scope;
 
 /// The content security policy of every console answer: only this origin's scripts, styles and
 /// fetches; no inline code, no plugins, no framing, no form posts elsewhere.
@@ -83,8 +86,8 @@ pub(super) fn json_response(
 }
 
 /// Checks query, origin and admin token of an API call (module contract).
-pub(super) fn check_api_request<D, B>(
-    state: &AppState<D>,
+pub(super) fn check_api_request<B>(
+    access: &Access,
     conn: ConnInfo,
     req: &Request<B>,
 ) -> Result<(), ApiError> {
@@ -101,9 +104,8 @@ pub(super) fn check_api_request<D, B>(
     }
     check_origin(conn, req)?;
     let token = bearer_token(req.headers().get(AUTHORIZATION))?;
-    if !state.tokens.is_access_token(token) {
-        return Err(AuthError::InvalidAccessToken.into());
-    }
+    let grant = access.credential(token, None, std::time::SystemTime::now())?;
+    require(grant.scope, Scope::Admin)?;
     Ok(())
 }
 

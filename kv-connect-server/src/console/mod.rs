@@ -17,9 +17,11 @@
 //! # Contract
 //!
 //! - Off (no [`ConsoleConfig`]): every `/console` path is 404 `Resource not found.`, exactly as
-//!   an unknown path.
+//!   an unknown path. It serves the single database of a server; on a server with many
+//!   databases (`--data-dir`) the API answers 404 saying so.
 //! - The page and its assets need no token (they hold no data). Every `/console/api/...` call
-//!   needs `Authorization: Bearer <access token>` (the admin token): the page asks for it in a
+//!   needs `Authorization: Bearer <token>` with an admin token (the access token, or a scoped
+//!   token with scope `admin`; others get 403): the page asks for it in a
 //!   sign-in form, keeps it in `sessionStorage` and sends it as that header. A token in the
 //!   query string is refused (400), never read; cookies are never used, so a cross-site request
 //!   cannot carry the credential (module `guard`).
@@ -57,7 +59,7 @@ use kv_traits::Database;
 
 use crate::body::ResponseBody;
 use crate::error::ApiError;
-use crate::state::{AppState, ConnInfo};
+use crate::state::{ConnInfo, Databases, Front};
 
 /// A JSON report computed when the console asks for it (queue counts, backup state); an `Err`
 /// is shown as that section's error.
@@ -123,7 +125,7 @@ impl ConsoleRoute {
 
 /// Answers a request to `/console` or below (see the module contract).
 pub(crate) async fn handle<D: Database, B>(
-    state: &AppState<D>,
+    front: &Front<D>,
     conn: ConnInfo,
     req: Request<B>,
 ) -> Response<ResponseBody>
@@ -131,13 +133,13 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let Some(config) = &state.console else {
+    let Some(config) = &front.template.console else {
         return crate::body::error_response(&ApiError::new(
             StatusCode::NOT_FOUND,
             "Resource not found.",
         ));
     };
-    let mut res = match route(state, config, conn, req).await {
+    let mut res = match route(front, config, conn, req).await {
         Ok(res) => res,
         Err(err) => guard::json_error(&err),
     };
@@ -146,7 +148,7 @@ where
 }
 
 async fn route<D: Database, B>(
-    state: &AppState<D>,
+    front: &Front<D>,
     config: &ConsoleConfig,
     conn: ConnInfo,
     req: Request<B>,
@@ -176,7 +178,15 @@ where
     if let ConsoleRoute::Asset(asset) = route {
         return Ok(assets::serve(asset));
     }
-    guard::check_api_request(state, conn, &req)?;
+    guard::check_api_request(&front.template.access, conn, &req)?;
+    let state = match &front.databases {
+        Databases::Single(state) => state.clone(),
+        Databases::Many(_) => return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "The console serves a single database (--path); it is not available with --data-dir.",
+        )),
+    };
+    let state = &*state;
     match route {
         ConsoleRoute::Asset(_) => Err(ApiError::new(StatusCode::NOT_FOUND, "Resource not found.")),
         ConsoleRoute::Status => Ok(api::status(state, config).await),

@@ -3,32 +3,29 @@
 //!
 //! # Contract
 //!
-//! [`data_request`] checks, in this order, and answers the first failure:
+//! The router has already authorized the request ([`crate::access`]: a valid data-path token
+//! whose scope allows the route). [`data_request`] then checks, in this order, and answers the
+//! first failure:
 //!
-//! 1. `Authorization: Bearer <token>` holds a data-path token this server issued and that has
-//!    not expired (or the access token itself) → else 401;
-//! 2. the protocol headers: v2/v3 clients send `x-denokv-version: 2|3` and
+//! 1. the protocol headers: v2/v3 clients send `x-denokv-version: 2|3` and
 //!    `x-denokv-database-id`; v1 clients send no version header and `x-transaction-domain-id`;
 //!    either way the id must be this database's → else 400;
-//! 3. the body is at most [`ServerConfig::max_body_size`](crate::ServerConfig::max_body_size)
+//! 2. the body is at most [`ServerConfig::max_body_size`](crate::ServerConfig::max_body_size)
 //!    bytes → else 413.
 //!
 //! Request limits are not checked here: the database enforces its own
 //! ([`kv_traits::Database::limits`]).
-
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request};
 use hyper::body::Body;
 use uuid::Uuid;
 
-use crate::auth::bearer_token;
 use crate::body::read_body;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Authenticates a data-path request, checks its protocol headers and reads its bounded body.
+/// Checks the protocol headers of an authorized data-path request and reads its bounded body.
 pub(crate) async fn data_request<D, B>(
     state: &AppState<D>,
     req: Request<B>,
@@ -37,8 +34,6 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let token = bearer_token(req.headers().get(http::header::AUTHORIZATION))?;
-    state.tokens.verify(token, SystemTime::now())?;
     check_protocol_headers(req.headers(), state.database_id)?;
     let (_, body) = read_body(req, state.max_body_size).await?;
     Ok(body)

@@ -9,12 +9,12 @@
 use http::{Response, StatusCode};
 
 use crate::body::{response, ResponseBody, TEXT_PLAIN};
-use crate::state::AppState;
+use crate::config::HealthReport;
 
 /// The health answer.
-pub(crate) fn healthz<D>(state: &AppState<D>) -> Response<ResponseBody> {
+pub(crate) fn healthz(health_report: Option<&HealthReport>) -> Response<ResponseBody> {
     let mut body = String::from("ok\n");
-    if let Some(report) = &state.health_report {
+    if let Some(report) = health_report {
         body.push_str(&report());
     }
     response(StatusCode::OK, TEXT_PLAIN, body)

@@ -2,15 +2,18 @@
 //!
 //! # Contract
 //!
-//! - The request carries `Authorization: Bearer <access token>` (else 401) and a JSON body of at
-//!   most 64 KiB, `{"supportedVersions":[...]}`; an empty body means version 1 only.
+//! - The router has authorized the caller ([`crate::access`]: the access token or a scoped
+//!   token of this database). The request carries a JSON body of at most 64 KiB, `{"supportedVersions":[...]}`; an empty body means version 1 only.
 //! - The answer is the highest common version of 1, 2 and 3 (none in common → 400) as a JSON
 //!   [`MetadataResponse`] with exactly its five properties, plus the header
 //!   `x-denokv-extensions: queue-v1`.
-//! - Endpoints: [`DATA_PATH_PREFIX`] (relative) for v2/v3, an absolute URL for v1 (built from
-//!   the request's authority and scheme, see [`absolute_endpoint`]); one `strong` endpoint, or
+//! - Endpoints: the database's data path for v2/v3 as an absolute path ([`DATA_PATH_PREFIX`],
+//!   or `/db/<name>/v2` for a database of a server with many: both Deno and `@deno/kv` resolve
+//!   it against the metadata URL like a link, so a relative `v2` would lose the `/db/<name>`
+//!   part), an absolute URL for v1 (built from the request's authority and scheme, see
+//!   [`absolute_endpoint`]); one `strong` endpoint, or
 //!   on a read replica this server `eventual` followed by the primary (or itself) `strong`.
-//! - The token is a fresh stateless data-path token ([`crate::auth`]); `expiresAt` is its
+//! - The token is a fresh data-path token for the caller ([`crate::access`]); `expiresAt` is its
 //!   expiry.
 
 use std::time::SystemTime;
@@ -23,7 +26,7 @@ use hyper::body::Body;
 use kv_proto as wire;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::bearer_token;
+use crate::access::Grant;
 use crate::body::{read_body, response, ResponseBody};
 use crate::config::ReplicaSettings;
 use crate::error::ApiError;
@@ -106,6 +109,7 @@ pub fn absolute_endpoint(
     uri: &http::Uri,
     headers: &HeaderMap,
     tls: bool,
+    data_path: &str,
 ) -> Result<String, ApiError> {
     let host = uri
         .authority()
@@ -123,29 +127,30 @@ pub fn absolute_endpoint(
         .and_then(|h| h.to_str().ok())
         .filter(|s| *s == "http" || *s == "https")
         .unwrap_or(if tls { "https" } else { "http" });
-    Ok(format!("{scheme}://{host}{DATA_PATH_PREFIX}"))
+    Ok(format!("{scheme}://{host}{data_path}"))
 }
 
 /// Handles `POST /` (see the module contract).
 pub(crate) async fn exchange<D, B>(
     state: &AppState<D>,
     conn: ConnInfo,
+    grant: &Grant,
     req: Request<B>,
 ) -> Result<Response<ResponseBody>, ApiError>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let token = bearer_token(req.headers().get(http::header::AUTHORIZATION))?;
-    state.tokens.check_access_token(token)?;
     let (parts, body) = read_body(req, MAX_METADATA_BODY).await?;
     let version = negotiate_version(&body)?;
     let url = if version == 1 {
-        absolute_endpoint(&parts.uri, &parts.headers, conn.tls)?
+        absolute_endpoint(&parts.uri, &parts.headers, conn.tls, &state.data_path)?
     } else {
-        DATA_PATH_PREFIX.to_string()
+        state.data_path.clone()
     };
-    let (token, expires) = state.tokens.issue(SystemTime::now());
+    let (token, expires) = state
+        .access
+        .issue(grant, state.database.as_ref(), SystemTime::now());
     let meta = MetadataResponse {
         version,
         database_id: state.database_id.hyphenated().to_string(),

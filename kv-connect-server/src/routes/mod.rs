@@ -9,11 +9,15 @@
 //! | [`watch`] | `POST /v2/watch` |
 //! | [`queue`] | `POST /v2/queue/dequeue`, `POST /v2/queue/finish` (extension `queue-v1`) |
 //! | [`health`] | `GET /healthz` |
+//! | [`admin`] | `/admin/...` (databases and scoped tokens) |
+//! | [`revocable`] | what `POST /v2/watch` streams pass through: they end when their scoped token is revoked |
 //! | [`guard`] | what every data-path route passes first: token, protocol headers, body bound |
 
+pub(crate) mod admin;
 pub(crate) mod datapath;
 pub(crate) mod guard;
 pub(crate) mod health;
 pub mod metadata;
 pub(crate) mod queue;
+pub(crate) mod revocable;
 pub(crate) mod watch;
