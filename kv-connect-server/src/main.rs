@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kv_connect_server::{tls, KvConnectServer, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
+mod data_cmd;
 #[cfg(feature = "pitr")]
 mod pitr_cmd;
 
@@ -64,6 +65,10 @@ enum Command {
     #[cfg(feature = "pitr")]
     #[command(subcommand)]
     Pitr(pitr_cmd::PitrCommand),
+    /// Read and write data by hand: get, list, set, delete, watch, export, import (against
+    /// --url or a database file).
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
 }
 
 /// Where the database lives.
@@ -185,6 +190,8 @@ pub(crate) enum MainError {
     #[cfg(feature = "pitr")]
     #[error(transparent)]
     Pitr(#[from] pitr_cmd::PitrCliError),
+    #[error(transparent)]
+    Data(#[from] data_cmd::DataError),
 }
 
 #[cfg(any(feature = "sqlite", feature = "redb"))]
@@ -258,6 +265,7 @@ async fn run(cli: Cli) -> Result<(), MainError> {
         Some(Command::Serve(args)) => serve(args).await,
         #[cfg(feature = "pitr")]
         Some(Command::Pitr(cmd)) => Ok(pitr_cmd::run(cmd).await?),
+        Some(Command::Data(cmd)) => Ok(data_cmd::run(cmd).await?),
     }
 }
 
