@@ -72,7 +72,8 @@ pub(crate) async fn run(
             .validate_write(&write, now)
             .map_err(|e| DataError::Line {
                 line,
-                reason: e.to_string(),
+                // The limit messages end with a full stop; this one continues.
+                reason: e.to_string().trim_end_matches('.').to_owned(),
             })?;
         if let Some(first) = seen.insert(entry.key.clone(), line) {
             return Err(DataError::Line {
