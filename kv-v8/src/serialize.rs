@@ -4,7 +4,7 @@
 //! `real_runtimes` test).
 //!
 //! Contract:
-//! - Object ids are renumbered in writing order, so any tree [`crate::decode`] returns can be
+//! - Object ids are renumbered in writing order, so any tree [`crate::decode()`] returns can be
 //!   written back: a [`V8Value::Ref`] becomes a back-reference to the object written for
 //!   that id (an error if that object was not written before the reference).
 //! - Node's host-object views ([`V8Value::HostView`]) are written in V8's own form (an
