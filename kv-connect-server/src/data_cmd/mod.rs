@@ -571,7 +571,7 @@ async fn export(
             }
         }
         Target::Remote(_) => {
-            eprintln!("note: over KV Connect expiry times cannot be read; the export has no expireAt (export from the database file to keep them)");
+            tracing::warn!("over KV Connect expiry times cannot be read: the export has no expireAt (export from the database file to keep them)");
             let page = target.db().limits().max_read_entries;
             let mut pages = Pages::new(start, end, false, None, page);
             while let Some(page) = pages.next(target.db()).await? {
