@@ -12,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 
 mod admin_cmd;
 mod console_cmd;
+mod data_cmd;
 mod multidb_cmd;
 #[cfg(feature = "pitr")]
 mod pitr_cmd;
@@ -73,6 +74,10 @@ enum Command {
     /// Scoped tokens (read, write, queue, admin): create, list, revoke.
     #[command(subcommand)]
     Token(admin_cmd::TokenCommand),
+    /// Read and write data by hand: get, list, set, delete, watch, export, import (against
+    /// --url or a database file).
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
 }
 
 /// Where the database lives.
@@ -210,6 +215,8 @@ pub(crate) enum MainError {
     DataDir(#[from] kv_connect_server::registry::RegistryError),
     #[error("--replica-of cannot be combined with --data-dir")]
     ReplicaOfDataDir,
+    #[error(transparent)]
+    Data(#[from] data_cmd::DataError),
 }
 
 #[cfg(any(feature = "sqlite", feature = "redb"))]
@@ -297,6 +304,7 @@ async fn run(cli: Cli) -> Result<(), MainError> {
         Some(Command::Pitr(cmd)) => Ok(pitr_cmd::run(cmd).await?),
         Some(Command::Db(cmd)) => Ok(admin_cmd::run_db(cmd).await?),
         Some(Command::Token(cmd)) => Ok(admin_cmd::run_token(cmd).await?),
+        Some(Command::Data(cmd)) => Ok(data_cmd::run(cmd).await?),
     }
 }
 

@@ -5,6 +5,11 @@
 //! Layout: `ff ‖ varint(version) ‖ [00 padding…] ‖ tag ‖ payload`. [`parse`] accepts versions
 //! 13 to 16; [`serialize`] writes version 15 in the form V8 itself produces.
 //!
+//! The pieces are public so that the full-format decoder (`kv-v8`) builds on them instead of
+//! repeating them: the tag bytes ([`tag`]), the bounds-checked [`Reader`] (header, varints,
+//! scalars, strings) and the writers ([`write_scalar`], [`write_number`], [`write_string`],
+//! [`write_bigint`], [`write_varint`]).
+//!
 //! ```
 //! use kv_traits::v8::{parse, parse_sum_operand, serialize, SumOperand, V8Value};
 //! use num_bigint::BigInt;

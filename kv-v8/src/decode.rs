@@ -16,7 +16,9 @@ use kv_traits::v8::{tag, Reader, V8Error, V8Value as Scalar};
 
 use crate::value::{PropertyKey, V8Value, ViewKind, REGEXP_FLAGS, REGEXP_LINEAR};
 
-/// How deeply objects may nest before [`decode`] gives up.
+/// How deeply values may nest before [`decode`] gives up. The decoder (and the tree and
+/// notation code after it) recurse once per level; 128 levels fit in 512 KiB of stack even in
+/// a debug build (a test checks it), well inside a tokio worker's 2 MiB.
 pub const MAX_DEPTH: usize = 128;
 
 /// Why bytes could not be decoded. Offsets are byte positions in the input.

@@ -4,13 +4,13 @@
 //! The storage path stays opaque: nothing in the server decodes values to store them. This
 //! crate is for tools that show and edit values (the web console, the `data` command line).
 //!
-//! - [`decode`]: V8 bytes (formats 13 to 16, as Deno 2 and Node's `v8.serialize` write them)
-//!   to a [`V8Value`] tree. Never panics; memory linear in the input (see [`decode`]'s
+//! - [`decode()`]: V8 bytes (formats 13 to 16, as Deno 2 and Node's `v8.serialize` write them)
+//!   to a [`V8Value`] tree. Never panics; memory linear in the input (see the decoder's
 //!   module, [`mod@decode`], for the full contract).
 //! - [`value_tree`]: any stored [`KvValue`] as the display tree below.
 //! - [`value_from_notation`] / [`value_to_notation`], [`key_from_notation`] /
 //!   [`key_to_notation`]: the JSON notation for writing values and keys by hand, specified in
-//!   [`mod@notation`]; [`serialize`] writes V8 bytes (format 15) that Deno and Node read.
+//!   [`mod@notation`]; [`serialize()`] writes V8 bytes (format 15) that Deno and Node read.
 //!
 //! # The display tree (contract)
 //!

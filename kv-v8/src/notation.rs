@@ -352,7 +352,9 @@ impl Builder {
             }
             "$wrapper" => {
                 let id = self.id();
-                let inner = self.value(v, path, depth)?;
+                // The wrapped primitive is part of the wrapper, not a level of its own (as in
+                // the decoder).
+                let inner = self.value(v, path, depth.saturating_sub(1))?;
                 match inner {
                     V8Value::Bool(_)
                     | V8Value::Number(_)

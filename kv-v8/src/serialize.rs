@@ -4,7 +4,7 @@
 //! `real_runtimes` test).
 //!
 //! Contract:
-//! - Object ids are renumbered in writing order, so any tree [`crate::decode`] returns can be
+//! - Object ids are renumbered in writing order, so any tree [`crate::decode()`] returns can be
 //!   written back: a [`V8Value::Ref`] becomes a back-reference to the object written for
 //!   that id (an error if that object was not written before the reference).
 //! - Node's host-object views ([`V8Value::HostView`]) are written in V8's own form (an
@@ -339,9 +339,17 @@ impl Writer {
         if length > MAX_DENSE {
             return Err(SerializeError::DenseTooLong(length));
         }
+        // Elements are the leading run of index keys in increasing order (as the decoder
+        // returns them); every later property, index or not, is written after the elements,
+        // so that a decoded array writes back in its own order.
         let mut slots: Vec<Option<&V8Value>> = vec![None; length as usize];
         let mut named = Vec::new();
+        let mut next_index = 0usize;
         for (k, v) in properties {
+            if !named.is_empty() {
+                named.push((k, v));
+                continue;
+            }
             let index = match k {
                 PropertyKey::Number(n)
                     if n.fract() == 0.0 && *n >= 0.0 && *n < f64::from(length) =>
@@ -353,7 +361,10 @@ impl Writer {
                 }
                 _ => None,
             };
-            match index.and_then(|i| slots.get_mut(i)) {
+            match index.filter(|&i| i >= next_index).and_then(|i| {
+                next_index = i + 1;
+                slots.get_mut(i)
+            }) {
                 Some(slot) => *slot = Some(v),
                 None => named.push((k, v)),
             }
@@ -394,6 +405,21 @@ mod tests {
             let v = decode(&bytes).unwrap();
             let again = serialize(&v).unwrap();
             assert_eq!(decode(&again).unwrap(), v, "{hex_str}");
+        }
+    }
+
+    #[test]
+    fn dense_arrays_write_back_in_their_own_order() {
+        // A dense array [0, <hole>, 2] followed by a named property with index key 1, and one
+        // with a key repeated after the elements.
+        for hex_str in [
+            "ff0f4103490049022d49044906490249082402 03".replace(' ', ""),
+            "ff0f41024900490249024906240102".to_string(),
+        ] {
+            let bytes = hex::decode(&hex_str).unwrap();
+            let v = decode(&bytes).unwrap();
+            let again = decode(&serialize(&v).unwrap()).unwrap();
+            assert_eq!(again, v, "{hex_str}");
         }
     }
 
