@@ -7,8 +7,10 @@
 #                                          cargo clippy --workspace --all-targets -- -D warnings
 #   test                                   cargo test --workspace --no-fail-fast: every crate's
 #                                          unit, integration, conformance, real-client (Deno and
-#                                          @deno/kv from npm), backup (a moto S3 server from
-#                                          PyPI) and crash tests
+#                                          @deno/kv from npm), web console in a real browser
+#                                          (Debian's chromium, playwright-core from npm; its
+#                                          screenshots stay in target/test-artifacts/console/),
+#                                          backup (a moto S3 server from PyPI) and crash tests
 #   node                                   the Node package kv-node/: npm ci (its install script
 #                                          builds the addon with cargo, debug profile, in target/)
 #                                          then node --test (test/*.test.mjs)

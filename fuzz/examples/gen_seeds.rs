@@ -71,6 +71,23 @@ fn main() {
     write("v8_parse", "smi_v16", &[0xff, 0x10, 0x49, 0x54]);
     write("v8_parse", "double_v15", &v8::serialize_number(-0.0));
 
+    // v8_decode: every V8 value of kv-v8's test vectors (written by real Deno and Node).
+    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kv-v8/tests/vectors/vectors.json");
+    let vectors = std::fs::read_to_string(&vectors).expect("kv-v8 vectors");
+    let vectors: serde_json::Value = serde_json::from_str(&vectors).expect("vectors JSON");
+    for v in vectors["vectors"].as_array().expect("vectors") {
+        if v["encoding"] != 1 {
+            continue;
+        }
+        let field = |name: &str| v[name].as_str().expect("string field").to_string();
+        let name = format!(
+            "{}_{}",
+            field("runtime"),
+            field("name").replace([' ', '/'], "_")
+        );
+        write("v8_decode", &name, &hex::decode(field("hex")).expect("hex"));
+    }
+
     // Request bodies as Deno and @deno/kv send them.
     let key_a = k(&[KeyPart::String("a".into())]);
     let key_n = k(&[KeyPart::String("n".into())]);

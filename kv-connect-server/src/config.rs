@@ -48,6 +48,9 @@ pub struct ServerConfig {
     pub replica: Option<ReplicaSettings>,
     /// Extra lines for `GET /healthz` after `ok` (e.g. backup lag), computed per request.
     pub health_report: Option<HealthReport>,
+    /// Serve the web console at `/console` (admin: the access token); `None` (the default)
+    /// answers 404 there. See [`crate::console`].
+    pub console: Option<crate::console::ConsoleConfig>,
     /// The scoped-token file ([`crate::tokens`]), re-read when it changes; `None` = only the
     /// access token is accepted.
     pub token_file: Option<std::path::PathBuf>,
@@ -87,6 +90,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("tls", &self.tls.is_some())
             .field("replica", &self.replica)
             .field("health_report", &self.health_report.is_some())
+            .field("console", &self.console.is_some())
             .field("token_file", &self.token_file)
             .field("limits", &self.limits)
             .field("metrics_addr", &self.metrics_addr)
@@ -108,6 +112,7 @@ impl ServerConfig {
             tls: None,
             replica: None,
             health_report: None,
+            console: None,
             token_file: None,
             limits: ServerLimits::default(),
             metrics_addr: None,

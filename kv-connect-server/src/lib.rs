@@ -42,6 +42,10 @@
 //! ```
 //!
 //! See `examples/embedded.rs` for a complete program.
+//!
+//! With [`ServerConfig::console`] set, the server also serves a web console at `/console`
+//! (browse, edit with versionstamp checks, watch, queue counts, backups, health), signed in
+//! with the access token; see [`console`].
 
 #![warn(missing_docs)]
 
@@ -51,6 +55,7 @@ mod access;
 pub mod auth;
 mod body;
 mod config;
+pub mod console;
 pub mod datadir;
 pub mod error;
 pub mod limits;

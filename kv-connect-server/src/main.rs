@@ -12,6 +12,8 @@ use tracing_subscriber::EnvFilter;
 
 mod admin_cmd;
 mod compat;
+mod console_cmd;
+mod data_cmd;
 mod healthcheck;
 #[cfg(feature = "sqlite")]
 mod import_denokv;
@@ -87,6 +89,10 @@ enum Command {
     /// database (keys, values, versionstamps and expiry; not queue messages).
     #[cfg(feature = "sqlite")]
     ImportDenokv(import_denokv::ImportArgs),
+    /// Read and write data by hand: get, list, set, delete, watch, export, import (against
+    /// --url or a database file).
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
 }
 
 /// Where the database lives.
@@ -186,6 +192,11 @@ struct ServeArgs {
     #[command(flatten)]
     ops: Box<ops_args::OpsArgs>,
 
+    /// Serve the web console at `/console`: browse and edit keys, watch a key, queue counts,
+    /// backups and health. Sign in with the access token.
+    #[arg(long, env = "KV_CONNECT_CONSOLE", conflicts_with = "data_dir")]
+    console: bool,
+
     #[cfg(feature = "pitr")]
     #[command(flatten)]
     backup: pitr_cmd::ServeBackupArgs,
@@ -233,6 +244,8 @@ pub(crate) enum MainError {
     #[cfg(feature = "sqlite")]
     #[error(transparent)]
     Import(#[from] import_denokv::ImportError),
+    #[error(transparent)]
+    Data(#[from] data_cmd::DataError),
 }
 
 #[cfg(any(feature = "sqlite", feature = "redb"))]
@@ -323,6 +336,7 @@ async fn run(cli: Cli) -> Result<(), MainError> {
         Some(Command::Healthcheck(args)) => Ok(healthcheck::run(&args).await?),
         #[cfg(feature = "sqlite")]
         Some(Command::ImportDenokv(args)) => import_denokv::run(&args).await,
+        Some(Command::Data(cmd)) => Ok(data_cmd::run(cmd).await?),
     }
 }
 
@@ -360,10 +374,17 @@ async fn serve(cli: ServeArgs) -> Result<(), MainError> {
         pitr_cmd::open_for_serving(&cli.db, db_config, &cli.backup, &mut config).await?;
     #[cfg(not(feature = "pitr"))]
     let db = open_db(&cli.db, db_config).await?;
+    if cli.console {
+        #[cfg(feature = "pitr")]
+        let backup = console_cmd::backup_report(&cli.backup, &pitr)?;
+        #[cfg(not(feature = "pitr"))]
+        let backup = None;
+        config.console = Some(console_cmd::console_config(&db, backup));
+    }
     let server = KvConnectServer::new(db, config).bind(cli.addr).await?;
     // Signal handlers before the listening line: a SIGTERM after it is always graceful.
     let signal = kv_connect_server::shutdown_signal();
-    tracing::info!(engine = ?cli.db.engine, path = %cli.db.path.display(), read_only = cli.read_only, "database open");
+    tracing::info!(engine = ?cli.db.engine, path = %cli.db.path.display(), read_only = cli.read_only, console = cli.console, "database open");
     if let Some(addr) = server.metrics_addr() {
         tracing::info!(%addr, "metrics listener (no authentication)");
     }

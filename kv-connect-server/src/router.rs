@@ -14,6 +14,7 @@
 //! | `POST /db/<name>`, `POST /db/<name>/v2/...` | as `POST /` and `/v2/...` | with `--data-dir`: the same routes for database `<name>` ([`crate::registry`]); its metadata advertises `/db/<name>/v2` |
 //! | `/admin/...` | `routes/admin.rs` | the admin API: databases and scoped tokens (its module docs list the routes) |
 //! | `GET /metrics` | `routes/metrics.rs` | Prometheus metrics (OpenMetrics text) of every database; needs `Authorization: Bearer <access token>` |
+//! | `/console`, `/console/...` | [`crate::console`] | the web console (only with [`ServerConfig::console`](crate::ServerConfig)); it has its own table, methods, admin auth and JSON errors |
 //!
 //! # Contract
 //!
@@ -30,7 +31,7 @@
 //!   checks the access token itself; `/healthz` is open.
 //! - Every request body must arrive within the body read timeout (408 otherwise).
 //! - Every answered request is counted in the metrics by route name (the table's path without
-//!   the prefix: `metadata`, `snapshot_read`, ..., `admin`, `unknown` for a 404 path), status and
+//!   the prefix: `metadata`, `snapshot_read`, ..., `admin`, `console`, `unknown` for a 404 path), status and
 //!   database (`default` in single-database mode; `none` when no database was resolved, so that
 //!   made-up names cannot grow the label set), with its latency.
 //! - Any other path is 404 `Resource not found.`; a known path with another method is 405 with
@@ -69,17 +70,24 @@ pub const DATABASES_PREFIX: &str = "/db";
 /// Path prefix of the admin API.
 pub const ADMIN_PREFIX: &str = "/admin";
 
+/// Path prefix of the web console.
+pub const CONSOLE_PREFIX: &str = "/console";
+
 /// Where a path leads: a route of a database (`None` = the single one) or the admin API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Target<'p> {
     Database(Option<&'p str>, Route),
     Admin,
+    Console,
 }
 
 impl<'p> Target<'p> {
     fn of_path(path: &'p str) -> Option<Target<'p>> {
         if path == ADMIN_PREFIX || path.starts_with("/admin/") {
             return Some(Target::Admin);
+        }
+        if path == CONSOLE_PREFIX || path.starts_with("/console/") {
+            return Some(Target::Console);
         }
         let Some(rest) = path
             .strip_prefix(DATABASES_PREFIX)
@@ -194,6 +202,7 @@ where
     };
     let route_name = match target {
         Some(Target::Admin) => "admin",
+        Some(Target::Console) => "console",
         _ => Route::name(route),
     };
     let limiter = front.template.limiter.clone();
@@ -216,7 +225,8 @@ where
     };
     if let (StatusCode::METHOD_NOT_ALLOWED, Some(route)) = (res.status(), route) {
         res.headers_mut()
-            .insert(ALLOW, HeaderValue::from_static(route.allowed().1));
+            .entry(ALLOW)
+            .or_insert(HeaderValue::from_static(route.allowed().1));
     }
     let status = res.status().as_u16();
     let elapsed = started.elapsed();
@@ -263,6 +273,7 @@ where
     let (name, route) = match target {
         None => return Err(not_found()),
         Some(Target::Admin) => return admin::handle(front, req).await,
+        Some(Target::Console) => return Ok(crate::console::handle(front, conn, req).await),
         Some(Target::Database(name, route)) => (name, route),
     };
     if !route.accepts(req.method()) {
@@ -420,6 +431,10 @@ mod tests {
         assert_eq!(Target::of_path("/db"), None);
         assert_eq!(Target::of_path("/dbx"), None);
         assert_eq!(Target::of_path("/admin/tokens"), Some(Target::Admin));
+        assert_eq!(Target::of_path("/console"), Some(Target::Console));
+        assert_eq!(Target::of_path("/console/api/list"), Some(Target::Console));
+        assert_eq!(Target::of_path("/consoles"), None);
+        assert_eq!(Target::of_path("/db/app/console"), None);
         assert_eq!(
             Target::of_path("/v2/watch"),
             Some(Target::Database(None, Route::Watch))

@@ -59,6 +59,8 @@ pub(crate) struct StateTemplate {
     pub replica: Option<ReplicaSettings>,
     pub health_report: Option<HealthReport>,
     pub limiter: Arc<Limiter>,
+    /// The web console's settings; `None` when it is off.
+    pub console: Option<crate::console::ConsoleConfig>,
 }
 
 impl StateTemplate {
@@ -76,6 +78,7 @@ impl StateTemplate {
             replica: config.replica.clone(),
             health_report: config.health_report.clone(),
             limiter: limiter.clone(),
+            console: config.console.clone(),
         }
     }
 

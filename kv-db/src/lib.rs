@@ -81,6 +81,7 @@ use tokio::task::JoinHandle;
 pub use crate::changes::{ChangeBatch, ExportEntry, ImportOp, KeyChange};
 pub use crate::config::DbConfig;
 pub use crate::lease::{LeaseOwner, LeaseState};
+pub use crate::queue::QueueCounts;
 use crate::watch::WatchHub;
 use crate::writer::{Op, Reply};
 
@@ -146,6 +147,12 @@ impl Db {
     /// that allocates a version (writes, expiry sweeps, dead letters, imports).
     pub fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<Versionstamp> {
         self.inner.commits.subscribe()
+    }
+
+    /// How many queue messages are ready, delayed and leased (read-only; visits every queued
+    /// message once, so it costs a scan of the queue).
+    pub async fn queue_counts(&self) -> Result<QueueCounts, KvError> {
+        self.inner.queue_counts().await
     }
 
     /// Fails unless the database takes writes.

@@ -3,6 +3,10 @@
 //! - [`backend`]: [`FaultyBackend`], a decorator over any [`kv_traits::Backend`] that fails a
 //!   commit before it reaches the engine or after the engine committed, fails a `put`, delays
 //!   commits and `begin_write`, and counts calls; faults are armed on a shared [`Faults`] handle.
+//! - [`browser`]: Debian's Chromium and `playwright-core`, installed by
+//!   `scripts/install-browser.sh`, for tests that drive a real browser.
+//! - [`clients`]: the real KV clients (Deno, `@deno/kv` on Node) installed by
+//!   `scripts/install-test-clients.sh`.
 //! - [`postgres`]: the PostgreSQL server of the tests (`KV_TEST_POSTGRES_URL`, else a throwaway
 //!   cluster started by `scripts/start-postgres-test-server.sh`) and fresh schema names.
 //! - [`s3`]: the S3-compatible server of the tests (moto, started by
@@ -36,6 +40,8 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod browser;
+pub mod clients;
 pub mod postgres;
 pub mod s3;
 pub mod script;

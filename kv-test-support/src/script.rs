@@ -11,6 +11,13 @@ use std::process::{Command, Stdio};
 
 /// Runs `scripts/<name> --exit-with <pid>`; the script's stdout, or an error naming `hint`.
 pub fn run_start_script(name: &str, hint: &str) -> Result<String, String> {
+    let pid = std::process::id().to_string();
+    run_script(name, &["--exit-with", &pid], hint)
+}
+
+/// Runs `scripts/<name> <args>` from the repository root with no standard input; its stdout,
+/// or an error holding its output and `hint` (used by the install scripts too).
+pub fn run_script(name: &str, args: &[&str], hint: &str) -> Result<String, String> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .ok_or("kv-test-support has no parent directory")?
@@ -18,8 +25,7 @@ pub fn run_start_script(name: &str, hint: &str) -> Result<String, String> {
         .join(name);
     let out = Command::new("bash")
         .arg(&script)
-        .arg("--exit-with")
-        .arg(std::process::id().to_string())
+        .args(args)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("could not run {}: {e}", script.display()))?;

@@ -5,6 +5,11 @@
 //! Layout: `ff ‖ varint(version) ‖ [00 padding…] ‖ tag ‖ payload`. [`parse`] accepts versions
 //! 13 to 16; [`serialize`] writes version 15 in the form V8 itself produces.
 //!
+//! The pieces are public so that the full-format decoder (`kv-v8`) builds on them instead of
+//! repeating them: the tag bytes ([`tag`]), the bounds-checked [`Reader`] (header, varints,
+//! scalars, strings) and the writers ([`write_scalar`], [`write_number`], [`write_string`],
+//! [`write_bigint`], [`write_varint`]).
+//!
 //! ```
 //! use kv_traits::v8::{parse, parse_sum_operand, serialize, SumOperand, V8Value};
 //! use num_bigint::BigInt;
@@ -26,19 +31,100 @@ pub const MIN_VERSION: u32 = 13;
 /// The highest header version [`parse`] accepts.
 pub const MAX_VERSION: u32 = 16;
 
-const VERSION_TAG: u8 = 0xff;
-const PADDING: u8 = 0x00;
-const UNDEFINED: u8 = b'_';
-const NULL: u8 = b'0';
-const TRUE: u8 = b'T';
-const FALSE: u8 = b'F';
-const INT32: u8 = b'I';
-const UINT32: u8 = b'U';
-const DOUBLE: u8 = b'N';
-const BIGINT: u8 = b'Z';
-const ONE_BYTE_STRING: u8 = b'"';
-const TWO_BYTE_STRING: u8 = b'c';
-const UTF8_STRING: u8 = b'S';
+/// Tag bytes of the V8 ValueSerializer format (V8's `SerializationTag`), the one home for them
+/// in this workspace: the scalar ones are read by [`parse`]; the object ones are for decoders
+/// of the whole format (the `kv-v8` crate).
+pub mod tag {
+    /// `ff`: the version header, followed by a varint version.
+    pub const VERSION: u8 = 0xff;
+    /// `00`: padding, skipped wherever a tag is expected.
+    pub const PADDING: u8 = 0x00;
+    /// `?`: an object count to verify (varint), ignored by readers.
+    pub const VERIFY_OBJECT_COUNT: u8 = b'?';
+    /// `-`: an array hole.
+    pub const THE_HOLE: u8 = b'-';
+    /// `_`: `undefined`.
+    pub const UNDEFINED: u8 = b'_';
+    /// `0`: `null`.
+    pub const NULL: u8 = b'0';
+    /// `T`: `true`.
+    pub const TRUE: u8 = b'T';
+    /// `F`: `false`.
+    pub const FALSE: u8 = b'F';
+    /// `I`: zigzag varint int32.
+    pub const INT32: u8 = b'I';
+    /// `U`: varint uint32.
+    pub const UINT32: u8 = b'U';
+    /// `N`: little-endian f64.
+    pub const DOUBLE: u8 = b'N';
+    /// `Z`: bigint (bitfield varint, then little-endian digits).
+    pub const BIGINT: u8 = b'Z';
+    /// `"`: Latin-1 string (varint byte length, bytes).
+    pub const ONE_BYTE_STRING: u8 = b'"';
+    /// `c`: UTF-16LE string (varint byte length, bytes).
+    pub const TWO_BYTE_STRING: u8 = b'c';
+    /// `S`: UTF-8 string (varint byte length, bytes).
+    pub const UTF8_STRING: u8 = b'S';
+    /// `^`: back-reference to an earlier object by id (varint).
+    pub const OBJECT_REFERENCE: u8 = b'^';
+    /// `o`: start of a plain object.
+    pub const BEGIN_JS_OBJECT: u8 = b'o';
+    /// `{`: end of a plain object (varint property count).
+    pub const END_JS_OBJECT: u8 = b'{';
+    /// `a`: start of a sparse array (varint length).
+    pub const BEGIN_SPARSE_JS_ARRAY: u8 = b'a';
+    /// `@`: end of a sparse array (varint property count, varint length).
+    pub const END_SPARSE_JS_ARRAY: u8 = b'@';
+    /// `A`: start of a dense array (varint length, then that many elements).
+    pub const BEGIN_DENSE_JS_ARRAY: u8 = b'A';
+    /// `$`: end of a dense array (varint property count, varint length).
+    pub const END_DENSE_JS_ARRAY: u8 = b'$';
+    /// `D`: a Date (f64 milliseconds since the epoch).
+    pub const DATE: u8 = b'D';
+    /// `y`: `new Boolean(true)`.
+    pub const TRUE_OBJECT: u8 = b'y';
+    /// `x`: `new Boolean(false)`.
+    pub const FALSE_OBJECT: u8 = b'x';
+    /// `n`: `new Number(f64)`.
+    pub const NUMBER_OBJECT: u8 = b'n';
+    /// `z`: `Object(bigint)`.
+    pub const BIGINT_OBJECT: u8 = b'z';
+    /// `s`: `new String(string)` (followed by a tagged string).
+    pub const STRING_OBJECT: u8 = b's';
+    /// `R`: a RegExp (tagged source string, varint flags).
+    pub const REGEXP: u8 = b'R';
+    /// `;`: start of a Map.
+    pub const BEGIN_JS_MAP: u8 = b';';
+    /// `:`: end of a Map (varint: twice the entry count).
+    pub const END_JS_MAP: u8 = b':';
+    /// `'`: start of a Set.
+    pub const BEGIN_JS_SET: u8 = b'\'';
+    /// `,`: end of a Set (varint entry count).
+    pub const END_JS_SET: u8 = b',';
+    /// `B`: an ArrayBuffer (varint byte length, bytes).
+    pub const ARRAY_BUFFER: u8 = b'B';
+    /// `~`: a resizable ArrayBuffer (varint byte length, varint max byte length, bytes).
+    pub const RESIZABLE_ARRAY_BUFFER: u8 = b'~';
+    /// `t`: a transferred ArrayBuffer (not storable).
+    pub const ARRAY_BUFFER_TRANSFER: u8 = b't';
+    /// `V`: a view over the ArrayBuffer just read (subtag, varint offset, varint length, and
+    /// from version 14 varint flags).
+    pub const ARRAY_BUFFER_VIEW: u8 = b'V';
+    /// `u`: a SharedArrayBuffer (not storable).
+    pub const SHARED_ARRAY_BUFFER: u8 = b'u';
+    /// `p`: a shared object (not storable).
+    pub const SHARED_OBJECT: u8 = b'p';
+    /// `w`: a transferred WebAssembly module (not storable).
+    pub const WASM_MODULE_TRANSFER: u8 = b'w';
+    /// `m`: a transferred WebAssembly memory (not storable).
+    pub const WASM_MEMORY_TRANSFER: u8 = b'm';
+    /// `\\`: a host object (Node's `v8.serialize` writes typed arrays this way).
+    pub const HOST_OBJECT: u8 = b'\\';
+    /// `r`: an Error (sub-tags until `.`).
+    pub const ERROR: u8 = b'r';
+}
+
+use tag::*;
 
 /// A V8-serialized scalar.
 #[derive(Clone, Debug, PartialEq)]
@@ -127,14 +213,46 @@ pub enum V8Error {
     },
 }
 
-/// A cursor over the input.
-struct Reader<'a> {
+/// A cursor over V8-serialized input, shared with full-format decoders (`kv-v8`). Every
+/// read checks the remaining input first, so a length field can never make it allocate or
+/// read past the end.
+#[derive(Clone, Debug)]
+pub struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn byte(&mut self) -> Result<u8, V8Error> {
+    /// A reader at offset 0 of `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes, pos: 0 }
+    }
+
+    /// The current offset.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// How many bytes are left.
+    pub fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    /// The next byte, without consuming it.
+    pub fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    /// The next tag, skipping padding, without consuming it.
+    pub fn peek_tag(&self) -> Option<u8> {
+        self.bytes[self.pos..]
+            .iter()
+            .copied()
+            .find(|&b| b != PADDING)
+    }
+
+    /// Consumes one byte.
+    pub fn byte(&mut self) -> Result<u8, V8Error> {
         let b = *self
             .bytes
             .get(self.pos)
@@ -143,7 +261,8 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], V8Error> {
+    /// Consumes `n` bytes.
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], V8Error> {
         let end = self.bytes.len();
         let slice = self
             .bytes
@@ -155,7 +274,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An unsigned LEB128 varint of at most 64 bits.
-    fn varint(&mut self) -> Result<u64, V8Error> {
+    pub fn varint(&mut self) -> Result<u64, V8Error> {
         let start = self.pos;
         let mut value: u64 = 0;
         let mut shift = 0u32;
@@ -174,105 +293,146 @@ impl<'a> Reader<'a> {
     }
 
     /// A varint that must fit in 32 bits, as V8 writes for every scalar field.
-    fn varint32(&mut self) -> Result<u32, V8Error> {
+    pub fn varint32(&mut self) -> Result<u32, V8Error> {
         let start = self.pos;
         let v = self.varint()?;
         u32::try_from(v).map_err(|_| V8Error::VarintOverflow { offset: start })
     }
 
     /// A varint length followed by that many bytes.
-    fn length_prefixed(&mut self) -> Result<&'a [u8], V8Error> {
+    pub fn length_prefixed(&mut self) -> Result<&'a [u8], V8Error> {
         let start = self.pos;
         let len = self.varint32()?;
         let len = usize::try_from(len).map_err(|_| V8Error::VarintOverflow { offset: start })?;
         self.take(len)
+    }
+
+    /// The next tag, skipping padding bytes (V8 pads before two-byte strings).
+    pub fn tag(&mut self) -> Result<u8, V8Error> {
+        loop {
+            let b = self.byte()?;
+            if b != PADDING {
+                return Ok(b);
+            }
+        }
+    }
+
+    /// An 8-byte little-endian f64.
+    pub fn double(&mut self) -> Result<f64, V8Error> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8)?);
+        Ok(f64::from_le_bytes(b))
+    }
+
+    /// The header `ff ‖ varint(version)`, checked to be 13..=16; returns the version.
+    pub fn header(&mut self) -> Result<u32, V8Error> {
+        if self.peek() != Some(VERSION) {
+            return Err(V8Error::MissingHeader);
+        }
+        self.pos += 1;
+        let version = self.varint()?;
+        if !(u64::from(MIN_VERSION)..=u64::from(MAX_VERSION)).contains(&version) {
+            return Err(V8Error::UnsupportedVersion(version));
+        }
+        // In range 13..=16, so it fits.
+        Ok(version as u32)
+    }
+
+    /// The payload of a scalar whose tag (at `tag_offset`) was just read: `Ok(None)` when `tag`
+    /// is not one of the scalar tags (nothing is consumed then).
+    pub fn scalar(&mut self, tag: u8, tag_offset: usize) -> Result<Option<V8Value>, V8Error> {
+        let value = match tag {
+            UNDEFINED => V8Value::Undefined,
+            NULL => V8Value::Null,
+            TRUE => V8Value::Bool(true),
+            FALSE => V8Value::Bool(false),
+            INT32 => V8Value::Number(f64::from(self.int32()?)),
+            UINT32 => V8Value::Number(f64::from(self.varint32()?)),
+            DOUBLE => V8Value::Number(self.double()?),
+            BIGINT => V8Value::BigInt(self.bigint()?),
+            ONE_BYTE_STRING | TWO_BYTE_STRING | UTF8_STRING => {
+                V8Value::String(self.string_payload(tag, tag_offset)?)
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(value))
+    }
+
+    /// A zigzag-encoded int32 varint.
+    pub fn int32(&mut self) -> Result<i32, V8Error> {
+        let z = self.varint32()?;
+        // Zigzag: 0, -1, 1, -2, … ↦ 0, 1, 2, 3, …
+        Ok(((z >> 1) as i32) ^ -((z & 1) as i32))
+    }
+
+    /// A bigint payload (after its tag): bitfield varint (sign bit, byte length), digits.
+    pub fn bigint(&mut self) -> Result<BigInt, V8Error> {
+        let start = self.pos;
+        let bitfield = self.varint32()?;
+        let len = usize::try_from(bitfield >> 1)
+            .map_err(|_| V8Error::VarintOverflow { offset: start })?;
+        let magnitude = self.take(len)?;
+        let sign = if bitfield & 1 == 1 {
+            Sign::Minus
+        } else {
+            Sign::Plus
+        };
+        Ok(BigInt::from_bytes_le(sign, magnitude))
+    }
+
+    /// The payload of a string with tag `tag` (one of the three string tags) read at
+    /// `tag_offset`.
+    pub fn string_payload(&mut self, tag: u8, tag_offset: usize) -> Result<String, V8Error> {
+        match tag {
+            ONE_BYTE_STRING => {
+                let latin1 = self.length_prefixed()?;
+                Ok(latin1.iter().map(|&b| char::from(b)).collect())
+            }
+            TWO_BYTE_STRING => {
+                let raw = self.length_prefixed()?;
+                if raw.len() % 2 != 0 {
+                    return Err(V8Error::InvalidUtf16 { offset: tag_offset });
+                }
+                let units = raw
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]));
+                char::decode_utf16(units)
+                    .collect::<Result<String, _>>()
+                    .map_err(|_| V8Error::InvalidUtf16 { offset: tag_offset })
+            }
+            UTF8_STRING => {
+                let raw = self.length_prefixed()?;
+                std::str::from_utf8(raw)
+                    .map(str::to_owned)
+                    .map_err(|_| V8Error::InvalidUtf8 { offset: tag_offset })
+            }
+            _ => Err(V8Error::UnsupportedTag {
+                tag,
+                offset: tag_offset,
+            }),
+        }
     }
 }
 
 /// Parses a V8-serialized value of the supported subset. Never panics; the whole input must
 /// be exactly one value.
 pub fn parse(bytes: &[u8]) -> Result<V8Value, V8Error> {
-    let mut r = Reader { bytes, pos: 0 };
-    if bytes.first() != Some(&VERSION_TAG) {
-        return Err(V8Error::MissingHeader);
-    }
-    r.pos = 1;
-    let version = r.varint()?;
-    if !(u64::from(MIN_VERSION)..=u64::from(MAX_VERSION)).contains(&version) {
-        return Err(V8Error::UnsupportedVersion(version));
-    }
-    let mut tag = r.byte()?;
-    while tag == PADDING {
-        tag = r.byte()?;
-    }
+    let mut r = Reader::new(bytes);
+    r.header()?;
+    let tag = r.tag()?;
     let tag_offset = r.pos - 1;
-    let value = match tag {
-        UNDEFINED => V8Value::Undefined,
-        NULL => V8Value::Null,
-        TRUE => V8Value::Bool(true),
-        FALSE => V8Value::Bool(false),
-        INT32 => {
-            let z = r.varint32()?;
-            // Zigzag: 0, -1, 1, -2, … ↦ 0, 1, 2, 3, …
-            let i = ((z >> 1) as i32) ^ -((z & 1) as i32);
-            V8Value::Number(f64::from(i))
-        }
-        UINT32 => V8Value::Number(f64::from(r.varint32()?)),
-        DOUBLE => {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(r.take(8)?);
-            V8Value::Number(f64::from_le_bytes(b))
-        }
-        BIGINT => {
-            let start = r.pos;
-            let bitfield = r.varint32()?;
-            let len = usize::try_from(bitfield >> 1)
-                .map_err(|_| V8Error::VarintOverflow { offset: start })?;
-            let magnitude = r.take(len)?;
-            let sign = if bitfield & 1 == 1 {
-                Sign::Minus
-            } else {
-                Sign::Plus
-            };
-            V8Value::BigInt(BigInt::from_bytes_le(sign, magnitude))
-        }
-        ONE_BYTE_STRING => {
-            let latin1 = r.length_prefixed()?;
-            V8Value::String(latin1.iter().map(|&b| char::from(b)).collect())
-        }
-        TWO_BYTE_STRING => {
-            let raw = r.length_prefixed()?;
-            if raw.len() % 2 != 0 {
-                return Err(V8Error::InvalidUtf16 { offset: tag_offset });
-            }
-            let units = raw
-                .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]));
-            let s = char::decode_utf16(units)
-                .collect::<Result<String, _>>()
-                .map_err(|_| V8Error::InvalidUtf16 { offset: tag_offset })?;
-            V8Value::String(s)
-        }
-        UTF8_STRING => {
-            let raw = r.length_prefixed()?;
-            let s = std::str::from_utf8(raw)
-                .map_err(|_| V8Error::InvalidUtf8 { offset: tag_offset })?;
-            V8Value::String(s.to_owned())
-        }
-        _ => {
-            return Err(V8Error::UnsupportedTag {
-                tag,
-                offset: tag_offset,
-            })
-        }
-    };
+    let value = r.scalar(tag, tag_offset)?.ok_or(V8Error::UnsupportedTag {
+        tag,
+        offset: tag_offset,
+    })?;
     if r.pos != bytes.len() {
         return Err(V8Error::TrailingBytes { offset: r.pos });
     }
     Ok(value)
 }
 
-fn write_varint(out: &mut Vec<u8>, mut v: u64) {
+/// Appends `v` as an unsigned LEB128 varint.
+pub fn write_varint(out: &mut Vec<u8>, mut v: u64) {
     loop {
         let b = (v & 0x7f) as u8;
         v >>= 7;
@@ -293,13 +453,26 @@ fn varint_len(mut v: u64) -> usize {
     n
 }
 
-fn header() -> Vec<u8> {
-    vec![VERSION_TAG, WRITE_VERSION]
+/// `ff 0f`: the header [`serialize`] writes.
+pub fn header() -> Vec<u8> {
+    vec![VERSION, WRITE_VERSION]
+}
+
+/// Appends a number as V8 writes it: `I` when [`as_int32`] holds, else `N`.
+pub fn write_number(out: &mut Vec<u8>, n: f64) {
+    match as_int32(n) {
+        Some(i) => {
+            out.push(INT32);
+            let zigzag = ((i << 1) ^ (i >> 31)) as u32;
+            write_varint(out, u64::from(zigzag));
+        }
+        None => write_double(out, n),
+    }
 }
 
 /// The int32 a V8 Smi would hold for `n`, if `n` is an integral number in i32 range other
 /// than `-0`.
-fn as_int32(n: f64) -> Option<i32> {
+pub fn as_int32(n: f64) -> Option<i32> {
     if n.fract() != 0.0 || (n == 0.0 && n.is_sign_negative()) {
         return None;
     }
@@ -310,13 +483,14 @@ fn as_int32(n: f64) -> Option<i32> {
     }
 }
 
-fn write_double(out: &mut Vec<u8>, n: f64) {
+/// Appends a `N` double.
+pub fn write_double(out: &mut Vec<u8>, n: f64) {
     out.push(DOUBLE);
     out.extend_from_slice(&n.to_le_bytes());
 }
 
-/// V8's BigInt form: bitfield (sign bit, byte length) then whole 8-byte little-endian digits.
-fn write_bigint(out: &mut Vec<u8>, i: &BigInt) {
+/// Appends a `Z` bigint in V8's form: bitfield (sign bit, byte length) then whole 8-byte little-endian digits.
+pub fn write_bigint(out: &mut Vec<u8>, i: &BigInt) {
     let (sign, mut magnitude) = i.to_bytes_le();
     if sign == Sign::NoSign {
         magnitude.clear();
@@ -329,7 +503,10 @@ fn write_bigint(out: &mut Vec<u8>, i: &BigInt) {
     out.extend_from_slice(&magnitude);
 }
 
-fn write_string(out: &mut Vec<u8>, s: &str) {
+/// Appends a string as V8 writes it: one-byte when every char is ≤ U+00FF, else two-byte
+/// UTF-16 (padded so the payload starts at an even offset of `out`, which must therefore be
+/// the whole serialization from its header on).
+pub fn write_string(out: &mut Vec<u8>, s: &str) {
     if s.chars().all(|c| u32::from(c) <= 0xff) {
         out.push(ONE_BYTE_STRING);
         write_varint(out, s.chars().count() as u64);
@@ -355,23 +532,21 @@ fn write_string(out: &mut Vec<u8>, s: &str) {
 /// strings as one-byte (Latin-1) when every char is ≤ U+00FF, else as two-byte UTF-16.
 pub fn serialize(v: &V8Value) -> Vec<u8> {
     let mut out = header();
+    write_scalar(&mut out, v);
+    out
+}
+
+/// Appends one scalar (tag and payload) to `out`, in the form [`serialize`] describes.
+pub fn write_scalar(out: &mut Vec<u8>, v: &V8Value) {
     match v {
         V8Value::Undefined => out.push(UNDEFINED),
         V8Value::Null => out.push(NULL),
         V8Value::Bool(true) => out.push(TRUE),
         V8Value::Bool(false) => out.push(FALSE),
-        V8Value::Number(n) => match as_int32(*n) {
-            Some(i) => {
-                out.push(INT32);
-                let zigzag = ((i << 1) ^ (i >> 31)) as u32;
-                write_varint(&mut out, u64::from(zigzag));
-            }
-            None => write_double(&mut out, *n),
-        },
-        V8Value::BigInt(i) => write_bigint(&mut out, i),
-        V8Value::String(s) => write_string(&mut out, s),
+        V8Value::Number(n) => write_number(out, *n),
+        V8Value::BigInt(i) => write_bigint(out, i),
+        V8Value::String(s) => write_string(out, s),
     }
-    out
 }
 
 /// A `sum` operand (or bound, or existing value) in V8 encoding.

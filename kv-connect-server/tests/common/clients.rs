@@ -5,7 +5,6 @@
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -20,46 +19,13 @@ pub fn js_dir() -> PathBuf {
     crate_dir().join("tests").join("js")
 }
 
-/// Paths printed by `scripts/install-test-clients.sh`.
-#[derive(Debug)]
-pub struct Tools {
-    pub deno: PathBuf,
-    pub deno_dir: PathBuf,
-    pub npm_entry: PathBuf,
-    pub node: PathBuf,
-}
+/// Paths printed by `scripts/install-test-clients.sh` (found by `kv-test-support`, which the
+/// kv-v8 vector tests share).
+pub use kv_test_support::clients::TestClients as Tools;
 
 pub fn tools() -> &'static Tools {
-    static TOOLS: OnceLock<Result<Tools, String>> = OnceLock::new();
-    let result = TOOLS.get_or_init(|| {
-        let script = crate_dir().parent().unwrap().join("scripts").join("install-test-clients.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("could not run {}: {e}", script.display()))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() {
-            return Err(format!(
-                "{} failed ({}); the real-client tests need Deno 2.9.6 and @deno/kv 0.14.0 from the npm registry.\nstdout:\n{stdout}\nstderr:\n{stderr}",
-                script.display(),
-                out.status
-            ));
-        }
-        let get = |name: &str| -> Result<PathBuf, String> {
-            stdout
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{name}=")))
-                .map(PathBuf::from)
-                .ok_or_else(|| format!("{} did not print {name}=...; stdout:\n{stdout}", script.display()))
-        };
-        Ok(Tools { deno: get("DENO")?, deno_dir: get("DENO_DIR")?, npm_entry: get("DENO_KV_NPM_ENTRY")?, node: get("NODE")? })
-    });
-    match result {
-        Ok(t) => t,
-        Err(e) => panic!("installing the real KV clients failed:\n{e}"),
-    }
+    kv_test_support::clients::test_clients()
+        .unwrap_or_else(|e| panic!("installing the real KV clients failed:\n{e}"))
 }
 
 /// Kills (and reaps) the child process when dropped, also when a test panics.
