@@ -67,14 +67,16 @@ if ! installed "$tools"; then
     die "npm install failed (is the npm registry reachable? npm registry: $(npm config get registry 2>/dev/null))"
   fi
   installed "$staging" || die "installed packages are incomplete: expected $(deno_bin "$staging") to report deno $DENO_VERSION and @deno/kv $DENO_KV_NPM_VERSION"
-  mkdir -p "$staging/deno-dir"
   # Replace any stale or partial installation atomically enough for a test
-  # tool folder (a concurrent run may have finished first: keep theirs).
+  # tool folder (a concurrent run may have finished first: keep theirs). Only
+  # node_modules is replaced: the folder also holds other scripts' tools
+  # (playwright/, moto-venv/) and the Deno cache.
   if installed "$tools"; then
     :
   else
-    rm -rf "$tools"
-    mv "$staging" "$tools" || installed "$tools" || die "could not move the installation into $tools"
+    mkdir -p "$tools"
+    rm -rf "$tools/node_modules"
+    mv "$staging/node_modules" "$tools/node_modules" || installed "$tools" || die "could not move the installation into $tools"
   fi
   rm -rf "$staging"
   trap - EXIT
