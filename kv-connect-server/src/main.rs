@@ -10,7 +10,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kv_connect_server::{tls, KvConnectServer, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
-#[cfg(feature = "data-cli")]
 mod data_cmd;
 #[cfg(feature = "pitr")]
 mod pitr_cmd;
@@ -68,7 +67,6 @@ enum Command {
     Pitr(pitr_cmd::PitrCommand),
     /// Read and write data by hand: get, list, set, delete, watch, export, import (against
     /// --url or a database file).
-    #[cfg(feature = "data-cli")]
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
 }
@@ -192,7 +190,6 @@ pub(crate) enum MainError {
     #[cfg(feature = "pitr")]
     #[error(transparent)]
     Pitr(#[from] pitr_cmd::PitrCliError),
-    #[cfg(feature = "data-cli")]
     #[error(transparent)]
     Data(#[from] data_cmd::DataError),
 }
@@ -268,7 +265,6 @@ async fn run(cli: Cli) -> Result<(), MainError> {
         Some(Command::Serve(args)) => serve(args).await,
         #[cfg(feature = "pitr")]
         Some(Command::Pitr(cmd)) => Ok(pitr_cmd::run(cmd).await?),
-        #[cfg(feature = "data-cli")]
         Some(Command::Data(cmd)) => Ok(data_cmd::run(cmd).await?),
     }
 }

@@ -3,7 +3,6 @@
 //! versionstamp order and grouping, expiry), and bad input (an unparsable key, a value over
 //! the limit, a broken import line, an existing key) failing with its line and writing
 //! nothing.
-#![cfg(feature = "data-cli")]
 
 mod common;
 
