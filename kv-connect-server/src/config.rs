@@ -45,6 +45,14 @@ pub struct ServerConfig {
     pub replica: Option<ReplicaSettings>,
     /// Extra lines for `GET /healthz` after `ok` (e.g. backup lag), computed per request.
     pub health_report: Option<HealthReport>,
+    /// A second view of the same database for eventual reads, e.g. through a PostgreSQL read
+    /// replica: the metadata then advertises the `eventual` endpoint
+    /// [`EVENTUAL_DATA_PATH_PREFIX`](crate::metadata::EVENTUAL_DATA_PATH_PREFIX) before the
+    /// `strong` one, whose snapshot reads this database answers (with
+    /// `read_is_strongly_consistent = false`). Writes and queue calls sent there get a 400;
+    /// watches there are served by the primary database like on the strong endpoint. It is
+    /// closed with the server. Ignored on a read replica ([`ServerConfig::replica`]).
+    pub eventual: Option<Arc<dyn kv_traits::Database>>,
 }
 
 /// Produces extra `/healthz` lines (`name: value`), e.g. how far a backup lags behind.
@@ -74,6 +82,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("tls", &self.tls.is_some())
             .field("replica", &self.replica)
             .field("health_report", &self.health_report.is_some())
+            .field("eventual", &self.eventual.is_some())
             .finish()
     }
 }
@@ -91,6 +100,7 @@ impl ServerConfig {
             tls: None,
             replica: None,
             health_report: None,
+            eventual: None,
         }
     }
 

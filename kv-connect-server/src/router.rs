@@ -10,11 +10,14 @@
 //! | `POST /v2/watch` | `routes/watch.rs` | `Watch` → endless `application/octet-stream` of `u32 LE length ‖ WatchOutput` frames, keep-alive every 5 s; every frame is a full snapshot (all keys `changed`, in request order) |
 //! | `POST /v2/queue/dequeue` | `routes/queue.rs` | queue extension `queue-v1`: `DequeueRequest` → `DequeueResponse`; long-polls up to 30 s and leases the next ready message |
 //! | `POST /v2/queue/finish` | `routes/queue.rs` | queue extension `queue-v1`: `FinishRequest` → `FinishResponse`; ends a delivery (success, or failure to retry) |
+//! | `POST /eventual/v2/snapshot_read` | `routes/datapath.rs` | only with an eventual-read database ([`ServerConfig::eventual`](crate::ServerConfig::eventual), else 404): `SnapshotRead` answered from it, `read_is_strongly_consistent = false` |
+//! | `POST /eventual/v2/watch` | `routes/watch.rs` | only with an eventual-read database: the same as `/v2/watch` (npm watches through the `eventual` endpoint) |
+//! | `POST /eventual/v2/atomic_write`, `/eventual/v2/queue/dequeue`, `/eventual/v2/queue/finish` | `routes/guard.rs` | only with an eventual-read database: 400, writes and queues go to the `strong` endpoint |
 //! | `GET`/`HEAD /healthz` | `routes/health.rs` | 200 `ok` (plus the configured health report lines) |
 //!
 //! # Contract
 //!
-//! - Every `/v2/...` route first passes the data-path guard of `routes/guard.rs` (data-path
+//! - Every `/v2/...` and `/eventual/v2/...` route first passes the data-path guard of `routes/guard.rs` (data-path
 //!   token, protocol headers, body bound); `POST /` checks the access token itself; `/healthz`
 //!   is open.
 //! - Any other path is 404 `Resource not found.`; a known path with another method is 405 with
@@ -36,7 +39,7 @@ use kv_traits::Database;
 
 use crate::body::{error_response, ResponseBody};
 use crate::error::ApiError;
-use crate::routes::metadata::DATA_PATH_PREFIX;
+use crate::routes::metadata::{DATA_PATH_PREFIX, EVENTUAL_DATA_PATH_PREFIX};
 use crate::routes::{datapath, guard, health, metadata, queue, watch};
 use crate::state::{AppState, ConnInfo};
 
@@ -49,6 +52,10 @@ enum Route {
     Watch,
     QueueDequeue,
     QueueFinish,
+    EventualSnapshotRead,
+    EventualWatch,
+    /// Writes and queue calls sent to the `eventual` endpoint.
+    EventualRefused,
     Health,
 }
 
@@ -58,6 +65,16 @@ impl Route {
         match path {
             "/" => Some(Route::Metadata),
             "/healthz" => Some(Route::Health),
+            _ if path.starts_with(EVENTUAL_DATA_PATH_PREFIX) => {
+                match &path[EVENTUAL_DATA_PATH_PREFIX.len()..] {
+                    "/snapshot_read" => Some(Route::EventualSnapshotRead),
+                    "/watch" => Some(Route::EventualWatch),
+                    "/atomic_write" | "/queue/dequeue" | "/queue/finish" => {
+                        Some(Route::EventualRefused)
+                    }
+                    _ => None,
+                }
+            }
             _ => match path.strip_prefix(DATA_PATH_PREFIX)? {
                 "/snapshot_read" => Some(Route::SnapshotRead),
                 "/atomic_write" => Some(Route::AtomicWrite),
@@ -176,6 +193,21 @@ where
             let body = guard::data_request(state, req).await?;
             queue::finish(state, &body).await
         }
+        Route::EventualSnapshotRead => {
+            let eventual = guard::eventual_database(state)?;
+            let body = guard::data_request(state, req).await?;
+            datapath::eventual_snapshot_read(&**eventual, &body).await
+        }
+        Route::EventualWatch => {
+            guard::eventual_database(state)?;
+            let body = guard::data_request(state, req).await?;
+            watch::watch(state, &body).await
+        }
+        Route::EventualRefused => {
+            guard::eventual_database(state)?;
+            guard::data_request(state, req).await?;
+            Err(guard::refused_on_eventual())
+        }
     }
 }
 
@@ -193,6 +225,11 @@ mod tests {
             ("/v2/watch", Route::Watch),
             ("/v2/queue/dequeue", Route::QueueDequeue),
             ("/v2/queue/finish", Route::QueueFinish),
+            ("/eventual/v2/snapshot_read", Route::EventualSnapshotRead),
+            ("/eventual/v2/watch", Route::EventualWatch),
+            ("/eventual/v2/atomic_write", Route::EventualRefused),
+            ("/eventual/v2/queue/dequeue", Route::EventualRefused),
+            ("/eventual/v2/queue/finish", Route::EventualRefused),
         ];
         for (path, route) in table {
             assert_eq!(Route::of_path(path), Some(route), "{path}");
@@ -206,6 +243,10 @@ mod tests {
             "//snapshot_read",
             "/v2/snapshot_read/x",
             "/healthz/",
+            "/eventual/v2",
+            "/eventual/v2/",
+            "/eventual/v3/snapshot_read",
+            "/eventual/v2/nope",
         ] {
             assert_eq!(Route::of_path(path), None, "{path}");
         }

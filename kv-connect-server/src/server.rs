@@ -208,7 +208,13 @@ impl<D: Database> BoundServer<D> {
             tracing::warn!("in-flight requests did not finish in time; closing anyway");
         }
         drop(state);
-        self.db.close().await?;
+        let closed = self.db.close().await;
+        if let Some(eventual) = &self.config.eventual {
+            if let Err(e) = eventual.close().await {
+                tracing::warn!(error = %e, "closing the eventual-read database failed");
+            }
+        }
+        closed?;
         tracing::info!("database closed");
         Ok(())
     }

@@ -31,6 +31,8 @@ pub(crate) struct AppState<D> {
     pub replica: Option<ReplicaSettings>,
     /// Extra `/healthz` lines.
     pub health_report: Option<HealthReport>,
+    /// The database of the `eventual` endpoint, if any (never on a read replica).
+    pub eventual: Option<Arc<dyn kv_traits::Database>>,
 }
 
 impl<D> AppState<D> {
@@ -44,6 +46,7 @@ impl<D> AppState<D> {
             watch_keepalive: config.watch_keepalive,
             replica: config.replica.clone(),
             health_report: config.health_report.clone(),
+            eventual: config.eventual.clone().filter(|_| config.replica.is_none()),
             shutdown,
         })
     }

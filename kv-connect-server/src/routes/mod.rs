@@ -5,11 +5,11 @@
 //! | module | routes |
 //! |---|---|
 //! | [`metadata`] | `POST /` (the metadata exchange) |
-//! | [`datapath`] | `POST /v2/snapshot_read`, `POST /v2/atomic_write` |
-//! | [`watch`] | `POST /v2/watch` |
+//! | [`datapath`] | `POST /v2/snapshot_read`, `POST /eventual/v2/snapshot_read`, `POST /v2/atomic_write` |
+//! | [`watch`] | `POST /v2/watch`, `POST /eventual/v2/watch` |
 //! | [`queue`] | `POST /v2/queue/dequeue`, `POST /v2/queue/finish` (extension `queue-v1`) |
 //! | [`health`] | `GET /healthz` |
-//! | [`guard`] | what every data-path route passes first: token, protocol headers, body bound |
+//! | [`guard`] | what every data-path route passes first: token, protocol headers, body bound; the refusals of writes on a replica and on the `eventual` endpoint |
 
 pub(crate) mod datapath;
 pub(crate) mod guard;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod cluster;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
