@@ -2,6 +2,7 @@
 //! the server binary as a child process, and (`clients`) the real Deno and npm clients.
 #![allow(dead_code)]
 
+pub mod balancer;
 pub mod clients;
 pub mod cluster;
 
