@@ -13,7 +13,7 @@
 //!   resumes the replica catches up.
 //! - `a_replica_without_the_store_is_refused_at_startup`: a replica URL where the store does
 //!   not exist stops the server with a clear error (after the connect timeout).
-//! - `a_replica_url_needs_the_postgres_engine`.
+//! - `a_replica_url_needs_the_postgres_engine`; `without_a_replica_there_is_no_eventual_endpoint`.
 //!
 //! Waits are polls with generous bounds, never fixed sleeps.
 
@@ -346,4 +346,24 @@ fn a_replica_url_needs_the_postgres_engine() {
         stderr.contains("--database-replica-url needs --engine postgres"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn without_a_replica_there_is_no_eventual_endpoint() {
+    let server = common::TestServer::start().await;
+    let meta = common::metadata(Proto::H2c, &server).await;
+    assert_eq!(
+        meta.json["endpoints"],
+        serde_json::json!([{"url": "/v2", "consistency": "strong"}])
+    );
+    let kv = Kv {
+        proto: Proto::H2c,
+        base: server.url("/eventual/v2"),
+        token: meta.token,
+        database_id: meta.database_id,
+    };
+    for method in ["snapshot_read", "watch", "atomic_write"] {
+        let r = kv.raw(method, Vec::new()).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{method}: {}", r.text());
+    }
 }
