@@ -323,8 +323,9 @@ fn a_replica_without_the_store_is_refused_at_startup() {
         primary,
         "--database-schema",
         &schema,
+        // Also bounds the primary's connection: not too short on a loaded machine.
         "--database-connect-timeout-secs",
-        "1",
+        "5",
         "--database-replica-url",
         &elsewhere,
     ]);
