@@ -34,7 +34,7 @@ async fn schema_exists(schema: &str) -> bool {
 #[tokio::test]
 async fn a_read_only_open_creates_nothing_and_refuses_a_missing_store() {
     let schema = common::fresh_schema("ro_missing");
-    let err = PostgresBackend::connect(common::url(), read_only(&schema, Duration::from_secs(1)))
+    let err = PostgresBackend::connect(common::url(), read_only(&schema, Duration::from_secs(3)))
         .await
         .expect_err("no store to open");
     let text = err.to_string();
@@ -60,7 +60,7 @@ async fn a_read_only_open_refuses_an_unknown_format_and_foreign_tables() {
     ))
     .await
     .unwrap();
-    let err = PostgresBackend::connect(common::url(), read_only(&schema, Duration::from_secs(1)))
+    let err = PostgresBackend::connect(common::url(), read_only(&schema, Duration::from_secs(3)))
         .await
         .expect_err("unknown format");
     assert_eq!(
@@ -77,7 +77,7 @@ async fn a_read_only_open_refuses_an_unknown_format_and_foreign_tables() {
     ))
     .await
     .unwrap();
-    let err = PostgresBackend::connect(common::url(), read_only(&other, Duration::from_secs(1)))
+    let err = PostgresBackend::connect(common::url(), read_only(&other, Duration::from_secs(3)))
         .await
         .expect_err("foreign tables");
     assert!(matches!(err, BackendError::Corrupt(_)), "{err:?}");
