@@ -178,8 +178,10 @@ pub(crate) enum MainError {
     EngineMissing(Engine),
     #[error("--engine postgres needs --database-url (or DATABASE_URL)")]
     NoDatabaseUrl,
+    #[cfg(feature = "postgres")]
     #[error("--database-replica-url needs --engine postgres")]
     ReplicaUrlWithoutPostgres,
+    #[cfg(feature = "postgres")]
     #[error("--database-replica-url cannot be combined with --replica-of (a replica has no primary database to read)")]
     ReplicaUrlOnReplica,
     #[error("cannot open the database: {location}: {source}")]
