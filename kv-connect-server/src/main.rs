@@ -176,6 +176,7 @@ pub(crate) enum MainError {
     NoAccessToken,
     #[error("the {0:?} engine is not compiled into this binary (enable the cargo feature)")]
     EngineMissing(Engine),
+    #[cfg(feature = "postgres")]
     #[error("--engine postgres needs --database-url (or DATABASE_URL)")]
     NoDatabaseUrl,
     #[cfg(feature = "postgres")]
