@@ -61,6 +61,14 @@ pub struct ServerConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// Extra per-database gauges for `/metrics` (e.g. backup lag), computed per scrape.
     pub metrics_report: Option<MetricsReport>,
+    /// A second view of the same database for eventual reads, e.g. through a PostgreSQL read
+    /// replica: the metadata then advertises the `eventual` endpoint
+    /// [`EVENTUAL_DATA_PATH_PREFIX`](crate::metadata::EVENTUAL_DATA_PATH_PREFIX) before the
+    /// `strong` one, whose snapshot reads this database answers (with
+    /// `read_is_strongly_consistent = false`). Writes and queue calls sent there get a 400;
+    /// watches there are served by the primary database like on the strong endpoint. It is
+    /// closed with the server. Ignored on a read replica ([`ServerConfig::replica`]).
+    pub eventual: Option<Arc<dyn kv_traits::Database>>,
 }
 
 /// Produces extra `/healthz` lines (`name: value`), e.g. how far a backup lags behind.
@@ -95,6 +103,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("limits", &self.limits)
             .field("metrics_addr", &self.metrics_addr)
             .field("metrics_report", &self.metrics_report.is_some())
+            .field("eventual", &self.eventual.is_some())
             .finish()
     }
 }
@@ -117,6 +126,7 @@ impl ServerConfig {
             limits: ServerLimits::default(),
             metrics_addr: None,
             metrics_report: None,
+            eventual: None,
         }
     }
 

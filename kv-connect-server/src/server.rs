@@ -360,10 +360,16 @@ impl<D: Database> BoundServer<D> {
             tracing::warn!("in-flight requests did not finish in time; closing anyway");
         }
         drop(state);
-        match &self.served {
-            Served::Single(db) => db.close().await?,
-            Served::Many(registry) => registry.close_all().await?,
+        let closed = match &self.served {
+            Served::Single(db) => db.close().await,
+            Served::Many(registry) => registry.close_all().await,
+        };
+        if let Some(eventual) = &self.config.eventual {
+            if let Err(e) = eventual.close().await {
+                tracing::warn!(error = %e, "closing the eventual-read database failed");
+            }
         }
+        closed?;
         tracing::info!("database closed");
         Ok(())
     }

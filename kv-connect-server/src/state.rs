@@ -48,6 +48,8 @@ pub(crate) struct AppState<D> {
     /// The `database` label of this state's database in metrics (`default` for the single
     /// database).
     pub database_name: DatabaseLabel,
+    /// The database of the `eventual` endpoint, if any (never on a read replica).
+    pub eventual: Option<Arc<dyn kv_traits::Database>>,
 }
 
 /// The settings every database's [`AppState`] of one listener shares.
@@ -61,6 +63,9 @@ pub(crate) struct StateTemplate {
     pub limiter: Arc<Limiter>,
     /// The web console's settings; `None` when it is off.
     pub console: Option<crate::console::ConsoleConfig>,
+    /// The database of the single database's `eventual` endpoint, if any (never on a read
+    /// replica).
+    pub eventual: Option<Arc<dyn kv_traits::Database>>,
 }
 
 impl StateTemplate {
@@ -79,6 +84,7 @@ impl StateTemplate {
             health_report: config.health_report.clone(),
             limiter: limiter.clone(),
             console: config.console.clone(),
+            eventual: config.eventual.clone().filter(|_| config.replica.is_none()),
         }
     }
 
@@ -99,6 +105,7 @@ impl StateTemplate {
                 crate::routes::metadata::DATA_PATH_PREFIX
             ),
         };
+        let database_is_single = database.is_none();
         let database_name = match &database {
             None => DatabaseLabel::new(DEFAULT_DATABASE),
             Some(name) => DatabaseLabel::new(name.as_str()),
@@ -116,6 +123,8 @@ impl StateTemplate {
             metrics: self.limiter.metrics().clone(),
             limiter: self.limiter.clone(),
             database_name,
+            // The eventual endpoint (a read replica's view) belongs to the single database.
+            eventual: if database_is_single { self.eventual.clone() } else { None },
             shutdown,
         })
     }
