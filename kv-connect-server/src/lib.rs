@@ -43,6 +43,7 @@ pub mod auth;
 mod body;
 mod config;
 pub mod error;
+pub mod http2;
 pub mod router;
 mod routes;
 mod server;

@@ -155,6 +155,11 @@ struct ServeArgs {
     #[arg(long, env = "KV_CONNECT_QUEUE_LEASE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     queue_lease_secs: u64,
 
+    /// HTTP/2 streams one connection may have open at once. Deno carries every `watch()` of one
+    /// `Deno.Kv` as a stream of one connection, so this bounds the watches per client process.
+    #[arg(long, env = "KV_CONNECT_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = kv_connect_server::http2::DEFAULT_MAX_CONCURRENT_STREAMS, value_parser = clap::value_parser!(u32).range(1..))]
+    http2_max_concurrent_streams: u32,
+
     #[cfg(feature = "pitr")]
     #[command(flatten)]
     backup: pitr_cmd::ServeBackupArgs,
@@ -280,6 +285,7 @@ async fn serve(cli: ServeArgs) -> Result<(), MainError> {
     config.database_id = cli.database_id;
     config.token_ttl = Duration::from_secs(cli.token_ttl_secs);
     config.shutdown_timeout = Duration::from_secs(cli.shutdown_timeout_secs);
+    config.http2.max_concurrent_streams = cli.http2_max_concurrent_streams;
     config.tls = tls;
     #[cfg(feature = "pitr")]
     let (db, pitr) =

@@ -5,7 +5,8 @@
 //!
 //! - One port speaks HTTP/1.1 and HTTP/2 (prior knowledge, or ALPN `h2` with TLS), detected per
 //!   connection from the client preface. A TLS handshake has 10 s, an HTTP/1.1 request head
-//!   30 s; HTTP/2 connections are pinged every 30 s.
+//!   30 s; HTTP/2 connections are pinged every 30 s and carry up to
+//!   [`Http2Settings`](crate::http2::Http2Settings)`::max_concurrent_streams` streams at once.
 //! - [`KvConnectServer::handle`] serves one request in-process exactly as a connection would.
 //! - Shutdown: stop accepting, end `/watch` streams and dequeue long polls, let in-flight
 //!   requests finish for up to `shutdown_timeout`, then close the database (its error is the
@@ -246,6 +247,7 @@ async fn serve_connection<D, S>(
     D: Database,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let http2 = state.http2;
     let service = service_fn(move |req| {
         let state = state.clone();
         async move { Ok::<_, Infallible>(handle(state, conn, req).await) }
@@ -259,6 +261,7 @@ async fn serve_connection<D, S>(
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(30));
+    http2.apply(&mut builder.http2());
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let result = tokio::select! {

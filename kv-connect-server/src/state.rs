@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::auth::TokenAuthority;
 use crate::config::{HealthReport, ReplicaSettings, ServerConfig};
+use crate::http2::Http2Settings;
 
 /// What the handlers share: the database and the server settings.
 pub(crate) struct AppState<D> {
@@ -25,6 +26,8 @@ pub(crate) struct AppState<D> {
     pub database_id: Uuid,
     pub max_body_size: usize,
     pub watch_keepalive: Duration,
+    /// HTTP/2 settings of served connections.
+    pub http2: Http2Settings,
     /// Becomes `true` when the server shuts down; watch streams end then.
     pub shutdown: watch::Receiver<bool>,
     /// Set when serving as a read replica.
@@ -42,6 +45,7 @@ impl<D> AppState<D> {
             database_id: config.resolved_database_id(),
             max_body_size: config.max_body_size,
             watch_keepalive: config.watch_keepalive,
+            http2: config.http2,
             replica: config.replica.clone(),
             health_report: config.health_report.clone(),
             shutdown,
