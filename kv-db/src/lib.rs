@@ -62,6 +62,7 @@ mod open;
 mod queue;
 mod read;
 mod watch;
+mod watch_read;
 mod writer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -87,6 +88,8 @@ struct Inner {
     backend: Arc<dyn Backend>,
     tx: mpsc::Sender<Op>,
     hub: Arc<WatchHub>,
+    /// Re-reads shared by the watch streams of the same keys.
+    watch_reads: crate::watch_read::SharedReads,
     queue_notify: Arc<Notify>,
     config: DbConfig,
     closed: AtomicBool,
