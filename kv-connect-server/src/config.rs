@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::auth::TokenAuthority;
 use crate::limits::ServerLimits;
 use crate::metrics::MetricsReport;
+use crate::http2::Http2Settings;
 
 /// Settings of a [`KvConnectServer`](crate::KvConnectServer).
 #[derive(Clone)]
@@ -38,6 +39,8 @@ pub struct ServerConfig {
     pub max_body_size: usize,
     /// Interval of keep-alive frames on `/watch` streams. Default 5 s.
     pub watch_keepalive: Duration,
+    /// HTTP/2 settings (concurrent streams per connection, per-stream send buffer).
+    pub http2: Http2Settings,
     /// How long shutdown waits for in-flight requests before closing the database anyway.
     /// Default 30 s.
     pub shutdown_timeout: Duration,
@@ -94,6 +97,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("token_ttl", &self.token_ttl)
             .field("max_body_size", &self.max_body_size)
             .field("watch_keepalive", &self.watch_keepalive)
+            .field("http2", &self.http2)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("tls", &self.tls.is_some())
             .field("replica", &self.replica)
@@ -117,6 +121,7 @@ impl ServerConfig {
             token_ttl: Duration::from_secs(3600),
             max_body_size: 1024 * 1024,
             watch_keepalive: Duration::from_secs(5),
+            http2: Http2Settings::default(),
             shutdown_timeout: Duration::from_secs(30),
             tls: None,
             replica: None,

@@ -205,6 +205,11 @@ struct ServeArgs {
     #[arg(long, env = "KV_CONNECT_CONSOLE", conflicts_with = "data_dir")]
     console: bool,
 
+    /// HTTP/2 streams one connection may have open at once. Deno carries every `watch()` of one
+    /// `Deno.Kv` as a stream of one connection, so this bounds the watches per client process.
+    #[arg(long, env = "KV_CONNECT_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = kv_connect_server::http2::DEFAULT_MAX_CONCURRENT_STREAMS, value_parser = clap::value_parser!(u32).range(1..))]
+    http2_max_concurrent_streams: u32,
+
     #[cfg(feature = "pitr")]
     #[command(flatten)]
     backup: pitr_cmd::ServeBackupArgs,
@@ -426,6 +431,7 @@ async fn serve(cli: ServeArgs) -> Result<(), MainError> {
     config.database_id = cli.database_id;
     config.token_ttl = Duration::from_secs(cli.token_ttl_secs);
     config.shutdown_timeout = Duration::from_secs(cli.shutdown_timeout_secs);
+    config.http2.max_concurrent_streams = cli.http2_max_concurrent_streams;
     config.tls = tls;
     config.token_file = Some(multidb_cmd::token_file(cli.data_dir.as_ref(), &cli.db.path));
     cli.ops.apply(&mut config);

@@ -23,6 +23,7 @@ use crate::limits::Limiter;
 use crate::metrics::{DatabaseLabel, Metrics, DEFAULT_DATABASE};
 use crate::registry::{DbName, Registry};
 use crate::tokens::TokenStore;
+use crate::http2::Http2Settings;
 
 /// What the handlers share: the database and the server settings.
 pub(crate) struct AppState<D> {
@@ -58,6 +59,8 @@ pub(crate) struct StateTemplate {
     pub access: Arc<Access>,
     pub max_body_size: usize,
     pub watch_keepalive: Duration,
+    /// HTTP/2 settings of every connection.
+    pub http2: Http2Settings,
     pub replica: Option<ReplicaSettings>,
     pub health_report: Option<HealthReport>,
     pub limiter: Arc<Limiter>,
@@ -80,6 +83,7 @@ impl StateTemplate {
             access: Arc::new(Access::new(config.token_authority(), store)),
             max_body_size: config.max_body_size,
             watch_keepalive: config.watch_keepalive,
+            http2: config.http2,
             replica: config.replica.clone(),
             health_report: config.health_report.clone(),
             limiter: limiter.clone(),

@@ -15,7 +15,7 @@
 //!   `--engine postgres` servers on one database behind a round-robin balancer
 //!   (`common/balancer.rs`), compared the same way.
 //!
-//! Smaller tests: Deno's `openKv` with a wrong token; (sqlite, redb) data written by Deno
+//! Smaller tests: Deno's `openKv` with a wrong token; 5,000 concurrent watches on one `Deno.Kv`; (sqlite, redb) data written by Deno
 //! surviving a SIGKILL and restart of the server with its versionstamps; data written by each
 //! client read identically by the other.
 //!
@@ -106,6 +106,7 @@ impl Server {
             "KV_CONNECT_READ_ONLY",
             "KV_CONNECT_DATABASE_ID",
             "KV_CONNECT_TOKEN_TTL",
+            "KV_CONNECT_HTTP2_MAX_CONCURRENT_STREAMS",
         ] {
             cmd.env_remove(var);
         }
@@ -747,6 +748,31 @@ fn deno_and_node_read_each_others_data() {
         normalise(run("deno", "read", "fromdeno"), "fromdeno"),
         normalise(run("deno", "read", "fromnode"), "fromnode"),
         "values written by Deno and by Node differ"
+    );
+}
+
+/// Deno carries every `watch()` of one `Deno.Kv` as a stream of one HTTP/2 connection: 5,000
+/// concurrent watches all deliver their first value, and a write to every 100th key reaches
+/// exactly those streams (`deno_many_watches.ts`). With hyper's default stream limit (200)
+/// the script hung after opening its 200th watch.
+#[test]
+fn deno_keeps_five_thousand_watches_on_one_connection() {
+    tools();
+    let server = Server::start("sqlite", "sqlite-many-watches");
+    let mut cmd = deno_command("deno_many_watches.ts", &server.url);
+    cmd.args(["5000", "100"]);
+    let out = run_with_timeout(cmd, Duration::from_secs(120));
+    assert_eq!(
+        out.status.map(|s| s.success()),
+        Some(true),
+        "deno_many_watches.ts failed after {:?}: {}\nserver log:\n{}",
+        out.elapsed,
+        tail(&out.stderr, 3000),
+        server.stderr_tail()
+    );
+    assert_eq!(
+        out.stdout.trim(),
+        r#"{"watches":5000,"initial":5000,"changed":50,"notified":50,"spurious":0}"#
     );
 }
 
