@@ -36,8 +36,14 @@ WORKLOADS = [
     ("sum-c64", ["--workload", "sum", "--clients", "64"]),
     ("set-c1", ["--workload", "set", "--clients", "1"]),
 ]
+# Valid in --workloads, not run by default.
+EXTRA_WORKLOADS = [
+    ("bank-c64", ["--workload", "bank", "--clients", "64", "--accounts", "100"]),
+]
 REFS = ["denokv", "denokv-batched"]
 OURS = ["ours-sqlite", "ours-redb", "ours-memory"]
+# The same engines served by an earlier build (--baseline), to show a change's cost.
+BASES = ["base-sqlite", "base-redb", "base-memory"]
 DURABLE = ["ours-sqlite", "ours-redb"]
 
 
@@ -49,10 +55,11 @@ def free_port():
 
 def server_cmd(name, args, data_dir, port):
     addr = f"127.0.0.1:{port}"
-    if name.startswith("ours-"):
-        engine = name[len("ours-"):]
+    if name.startswith("ours-") or name.startswith("base-"):
+        binary = args.server if name.startswith("ours-") else args.baseline
+        engine = name.split("-", 1)[1]
         ext = {"sqlite": "sqlite", "redb": "redb", "memory": "mem"}[engine]
-        return [args.server, "--engine", engine, "--path", os.path.join(data_dir, f"{name}.{ext}"),
+        return [binary, "--engine", engine, "--path", os.path.join(data_dir, f"{name}.{ext}"),
                 "--access-token", TOKEN, "--addr", addr]
     cmd = [args.denokv, "--sqlite-path", os.path.join(data_dir, f"{name}.sqlite"), "serve",
            "--access-token", TOKEN, "--addr", addr]
@@ -161,6 +168,11 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
     p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--baseline", default=None, help="an earlier kv-connect-server build: servers "
+                   "base-sqlite, base-redb, base-memory run it (e.g. --servers "
+                   "ours-sqlite,base-sqlite), and the report adds ours ÷ base ratios")
+    p.add_argument("--baseline-label", default="an earlier build",
+                   help="what --baseline is, for the report (e.g. its commit)")
     p.add_argument("--servers", default=",".join(OURS + REFS))
     p.add_argument("--workloads", default=",".join(w for w, _ in WORKLOADS))
     p.add_argument("--data-dir", default=None, help="where the database files go (default: a "
@@ -170,9 +182,11 @@ def main():
 
     servers = [s for s in args.servers.split(",") if s]
     for s in servers:
-        if s not in OURS + REFS:
+        if s not in OURS + REFS + BASES:
             sys.exit(f"unknown server {s}")
-    workloads = [(n, a) for n, a in WORKLOADS if n in args.workloads.split(",")]
+        if s in BASES and not args.baseline:
+            sys.exit(f"{s} needs --baseline")
+    workloads = [(n, a) for n, a in WORKLOADS + EXTRA_WORKLOADS if n in args.workloads.split(",")]
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="kv-compare-")
     os.makedirs(data_dir, exist_ok=True)
     os.makedirs(args.out, exist_ok=True)
@@ -231,6 +245,8 @@ def main():
     summary = summarise(runs, servers, workloads)
     info = machine_info(data_dir)
     info.update({"rounds": args.rounds, "duration_secs": args.duration, "warmup_secs": args.warmup})
+    if args.baseline:
+        info["baseline"] = args.baseline_label
     md = render(summary, rss, servers, workloads, info)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     doc = {"machine": info, "peak_rss_kib": rss, "summary": summary, "runs": runs}
@@ -286,6 +302,8 @@ def render(summary, rss, servers, workloads, info):
              "durable, for reference only); `denokv` = `denokv serve` 0.14 default (SQLite WAL, "
              "synchronous=FULL, 1 worker, no batching); `denokv-batched` = `--num-workers 8 "
              "--atomic-write-batch-timeout-ms 50`. h2c, one connection per client.\n")
+    if info.get("baseline"):
+        L.append(f"`base-*` = the same engines served by {info['baseline']}.\n")
     L.append("## Throughput (ops/s, median)\n")
     L.append("| workload | " + " | ".join(servers) + " |")
     L.append("|---|" + "---|" * len(servers))
@@ -303,6 +321,21 @@ def render(summary, rss, servers, workloads, info):
             L.append(f"| {w} | " + " | ".join(
                 fmt(ratio(summary[w][o]["ops_per_sec"], summary[w][r]["ops_per_sec"]), 2) + "x"
                 for o, r in cols) + " |")
+        L.append("")
+    pairs = [(o, "base-" + o.split("-", 1)[1]) for o in ours
+             if "base-" + o.split("-", 1)[1] in servers]
+    if pairs:
+        L.append("## Against the baseline build (ours ÷ base)\n")
+        L.append("Throughput ratio (higher is better) / server CPU per operation ratio (lower is "
+                 "better).\n")
+        L.append("| workload | " + " | ".join(f"{o} ÷ {b}" for o, b in pairs) + " |")
+        L.append("|---|" + "---|" * len(pairs))
+        for w, _ in workloads:
+            L.append(f"| {w} | " + " | ".join(
+                fmt(ratio(summary[w][o]["ops_per_sec"], summary[w][b]["ops_per_sec"]), 2) + "x / "
+                + fmt(ratio(summary[w][o]["server_cpu_us_per_op"],
+                            summary[w][b]["server_cpu_us_per_op"]), 2) + "x"
+                for o, b in pairs) + " |")
         L.append("")
     L.append("## Latency p50 / p99 (ms, median over rounds)\n")
     L.append("| workload | " + " | ".join(servers) + " |")

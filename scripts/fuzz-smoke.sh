@@ -40,7 +40,7 @@ fixed_runs() {
   case "$1" in
     key_codec) echo 1000000 ;;
     v8_parse) echo 2000000 ;;
-    v8_decode) echo 300000 ;;
+    v8_decode) echo 2000000 ;;
     wire_requests) echo 1000000 ;;
     http_handlers) echo 100000 ;;
     db_ops) echo 40000 ;;

@@ -41,46 +41,19 @@ while [ $# -gt 0 ]; do
 done
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-checkout_hash="$(printf '%s' "$repo_root" | cksum | cut -d' ' -f1)"
-base="/tmp/kv-test-postgres-$(id -u)-$checkout_hash"
+# shellcheck source=lib/postgres-test-cluster.sh
+. "$repo_root/scripts/lib/postgres-test-cluster.sh"
+base="$pg_base"
 data="$base/data"
 log="$base/postgres.log"
 users="$base/users"
 mkdir -p "$base" "$users"
 chmod 755 "$base"
 
-find_bin() {
-  local name="$1" dir
-  for dir in /usr/lib/postgresql/15/bin /usr/local/bin /usr/bin; do
-    [ -x "$dir/$name" ] && { echo "$dir/$name"; return 0; }
-  done
-  for dir in /usr/lib/postgresql/*/bin; do
-    [ -x "$dir/$name" ] && { echo "$dir/$name"; return 0; }
-  done
-  return 1
-}
-
-if ! find_bin initdb >/dev/null || ! find_bin pg_ctl >/dev/null; then
-  [ "$(id -u)" = 0 ] || die "PostgreSQL server binaries (initdb, pg_ctl) are missing; install the 'postgresql' package"
-  command -v apt-get >/dev/null 2>&1 || die "PostgreSQL binaries are missing and apt-get is not available"
-  echo "start-postgres-test-server: installing the postgresql package with apt-get" >&2
-  (apt-get install -y postgresql >&2 || { apt-get update >&2 && apt-get install -y postgresql >&2; }) \
-    || die "apt-get install postgresql failed"
-fi
+pg_require_server_binaries
 initdb="$(find_bin initdb)" || die "initdb not found after installation"
 pg_ctl="$(find_bin pg_ctl)" || die "pg_ctl not found after installation"
-
-# Run a command as the cluster's owner.
-if [ "$(id -u)" = 0 ]; then
-  if ! id kvtest >/dev/null 2>&1; then
-    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin kvtest \
-      || die "useradd kvtest failed"
-  fi
-  chown kvtest "$base"
-  as_owner() { setpriv --reuid=kvtest --regid="$(id -g kvtest)" --init-groups -- "$@"; }
-else
-  as_owner() { "$@"; }
-fi
+pg_owner_setup "$base"
 
 # Serialize callers. The lock's descriptor (9) must not leak into the server (pg_ctl start
 # runs with it closed), or the server would hold the lock forever.
@@ -116,8 +89,7 @@ host  all kvtest 127.0.0.1/32 trust
 host  all all    127.0.0.1/32 scram-sha-256
 HBA
   fi
-  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')" \
-    || die "could not pick a free port"
+  port="$(pg_free_port)" || die "could not pick a free port"
   rm -f "$data/postmaster.pid"
   as_owner "$pg_ctl" start -D "$data" -l "$log" -w -t 60 -o \
     "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$base -c max_connections=300 -c shared_buffers=32MB" \
@@ -138,21 +110,8 @@ fi
 port="$(cat "$base/port")"
 
 if [ -n "$exit_with" ]; then
-  touch "$users/$exit_with"
-  # Watchdog: once every registered process is gone, stop the cluster.
-  (
-    while kill -0 "$exit_with" 2>/dev/null; do sleep 1; done
-    exec 9>"$base/lock"
-    flock 9
-    rm -f "$users/$exit_with"
-    for f in "$users"/*; do
-      [ -e "$f" ] || continue
-      if kill -0 "$(basename "$f")" 2>/dev/null; then exit 0; fi
-      rm -f "$f"
-    done
-    as_owner "$pg_ctl" stop -D "$data" -m fast >/dev/null 2>&1 || true
-  ) >/dev/null 2>&1 </dev/null 9>&- &
-  disown $! 2>/dev/null || true
+  # Once every registered process is gone, stop the cluster.
+  pg_watchdog "$base/lock" "$users" "$data" "$exit_with"
 fi
 
 echo "POSTGRES_URL=postgres://kvtest:kvtest@127.0.0.1:$port/kvtest"

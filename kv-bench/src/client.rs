@@ -79,6 +79,7 @@ pub struct Endpoint {
     pub url: String,
     snapshot_read_uri: Uri,
     atomic_write_uri: Uri,
+    watch_uri: Uri,
     host: HeaderValue,
     authorization: HeaderValue,
     database_id: HeaderValue,
@@ -188,6 +189,7 @@ pub async fn exchange_metadata(
         version: meta.version,
         snapshot_read_uri: target("snapshot_read")?,
         atomic_write_uri: target("atomic_write")?,
+        watch_uri: target("watch")?,
         url: base,
         host: header(&host_of(&data_url))?,
         authorization: header(&format!("Bearer {}", meta.token))?,
@@ -286,12 +288,12 @@ impl Connection {
         Ok(body)
     }
 
-    async fn post<M: Message, R: Message + Default>(
+    fn data_request<M: Message>(
         &self,
         endpoint: &Endpoint,
         target: &Uri,
         msg: &M,
-    ) -> Result<R, ClientError> {
+    ) -> Result<Request<Full<Bytes>>, ClientError> {
         let mut req = Request::post(target.clone())
             .header(AUTHORIZATION, endpoint.authorization.clone())
             .header("x-denokv-database-id", endpoint.database_id.clone())
@@ -300,9 +302,17 @@ impl Connection {
         if matches!(self.sender, Sender::H1(_)) {
             req = req.header(HOST, endpoint.host.clone());
         }
-        let req = req
-            .body(Full::new(Bytes::from(msg.encode_to_vec())))
-            .map_err(|e| ClientError::Request(e.to_string()))?;
+        req.body(Full::new(Bytes::from(msg.encode_to_vec())))
+            .map_err(|e| ClientError::Request(e.to_string()))
+    }
+
+    async fn post<M: Message, R: Message + Default>(
+        &self,
+        endpoint: &Endpoint,
+        target: &Uri,
+        msg: &M,
+    ) -> Result<R, ClientError> {
+        let req = self.data_request(endpoint, target, msg)?;
         let body = self.send(req, endpoint.timeout).await?;
         Ok(R::decode(body)?)
     }
@@ -314,6 +324,35 @@ impl Connection {
         req: &pb::SnapshotRead,
     ) -> Result<pb::SnapshotReadOutput, ClientError> {
         self.post(endpoint, &endpoint.snapshot_read_uri, req).await
+    }
+
+    /// `POST <endpoint>/watch`: the response body, a stream of `u32 LE length ‖ WatchOutput`
+    /// frames, once the server answered 200 (within the request timeout). HTTP/2 only: a
+    /// watch holds its stream open, which an HTTP/1.1 connection of this client cannot share.
+    pub async fn watch(
+        &self,
+        endpoint: &Endpoint,
+        req: &pb::Watch,
+    ) -> Result<hyper::body::Incoming, ClientError> {
+        let Sender::H2(sender) = &self.sender else {
+            return Err(ClientError::Request("watch streams need --http h2".into()));
+        };
+        let req = self.data_request(endpoint, &endpoint.watch_uri, req)?;
+        let mut sender = sender.clone();
+        let resp = tokio::time::timeout(endpoint.timeout, async {
+            sender.ready().await?;
+            sender.send_request(req).await
+        })
+        .await
+        .map_err(|_| ClientError::Timeout(endpoint.timeout))??;
+        let status = resp.status();
+        if status != StatusCode::OK {
+            let body = resp.into_body().collect().await?.to_bytes();
+            let mut text = String::from_utf8_lossy(&body).into_owned();
+            text.truncate(300);
+            return Err(ClientError::Status { status, body: text });
+        }
+        Ok(resp.into_body())
     }
 
     /// `POST <endpoint>/atomic_write`.

@@ -32,6 +32,8 @@ pub mod client;
 pub mod ledger;
 pub mod link;
 pub mod report;
+pub mod server_stats;
+mod watch;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -136,6 +138,20 @@ pub struct Options {
     /// Seed of the random choices (keys, accounts, amounts).
     #[arg(long, default_value_t = 1)]
     pub rng_seed: u64,
+    /// Watch: concurrent watch streams (watcher `w` watches key `w % --watch-keys` on
+    /// connection `w % --connections`).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub watchers: u64,
+    /// Watch: distinct watched keys (1 = every watcher on one hot key).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub watch_keys: u64,
+    /// Watch: milliseconds between the starts of two writes (each sets `--mutations` watched
+    /// keys, round-robin).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub write_interval_ms: u64,
+    /// Watch: pid of the server (same machine), whose RSS and CPU time the report records.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
     /// Label carried into the report (e.g. the server's name).
     #[arg(long)]
     pub label: Option<String>,
@@ -354,6 +370,9 @@ async fn verify_bank(ctx: &Ctx, link: &Link) -> Result<ledger::Verdict, BenchErr
 
 /// Prepares the data, runs the warm-up and the measurement, checks the results.
 pub async fn run(opts: &Options) -> Result<Report, BenchError> {
+    if opts.workload == Workload::Watch {
+        return watch::run(opts).await;
+    }
     let warmup = duration("--warmup-secs", opts.warmup_secs)?;
     let measure = duration("--duration-secs", opts.duration_secs)?;
     let p = prepare(opts).await?;
@@ -473,7 +492,7 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
             param("initial_balance", opts.initial_balance.into());
             param("audit_interval_ms", opts.audit_interval_ms.into());
         }
-        Workload::Get | Workload::Sum => {}
+        Workload::Get | Workload::Sum | Workload::Watch => {}
     }
     let version = conns[0].version().await;
     Ok(Report::new(

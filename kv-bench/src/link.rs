@@ -145,6 +145,13 @@ impl Link {
         }
     }
 
+    /// Opens a watch stream on the current connection (no retry: a benchmark counts a watch
+    /// that cannot open as an error).
+    pub async fn watch(&self, req: &pb::Watch) -> Result<hyper::body::Incoming, ClientError> {
+        let (endpoint, conn, _) = self.connect().await?;
+        conn.watch(&endpoint, req).await
+    }
+
     /// An atomic write, retried only while it was certainly not applied (see the module docs).
     pub async fn atomic_write(
         &self,

@@ -160,6 +160,8 @@ pub struct Checks {
     /// Sum: the hot key grew by the number of committed sums (plus at most the failed ones,
     /// whose outcome is unknown). `None` for other workloads.
     pub sum_ok: Option<bool>,
+    /// Watch: every watcher saw the last write to its key. `None` for other workloads.
+    pub watch_ok: Option<bool>,
     /// Descriptions of the first violations.
     pub details: Vec<String>,
 }
@@ -171,6 +173,7 @@ impl Checks {
             && self.auditor_violations == 0
             && self.bank_ledger.as_ref().is_none_or(|v| v.passed())
             && self.sum_ok != Some(false)
+            && self.watch_ok != Some(false)
     }
 }
 
@@ -319,6 +322,24 @@ impl Report {
                 "\n  sum check: {}",
                 if ok { "ok" } else { "MISMATCH" }
             ));
+        }
+        if let Some(ok) = self.checks.watch_ok {
+            out.push_str(&format!(
+                "\n  watch check: {}",
+                if ok {
+                    "every watcher saw the last write"
+                } else {
+                    "LOST NOTIFICATIONS"
+                }
+            ));
+        }
+        if !self.params.is_empty() && self.workload == "watch" {
+            let params: Vec<String> = self
+                .params
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            out.push_str(&format!("\n  {}", params.join(" ")));
         }
         for d in &self.checks.details {
             out.push_str(&format!("\n  VIOLATION: {d}"));

@@ -45,6 +45,10 @@ pub enum Workload {
     /// Hot-key sum: `sum(KvU64(1))` on one key; afterwards the key must have grown by the number
     /// of committed sums.
     Sum,
+    /// Watch streams: `--watchers` streams on `--watch-keys` keys, one writer changing
+    /// `--mutations` of them every `--write-interval-ms`; measures the time from a write to each
+    /// watcher's notification (see [`crate::watch`]).
+    Watch,
 }
 
 impl Workload {
@@ -57,6 +61,7 @@ impl Workload {
             Workload::Bank => "bank",
             Workload::Mixed => "mixed",
             Workload::Sum => "sum",
+            Workload::Watch => "watch",
         }
     }
 
@@ -172,7 +177,7 @@ fn single(key: &[u8]) -> pb::ReadRange {
     }
 }
 
-fn set(key: &[u8], value: KvValue) -> pb::Mutation {
+pub(crate) fn set(key: &[u8], value: KvValue) -> pb::Mutation {
     let (encoding, data) = value.into_encoded();
     pb::Mutation {
         key: key.to_vec(),
@@ -216,7 +221,7 @@ async fn write(link: &Link, req: &pb::AtomicWrite) -> Result<Write, OpError> {
     }
 }
 
-async fn commit(link: &Link, req: &pb::AtomicWrite) -> Result<(), String> {
+pub(crate) async fn commit(link: &Link, req: &pb::AtomicWrite) -> Result<(), String> {
     let answer = write(link, req).await.map_err(|e| match e {
         OpError::Failed(m) | OpError::Unknown(m) => m,
     })?;
@@ -551,6 +556,7 @@ pub async fn op(
         Workload::Get => get(ctx, link, rng).await,
         Workload::List => list(ctx, link).await,
         Workload::Sum => sum(ctx, link).await,
+        Workload::Watch => Err("the watch workload is not made of operations".into()),
         Workload::Mixed => {
             if rng.random_bool(ctx.read_ratio) {
                 get(ctx, link, rng).await

@@ -307,3 +307,50 @@ async fn bank_audit_detects_a_changed_total() {
         r.checks.details
     );
 }
+
+/// More watch streams than hyper's default HTTP/2 stream limit (200) on one connection: every
+/// stream opens with the seeded value, changes reach them, every watcher ends at the last write
+/// to its key, and the server's memory and CPU (this process) are recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_on_one_connection_see_every_write() {
+    let addr = server().await;
+    let pid = std::process::id().to_string();
+    let r = run_ok(
+        addr,
+        &[
+            "--workload",
+            "watch",
+            "--watchers",
+            "300",
+            "--watch-keys",
+            "3",
+            "--mutations",
+            "2",
+            "--connections",
+            "1",
+            "--write-interval-ms",
+            "50",
+            "--server-pid",
+            &pid,
+        ],
+    )
+    .await;
+    assert_eq!(r.workload, "watch");
+    assert_eq!(r.connections, 1);
+    assert_eq!(r.checks.watch_ok, Some(true), "{}", r.text());
+    assert_eq!(r.latency_by_kind["open"].count, 300);
+    assert!(r.latency_by_kind["write"].count > 0);
+    assert!(r.params["deliveries_expected"].as_u64().unwrap() > 0);
+    assert!(r.params["server_rss_kib_after_open"].as_u64().unwrap() > 0);
+    // Each write sets 2 of the 3 keys, 100 watchers each.
+    assert_eq!(r.params["keys_per_write"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_needs_h2() {
+    let addr = server().await;
+    let err = kv_bench::run(&opts(addr, &["--workload", "watch", "--http", "http1"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BenchError::Options(_)), "{err}");
+}

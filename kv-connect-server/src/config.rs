@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::auth::TokenAuthority;
 use crate::limits::ServerLimits;
 use crate::metrics::MetricsReport;
+use crate::http2::Http2Settings;
 
 /// Settings of a [`KvConnectServer`](crate::KvConnectServer).
 #[derive(Clone)]
@@ -38,6 +39,8 @@ pub struct ServerConfig {
     pub max_body_size: usize,
     /// Interval of keep-alive frames on `/watch` streams. Default 5 s.
     pub watch_keepalive: Duration,
+    /// HTTP/2 settings (concurrent streams per connection, per-stream send buffer).
+    pub http2: Http2Settings,
     /// How long shutdown waits for in-flight requests before closing the database anyway.
     /// Default 30 s.
     pub shutdown_timeout: Duration,
@@ -61,6 +64,14 @@ pub struct ServerConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// Extra per-database gauges for `/metrics` (e.g. backup lag), computed per scrape.
     pub metrics_report: Option<MetricsReport>,
+    /// A second view of the same database for eventual reads, e.g. through a PostgreSQL read
+    /// replica: the metadata then advertises the `eventual` endpoint
+    /// [`EVENTUAL_DATA_PATH_PREFIX`](crate::metadata::EVENTUAL_DATA_PATH_PREFIX) before the
+    /// `strong` one, whose snapshot reads this database answers (with
+    /// `read_is_strongly_consistent = false`). Writes and queue calls sent there get a 400;
+    /// watches there are served by the primary database like on the strong endpoint. It is
+    /// closed with the server. Ignored on a read replica ([`ServerConfig::replica`]).
+    pub eventual: Option<Arc<dyn kv_traits::Database>>,
 }
 
 /// Produces extra `/healthz` lines (`name: value`), e.g. how far a backup lags behind.
@@ -86,6 +97,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("token_ttl", &self.token_ttl)
             .field("max_body_size", &self.max_body_size)
             .field("watch_keepalive", &self.watch_keepalive)
+            .field("http2", &self.http2)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("tls", &self.tls.is_some())
             .field("replica", &self.replica)
@@ -95,6 +107,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("limits", &self.limits)
             .field("metrics_addr", &self.metrics_addr)
             .field("metrics_report", &self.metrics_report.is_some())
+            .field("eventual", &self.eventual.is_some())
             .finish()
     }
 }
@@ -108,6 +121,7 @@ impl ServerConfig {
             token_ttl: Duration::from_secs(3600),
             max_body_size: 1024 * 1024,
             watch_keepalive: Duration::from_secs(5),
+            http2: Http2Settings::default(),
             shutdown_timeout: Duration::from_secs(30),
             tls: None,
             replica: None,
@@ -117,6 +131,7 @@ impl ServerConfig {
             limits: ServerLimits::default(),
             metrics_addr: None,
             metrics_report: None,
+            eventual: None,
         }
     }
 

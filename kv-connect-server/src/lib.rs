@@ -61,6 +61,7 @@ pub mod error;
 pub mod limits;
 pub mod metrics;
 pub mod registry;
+pub mod http2;
 pub mod router;
 mod routes;
 mod server;

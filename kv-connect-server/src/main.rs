@@ -149,6 +149,14 @@ struct ServeArgs {
     #[arg(long, env = "KV_CONNECT_DATA_DIR", conflicts_with = "database_id")]
     data_dir: Option<PathBuf>,
 
+    #[cfg(feature = "postgres")]
+    /// PostgreSQL URL of a read replica (hot standby) of `--database-url`: eventual reads may
+    /// go there. Advertised to clients as the `eventual` endpoint (`/eventual/v2`, used by
+    /// `@deno/kv` for eventual reads and watches; Deno uses only the strong one); strong
+    /// reads, writes, watches and queues stay on the primary. Only read from, never written.
+    #[arg(long, env = "KV_CONNECT_DATABASE_REPLICA_URL", hide_env_values = true, conflicts_with = "data_dir")]
+    database_replica_url: Option<String>,
+
     /// Access token clients must present (`DENO_KV_ACCESS_TOKEN` on the client side too).
     #[arg(long, env = "DENO_KV_ACCESS_TOKEN", hide_env_values = true)]
     access_token: Option<String>,
@@ -197,6 +205,11 @@ struct ServeArgs {
     #[arg(long, env = "KV_CONNECT_CONSOLE", conflicts_with = "data_dir")]
     console: bool,
 
+    /// HTTP/2 streams one connection may have open at once. Deno carries every `watch()` of one
+    /// `Deno.Kv` as a stream of one connection, so this bounds the watches per client process.
+    #[arg(long, env = "KV_CONNECT_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = kv_connect_server::http2::DEFAULT_MAX_CONCURRENT_STREAMS, value_parser = clap::value_parser!(u32).range(1..))]
+    http2_max_concurrent_streams: u32,
+
     #[cfg(feature = "pitr")]
     #[command(flatten)]
     backup: pitr_cmd::ServeBackupArgs,
@@ -215,8 +228,15 @@ pub(crate) enum MainError {
     NoAccessToken,
     #[error("the {0:?} engine is not compiled into this binary (enable the cargo feature)")]
     EngineMissing(Engine),
+    #[cfg(feature = "postgres")]
     #[error("--engine postgres needs --database-url (or DATABASE_URL)")]
     NoDatabaseUrl,
+    #[cfg(feature = "postgres")]
+    #[error("--database-replica-url needs --engine postgres")]
+    ReplicaUrlWithoutPostgres,
+    #[cfg(feature = "postgres")]
+    #[error("--database-replica-url cannot be combined with --replica-of (a replica has no primary database to read)")]
+    ReplicaUrlOnReplica,
     #[error("cannot open the database: {location}: {source}")]
     Open {
         /// The file, or `memory`.
@@ -261,21 +281,14 @@ fn open_error(cli: &DbArgs, e: impl Into<kv_traits::KvError>) -> MainError {
 pub(crate) async fn connect_postgres(
     cli: &DbArgs,
 ) -> Result<kv_engine_postgres::PostgresBackend, MainError> {
-    let pg = &cli.postgres;
-    let url = pg.database_url.as_deref().ok_or(MainError::NoDatabaseUrl)?;
-    let options = kv_engine_postgres::PostgresOptions {
-        pool_size: pg.database_pool_size as usize,
-        connect_timeout: Duration::from_secs(pg.database_connect_timeout_secs),
-        statement_timeout: Some(Duration::from_secs(pg.database_statement_timeout_secs)),
-        schema: pg.database_schema.clone(),
-        ..Default::default()
-    };
-    kv_engine_postgres::PostgresBackend::connect(url, options)
+    let url = cli
+        .postgres
+        .database_url
+        .as_deref()
+        .ok_or(MainError::NoDatabaseUrl)?;
+    kv_engine_postgres::PostgresBackend::connect(url, postgres_options(cli, false))
         .await
-        .map_err(|e| MainError::Open {
-            location: "the PostgreSQL database".into(),
-            source: e.into(),
-        })
+        .map_err(|e| postgres_error("the PostgreSQL database", e.into()))
 }
 
 /// Opens the database `cli` names with `config`.
@@ -325,6 +338,61 @@ pub(crate) async fn open_db(cli: &DbArgs, config: kv_db::DbConfig) -> Result<kv_
     }
 }
 
+#[cfg(feature = "postgres")]
+fn postgres_options(cli: &DbArgs, read_only: bool) -> kv_engine_postgres::PostgresOptions {
+    let pg = &cli.postgres;
+    kv_engine_postgres::PostgresOptions {
+        pool_size: pg.database_pool_size as usize,
+        connect_timeout: Duration::from_secs(pg.database_connect_timeout_secs),
+        statement_timeout: Some(Duration::from_secs(pg.database_statement_timeout_secs)),
+        schema: pg.database_schema.clone(),
+        read_only,
+        ..Default::default()
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn postgres_error(location: &str, source: kv_traits::KvError) -> MainError {
+    MainError::Open {
+        location: location.into(),
+        source,
+    }
+}
+
+/// Opens the eventual-read database (`--database-replica-url`): the same store through the
+/// read replica, read-only (never written, no background work).
+#[cfg(feature = "postgres")]
+async fn open_eventual(
+    cli: &DbArgs,
+    replica_url: Option<&str>,
+    limits: kv_traits::Limits,
+) -> Result<Option<kv_db::Db>, MainError> {
+    let Some(url) = replica_url else {
+        return Ok(None);
+    };
+    if cli.engine != Engine::Postgres {
+        return Err(MainError::ReplicaUrlWithoutPostgres);
+    }
+    let location = "the PostgreSQL read replica";
+    let backend = kv_engine_postgres::PostgresBackend::connect(url, postgres_options(cli, true))
+        .await
+        .map_err(|e| postgres_error(location, e.into()))?;
+    let config = kv_db::DbConfig {
+        limits,
+        read_only: true,
+        background_tasks: false,
+        // Nothing here watches or listens (watches and queues stay on the primary): the
+        // follower of commits only needs to keep up loosely.
+        follow_interval: Duration::from_secs(1),
+        ..kv_db::DbConfig::default()
+    };
+    let db = kv_db::Db::open(backend, config)
+        .await
+        .map_err(|e| postgres_error(location, e))?;
+    tracing::info!("eventual reads go to the PostgreSQL read replica");
+    Ok(Some(db))
+}
+
 async fn run(cli: Cli) -> Result<(), MainError> {
     match cli.command {
         None => serve(cli.serve).await,
@@ -363,6 +431,7 @@ async fn serve(cli: ServeArgs) -> Result<(), MainError> {
     config.database_id = cli.database_id;
     config.token_ttl = Duration::from_secs(cli.token_ttl_secs);
     config.shutdown_timeout = Duration::from_secs(cli.shutdown_timeout_secs);
+    config.http2.max_concurrent_streams = cli.http2_max_concurrent_streams;
     config.tls = tls;
     config.token_file = Some(multidb_cmd::token_file(cli.data_dir.as_ref(), &cli.db.path));
     cli.ops.apply(&mut config);
@@ -380,6 +449,18 @@ async fn serve(cli: ServeArgs) -> Result<(), MainError> {
         #[cfg(not(feature = "pitr"))]
         let backup = None;
         config.console = Some(console_cmd::console_config(&db, backup));
+    }
+    #[cfg(feature = "postgres")]
+    {
+        let replica_url = cli.database_replica_url.as_deref();
+        if replica_url.is_some() && config.replica.is_some() {
+            return Err(MainError::ReplicaUrlOnReplica);
+        }
+        if let Some(eventual) =
+            open_eventual(&cli.db, replica_url, db.config().limits.clone()).await?
+        {
+            config.eventual = Some(std::sync::Arc::new(eventual));
+        }
     }
     let server = KvConnectServer::new(db, config).bind(cli.addr).await?;
     // Signal handlers before the listening line: a SIGTERM after it is always graceful.

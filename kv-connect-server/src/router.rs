@@ -10,6 +10,9 @@
 //! | `POST /v2/watch` | `routes/watch.rs` | `Watch` → endless `application/octet-stream` of `u32 LE length ‖ WatchOutput` frames, keep-alive every 5 s; every frame is a full snapshot (all keys `changed`, in request order) |
 //! | `POST /v2/queue/dequeue` | `routes/queue.rs` | queue extension `queue-v1`: `DequeueRequest` → `DequeueResponse`; long-polls up to 30 s and leases the next ready message |
 //! | `POST /v2/queue/finish` | `routes/queue.rs` | queue extension `queue-v1`: `FinishRequest` → `FinishResponse`; ends a delivery (success, or failure to retry) |
+//! | `POST /eventual/v2/snapshot_read` | `routes/datapath.rs` | only with an eventual-read database ([`ServerConfig::eventual`](crate::ServerConfig::eventual), else 404): `SnapshotRead` answered from it, `read_is_strongly_consistent = false` |
+//! | `POST /eventual/v2/watch` | `routes/watch.rs` | only with an eventual-read database: the same as `/v2/watch` (npm watches through the `eventual` endpoint) |
+//! | `POST /eventual/v2/atomic_write`, `/eventual/v2/queue/dequeue`, `/eventual/v2/queue/finish` | `routes/guard.rs` | only with an eventual-read database: 400, writes and queues go to the `strong` endpoint |
 //! | `GET`/`HEAD /healthz` | `routes/health.rs` | 200 `ok` (plus the configured health report lines) |
 //! | `POST /db/<name>`, `POST /db/<name>/v2/...` | as `POST /` and `/v2/...` | with `--data-dir`: the same routes for database `<name>` ([`crate::registry`]); its metadata advertises `/db/<name>/v2` |
 //! | `/admin/...` | `routes/admin.rs` | the admin API: databases and scoped tokens (its module docs list the routes) |
@@ -25,7 +28,8 @@
 //!   `POST /` (and `/db/<name>`) accepts the access token or any scoped token of the database;
 //!   `/v2/...` a data-path token whose scope allows the route (`read`: snapshot_read, watch;
 //!   `write`: atomic_write; `queue`: dequeue, finish); a bad credential is 401, a valid one
-//!   lacking the scope or the database 403. Then every `/v2/...` route passes the data-path
+//!   lacking the scope or the database 403 (`/eventual/v2/...` needs what `/v2/...` needs). Then every
+//!   `/v2/...` and `/eventual/v2/...` route passes the data-path
 //!   guard of `routes/guard.rs` (protocol headers, per-token rate limit, body bound; `/v2/watch`
 //!   also takes a slot of its token's watch-stream bound, see [`crate::limits`]); `/metrics`
 //!   checks the access token itself; `/healthz` is open.
@@ -59,7 +63,7 @@ use crate::error::ApiError;
 use crate::limits::{TimeoutBody, TokenId};
 use crate::metrics::{DatabaseLabel, DEFAULT_DATABASE};
 use crate::registry::DbName;
-use crate::routes::metadata::DATA_PATH_PREFIX;
+use crate::routes::metadata::{DATA_PATH_PREFIX, EVENTUAL_DATA_PATH_PREFIX};
 use crate::routes::{admin, datapath, guard, health, metadata, metrics, queue, revocable, watch};
 use crate::state::{AppState, ConnInfo, Databases, Front};
 use crate::tokens::Scope;
@@ -116,6 +120,10 @@ enum Route {
     Watch,
     QueueDequeue,
     QueueFinish,
+    EventualSnapshotRead,
+    EventualWatch,
+    /// Writes and queue calls sent to the `eventual` endpoint.
+    EventualRefused,
     Health,
     Metrics,
 }
@@ -127,6 +135,16 @@ impl Route {
             "/" => Some(Route::Metadata),
             "/healthz" => Some(Route::Health),
             "/metrics" => Some(Route::Metrics),
+            _ if path.starts_with(EVENTUAL_DATA_PATH_PREFIX) => {
+                match &path[EVENTUAL_DATA_PATH_PREFIX.len()..] {
+                    "/snapshot_read" => Some(Route::EventualSnapshotRead),
+                    "/watch" => Some(Route::EventualWatch),
+                    "/atomic_write" | "/queue/dequeue" | "/queue/finish" => {
+                        Some(Route::EventualRefused)
+                    }
+                    _ => None,
+                }
+            }
             _ => match path.strip_prefix(DATA_PATH_PREFIX)? {
                 "/snapshot_read" => Some(Route::SnapshotRead),
                 "/atomic_write" => Some(Route::AtomicWrite),
@@ -166,6 +184,9 @@ impl Route {
             Some(Route::Watch) => "watch",
             Some(Route::QueueDequeue) => "queue_dequeue",
             Some(Route::QueueFinish) => "queue_finish",
+            Some(Route::EventualSnapshotRead) => "eventual_snapshot_read",
+            Some(Route::EventualWatch) => "eventual_watch",
+            Some(Route::EventualRefused) => "eventual_refused",
             Some(Route::Health) => "healthz",
             Some(Route::Metrics) => "metrics",
         }
@@ -313,7 +334,7 @@ where
         access.data_path(token, database.as_ref(), route.needed_scope(), now)?;
         None
     };
-    let still_valid = (route == Route::Watch)
+    let still_valid = matches!(route, Route::Watch | Route::EventualWatch)
         .then(|| access.still_valid(token))
         .flatten();
     let state = match (&front.databases, &database) {
@@ -370,6 +391,22 @@ where
             let body = guard::data_request(state, req).await?;
             queue::finish(state, &body).await
         }
+        Route::EventualSnapshotRead => {
+            let eventual = guard::eventual_database(state)?;
+            let body = guard::data_request(state, req).await?;
+            datapath::eventual_snapshot_read(&**eventual, &body).await
+        }
+        Route::EventualWatch => {
+            guard::eventual_database(state)?;
+            let token = TokenId::of_headers(req.headers());
+            let body = guard::data_request(state, req).await?;
+            watch::watch(state, token, &body).await
+        }
+        Route::EventualRefused => {
+            guard::eventual_database(state)?;
+            guard::data_request(state, req).await?;
+            Err(guard::refused_on_eventual())
+        }
     }
 }
 
@@ -388,6 +425,11 @@ mod tests {
             ("/v2/watch", Route::Watch),
             ("/v2/queue/dequeue", Route::QueueDequeue),
             ("/v2/queue/finish", Route::QueueFinish),
+            ("/eventual/v2/snapshot_read", Route::EventualSnapshotRead),
+            ("/eventual/v2/watch", Route::EventualWatch),
+            ("/eventual/v2/atomic_write", Route::EventualRefused),
+            ("/eventual/v2/queue/dequeue", Route::EventualRefused),
+            ("/eventual/v2/queue/finish", Route::EventualRefused),
         ];
         for (path, route) in table {
             assert_eq!(Route::of_path(path), Some(route), "{path}");
@@ -401,6 +443,10 @@ mod tests {
             "//snapshot_read",
             "/v2/snapshot_read/x",
             "/healthz/",
+            "/eventual/v2",
+            "/eventual/v2/",
+            "/eventual/v3/snapshot_read",
+            "/eventual/v2/nope",
         ] {
             assert_eq!(Route::of_path(path), None, "{path}");
         }

@@ -11,6 +11,9 @@
 //!   within `header_read_timeout` is closed.
 //! - With [`ServerConfig::metrics_addr`], a second listener serves `GET /metrics` (only) without
 //!   authentication; it stops with the server.
+//! - HTTP/2 connections carry up to
+//!   [`Http2Settings`](crate::http2::Http2Settings)`::max_concurrent_streams` streams at once
+//!   (thousands of watches on one connection), each with a bounded send buffer.
 //! - [`KvConnectServer::handle`] serves one request in-process exactly as a connection would.
 //! - It serves one database ([`KvConnectServer::new`]) at `/`, or the databases of a
 //!   [`Registry`] at `/db/<name>` ([`KvConnectServer::with_registry`]).
@@ -360,10 +363,16 @@ impl<D: Database> BoundServer<D> {
             tracing::warn!("in-flight requests did not finish in time; closing anyway");
         }
         drop(state);
-        match &self.served {
-            Served::Single(db) => db.close().await?,
-            Served::Many(registry) => registry.close_all().await?,
+        let closed = match &self.served {
+            Served::Single(db) => db.close().await,
+            Served::Many(registry) => registry.close_all().await,
+        };
+        if let Some(eventual) = &self.config.eventual {
+            if let Err(e) = eventual.close().await {
+                tracing::warn!(error = %e, "closing the eventual-read database failed");
+            }
         }
+        closed?;
         tracing::info!("database closed");
         Ok(())
     }
@@ -419,6 +428,7 @@ async fn serve_connection<D, S>(
     // Raised on every request head; the first one ends the first-request deadline.
     let request_seen = Arc::new(Notify::new());
     let seen = request_seen.clone();
+    let http2 = state.template.http2;
     let service = service_fn(move |req| {
         let state = state.clone();
         seen.notify_one();
@@ -440,6 +450,7 @@ async fn serve_connection<D, S>(
         .timer(TokioTimer::new())
         .keep_alive_interval(limits.http2_keepalive_interval)
         .keep_alive_timeout(limits.http2_keepalive_timeout);
+    http2.apply(&mut builder.http2());
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let first_request = tokio::time::timeout(limits.header_read_timeout, request_seen.notified());

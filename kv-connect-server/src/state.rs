@@ -23,6 +23,7 @@ use crate::limits::Limiter;
 use crate::metrics::{DatabaseLabel, Metrics, DEFAULT_DATABASE};
 use crate::registry::{DbName, Registry};
 use crate::tokens::TokenStore;
+use crate::http2::Http2Settings;
 
 /// What the handlers share: the database and the server settings.
 pub(crate) struct AppState<D> {
@@ -48,6 +49,8 @@ pub(crate) struct AppState<D> {
     /// The `database` label of this state's database in metrics (`default` for the single
     /// database).
     pub database_name: DatabaseLabel,
+    /// The database of the `eventual` endpoint, if any (never on a read replica).
+    pub eventual: Option<Arc<dyn kv_traits::Database>>,
 }
 
 /// The settings every database's [`AppState`] of one listener shares.
@@ -56,11 +59,16 @@ pub(crate) struct StateTemplate {
     pub access: Arc<Access>,
     pub max_body_size: usize,
     pub watch_keepalive: Duration,
+    /// HTTP/2 settings of every connection.
+    pub http2: Http2Settings,
     pub replica: Option<ReplicaSettings>,
     pub health_report: Option<HealthReport>,
     pub limiter: Arc<Limiter>,
     /// The web console's settings; `None` when it is off.
     pub console: Option<crate::console::ConsoleConfig>,
+    /// The database of the single database's `eventual` endpoint, if any (never on a read
+    /// replica).
+    pub eventual: Option<Arc<dyn kv_traits::Database>>,
 }
 
 impl StateTemplate {
@@ -75,10 +83,12 @@ impl StateTemplate {
             access: Arc::new(Access::new(config.token_authority(), store)),
             max_body_size: config.max_body_size,
             watch_keepalive: config.watch_keepalive,
+            http2: config.http2,
             replica: config.replica.clone(),
             health_report: config.health_report.clone(),
             limiter: limiter.clone(),
             console: config.console.clone(),
+            eventual: config.eventual.clone().filter(|_| config.replica.is_none()),
         }
     }
 
@@ -99,6 +109,7 @@ impl StateTemplate {
                 crate::routes::metadata::DATA_PATH_PREFIX
             ),
         };
+        let database_is_single = database.is_none();
         let database_name = match &database {
             None => DatabaseLabel::new(DEFAULT_DATABASE),
             Some(name) => DatabaseLabel::new(name.as_str()),
@@ -116,6 +127,8 @@ impl StateTemplate {
             metrics: self.limiter.metrics().clone(),
             limiter: self.limiter.clone(),
             database_name,
+            // The eventual endpoint (a read replica's view) belongs to the single database.
+            eventual: if database_is_single { self.eventual.clone() } else { None },
             shutdown,
         })
     }

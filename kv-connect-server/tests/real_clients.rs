@@ -1,6 +1,6 @@
 //! End-to-end tests with the real clients: the Deno runtime (2.9.6, `Deno.openKv(url)`) and the
 //! `@deno/kv` npm client (0.14.0, on the machine's Node), against the `kv-connect-server` binary
-//! on every engine (memory, sqlite, redb).
+//! on every engine (memory, sqlite, redb, and postgres with two servers).
 //!
 //! Both clients run the shared scenario in `tests/js/scenario.mjs` (through `deno_scenario.ts`
 //! and `node_scenario.mjs`), which prints a transcript: one JSON line per step, with values
@@ -11,8 +11,11 @@
 //!   differences the spec documents (see [`compare_with_reference`]).
 //! - The Node transcript must match `tests/js/node_expected.jsonl` (exact lines; `⟨*⟩` in an
 //!   expected line matches any text, used only for free-form detail in server error messages).
+//! - `postgres_two_servers_with_real_clients` (issue 13): both transcripts through two
+//!   `--engine postgres` servers on one database behind a round-robin balancer
+//!   (`common/balancer.rs`), compared the same way.
 //!
-//! Smaller tests: Deno's `openKv` with a wrong token; (sqlite, redb) data written by Deno
+//! Smaller tests: Deno's `openKv` with a wrong token; 5,000 concurrent watches on one `Deno.Kv`; (sqlite, redb) data written by Deno
 //! surviving a SIGKILL and restart of the server with its versionstamps; data written by each
 //! client read identically by the other.
 //!
@@ -22,10 +25,12 @@
 
 mod common;
 
+use common::balancer::Balancer;
 use common::clients::{
     deno_command, js_dir, node_command, run_interop, run_with_timeout, tail, tools, ChildGuard,
     TOKEN,
 };
+use common::cluster::Cluster;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -101,6 +106,7 @@ impl Server {
             "KV_CONNECT_READ_ONLY",
             "KV_CONNECT_DATABASE_ID",
             "KV_CONNECT_TOKEN_TTL",
+            "KV_CONNECT_HTTP2_MAX_CONCURRENT_STREAMS",
         ] {
             cmd.env_remove(var);
         }
@@ -411,62 +417,122 @@ fn compare_with_expected(expected: &[Line], actual: &[Line]) -> Vec<String> {
 
 // -------------------------------------------------------------------------------- tests
 
+/// Where a scenario runs: the URL the client opens, and the server log to show on failure.
+trait Target {
+    fn url(&self) -> String;
+    fn log_tail(&self) -> String;
+}
+
+impl Target for Server {
+    fn url(&self) -> String {
+        self.url.clone()
+    }
+    fn log_tail(&self) -> String {
+        self.stderr_tail()
+    }
+}
+
+/// Two `--engine postgres` servers on one fresh schema behind a round-robin balancer.
+struct Balanced {
+    cluster: Cluster,
+    balancer: Balancer,
+}
+
+impl Balanced {
+    fn start(tag: &str) -> Balanced {
+        let cluster = Cluster::start(2, tag, &[]);
+        let balancer = Balancer::start(cluster.addrs.clone());
+        Balanced { cluster, balancer }
+    }
+}
+
+impl Target for Balanced {
+    fn url(&self) -> String {
+        self.balancer.url()
+    }
+    fn log_tail(&self) -> String {
+        format!(
+            "requests per server: {:?}\n{}",
+            self.balancer.served(),
+            self.cluster.stderr_tails()
+        )
+    }
+}
+
 fn run_engine(engine: &str) {
+    run_clients(
+        &format!("kv-connect-server --engine {engine}"),
+        engine,
+        |label| Server::start(engine, label),
+    );
+}
+
+/// Runs both scenarios, each against its own target from `start` (`what` names it in the
+/// report, `tag` in the transcript file names), and compares their transcripts with the
+/// reference and the expected lines. Returns the targets (their servers still running).
+fn run_clients<T: Target + Send>(
+    what: &str,
+    tag: &str,
+    start: impl Fn(&str) -> T + Sync,
+) -> (T, T) {
     tools();
     // Both clients run at the same time, each against its own server and database.
     let (deno, node) = thread::scope(|s| {
         // The reference run (once per test process) overlaps with the first clients' runs.
         s.spawn(deno_reference);
         let deno = s.spawn(|| {
-            let server = Server::start(engine, &format!("{engine}-deno"));
+            let target = start(&format!("{tag}-deno"));
             let lines = run_scenario_with_server_log(
-                deno_command("deno_scenario.ts", &server.url),
-                &format!("deno-{engine}"),
-                &server,
+                deno_command("deno_scenario.ts", &target.url()),
+                &format!("deno-{tag}"),
+                &target,
             );
-            (lines, server.stderr_tail())
+            (lines, target)
         });
         let node = s.spawn(|| {
-            let server = Server::start(engine, &format!("{engine}-node"));
+            let target = start(&format!("{tag}-node"));
             let lines = run_scenario_with_server_log(
-                node_command("node_scenario.mjs", &server.url),
-                &format!("node-{engine}"),
-                &server,
+                node_command("node_scenario.mjs", &target.url()),
+                &format!("node-{tag}"),
+                &target,
             );
-            (lines, server.stderr_tail())
+            (lines, target)
         });
         (deno.join(), node.join())
     });
-    let (deno_lines, deno_log) = deno.unwrap_or_else(|e| std::panic::resume_unwind(e));
-    let (node_lines, node_log) = node.unwrap_or_else(|e| std::panic::resume_unwind(e));
+    let (deno_lines, deno_target) = deno.unwrap_or_else(|e| std::panic::resume_unwind(e));
+    let (node_lines, node_target) = node.unwrap_or_else(|e| std::panic::resume_unwind(e));
 
     let mut report = String::new();
     let deno_problems = compare_with_reference(deno_reference(), &deno_lines);
     if !deno_problems.is_empty() {
         report.push_str(&format!(
-            "\n=== Deno 2.9.6 against kv-connect-server --engine {engine}: {} problem(s) (transcripts in {}: deno-{engine}.jsonl vs deno-reference-memory.jsonl)\n{}\n--- server log tail:\n{deno_log}\n",
+            "\n=== Deno 2.9.6 against {what}: {} problem(s) (transcripts in {}: deno-{tag}.jsonl vs deno-reference-memory.jsonl)\n{}\n--- server log tail:\n{}\n",
             deno_problems.len(),
             out_dir().display(),
-            deno_problems.join("\n")
+            deno_problems.join("\n"),
+            deno_target.log_tail()
         ));
     }
     let node_problems = compare_with_expected(&node_expected(), &node_lines);
     if !node_problems.is_empty() {
         report.push_str(&format!(
-            "\n=== @deno/kv 0.14.0 (Node) against kv-connect-server --engine {engine}: {} problem(s) (transcript in {}: node-{engine}.jsonl)\n{}\n--- server log tail:\n{node_log}\n",
+            "\n=== @deno/kv 0.14.0 (Node) against {what}: {} problem(s) (transcript in {}: node-{tag}.jsonl)\n{}\n--- server log tail:\n{}\n",
             node_problems.len(),
             out_dir().display(),
-            node_problems.join("\n")
+            node_problems.join("\n"),
+            node_target.log_tail()
         ));
     }
     assert!(report.is_empty(), "{report}");
+    (deno_target, node_target)
 }
 
-fn run_scenario_with_server_log(cmd: Command, label: &str, server: &Server) -> Vec<Line> {
+fn run_scenario_with_server_log(cmd: Command, label: &str, target: &dyn Target) -> Vec<Line> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_scenario(cmd, label))) {
         Ok(lines) => lines,
         Err(e) => {
-            eprintln!("--- {label}: server log tail:\n{}", server.stderr_tail());
+            eprintln!("--- {label}: server log tail:\n{}", target.log_tail());
             std::panic::resume_unwind(e)
         }
     }
@@ -485,6 +551,27 @@ fn sqlite_engine_with_real_clients() {
 #[test]
 fn redb_engine_with_real_clients() {
     run_engine("redb");
+}
+
+/// Issue 13: the same transcripts through two servers on one PostgreSQL database behind a
+/// round-robin balancer (each client on its own fresh schema, since the scenarios write fixed
+/// keys): requests alternate between the servers, so writes, reads, lists and watches of one
+/// client cross servers all the time. The transcripts must equal the single-server ones.
+#[test]
+fn postgres_two_servers_with_real_clients() {
+    let (deno, node) = run_clients(
+        "two kv-connect-servers --engine postgres behind a round-robin balancer",
+        "postgres-2-servers",
+        Balanced::start,
+    );
+    for (client, target) in [("Deno", deno), ("Node", node)] {
+        let served = target.balancer.served();
+        eprintln!("{client}: requests per server {served:?}");
+        assert!(
+            served.iter().all(|&n| n > 10),
+            "{client}: requests per server {served:?}: both servers must have served the scenario"
+        );
+    }
 }
 
 /// Deno's view of metadata-exchange failures (kv-connect.md §2.5): `Deno.openKv` itself rejects,
@@ -661,6 +748,31 @@ fn deno_and_node_read_each_others_data() {
         normalise(run("deno", "read", "fromdeno"), "fromdeno"),
         normalise(run("deno", "read", "fromnode"), "fromnode"),
         "values written by Deno and by Node differ"
+    );
+}
+
+/// Deno carries every `watch()` of one `Deno.Kv` as a stream of one HTTP/2 connection: 5,000
+/// concurrent watches all deliver their first value, and a write to every 100th key reaches
+/// exactly those streams (`deno_many_watches.ts`). With hyper's default stream limit (200)
+/// the script hung after opening its 200th watch.
+#[test]
+fn deno_keeps_five_thousand_watches_on_one_connection() {
+    tools();
+    let server = Server::start("sqlite", "sqlite-many-watches");
+    let mut cmd = deno_command("deno_many_watches.ts", &server.url);
+    cmd.args(["5000", "100"]);
+    let out = run_with_timeout(cmd, Duration::from_secs(120));
+    assert_eq!(
+        out.status.map(|s| s.success()),
+        Some(true),
+        "deno_many_watches.ts failed after {:?}: {}\nserver log:\n{}",
+        out.elapsed,
+        tail(&out.stderr, 3000),
+        server.stderr_tail()
+    );
+    assert_eq!(
+        out.stdout.trim(),
+        r#"{"watches":5000,"initial":5000,"changed":50,"notified":50,"spurious":0}"#
     );
 }
 

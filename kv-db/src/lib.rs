@@ -64,6 +64,7 @@ mod queue;
 mod read;
 mod stats;
 mod watch;
+mod watch_read;
 mod writer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,6 +91,8 @@ struct Inner {
     backend: Arc<dyn Backend>,
     tx: mpsc::Sender<Op>,
     hub: Arc<WatchHub>,
+    /// Re-reads shared by the watch streams of the same keys.
+    watch_reads: crate::watch_read::SharedReads,
     queue_notify: Arc<Notify>,
     config: DbConfig,
     closed: AtomicBool,

@@ -71,6 +71,7 @@ impl Db {
                 backend,
                 tx,
                 hub,
+                watch_reads: Default::default(),
                 queue_notify,
                 config,
                 closed: AtomicBool::new(false),

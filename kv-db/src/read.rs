@@ -11,6 +11,8 @@
 //!   version above the one it last read, re-reads all keys from one snapshot, and yields only if
 //!   at least one key's versionstamp differs from what it reported last (unchanged keys are
 //!   reported as [`WatchKeyOutput::Unchanged`]). The stream ends when the database closes.
+//!   Streams of the same keys woken by the same commit share their re-read
+//!   ([`crate::watch_read`]), so a hot key costs one read per commit, not one per watcher.
 //! - Requests reaching this module are already validated by [`crate::Db`].
 
 use std::sync::atomic::Ordering;
@@ -42,7 +44,7 @@ impl Inner {
         let receivers = keys.iter().map(|k| self.hub.subscribe(k)).collect();
         let state = WatchState {
             inner: self.clone(),
-            keys,
+            set: self.watch_reads.join(keys),
             receivers,
             shutdown: self.shutdown.subscribe(),
             last: None,
@@ -126,7 +128,8 @@ async fn read_range(
 /// One watch stream's state between notifications.
 struct WatchState {
     inner: Arc<Inner>,
-    keys: Vec<Vec<u8>>,
+    /// The watched keys, shared with the other streams of the same keys.
+    set: Arc<crate::watch_read::KeySet>,
     receivers: Vec<tokio::sync::watch::Receiver<u64>>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     /// Version read last time and what each key held then; `None` before the first notification.
@@ -157,8 +160,19 @@ impl WatchState {
             if self.inner.closed.load(Ordering::Acquire) {
                 return None;
             }
-            let (version, entries) = match self.inner.read_watched(&self.keys).await {
-                Ok(x) => x,
+            let read = match self.last {
+                // The first read is private: it must begin after the subscription.
+                None => self.inner.read_watched(self.set.keys()).await.map(Arc::new),
+                Some(_) => {
+                    let need = self.receivers.iter().map(|rx| *rx.borrow()).max();
+                    let (inner, keys) = (&self.inner, self.set.keys());
+                    self.set
+                        .read(need.unwrap_or(0), || inner.read_watched(keys))
+                        .await
+                }
+            };
+            let (version, entries) = match read {
+                Ok(snapshot) => (snapshot.0, snapshot.1.clone()),
                 Err(e) => return Some(Err(e)),
             };
             let stamps: Vec<Option<Versionstamp>> = entries

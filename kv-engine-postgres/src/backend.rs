@@ -36,8 +36,10 @@ pub(crate) struct Shared {
     /// Commits so far; every 256th also purges old outcome ids.
     pub commits: AtomicU64,
     pub retention_secs: f64,
-    /// Push notifications of commits (`LISTEN`).
-    listener: Listener,
+    /// Push notifications of commits (`LISTEN`); none on a read-only backend.
+    listener: Option<Listener>,
+    /// Opened read-only (a replica): `begin_write` fails.
+    read_only: bool,
 }
 
 impl std::fmt::Debug for PostgresBackend {
@@ -98,13 +100,20 @@ impl PostgresBackend {
                 })?,
         };
         let names = Names::new(&schema);
-        if let Err(e) = schema::open(&client, &names).await {
+        let opened = if options.read_only {
+            open_read_only(&client, &names, &target, options.connect_timeout).await
+        } else {
+            schema::open(&client, &names).await
+        };
+        if let Err(e) = opened {
             drop(Object::take(client));
             return Err(e);
         }
         drop(client);
-        tracing::debug!(%target, %schema, "connected to PostgreSQL");
-        let listener = Listener::spawn(spec.config.clone(), tls, names.channel.clone());
+        tracing::debug!(%target, %schema, read_only = options.read_only, "connected to PostgreSQL");
+        // A standby cannot LISTEN, and nothing commits through a read-only backend.
+        let listener = (!options.read_only)
+            .then(|| Listener::spawn(spec.config.clone(), tls, names.channel.clone()));
         Ok(PostgresBackend {
             shared: Arc::new(Shared {
                 pool,
@@ -115,6 +124,7 @@ impl PostgresBackend {
                 commits: AtomicU64::new(0),
                 retention_secs: options.outcome_retention.as_secs_f64(),
                 listener,
+                read_only: options.read_only,
             }),
         })
     }
@@ -200,6 +210,16 @@ impl Backend for PostgresBackend {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(BackendError::Closed);
         }
+        if self.shared.read_only {
+            return Err(BackendError::Io(
+                format!(
+                    "the PostgreSQL store at {} was opened read-only (a read replica): it takes no \
+                     writes",
+                    self.shared.target
+                )
+                .into(),
+            ));
+        }
         let guard = self.shared.writer.clone().lock_owned().await;
         let mut conn = self.conn(Some(guard)).await?;
         conn.in_txn = true;
@@ -221,7 +241,9 @@ impl Backend for PostgresBackend {
     async fn close(&self) -> Result<(), BackendError> {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.pool.close();
-        self.shared.listener.stop();
+        if let Some(listener) = &self.shared.listener {
+            listener.stop();
+        }
         Ok(())
     }
 
@@ -230,10 +252,52 @@ impl Backend for PostgresBackend {
         true
     }
 
-    /// `LISTEN`/`NOTIFY` on the store's channel (see `notify.rs`).
+    /// `LISTEN`/`NOTIFY` on the store's channel (see `notify.rs`); `None` when read-only.
     fn commit_signals(&self) -> Option<BoxStream<'static, ()>> {
-        Some(self.shared.listener.subscribe())
+        self.shared.listener.as_ref().map(Listener::subscribe)
     }
+}
+
+/// The read-only open: checks the store without writing, waiting up to `wait` for it to
+/// appear (on a replica, the primary may have created it a moment ago).
+async fn open_read_only(
+    client: &Object,
+    names: &Names,
+    target: &str,
+    wait: std::time::Duration,
+) -> Result<(), BackendError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut logged = false;
+    loop {
+        if schema::check_read_only(client, names).await? {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BackendError::Io(
+                format!(
+                    "no kv-engine-postgres store in schema {:?} at {target} (waited {wait:?}): a \
+                     read-only open never creates one. Open the primary first (it creates the \
+                     store), and check that this server replicates it",
+                    names.schema
+                )
+                .into(),
+            ));
+        }
+        if !logged {
+            tracing::info!(%target, schema = %names.schema, "waiting for the store to appear (read-only open)");
+            logged = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let standby: bool = client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .map_err(|e| pg_err("asking whether the server is a standby", e))?
+        .get(0);
+    if !standby {
+        tracing::info!(%target, "the read-only PostgreSQL server is not a standby (it is a primary); reading from it anyway");
+    }
+    Ok(())
 }
 
 /// Turns a resolved outcome into the commit's result.

@@ -35,6 +35,13 @@
 //! - **Errors**: SQLSTATE `40001`/`40P01` become [`kv_traits::BackendError::Conflict`],
 //!   everything else [`kv_traits::BackendError::Io`] with a message naming the problem (never
 //!   the password).
+//! - **Read replicas**: with [`PostgresOptions::read_only`] the backend reads a hot standby
+//!   (or any server) without ever writing: the format check at open only reads (a missing
+//!   store is waited for up to the connect timeout, then refused), there is no `LISTEN`
+//!   ([`kv_traits::Backend::commit_signals`] is `None`) and `begin_write` fails. Its snapshots
+//!   are the standby's: they lag the primary by the replication delay, and PostgreSQL may
+//!   cancel a long one that conflicts with replay (SQLSTATE `40001`, a
+//!   [`kv_traits::BackendError::Conflict`]).
 //! - **Close**: [`kv_traits::Backend::close`] closes the pool; later transactions fail with
 //!   [`kv_traits::BackendError::Closed`].
 //!

@@ -34,6 +34,12 @@ pub struct PostgresOptions {
     pub schema: Option<String>,
     /// How long the ids that resolve unknown commit outcomes are kept (default 10 minutes).
     pub outcome_retention: Duration,
+    /// Open read-only, e.g. a hot standby (a read replica) of the primary other processes
+    /// write to (default `false`). Such a backend never writes and never `LISTEN`s (a standby
+    /// allows neither): opening checks the store's format without creating or changing
+    /// anything, waiting up to [`PostgresOptions::connect_timeout`] for a store that is not
+    /// there yet (the primary may have created it a moment ago); `begin_write` fails.
+    pub read_only: bool,
 }
 
 impl Default for PostgresOptions {
@@ -44,6 +50,7 @@ impl Default for PostgresOptions {
             statement_timeout: Some(Duration::from_secs(30)),
             schema: None,
             outcome_retention: Duration::from_secs(600),
+            read_only: false,
         }
     }
 }

@@ -15,6 +15,10 @@
 //! as it is; a newer or unknown `format_version` is refused with
 //! [`BackendError::UnsupportedFormat`] and a schema holding some of the tables but no
 //! `kv_meta` with [`BackendError::Corrupt`], both without modifying anything.
+//!
+//! A read-only open (`PostgresOptions::read_only`, e.g. on a hot standby) takes no lock and
+//! only reads: the same checks, and a store that is not there is reported to the caller
+//! instead of created.
 
 use kv_traits::BackendError;
 use tokio_postgres::Client;
@@ -108,6 +112,107 @@ fn lock_key(schema: &str) -> i64 {
     h as i64
 }
 
+/// The store's tables present in its schema.
+async fn present_tables(
+    client: &Client,
+    names: &Names,
+    what: &str,
+) -> Result<Vec<String>, BackendError> {
+    Ok(client
+        .query(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = ANY($2::text[])",
+            &[&names.schema, &&TABLES[..]],
+        )
+        .await
+        .map_err(|e| pg_err(what, e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Checks a store whose tables include `kv_meta` (`present`): its format must be
+/// [`FORMAT_VERSION`] and all its tables there. Only reads.
+async fn check_existing(
+    client: &Client,
+    names: &Names,
+    present: &[String],
+    what: &str,
+) -> Result<(), BackendError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT value FROM {} WHERE key = 'format_version'",
+                names.meta
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| pg_err(what, e))?;
+    let Some(row) = row else {
+        return Err(BackendError::Corrupt(
+            format!(
+                "{} has no format_version row; not a kv-engine-postgres store",
+                names.meta
+            )
+            .into(),
+        ));
+    };
+    let text: String = row.get(0);
+    let found: u64 = text.trim().parse().map_err(|_| {
+        BackendError::Corrupt(
+            format!("{} holds an unreadable format_version {text:?}", names.meta).into(),
+        )
+    })?;
+    // Future format versions add migrations from older versions here.
+    if found != FORMAT_VERSION {
+        return Err(BackendError::UnsupportedFormat {
+            found,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if present.len() != TABLES.len() {
+        return Err(BackendError::Corrupt(
+            format!(
+                "schema {:?} has {} but not all of {TABLES:?}",
+                names.schema,
+                present.join(", ")
+            )
+            .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The refusal of a schema holding some of the tables but no `kv_meta`.
+fn foreign_tables(names: &Names, present: &[String]) -> BackendError {
+    BackendError::Corrupt(
+        format!(
+            "schema {:?} has table(s) {} but no kv_meta: not a kv-engine-postgres store; \
+             refusing to use it",
+            names.schema,
+            present.join(", ")
+        )
+        .into(),
+    )
+}
+
+/// Checks the store in `schema` without writing anything (a read-only open, e.g. on a hot
+/// standby): `Ok(true)` when it is there and of this format, `Ok(false)` when none of its
+/// tables exist (yet), and the same errors as [`open`] otherwise.
+pub(crate) async fn check_read_only(client: &Client, names: &Names) -> Result<bool, BackendError> {
+    let what = "checking the store (read-only)";
+    let present = present_tables(client, names, what).await?;
+    if present.iter().any(|t| t == "kv_meta") {
+        check_existing(client, names, &present, what).await?;
+        return Ok(true);
+    }
+    if !present.is_empty() {
+        return Err(foreign_tables(names, &present));
+    }
+    Ok(false)
+}
+
 /// Creates or checks the store in `schema` (see the module docs). Runs its own transaction on
 /// `client`; on error the caller discards the connection.
 pub(crate) async fn open(client: &Client, names: &Names) -> Result<(), BackendError> {
@@ -119,60 +224,9 @@ pub(crate) async fn open(client: &Client, names: &Names) -> Result<(), BackendEr
         ))
         .await
         .map_err(|e| pg_err(what, e))?;
-    let present: Vec<String> = client
-        .query(
-            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relname = ANY($2::text[])",
-            &[&names.schema, &&TABLES[..]],
-        )
-        .await
-        .map_err(|e| pg_err(what, e))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let present = present_tables(client, names, what).await?;
     if present.iter().any(|t| t == "kv_meta") {
-        let row = client
-            .query_opt(
-                &format!(
-                    "SELECT value FROM {} WHERE key = 'format_version'",
-                    names.meta
-                ),
-                &[],
-            )
-            .await
-            .map_err(|e| pg_err(what, e))?;
-        let Some(row) = row else {
-            return Err(BackendError::Corrupt(
-                format!(
-                    "{} has no format_version row; not a kv-engine-postgres store",
-                    names.meta
-                )
-                .into(),
-            ));
-        };
-        let text: String = row.get(0);
-        let found: u64 = text.trim().parse().map_err(|_| {
-            BackendError::Corrupt(
-                format!("{} holds an unreadable format_version {text:?}", names.meta).into(),
-            )
-        })?;
-        // Future format versions add migrations from older versions here.
-        if found != FORMAT_VERSION {
-            return Err(BackendError::UnsupportedFormat {
-                found,
-                supported: FORMAT_VERSION,
-            });
-        }
-        if present.len() != TABLES.len() {
-            return Err(BackendError::Corrupt(
-                format!(
-                    "schema {:?} has {} but not all of {TABLES:?}",
-                    names.schema,
-                    present.join(", ")
-                )
-                .into(),
-            ));
-        }
+        check_existing(client, names, &present, what).await?;
         client
             .batch_execute("COMMIT")
             .await
@@ -180,15 +234,7 @@ pub(crate) async fn open(client: &Client, names: &Names) -> Result<(), BackendEr
         return Ok(());
     }
     if !present.is_empty() {
-        return Err(BackendError::Corrupt(
-            format!(
-                "schema {:?} has table(s) {} but no kv_meta: not a kv-engine-postgres store; \
-             refusing to use it",
-                names.schema,
-                present.join(", ")
-            )
-            .into(),
-        ));
+        return Err(foreign_tables(names, &present));
     }
     let schema_exists = client
         .query_opt(

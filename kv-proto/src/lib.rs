@@ -249,6 +249,16 @@ pub fn snapshot_read_output(ranges: Vec<Vec<KvEntry>>) -> pb::SnapshotReadOutput
 /// list spent a third of its CPU building, encoding and dropping them). Byte-identical to
 /// prost's encoding of the same message.
 pub fn encode_snapshot_read_output(ranges: &[Vec<KvEntry>]) -> Vec<u8> {
+    encode_read_output(ranges, true)
+}
+
+/// Like [`encode_snapshot_read_output`], but with `read_is_strongly_consistent = false`: the
+/// answer of an `eventual` endpoint (a read replica, which may lag behind the primary).
+pub fn encode_eventual_snapshot_read_output(ranges: &[Vec<KvEntry>]) -> Vec<u8> {
+    encode_read_output(ranges, false)
+}
+
+fn encode_read_output(ranges: &[Vec<KvEntry>], strong: bool) -> Vec<u8> {
     use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 
     /// A value's encoding number and bytes; a `U64`'s 8 little-endian bytes go to `scratch`.
@@ -301,7 +311,7 @@ pub fn encode_snapshot_read_output(ranges: &[Vec<KvEntry>]) -> Vec<u8> {
         .iter()
         .map(|&n| 1 + encoded_len_varint(n as u64) + n)
         .sum::<usize>()
-        + 2 // read_is_strongly_consistent = true
+        + if strong { 2 } else { 0 } // read_is_strongly_consistent = true (false is not encoded)
         + 2; // status = SR_SUCCESS (1)
     let mut buf = Vec::with_capacity(total);
     for (r, &len) in ranges.iter().zip(&range_lens) {
@@ -319,8 +329,10 @@ pub fn encode_snapshot_read_output(ranges: &[Vec<KvEntry>]) -> Vec<u8> {
             put_bytes(&mut buf, 4, &e.versionstamp.0);
         }
     }
-    encode_key(4, WireType::Varint, &mut buf);
-    encode_varint(1, &mut buf);
+    if strong {
+        encode_key(4, WireType::Varint, &mut buf);
+        encode_varint(1, &mut buf);
+    }
     encode_key(8, WireType::Varint, &mut buf);
     encode_varint(pb::SnapshotReadStatus::SrSuccess as u64, &mut buf);
     buf

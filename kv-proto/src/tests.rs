@@ -531,7 +531,9 @@ fn unknown_fields_are_ignored_and_garbage_rejected() {
 }
 
 mod direct_encoding {
-    use super::super::{encode_snapshot_read_output, snapshot_read_output};
+    use super::super::{
+        encode_eventual_snapshot_read_output, encode_snapshot_read_output, snapshot_read_output,
+    };
     use kv_traits::{KvEntry, KvValue, Versionstamp};
     use proptest::prelude::*;
     use prost::Message;
@@ -562,8 +564,12 @@ mod direct_encoding {
         #[test]
         fn equals_prost_encoding(ranges in proptest::collection::vec(proptest::collection::vec(entry(), 0..20), 0..5)) {
             let direct = encode_snapshot_read_output(&ranges);
+            let eventual = encode_eventual_snapshot_read_output(&ranges);
+            let mut weak = snapshot_read_output(ranges.clone());
+            weak.read_is_strongly_consistent = false;
             let via_prost = snapshot_read_output(ranges).encode_to_vec();
             prop_assert_eq!(direct, via_prost);
+            prop_assert_eq!(eventual, weak.encode_to_vec());
         }
     }
 

@@ -12,6 +12,14 @@
 //!   environment, else the script's `POSTGRES_PASSWORD_URL=`.
 //! - When no server can be had (the script fails, or prints no URL) both panic with the
 //!   script's output: a test that needs PostgreSQL fails loudly rather than passing vacuously.
+//! - [`test_replica_url`] is a hot standby streaming from the [`test_url`] server (a read
+//!   replica): `KV_TEST_POSTGRES_REPLICA_URL` when that is set (together with
+//!   `KV_TEST_POSTGRES_URL`, its primary; its user must be a superuser for tests that pause
+//!   replay); otherwise, unless `KV_TEST_POSTGRES_URL` is set (then it panics, asking for the
+//!   replica's URL too), the first call runs `scripts/start-postgres-replica-test-server.sh
+//!   --exit-with <this process>` (which starts the primary as above and the standby beside
+//!   it) and takes its `POSTGRES_REPLICA_URL=`, checking that its `POSTGRES_URL=` is
+//!   [`test_url`]'s.
 //! - [`fresh_schema`] names a schema no other test (in this process or a concurrent one) uses,
 //!   so tests on one server run in parallel. Schemas are never dropped: the cluster is
 //!   throwaway.
@@ -32,6 +40,53 @@ pub fn test_url() -> &'static str {
 /// A URL of the test server whose user must give its password.
 pub fn test_password_url() -> &'static str {
     &urls().1
+}
+
+/// The URL of a hot standby of the test server (starting both if needed).
+pub fn test_replica_url() -> &'static str {
+    static URL: OnceLock<Result<String, String>> = OnceLock::new();
+    match URL.get_or_init(find_replica_url) {
+        Ok(u) => u,
+        Err(e) => panic!("starting the PostgreSQL replica test server failed:\n{e}"),
+    }
+}
+
+fn find_replica_url() -> Result<String, String> {
+    match (
+        non_empty_env("KV_TEST_POSTGRES_URL"),
+        non_empty_env("KV_TEST_POSTGRES_REPLICA_URL"),
+    ) {
+        (Some(_), Some(replica)) => return Ok(replica),
+        (Some(_), None) => {
+            return Err(
+                "KV_TEST_POSTGRES_URL is set: set KV_TEST_POSTGRES_REPLICA_URL to a hot \
+                        standby of that server too (or unset both to use the project's \
+                        throwaway servers)"
+                    .into(),
+            )
+        }
+        (None, Some(_)) => {
+            return Err(
+                "KV_TEST_POSTGRES_REPLICA_URL is set without KV_TEST_POSTGRES_URL (its \
+                        primary)"
+                    .into(),
+            )
+        }
+        (None, None) => {}
+    }
+    let stdout = run_start_script(
+        "start-postgres-replica-test-server.sh",
+        "the tests of read replicas need a PostgreSQL hot standby (or set \
+         KV_TEST_POSTGRES_URL and KV_TEST_POSTGRES_REPLICA_URL)",
+    )?;
+    let primary = printed(&stdout, "POSTGRES_URL=")?;
+    if primary != test_url() {
+        return Err(format!(
+            "the replica script's primary {primary} is not the test server {}",
+            test_url()
+        ));
+    }
+    printed(&stdout, "POSTGRES_REPLICA_URL=")
 }
 
 /// A schema name no other test uses: `t_<tag>_<pid>_<n>_<salt>` (lowercase ASCII, digits and

@@ -463,9 +463,20 @@ impl Decoder<'_> {
         let mut message = None;
         let mut stack = None;
         let mut cause = None;
+        // V8 writes each field at most once; a repeated one (which would leave an unreachable
+        // cause object behind) is refused.
+        let mut seen = [false; 256];
         loop {
             let offset = self.r.pos();
-            match self.r.tag()? {
+            let field = self.r.tag()?;
+            let field_kind = match field {
+                b'E' | b'R' | b'F' | b'S' | b'T' | b'U' => b'E',
+                other => other,
+            };
+            if std::mem::replace(&mut seen[usize::from(field_kind)], true) {
+                return Err(invalid("repeated Error field", offset));
+            }
+            match field {
                 b'E' => name = "EvalError",
                 b'R' => name = "RangeError",
                 b'F' => name = "ReferenceError",
@@ -568,6 +579,22 @@ mod tests {
         assert!(matches!(
             dec("ff0f6f22016149027b02"),
             Err(DecodeError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn repeated_error_fields_are_refused() {
+        // An Error with two causes, as a fuzzer wrote it (the first cause would be dropped
+        // while still holding an object id).
+        let bytes =
+            hex::decode("ff0f72546d2203626164636f2204636f6465490e7b01636f2204636f6465490e7b012e")
+                .unwrap();
+        assert!(matches!(
+            decode(&bytes),
+            Err(DecodeError::Invalid {
+                reason: "repeated Error field",
+                ..
+            })
         ));
     }
 

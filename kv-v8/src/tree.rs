@@ -209,13 +209,13 @@ fn error_tree(v: &V8Value) -> Value {
     Value::Object(m)
 }
 
-/// An array key: a JSON number for an index, a string for a named property.
+/// An array key: a JSON number for an array index (whether V8 wrote it as a number or as a
+/// string: JS does not tell them apart), a string for a named property.
 fn array_key_json(k: &PropertyKey) -> Value {
-    match k {
-        PropertyKey::Number(n) if n.fract() == 0.0 && *n >= 0.0 && *n < 4294967295.0 => {
-            json!(*n as u32)
-        }
-        _ => json!(k.to_js_string()),
+    let name = k.to_js_string();
+    match crate::serialize::array_index(&name) {
+        Some(i) => json!(i),
+        None => json!(name),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The data path proper: `POST /v2/snapshot_read` and `POST /v2/atomic_write`.
+//! The data path proper: `POST /v2/snapshot_read`, `POST /eventual/v2/snapshot_read` and
+//! `POST /v2/atomic_write`.
 //!
 //! # Contract
 //!
@@ -6,8 +7,9 @@
 //! - The body is decoded from protobuf (malformed → 400) and handed to the database as is: the
 //!   database validates it against its own limits, and its errors map to HTTP through
 //!   [`crate::error`] (limit violations → 400 with the database's message).
-//! - Reads are always served `Strong` from this server's database (a replica's endpoint is
-//!   advertised `eventual` in the metadata instead).
+//! - Reads on `/v2` are always served `Strong` from this server's database (a replica's endpoint
+//!   is advertised `eventual` in the metadata instead). Reads on `/eventual/v2` are served
+//!   `Eventual` from the eventual-read database and say `read_is_strongly_consistent = false`.
 //! - A write refused because the database is read-only is not an error but the protocol's
 //!   `AW_WRITE_DISABLED` status; a read replica refuses writes with a 400 before decoding.
 //! - A write whose outcome is unknown (a shared store lost its connection at commit and could
@@ -35,6 +37,23 @@ pub(crate) async fn snapshot_read<D: Database>(
         StatusCode::OK,
         PROTOBUF,
         wire::encode_snapshot_read_output(&result),
+    ))
+}
+
+/// `SnapshotRead` → `SnapshotReadOutput` on the `eventual` endpoint: answered by the
+/// eventual-read database (e.g. a PostgreSQL read replica), `read_is_strongly_consistent =
+/// false`.
+pub(crate) async fn eventual_snapshot_read(
+    db: &dyn Database,
+    body: &[u8],
+) -> Result<Response<ResponseBody>, ApiError> {
+    let request: pb::SnapshotRead = wire::decode_request(body)?;
+    let ranges = wire::read_ranges_from_wire(request)?;
+    let result = db.snapshot_read(ranges, Consistency::Eventual).await?;
+    Ok(response(
+        StatusCode::OK,
+        PROTOBUF,
+        wire::encode_eventual_snapshot_read_output(&result),
     ))
 }
 

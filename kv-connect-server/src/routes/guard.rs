@@ -1,5 +1,6 @@
-//! What every data-path request (`/v2/...`) passes before its handler runs, and the refusal of
-//! writes on a read replica.
+//! What every data-path request (`/v2/...`, `/eventual/v2/...`) passes before its handler runs,
+//! the refusal of writes on a read replica, and of writes and queue calls on the `eventual`
+//! endpoint.
 //!
 //! # Contract
 //!
@@ -17,14 +18,18 @@
 //! Request limits are not checked here: the database enforces its own
 //! ([`kv_traits::Database::limits`]).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use http::{HeaderMap, Request};
+use http::{HeaderMap, Request, StatusCode};
 use hyper::body::Body;
+use kv_traits::Database;
 use uuid::Uuid;
 
 use crate::body::read_body;
 use crate::error::ApiError;
 use crate::limits::TokenId;
+use crate::routes::metadata::{DATA_PATH_PREFIX, EVENTUAL_DATA_PATH_PREFIX};
 use crate::state::AppState;
 
 /// Checks the protocol headers of an authorized data-path request and reads its bounded body.
@@ -53,6 +58,22 @@ pub(crate) fn refuse_on_replica<D>(state: &AppState<D>) -> Result<(), ApiError> 
             replica.source
         ))),
     }
+}
+
+/// The database of the `eventual` endpoint; 404 when the server has none (the endpoint is not
+/// advertised then).
+pub(crate) fn eventual_database<D>(state: &AppState<D>) -> Result<&Arc<dyn Database>, ApiError> {
+    state
+        .eventual
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Resource not found."))
+}
+
+/// The answer to a write or queue call sent to the `eventual` endpoint.
+pub(crate) fn refused_on_eventual() -> ApiError {
+    ApiError::bad_request(format!(
+        "This is the eventual-consistency endpoint ({EVENTUAL_DATA_PATH_PREFIX}, reads from a read replica): it serves only snapshot reads and watches. Send writes and queue operations to the strong endpoint ({DATA_PATH_PREFIX})."
+    ))
 }
 
 /// Checks the protocol headers of a data-path request (step 2 of the contract).
@@ -101,7 +122,6 @@ fn check_protocol_headers(headers: &HeaderMap, database_id: Uuid) -> Result<(), 
 mod tests {
     use super::*;
     use http::header::HeaderValue;
-    use http::StatusCode;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -11,8 +11,13 @@
 //!   or `/db/<name>/v2` for a database of a server with many: both Deno and `@deno/kv` resolve
 //!   it against the metadata URL like a link, so a relative `v2` would lose the `/db/<name>`
 //!   part), an absolute URL for v1 (built from the request's authority and scheme, see
-//!   [`absolute_endpoint`]); one `strong` endpoint, or
-//!   on a read replica this server `eventual` followed by the primary (or itself) `strong`.
+//!   [`absolute_endpoint`]); one `strong` endpoint, or on a read replica this server `eventual`
+//!   followed by the primary (or itself) `strong`; with an eventual-read database
+//!   ([`crate::ServerConfig::eventual`], single-database mode only)
+//!   [`EVENTUAL_DATA_PATH_PREFIX`] `eventual` followed by [`DATA_PATH_PREFIX`] `strong`
+//!   (absolute for v1 too). Clients send strong reads and writes to the first `strong`
+//!   endpoint; `@deno/kv` sends eventual reads and watches to the first `eventual` one, Deno
+//!   sends everything to the `strong` one.
 //! - The token is a fresh data-path token for the caller (`access.rs`); `expiresAt` is its
 //!   expiry.
 
@@ -40,6 +45,10 @@ pub const SUPPORTED_VERSIONS: [u64; 3] = [3, 2, 1];
 
 /// Path of the data-path endpoint advertised to clients.
 pub const DATA_PATH_PREFIX: &str = "/v2";
+
+/// Path of the `eventual` data-path endpoint, advertised when the server has an eventual-read
+/// database ([`ServerConfig::eventual`](crate::ServerConfig::eventual)).
+pub const EVENTUAL_DATA_PATH_PREFIX: &str = "/eventual/v2";
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -111,6 +120,11 @@ pub fn absolute_endpoint(
     tls: bool,
     data_path: &str,
 ) -> Result<String, ApiError> {
+    Ok(format!("{}{data_path}", origin(uri, headers, tls)?))
+}
+
+/// `scheme://authority` of the request (see [`absolute_endpoint`]).
+fn origin(uri: &http::Uri, headers: &HeaderMap, tls: bool) -> Result<String, ApiError> {
     let host = uri
         .authority()
         .map(|a| a.as_str().to_string())
@@ -127,7 +141,7 @@ pub fn absolute_endpoint(
         .and_then(|h| h.to_str().ok())
         .filter(|s| *s == "http" || *s == "https")
         .unwrap_or(if tls { "https" } else { "http" });
-    Ok(format!("{scheme}://{host}{data_path}"))
+    Ok(format!("{scheme}://{host}"))
 }
 
 /// Handles `POST /` (see the module contract).
@@ -143,10 +157,12 @@ where
 {
     let (parts, body) = read_body(req, MAX_METADATA_BODY).await?;
     let version = negotiate_version(&body)?;
-    let url = if version == 1 {
-        absolute_endpoint(&parts.uri, &parts.headers, conn.tls, &state.data_path)?
+    // v1 clients need absolute URLs; later ones resolve the absolute paths against the
+    // metadata URL.
+    let base = if version == 1 {
+        origin(&parts.uri, &parts.headers, conn.tls)?
     } else {
-        state.data_path.clone()
+        String::new()
     };
     let (token, expires) = state
         .access
@@ -154,7 +170,12 @@ where
     let meta = MetadataResponse {
         version,
         database_id: state.database_id.hyphenated().to_string(),
-        endpoints: endpoints(url, state.replica.as_ref()),
+        endpoints: endpoints(
+            &base,
+            &state.data_path,
+            state.replica.as_ref(),
+            state.eventual.is_some(),
+        ),
         token,
         expires_at: rfc3339_utc(expires),
     };
@@ -172,11 +193,28 @@ where
     Ok(res)
 }
 
-/// The advertised data-path endpoints: this server, `strong`; or, on a replica, this server as
-/// `eventual` followed by the primary (or this server again) as the `strong` endpoint every
-/// client requires.
-fn endpoints(url: String, replica: Option<&ReplicaSettings>) -> Vec<Endpoint> {
+/// The advertised data-path endpoints, `base` being empty or the origin for v1: this server,
+/// `strong`; on a replica, this server as `eventual` followed by the primary (or this server
+/// again) as the `strong` endpoint every client requires; with an eventual-read database, its
+/// endpoint `eventual` followed by this server `strong`.
+fn endpoints(
+    base: &str,
+    data_path: &str,
+    replica: Option<&ReplicaSettings>,
+    eventual: bool,
+) -> Vec<Endpoint> {
+    let url = format!("{base}{data_path}");
     match replica {
+        None if eventual => vec![
+            Endpoint {
+                url: format!("{base}{EVENTUAL_DATA_PATH_PREFIX}"),
+                consistency: "eventual",
+            },
+            Endpoint {
+                url,
+                consistency: "strong",
+            },
+        ],
         None => vec![Endpoint {
             url,
             consistency: "strong",
@@ -221,6 +259,29 @@ mod tests {
         assert!(negotiate_version(br#"{}"#).is_err());
         assert!(negotiate_version(b"not json").is_err());
         assert!(negotiate_version(b"[]").is_err());
+    }
+
+    #[test]
+    fn endpoints_per_setting() {
+        let urls = |e: Vec<Endpoint>| -> Vec<(String, &str)> {
+            e.into_iter().map(|e| (e.url, e.consistency)).collect()
+        };
+        assert_eq!(urls(endpoints("", DATA_PATH_PREFIX, None, false)), [("/v2".into(), "strong")]);
+        assert_eq!(
+            urls(endpoints("http://h:1", DATA_PATH_PREFIX, None, true)),
+            [
+                ("http://h:1/eventual/v2".into(), "eventual"),
+                ("http://h:1/v2".into(), "strong")
+            ]
+        );
+        let replica = ReplicaSettings {
+            source: "s3://b/p/".into(),
+            primary_data_url: Some("http://p/v2".into()),
+        };
+        assert_eq!(
+            urls(endpoints("", DATA_PATH_PREFIX, Some(&replica), true)),
+            [("/v2".into(), "eventual"), ("http://p/v2".into(), "strong")]
+        );
     }
 
     #[test]

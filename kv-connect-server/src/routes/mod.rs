@@ -5,14 +5,14 @@
 //! | module | routes |
 //! |---|---|
 //! | [`metadata`] | `POST /` (the metadata exchange) |
-//! | [`datapath`] | `POST /v2/snapshot_read`, `POST /v2/atomic_write` |
-//! | [`watch`] | `POST /v2/watch` |
+//! | [`datapath`] | `POST /v2/snapshot_read`, `POST /eventual/v2/snapshot_read`, `POST /v2/atomic_write` |
+//! | [`watch`] | `POST /v2/watch`, `POST /eventual/v2/watch` |
 //! | [`queue`] | `POST /v2/queue/dequeue`, `POST /v2/queue/finish` (extension `queue-v1`) |
 //! | [`health`] | `GET /healthz` |
 //! | [`admin`] | `/admin/...` (databases and scoped tokens) |
 //! | [`revocable`] | what `POST /v2/watch` streams pass through: they end when their scoped token is revoked |
 //! | [`metrics`] | `GET /metrics` (Prometheus; access token required) |
-//! | [`guard`] | what every data-path route passes first: token, protocol headers, body bound |
+//! | [`guard`] | what every data-path route passes first: token, protocol headers, body bound; the refusals of writes on a replica and on the `eventual` endpoint |
 
 pub(crate) mod admin;
 pub(crate) mod datapath;

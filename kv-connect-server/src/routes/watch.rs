@@ -29,7 +29,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use kv_proto::{self as wire, pb};
 use kv_traits::{Consistency, Database, KvEntry, KvError, WatchKeyOutput};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::body::{ResponseBody, OCTET_STREAM};
 use crate::error::ApiError;
@@ -58,60 +58,94 @@ pub(crate) async fn watch<D: Database>(
 
 /// Streams `stream`'s notifications as full-snapshot frames with keep-alives (see the module
 /// contract).
+///
+/// The body is polled directly by the connection's stream task: no task or channel of its own
+/// per watch, so a notification reaches the socket with one wake-up less and an idle watch
+/// holds only its state below.
 fn watch_response<D: Database>(
     db: Arc<D>,
     keys: Vec<Vec<u8>>,
-    mut stream: kv_traits::WatchStream,
+    stream: kv_traits::WatchStream,
     keepalive: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     permit: WatchPermit,
 ) -> Response<ResponseBody> {
-    let (tx, rx) = mpsc::channel::<Bytes>(8);
-    tokio::spawn(async move {
-        // Holds the token's watch slot while the stream runs.
-        let _permit = permit;
-        let mut snapshot = FullSnapshot {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let frames = Frames {
+        snapshot: FullSnapshot {
             db,
             keys,
             last: Vec::new(),
-        };
-        let mut ticker =
-            tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let frame = tokio::select! {
-                _ = stopped(&mut shutdown) => break,
-                _ = tx.closed() => break,
-                _ = ticker.tick() => Bytes::from_static(&wire::WATCH_KEEPALIVE_FRAME),
-                item = stream.next() => match item {
-                    Some(Ok(outputs)) => match snapshot.fill(outputs).await {
-                        Ok(full) => Bytes::from(wire::encode_watch_frame(&wire::watch_output(full))),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "watch read failed; ending the response");
-                            break;
-                        }
-                    },
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "watch stream failed; ending the response");
-                        break;
-                    }
-                    None => break,
-                },
-            };
-            if tx.send(frame).await.is_err() {
-                break;
-            }
-        }
-    });
-    let body = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
+        },
+        stream,
+        ticker,
+        shutdown,
+        _permit: permit,
+    };
+    let body = futures::stream::unfold(frames, |mut f| async move {
+        f.next()
             .await
-            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), f))
     });
+    let body = SyncStream(std::sync::Mutex::new(Box::pin(body)));
     let mut res = Response::new(BodyExt::boxed(StreamBody::new(body)));
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(OCTET_STREAM));
     res
+}
+
+/// The state of one watch response between frames.
+struct Frames<D> {
+    snapshot: FullSnapshot<D>,
+    stream: kv_traits::WatchStream,
+    ticker: tokio::time::Interval,
+    shutdown: watch::Receiver<bool>,
+    /// The token's watch slot, held while the response lives.
+    _permit: WatchPermit,
+}
+
+impl<D: Database> Frames<D> {
+    /// The next frame to send; `None` ends the response.
+    async fn next(&mut self) -> Option<Bytes> {
+        tokio::select! {
+            _ = stopped(&mut self.shutdown) => None,
+            _ = self.ticker.tick() => Some(Bytes::from_static(&wire::WATCH_KEEPALIVE_FRAME)),
+            item = self.stream.next() => match item {
+                Some(Ok(outputs)) => match self.snapshot.fill(outputs).await {
+                    Ok(full) => Some(Bytes::from(wire::encode_watch_frame(&wire::watch_output(full)))),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watch read failed; ending the response");
+                        None
+                    }
+                },
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "watch stream failed; ending the response");
+                    None
+                }
+                None => None,
+            },
+        }
+    }
+}
+
+/// Makes a `Send` stream `Sync` (what a boxed response body must be) without locking: polling
+/// has `&mut` access, so the mutex is only ever reached through `get_mut`.
+struct SyncStream<S>(std::sync::Mutex<S>);
+
+impl<S: futures::Stream + Unpin> futures::Stream for SyncStream<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        let inner = match self.get_mut().0.get_mut() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        inner.poll_next_unpin(cx)
+    }
 }
 
 /// Turns watch notifications into full snapshots by remembering each key's last entry.

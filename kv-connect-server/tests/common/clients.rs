@@ -160,17 +160,30 @@ pub fn run_interop(
     prefix: &str,
     context: impl FnOnce() -> String,
 ) -> Vec<String> {
+    run_js(client, "interop.mjs", url, &[mode, prefix], context)
+}
+
+/// Runs `tests/js/<script> URL ARGS...` (a script that runs under both Deno and Node) with
+/// `client` (`deno` or `node`) and returns its output lines; a failing run panics with its
+/// stderr and `context`.
+pub fn run_js(
+    client: &str,
+    script: &str,
+    url: &str,
+    args: &[&str],
+    context: impl FnOnce() -> String,
+) -> Vec<String> {
     let mut cmd = if client == "deno" {
-        deno_command("interop.mjs", url)
+        deno_command(script, url)
     } else {
-        node_command("interop.mjs", url)
+        node_command(script, url)
     };
-    cmd.args([mode, prefix]);
+    cmd.args(args);
     let out = run_with_timeout(cmd, Duration::from_secs(60));
     assert_eq!(
         out.status.map(|s| s.success()),
         Some(true),
-        "interop.mjs ({client} {mode} {prefix}) failed: {}\n{}",
+        "{script} ({client} {args:?}) failed: {}\n{}",
         tail(&out.stderr, 3000),
         context()
     );

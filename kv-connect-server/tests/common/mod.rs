@@ -2,10 +2,12 @@
 //! the server binary as a child process, and (`clients`) the real Deno and npm clients.
 #![allow(dead_code)]
 
+pub mod balancer;
 pub mod clients;
 pub mod denokv_readme;
 pub mod exposition;
 pub mod multidb;
+pub mod cluster;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

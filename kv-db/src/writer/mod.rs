@@ -125,6 +125,14 @@ impl Writer {
             }
             return;
         }
+        if batch.iter().all(Op::is_shutdown) {
+            // Nothing to write: no transaction (a networked store would take its writer lock
+            // for nothing, and a read-only one, e.g. a replica, has none to give).
+            for op in batch {
+                op.fail(KvError::Closed); // a shutdown is answered the same either way
+            }
+            return;
+        }
         let mut pending = VecDeque::from(batch);
         let mut applied = Vec::with_capacity(pending.len());
         match self.apply_batch(&mut pending, &mut applied).await {
