@@ -197,6 +197,18 @@ impl Access {
     }
 }
 
+/// The id of the scoped token behind `token`: a `kvt_<id>_<secret>` token itself, or a `kvc2`
+/// data-path token issued for one (not for the access token). Unverified: callers use it only
+/// for requests the router has already authorized.
+pub(crate) fn named_token_id(token: &str) -> Option<&str> {
+    if let Some(id) = token_id(token) {
+        return Some(id);
+    }
+    let rest = token.strip_prefix(SCOPED_PREFIX)?.strip_prefix('.')?;
+    let (id, _) = rest.split_once('.')?;
+    (id != ROOT_ID).then_some(id)
+}
+
 /// Refuses `scope` if it does not allow `needed` (403).
 pub(crate) fn require(scope: Scope, needed: Scope) -> Result<(), AuthError> {
     if scope.allows(needed) {
@@ -236,6 +248,25 @@ mod tests {
     use super::*;
     use crate::tokens::NewToken;
     use std::time::Duration;
+
+    #[test]
+    fn named_token_ids_for_per_token_limits() {
+        let authority = TokenAuthority::new("access", Duration::from_secs(600));
+        let now = SystemTime::now() + Duration::from_secs(600);
+        let (a, _) = authority.issue_scoped("0123456789abcdef", "app", now);
+        let (b, _) =
+            authority.issue_scoped("0123456789abcdef", "app", now + Duration::from_secs(1));
+        assert_ne!(a, b);
+        assert_eq!(named_token_id(&a), Some("0123456789abcdef"));
+        assert_eq!(named_token_id(&b), Some("0123456789abcdef"));
+        let secret = format!("kvt_0123456789abcdef_{}", "0".repeat(64));
+        assert_eq!(named_token_id(&secret), Some("0123456789abcdef"));
+        let (root, _) = authority.issue_scoped(ROOT_ID, "app", now);
+        assert_eq!(named_token_id(&root), None);
+        let (session, _) = authority.issue(SystemTime::now());
+        assert_eq!(named_token_id(&session), None);
+        assert_eq!(named_token_id("access"), None);
+    }
 
     fn setup() -> (Access, Arc<TokenStore>, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!(

@@ -19,9 +19,9 @@ use tokio_rustls::rustls;
 use uuid::Uuid;
 
 use crate::auth::TokenAuthority;
+use crate::http2::Http2Settings;
 use crate::limits::ServerLimits;
 use crate::metrics::MetricsReport;
-use crate::http2::Http2Settings;
 
 /// Settings of a [`KvConnectServer`](crate::KvConnectServer).
 #[derive(Clone)]

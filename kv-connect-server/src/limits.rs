@@ -122,11 +122,17 @@ impl TokenId {
     }
 
     /// The identity of the token in a request's `Authorization: Bearer` header (an empty token
-    /// when there is none; such a request fails authentication anyway).
+    /// when there is none; such a request fails authentication anyway): for a scoped token
+    /// (`kvt_...`) and every data-path token issued for it, the token's id, so that its limits
+    /// hold across metadata exchanges; otherwise the token itself (the access token's
+    /// data-path tokens are one per client session).
     pub(crate) fn of_headers(headers: &http::HeaderMap) -> TokenId {
         let token =
             crate::auth::bearer_token(headers.get(http::header::AUTHORIZATION)).unwrap_or("");
-        Self::of_token(token)
+        match crate::access::named_token_id(token) {
+            Some(id) => Self::of_name(id),
+            None => Self::of_token(token),
+        }
     }
 }
 

@@ -154,7 +154,12 @@ struct ServeArgs {
     /// go there. Advertised to clients as the `eventual` endpoint (`/eventual/v2`, used by
     /// `@deno/kv` for eventual reads and watches; Deno uses only the strong one); strong
     /// reads, writes, watches and queues stay on the primary. Only read from, never written.
-    #[arg(long, env = "KV_CONNECT_DATABASE_REPLICA_URL", hide_env_values = true, conflicts_with = "data_dir")]
+    #[arg(
+        long,
+        env = "KV_CONNECT_DATABASE_REPLICA_URL",
+        hide_env_values = true,
+        conflicts_with = "data_dir"
+    )]
     database_replica_url: Option<String>,
 
     /// Access token clients must present (`DENO_KV_ACCESS_TOKEN` on the client side too).

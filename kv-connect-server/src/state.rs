@@ -19,11 +19,11 @@ use uuid::Uuid;
 
 use crate::access::Access;
 use crate::config::{HealthReport, ReplicaSettings, ServerConfig};
+use crate::http2::Http2Settings;
 use crate::limits::Limiter;
 use crate::metrics::{DatabaseLabel, Metrics, DEFAULT_DATABASE};
 use crate::registry::{DbName, Registry};
 use crate::tokens::TokenStore;
-use crate::http2::Http2Settings;
 
 /// What the handlers share: the database and the server settings.
 pub(crate) struct AppState<D> {
@@ -128,7 +128,11 @@ impl StateTemplate {
             limiter: self.limiter.clone(),
             database_name,
             // The eventual endpoint (a read replica's view) belongs to the single database.
-            eventual: if database_is_single { self.eventual.clone() } else { None },
+            eventual: if database_is_single {
+                self.eventual.clone()
+            } else {
+                None
+            },
             shutdown,
         })
     }

@@ -266,7 +266,10 @@ mod tests {
         let urls = |e: Vec<Endpoint>| -> Vec<(String, &str)> {
             e.into_iter().map(|e| (e.url, e.consistency)).collect()
         };
-        assert_eq!(urls(endpoints("", DATA_PATH_PREFIX, None, false)), [("/v2".into(), "strong")]);
+        assert_eq!(
+            urls(endpoints("", DATA_PATH_PREFIX, None, false)),
+            [("/v2".into(), "strong")]
+        );
         assert_eq!(
             urls(endpoints("http://h:1", DATA_PATH_PREFIX, None, true)),
             [

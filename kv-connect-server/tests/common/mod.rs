@@ -4,10 +4,10 @@
 
 pub mod balancer;
 pub mod clients;
+pub mod cluster;
 pub mod denokv_readme;
 pub mod exposition;
 pub mod multidb;
-pub mod cluster;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
