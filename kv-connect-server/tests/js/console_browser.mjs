@@ -70,9 +70,15 @@ const shot = async (name) => {
 const rows = () => page.locator("#entries tbody tr");
 const text = (selector) => page.locator(selector).innerText();
 
+// Opens the first listed row whose text has `label` and waits until the entry panel shows that
+// row's entry (its versionstamp): the panel may still show the previously opened entry.
 async function openRow(label) {
-  await page.locator("#entries tbody tr", { hasText: label }).first().click();
-  await page.waitForSelector("#entry:not([hidden]) #entry-meta dd[data-field=versionstamp]");
+  const row = page.locator("#entries tbody tr", { hasText: label }).first();
+  const versionstamp = (await row.locator("td").last().innerText()).trim();
+  await row.click();
+  await page
+    .locator("#entry:not([hidden]) #entry-meta dd[data-field=versionstamp]", { hasText: versionstamp })
+    .waitFor();
 }
 
 let failed = false;
