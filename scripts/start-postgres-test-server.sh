@@ -30,19 +30,10 @@ die() {
   exit 1
 }
 
-exit_with=""
-stop=0
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --exit-with) [ $# -ge 2 ] || die "--exit-with needs a value"; exit_with="$2"; shift 2 ;;
-    --stop) stop=1; shift ;;
-    *) die "unknown argument: $1" ;;
-  esac
-done
-
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=lib/postgres-test-cluster.sh
 . "$repo_root/scripts/lib/postgres-test-cluster.sh"
+pg_parse_args "$@"
 base="$pg_base"
 data="$base/data"
 log="$base/postgres.log"

@@ -4,6 +4,9 @@
 # `repo_root` first.
 #
 # Defines:
+#   pg_parse_args ARGS...
+#                      the scripts' common arguments: sets `exit_with` (`--exit-with PID`) and
+#                      `stop` (1 with `--stop`); an unknown argument dies
 #   pg_base            /tmp/kv-test-postgres-<uid>-<checkout hash>: one folder per checkout, so
 #                      worktrees do not share servers
 #   find_bin NAME      path of a PostgreSQL program (the distribution's layout first)
@@ -18,6 +21,18 @@
 #                      registers PID as a user of the server in DATA: a background watchdog
 #                      stops that server (`pg_ctl stop -m fast`, under the flock LOCK) once PID
 #                      and every other process registered in the folder USERS are gone
+
+pg_parse_args() {
+  exit_with=""
+  stop=0
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --exit-with) [ $# -ge 2 ] || die "--exit-with needs a value"; exit_with="$2"; shift 2 ;;
+      --stop) stop=1; shift ;;
+      *) die "unknown argument: $1" ;;
+    esac
+  done
+}
 
 checkout_hash="$(printf '%s' "$repo_root" | cksum | cut -d' ' -f1)"
 pg_base="/tmp/kv-test-postgres-$(id -u)-$checkout_hash"
