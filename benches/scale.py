@@ -311,7 +311,7 @@ def markdown(info, rows, disk_rows):
             cells += [growth(rows, s, "disk_bytes"), growth(rows, s, "rss_mib"),
                       growth(rows, s, "open_after_kill_secs")]
             L.append(f"| {s} | " + " | ".join(cells) + " |")
-        L.append("\nflat: |slope| < 0.1 in log-log; sub-linear: < 0.6; linear: otherwise "
+        L.append("\nRatios of ops/s (throughput columns), bytes, MiB or seconds between the two ends. flat: |slope| < 0.1 in log-log; sub-linear: < 0.6; linear: otherwise "
                  "(slope of log(metric) against log(keys) between the two ends).\n")
     if disk_rows:
         L.append("## Disk use by value size\n")
@@ -384,10 +384,12 @@ def main():
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", required=True)
     p.add_argument("--argv", default="")
+    p.add_argument("--from-json", default=None,
+                   help="rewrite the markdown and plot of an earlier (possibly cut short) run")
     args = p.parse_args()
     args.prefix = "p" * max(1, args.key_size - 17)
     servers = [s for s in args.servers.split(",") if s]
-    if any(s.startswith("denokv") for s in servers) and not args.denokv:
+    if any(s.startswith("denokv") for s in servers) and not args.denokv and not args.from_json:
         sys.exit("--denokv is required for the denokv server")
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="kv-scale-", dir=os.environ.get("TMPDIR"))
     os.makedirs(data_dir, exist_ok=True)
@@ -399,6 +401,11 @@ def main():
             "value_size": args.value_size, "duration": args.duration, "prefix": args.prefix,
             "argv": args.argv, "sizes": args.sizes, "scan_keys": args.scan_keys}
     rows, disk_rows = [], []
+    if args.from_json:
+        with open(args.from_json) as f:
+            old = json.load(f)
+        info, rows, disk_rows = old["info"], old["rows"], old["disk"]
+        stamp = info["stamp"]
     base = os.path.join(args.out, f"scale-{stamp}")
 
     def write(final):
@@ -417,6 +424,11 @@ def main():
             print(md)
             print(f"written to {base}.md", flush=True)
 
+    if args.from_json:
+        write(True)
+        if args.data_dir is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        return
     if args.disk_values:
         disk_rows = disk_pass(args, data_dir)
         write(False)
