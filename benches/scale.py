@@ -251,9 +251,12 @@ def disk_pass(args, data_dir):
     return rows
 
 
-def growth(rows, server, metric, field="ops_per_sec"):
+def growth(rows, server, metric, scan_keys=0, field="ops_per_sec"):
     pts = [(r["keys"], r[metric][field] if isinstance(r.get(metric), dict) else r.get(metric))
            for r in rows if r["server"] == server and r.get(metric) is not None]
+    if metric == "scan":
+        # Scanned keys per second: the scan covers min(keys, --scan-keys) keys.
+        pts = [(n, v * min(n, scan_keys)) for n, v in pts]
     pts = [(n, v) for n, v in pts if v]
     if len(pts) < 2:
         return "-"
@@ -307,12 +310,12 @@ def markdown(info, rows, disk_rows):
         L.append("| server | " + " | ".join(cols + ["disk", "RSS", "open after SIGKILL"]) + " |")
         L.append("|---|" + "---|" * (len(cols) + 3))
         for s in dict.fromkeys(r["server"] for r in rows):
-            cells = [growth(rows, s, c) for c in cols]
+            cells = [growth(rows, s, c, info["scan_keys"]) for c in cols]
             cells += [growth(rows, s, "disk_bytes"), growth(rows, s, "rss_mib"),
                       growth(rows, s, "open_after_kill_secs")]
             L.append(f"| {s} | " + " | ".join(cells) + " |")
         L.append("\nRatios of ops/s (throughput columns), bytes, MiB or seconds between the two ends. flat: |slope| < 0.1 in log-log; sub-linear: < 0.6; linear: otherwise "
-                 "(slope of log(metric) against log(keys) between the two ends).\n")
+                 "(slope of log(metric) against log(keys) between the two ends). The scan column compares scanned keys per second.\n")
     if disk_rows:
         L.append("## Disk use by value size\n")
         L.append(f"{disk_rows[0]['keys']:,} keys of {key_size(info['prefix'])} B, size of the "
