@@ -15,6 +15,8 @@ use crate::link::{Link, WriteError};
 /// Mutations per atomic write while seeding: far below every server's limits (1000 mutations,
 /// 800 KiB of keys and values at 100-byte values).
 pub const SEED_BATCH: usize = 500;
+/// Bytes of keys and values in one seeding write at most (fewer keys per write for big values).
+pub const SEED_BATCH_BYTES: usize = 512 * 1024;
 
 /// The most accounts the bank workload supports: an audit reads all of them in one range, and
 /// servers cap a read at 1000 entries.
@@ -233,7 +235,10 @@ pub(crate) async fn commit(link: &Link, req: &pb::AtomicWrite) -> Result<(), Str
 
 /// Writes the `keys` read keys (idempotent).
 pub async fn seed(ctx: &Ctx, link: &Link) -> Result<(), String> {
-    for chunk in ctx.keys.read.chunks(SEED_BATCH) {
+    // Servers cap a request body at 1 MiB: keep a batch's keys and values under half of that.
+    let per_key = ctx.value.len() + ctx.keys.read.first().map_or(0, Vec::len) + 16;
+    let batch = (SEED_BATCH_BYTES / per_key).clamp(1, SEED_BATCH);
+    for chunk in ctx.keys.read.chunks(batch) {
         let mutations = chunk
             .iter()
             .map(|k| set(k, KvValue::Bytes(ctx.value.clone())))

@@ -126,6 +126,20 @@ async fn list_reads_every_key_in_pages() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeding_big_values_stays_under_the_request_size_limit() {
+    // 500 values of 4 KB (the batch of small values) are 2 MB: over the 1 MiB body limit.
+    let addr = server().await;
+    let o = opts(addr, &["--value-size", "4000", "--seed-only"]);
+    kv_bench::seed(&o).await.unwrap();
+    let report = run_ok(
+        addr,
+        &["--workload", "get", "--value-size", "4000", "--no-seed"],
+    )
+    .await;
+    assert_eq!(report.workload, "get");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_of_unseeded_keys_counts_errors() {
     let addr = server().await;
     let r = kv_bench::run(&opts(

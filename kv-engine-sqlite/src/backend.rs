@@ -120,6 +120,8 @@ impl SqliteBackend {
     ///
     /// This is a blocking call (it may recover a write-ahead log); from async code call it
     /// through `tokio::task::spawn_blocking` if the file may be large. It:
+    /// - upgrades a file of an older format ([`SqliteOptions::upgrade_on_open`]; see the crate
+    ///   docs), which rewrites the whole file once;
     /// - refuses a file of another application ([`BackendError::Corrupt`]) or of an unknown or
     ///   newer format version ([`BackendError::UnsupportedFormat`]) without modifying it;
     /// - switches the file to WAL mode and sets `synchronous` per [`SqliteOptions::durability`];
@@ -139,6 +141,20 @@ impl SqliteBackend {
         .map_err(sql_err)?;
         configure(&writer, &options, options.cache_size_kib)?;
         let state = format::inspect(&writer)?;
+        match state {
+            FileState::Empty => format::prepare_new(&writer)?,
+            FileState::Outdated(from) if options.upgrade_on_open => {
+                format::upgrade(&mut writer, from)?
+            }
+            FileState::Outdated(from) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    format = from,
+                    "serving an older-format database as it is (upgrade_on_open is off)"
+                );
+            }
+            FileState::Current => {}
+        }
         let mode: String = writer
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(sql_err)?;

@@ -19,7 +19,9 @@
 //! - **Format**: files carry `PRAGMA application_id` = [`APPLICATION_ID`] and
 //!   `PRAGMA user_version` = [`FORMAT_VERSION`]; other applications' files are refused with
 //!   [`kv_traits::BackendError::Corrupt`], newer or unknown versions with
-//!   [`kv_traits::BackendError::UnsupportedFormat`], both without modifying the file.
+//!   [`kv_traits::BackendError::UnsupportedFormat`], both without modifying the file. Format 2
+//!   uses [`PAGE_SIZE`] (32 KiB) pages so that values up to 4 KB stay inside the B-tree; a
+//!   format-1 file (4 KiB pages) is upgraded when opened ([`SqliteOptions::upgrade_on_open`]).
 //! - **The reference's files**: [`denokv::DenokvFile`] reads a database file of the reference
 //!   server (`denokv`) read-only, to import its entries into a database of this project.
 //! - **Close**: [`kv_traits::Backend::close`] checkpoints and truncates the WAL and closes the
@@ -58,5 +60,5 @@ mod format;
 mod options;
 
 pub use backend::SqliteBackend;
-pub use format::{APPLICATION_ID, FORMAT_VERSION};
+pub use format::{APPLICATION_ID, FORMAT_VERSION, OLDEST_FORMAT_VERSION, PAGE_SIZE};
 pub use options::{Durability, SqliteOptions};

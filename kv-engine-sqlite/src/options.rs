@@ -49,6 +49,12 @@ pub struct SqliteOptions {
     /// default). Every reader caches its own copy of hot pages; the operating system's page
     /// cache serves the rest, so large reader caches mostly cost memory.
     pub reader_cache_size_kib: u32,
+    /// Whether [`crate::SqliteBackend::open`] upgrades a file of an older format version (default
+    /// `true`): format 1 (4 KiB pages) is rewritten with `VACUUM` into format 2 (32 KiB pages),
+    /// which needs free disk space for a copy of the database and time in proportion to its size.
+    /// With `false` such a file is served as it is (same schema; values over about 1 KB keep
+    /// costing overflow pages).
+    pub upgrade_on_open: bool,
 }
 
 impl Default for SqliteOptions {
@@ -59,6 +65,7 @@ impl Default for SqliteOptions {
             busy_timeout: Duration::from_secs(5),
             cache_size_kib: 2048,
             reader_cache_size_kib: 2048,
+            upgrade_on_open: true,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! On-disk behaviour: WAL mode, the format identification and version checks, durability
 //! options. (Data surviving a close or a plain drop is the shared contract's, in `contract.rs`.)
 
-use kv_engine_sqlite::{Durability, SqliteBackend, SqliteOptions, APPLICATION_ID, FORMAT_VERSION};
+use kv_engine_sqlite::{
+    Durability, SqliteBackend, SqliteOptions, APPLICATION_ID, FORMAT_VERSION, PAGE_SIZE,
+};
 use kv_traits::{Backend, BackendError};
 use rusqlite::Connection;
 
@@ -61,8 +63,10 @@ async fn newer_format_version_is_refused_without_touching_the_file() {
         }
     );
     assert!(
-        err.to_string()
-            .contains("unsupported storage format version 2"),
+        err.to_string().contains(&format!(
+            "unsupported storage format version {}",
+            FORMAT_VERSION + 1
+        )),
         "{err}"
     );
     let raw = Connection::open(&path).unwrap();
@@ -143,4 +147,119 @@ async fn normal_durability_reads_back_and_reopens() {
     // Reopening with another durability level is allowed (it is a per-connection setting).
     let b = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
     assert_eq!(read(&b, b"k").await, Some(b"v".to_vec()));
+}
+
+/// Builds a file exactly as format 1 wrote it (4 KiB pages, WAL mode, the same table), holding
+/// `n` keys with `value_len`-byte values.
+fn format_1_file(path: &std::path::Path, n: u32, value_len: usize) {
+    let raw = Connection::open(path).unwrap();
+    raw.pragma_update(None, "page_size", 4096).unwrap();
+    let mode: String = raw
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    raw.execute_batch(
+        "BEGIN IMMEDIATE;
+         CREATE TABLE kv (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;",
+    )
+    .unwrap();
+    raw.pragma_update(None, "application_id", APPLICATION_ID)
+        .unwrap();
+    raw.pragma_update(None, "user_version", 1).unwrap();
+    for i in 0..n {
+        raw.execute(
+            "INSERT INTO kv (k, v) VALUES (?1, ?2)",
+            rusqlite::params![
+                format!("key-{i:06}").into_bytes(),
+                vec![(i % 251) as u8; value_len]
+            ],
+        )
+        .unwrap();
+    }
+    raw.execute_batch("COMMIT").unwrap();
+    // Leave committed rows in the WAL, as a crashed or running format-1 server would.
+}
+
+fn pragma_i64(path: &std::path::Path, name: &str) -> i64 {
+    Connection::open(path)
+        .unwrap()
+        .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn format_1_file_is_upgraded_on_open_and_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.sqlite3");
+    format_1_file(&path, 2000, 1000);
+    assert_eq!(pragma_i64(&path, "page_size"), 4096);
+    let b = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
+    assert_eq!(
+        read(&b, b"key-001234").await,
+        Some(vec![(1234 % 251) as u8; 1000])
+    );
+    let all = b
+        .begin_read()
+        .await
+        .unwrap()
+        .scan(b"", b"\xff", 10_000, false)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2000);
+    // Writable after the upgrade.
+    let mut w = b.begin_write().await.unwrap();
+    w.put(b"new", b"v").await.unwrap();
+    w.commit().await.unwrap();
+    b.close().await.unwrap();
+
+    assert_eq!(pragma_i64(&path, "user_version") as u64, FORMAT_VERSION);
+    assert_eq!(pragma_i64(&path, "page_size"), i64::from(PAGE_SIZE));
+    let mode: String = Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    // 2,000 rows of 1,010 bytes: format 1 spent an overflow page on each (over 8 MB).
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size < 3_000_000, "upgraded file is {size} bytes");
+
+    // Opening it again is a plain open.
+    let b = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
+    assert_eq!(read(&b, b"new").await, Some(b"v".to_vec()));
+    b.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn format_1_file_is_served_as_it_is_without_upgrade_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.sqlite3");
+    format_1_file(&path, 10, 1000);
+    let options = SqliteOptions {
+        upgrade_on_open: false,
+        ..SqliteOptions::default()
+    };
+    let b = SqliteBackend::open(&path, options.clone()).unwrap();
+    assert_eq!(read(&b, b"key-000007").await, Some(vec![7; 1000]));
+    let mut w = b.begin_write().await.unwrap();
+    w.put(b"new", b"v").await.unwrap();
+    w.commit().await.unwrap();
+    b.close().await.unwrap();
+    assert_eq!(pragma_i64(&path, "user_version"), 1);
+    assert_eq!(pragma_i64(&path, "page_size"), 4096);
+
+    // A later open with the default options upgrades it.
+    let b = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
+    assert_eq!(read(&b, b"new").await, Some(b"v".to_vec()));
+    b.close().await.unwrap();
+    assert_eq!(pragma_i64(&path, "user_version") as u64, FORMAT_VERSION);
+    assert_eq!(pragma_i64(&path, "page_size"), i64::from(PAGE_SIZE));
+}
+
+#[tokio::test]
+async fn new_files_use_the_format_page_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.sqlite3");
+    let b = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
+    b.close().await.unwrap();
+    assert_eq!(pragma_i64(&path, "page_size"), i64::from(PAGE_SIZE));
 }

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Scale benchmark: fills each server (ours: sqlite, redb, memory; the reference denokv) to each
+# size and measures point reads/writes (1 and 64 clients), a 10k-key list, a count-like scan,
+# open time after a clean stop and after SIGKILL, disk use vs logical size and server RSS.
+# Writes benches/results/scale-<UTC stamp>.{md,json,png} and scale-latest.{md,png}.
+#
+#   benches/scale.sh                                   # 10k and 100k keys, 1000-byte values
+#   benches/scale.sh --sizes 100000,1000000 --value-size 500
+#   benches/scale.sh --sizes 100000 --disk-values 200,1000,2000,4000   # plus a disk-use pass
+#   benches/scale.sh --servers ours-sqlite,ours-redb --duration 5
+#   BEFORE_SERVER=/path/to/older/kv-connect-server benches/scale.sh --servers ours-sqlite-before,ours-sqlite
+#
+# Options are those of benches/scale.py (`python3 benches/scale.py --help`). Database files go to
+# a temporary directory under $TMPDIR (or --data-dir): 1M keys of 1 KB need about 1.3 GB per
+# file server. denokv: as in compare.sh ($DENOKV_BIN, else benches/.denokv, installed on first
+# use). The plot needs matplotlib, installed from PyPI into benches/.venv on first use (without
+# it the tables are still written).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(dirname "$here")"
+
+(cd "$root" && cargo build --release -p kv-connect-server && cargo build --release -p kv-bench)
+
+denokv="${DENOKV_BIN:-$here/.denokv/bin/denokv}"
+if [ ! -x "$denokv" ]; then
+    if [ -n "${DENOKV_BIN:-}" ]; then
+        echo "DENOKV_BIN=$DENOKV_BIN is not an executable" >&2
+        exit 1
+    fi
+    echo "installing denokv 0.14.0 into $here/.denokv (once)" >&2
+    cargo install denokv --locked --version 0.14.0 --root "$here/.denokv"
+fi
+
+python="$here/.venv/bin/python3"
+if [ ! -x "$python" ] || ! "$python" -c "import matplotlib" 2>/dev/null; then
+    echo "installing matplotlib into $here/.venv (once)" >&2
+    python3 -m venv "$here/.venv" && "$here/.venv/bin/pip" install --quiet matplotlib \
+        || { echo "no matplotlib: tables only" >&2; python=python3; }
+fi
+
+before=()
+if [ -n "${BEFORE_SERVER:-}" ]; then
+    before=(--before-server "$BEFORE_SERVER")
+fi
+
+cd "$root"
+exec "$python" "$here/scale.py" \
+    --server "$root/target/release/kv-connect-server" \
+    --bench "$root/target/release/kv-bench" \
+    --denokv "$denokv" \
+    --out "$here/results" \
+    --argv "$*" \
+    "${before[@]}" \
+    "$@"
