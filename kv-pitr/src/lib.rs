@@ -16,6 +16,8 @@
 //! - [`consumer`]: [`BackupReader`] lists and verifies the objects of a backup; the log
 //!   walker (segments in order, gap detection, transactions) is internal to the crate.
 //! - [`restore`](mod@restore): point-in-time [`restore()`](fn@restore) into an empty database.
+//! - [`file_restore`]: all-or-nothing restores of file databases through a temporary file
+//!   swapped in when complete.
 //! - `follower` (internal): [`restore::catch_up`] moves a restored copy forward along the log.
 //! - [`replica`]: read [`Replica`]s that follow a backup.
 //! - Checkpoints: with [`BackupConfig::checkpoint_interval`] set, the producer also writes
@@ -66,6 +68,7 @@
 #![warn(missing_docs)]
 
 pub mod consumer;
+pub mod file_restore;
 pub(crate) mod follower;
 pub mod format;
 pub mod producer;

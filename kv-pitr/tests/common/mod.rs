@@ -233,6 +233,11 @@ pub trait StoreHooks: std::fmt::Debug + Send + Sync + 'static {
     /// Before a `get_opts` (heads included: see `options.head`).
     fn before_get(&self, _location: &Path, _options: &GetOptions) {}
 
+    /// After [`StoreHooks::before_get`]; an error fails the get.
+    fn fail_get(&self, _location: &Path, _options: &GetOptions) -> object_store::Result<()> {
+        Ok(())
+    }
+
     /// Before a `copy_opts`; an error fails it.
     fn before_copy(&self, _from: &Path, _to: &Path) -> object_store::Result<()> {
         Ok(())
@@ -287,6 +292,7 @@ impl<H: StoreHooks> ObjectStore for HookedStore<H> {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         self.hooks.before_get(location, &options);
+        self.hooks.fail_get(location, &options)?;
         self.inner.get_opts(location, options).await
     }
 
