@@ -772,15 +772,25 @@ impl BackupReader {
         })
     }
 
-    /// Reads every log segment of a checked layout and returns all recovery points, oldest
-    /// first. The first is always the differential versionstamp.
+    /// Returns all recovery points of a checked layout, oldest first, from the log index
+    /// where it describes a segment and from the segment itself otherwise (see
+    /// [`crate::log_index`]). The first is always the differential versionstamp.
     pub async fn all_recovery_points(
         &self,
         layout: &BackupLayout,
     ) -> Result<Vec<RecoveryPoint>, ConsumerError> {
         let mut walker = LogWalker::new(layout);
         let mut points = Vec::new();
-        let mut segments = self.fetch_logs(layout.logs.iter().map(|o| o.key).collect());
+        let index = crate::log_index::LogIndex::read(&self.store).await;
+        let index = &index;
+        let mut segments = futures::stream::iter(layout.logs.iter().map(|o| o.key))
+            .map(|key| async move {
+                match index.skeleton(&key) {
+                    Some(seg) => Ok((key, seg)),
+                    None => self.fetch_log(&key).await.map(|seg| (key, seg)),
+                }
+            })
+            .buffered(self.concurrency);
         while let Some(item) = segments.next().await {
             let (key, seg) = item?;
             for txn in walker.push(&key, seg) {
@@ -803,7 +813,7 @@ impl BackupReader {
     }
 
     /// Recovery points whose time is in `[start_ms, end_ms)` (unbounded where `None`), newest
-    /// first. Reads every log segment.
+    /// first. Reads the log index, and only the segments it does not describe.
     ///
     /// A point's time is the time of the log segment holding its commit; should segment
     /// times ever go backwards, a point's time is the largest time seen so far in log order,
@@ -825,7 +835,8 @@ impl BackupReader {
         Ok(points)
     }
 
-    /// A summary of the backup. Reads every log segment.
+    /// A summary of the backup. Reads the log index, and only the segments it does not
+    /// describe.
     pub async fn info(&self) -> Result<BackupInfo, ConsumerError> {
         let layout = self.layout().await?;
         let points = self.all_recovery_points(&layout).await?;
