@@ -184,6 +184,16 @@ pub(crate) enum PitrCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Delete the log segments before the newest checkpoint at or before `--at` / `--time`
+    /// (default: the newest checkpoint), so backup storage stops growing with its age. Every
+    /// recovery point before that checkpoint's first one is lost; later ones stay restorable.
+    /// The reference `denokv` cannot read a compacted backup.
+    Compact {
+        #[command(flatten)]
+        backup: BackupArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// Restore a backup into a new database (any engine), to the latest point or to `--at` /
     /// `--time`.
     Restore {
@@ -500,6 +510,24 @@ pub(crate) async fn run(cmd: PitrCommand) -> Result<(), MainError> {
                 "Objects: {} snapshot ranges, {} log segments, {} bytes",
                 info.snapshot_ranges, info.log_segments, info.log_bytes
             ));
+            Ok(())
+        }
+        PitrCommand::Compact { backup, target } => {
+            let report = kv_pitr::compact::compact(&backup.reader()?, target.target()?)
+                .await
+                .map_err(PitrCliError::Read)?;
+            match (report.checkpoint, report.first_point) {
+                (Some(c), Some(first)) => print(format_args!(
+                    "Compacted to checkpoint {c}: deleted {} log segments ({} bytes); first recovery point now {}\t{}",
+                    report.deleted_segments,
+                    report.deleted_bytes,
+                    first.versionstamp,
+                    format_time(first.timestamp_ms)
+                )),
+                _ => print(format_args!(
+                    "Nothing to compact (no newer checkpoint at or before the horizon)"
+                )),
+            }
             Ok(())
         }
         PitrCommand::Status { db } => {

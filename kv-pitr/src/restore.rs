@@ -531,10 +531,16 @@ async fn stage(
     // log (the manifest's time comes from another clock): for a time target, a checkpoint
     // whose first point turns out to be after the target is passed over in `stage_from`,
     // before its ranges are downloaded.
-    let candidates = checkpoints.iter().rev().filter(|c| match target {
-        RestoreTarget::Latest | RestoreTarget::Time(_) => true,
-        RestoreTarget::Versionstamp(v) => c.snapshot_end <= v,
-    });
+    // After a compaction, older checkpoints lack the log they need.
+    let oldest_usable = layout.compaction.as_ref().map_or(0, |c| c.checkpoint);
+    let candidates = checkpoints
+        .iter()
+        .rev()
+        .filter(|c| c.manifest.monoseq >= oldest_usable)
+        .filter(|c| match target {
+            RestoreTarget::Latest | RestoreTarget::Time(_) => true,
+            RestoreTarget::Versionstamp(v) => c.snapshot_end <= v,
+        });
     for c in candidates {
         if let Some(staged) =
             stage_from(reader, &layout, Base::Checkpoint(c), target, sink, progress).await?
@@ -542,6 +548,15 @@ async fn stage(
             return Ok(staged);
         }
         sink.wipe().await?;
+    }
+    if let Some(first) = layout.compaction.as_ref().and_then(|c| c.first()) {
+        // The log the initial snapshot needs was compacted away: no checkpoint held the
+        // target, so it is before the first point.
+        return Err(ConsumerError::BeforeFirstPoint {
+            target: target.to_string(),
+            first,
+        }
+        .into());
     }
     match stage_from(reader, &layout, Base::Initial, target, sink, progress).await? {
         Some(staged) => Ok(staged),
@@ -833,7 +848,7 @@ async fn stage_from(
 /// its end, and returns its first recovery point (the last commit up to its end if the
 /// segments read hold one after the differential point, else the first commit after its end;
 /// `None` if there is neither) with the segments read.
-async fn checkpoint_first_point(
+pub(crate) async fn checkpoint_first_point(
     reader: &BackupReader,
     layout: &BackupLayout,
     c: &Checkpoint,
