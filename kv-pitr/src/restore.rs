@@ -990,6 +990,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn intervals_merge_and_contain() {
+        let k = |s: &str| s.as_bytes().to_vec();
+        let mut spans = Intervals::default();
+        assert!(!spans.contains(b"a"));
+        spans.add(k("b"), k("d"));
+        spans.add(k("f"), k("h"));
+        assert!(spans.contains(b"b") && spans.contains(b"c") && spans.contains(b"d"));
+        assert!(!spans.contains(b"a") && !spans.contains(b"e") && !spans.contains(b"i"));
+        // Bridging both merges them into one.
+        spans.add(k("c"), k("g"));
+        assert_eq!(spans.0.len(), 1);
+        assert!(spans.contains(b"e"));
+        assert!(!spans.contains(b"i"));
+        spans.add(k("a"), k("z"));
+        assert_eq!(spans.0.len(), 1);
+        assert!(spans.contains(b"i"));
+    }
+
+    #[test]
     fn targets_parse() {
         assert_eq!(
             "latest".parse::<RestoreTarget>().unwrap(),
