@@ -43,11 +43,8 @@ pub(crate) enum PitrCliError {
     Restore(#[from] kv_pitr::restore::RestoreError),
     #[error("restore: only a file database (sqlite, redb) can be moved backwards in place; restore into a new database instead")]
     MemoryBackwards,
-    #[error("restore: {what}: {source}")]
-    RestoreFile {
-        what: &'static str,
-        source: std::io::Error,
-    },
+    #[error("restore: {0}")]
+    RestoreFile(#[source] kv_pitr::file_restore::FileRestoreError),
     #[error("replica: {0}")]
     Replica(#[source] kv_pitr::restore::RestoreError),
     #[error("reading the backup: {0}")]
@@ -186,6 +183,16 @@ pub(crate) enum PitrCommand {
     Status {
         #[command(flatten)]
         db: DbArgs,
+    },
+    /// Delete the log segments before the newest checkpoint at or before `--at` / `--time`
+    /// (default: the newest checkpoint), so backup storage stops growing with its age. Every
+    /// recovery point before that checkpoint's first one is lost; later ones stay restorable.
+    /// The reference `denokv` cannot read a compacted backup.
+    Compact {
+        #[command(flatten)]
+        backup: BackupArgs,
+        #[command(flatten)]
+        target: TargetArgs,
     },
     /// Restore a backup into a new database (any engine), to the latest point or to `--at` /
     /// `--time`.
@@ -398,74 +405,54 @@ async fn open_target(db: &DbArgs) -> Result<kv_db::Db, MainError> {
     open_db(db, config).await
 }
 
-/// [`kv_pitr::restore::restore`], printing its progress on stderr about once a second.
-async fn restore_reporting(
+/// Restores into the database `db` names. File engines (sqlite, redb) restore into a
+/// temporary file beside it that replaces it only when complete
+/// ([`kv_pitr::file_restore::restore_file`]): a failed or killed restore leaves the old file
+/// (or none). `replace` allows replacing a non-empty database (`checkout` backwards). The
+/// memory engine has no file to swap and postgres no second schema: they restore in place (a
+/// failure deletes what was written).
+async fn restore_into(
     reader: &BackupReader,
-    db: &kv_db::Db,
+    db: &DbArgs,
     target: RestoreTarget,
-) -> Result<kv_pitr::restore::RestoreOutcome, kv_pitr::restore::RestoreError> {
+    replace: bool,
+) -> Result<kv_pitr::restore::RestoreOutcome, MainError> {
     let mut last_report = std::time::Instant::now();
-    kv_pitr::restore::restore(reader, db, target, |p| {
+    let progress = move |p| {
         if last_report.elapsed() >= Duration::from_secs(1) {
             last_report = std::time::Instant::now();
             eprintln!("restoring: {p:?}");
         }
-    })
-    .await
-}
-
-/// Files of a database at `path` (SQLite keeps two companions beside the main file).
-fn db_files(path: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = vec![path.to_path_buf()];
-    for suffix in ["-wal", "-shm"] {
-        let mut name = path.as_os_str().to_os_string();
-        name.push(suffix);
-        files.push(name.into());
-    }
-    files
-}
-
-/// Moves a restored file database back in time: restores the target into a new file beside it,
-/// then replaces the old files with it. The old copy stays untouched if anything fails first.
-async fn checkout_backwards(
-    reader: &BackupReader,
-    db: &DbArgs,
-    target: RestoreTarget,
-) -> Result<kv_pitr::restore::RestoreOutcome, MainError> {
-    if matches!(db.engine, crate::Engine::Memory | crate::Engine::Postgres) {
-        return Err(PitrCliError::MemoryBackwards.into());
-    }
-    let mut tmp_name = db.path.as_os_str().to_os_string();
-    tmp_name.push(".pitr-checkout");
-    let tmp = DbArgs {
-        path: tmp_name.into(),
-        ..db.clone()
     };
-    let io =
-        |what: &'static str, source: std::io::Error| PitrCliError::RestoreFile { what, source };
-    for f in db_files(&tmp.path) {
-        if f.exists() {
-            std::fs::remove_file(&f).map_err(|e| io("cannot remove a stale temporary file", e))?;
+    if matches!(db.engine, crate::Engine::Memory | crate::Engine::Postgres) {
+        if replace {
+            return Err(PitrCliError::MemoryBackwards.into());
         }
+        let target_db = open_target(db).await?;
+        let outcome = kv_pitr::restore::restore(reader, &target_db, target, progress).await;
+        let closed = kv_traits::Database::close(&target_db).await;
+        let outcome = outcome.map_err(PitrCliError::Restore)?;
+        closed.map_err(PitrCliError::Close)?;
+        return Ok(outcome);
     }
-    let fresh = open_target(&tmp).await?;
-    let outcome = restore_reporting(reader, &fresh, target).await;
-    let closed = kv_traits::Database::close(&fresh).await;
-    let outcome = outcome.map_err(PitrCliError::Restore)?;
-    closed.map_err(PitrCliError::Close)?;
-    // The old companions must go before the new main file arrives (a stale SQLite WAL would be
-    // replayed onto it); the main file itself is replaced atomically by the rename.
-    for f in db_files(&db.path).into_iter().skip(1) {
-        if f.exists() {
-            std::fs::remove_file(&f).map_err(|e| io("cannot remove the old copy", e))?;
+    let open = |path: std::path::PathBuf| {
+        let args = DbArgs { path, ..db.clone() };
+        async move { open_target(&args).await }
+    };
+    let result = if replace {
+        // Build beside the old copy, then swap: `restore_file` would refuse a non-empty target.
+        let tmp = kv_pitr::file_restore::temp_path(&db.path);
+        let staging = tmp.with_extension("pitr-checkout");
+        match kv_pitr::file_restore::remove_database(&staging) {
+            Ok(()) => kv_pitr::file_restore::restore_file(reader, &staging, open, target, progress)
+                .await
+                .and_then(|o| kv_pitr::file_restore::swap_in(&staging, &db.path).map(|()| o)),
+            Err(e) => Err(e),
         }
-    }
-    for (from, to) in db_files(&tmp.path).into_iter().zip(db_files(&db.path)) {
-        if from.exists() {
-            std::fs::rename(&from, &to).map_err(|e| io("cannot move the new copy in place", e))?;
-        }
-    }
-    Ok(outcome)
+    } else {
+        kv_pitr::file_restore::restore_file(reader, &db.path, open, target, progress).await
+    };
+    Ok(result.map_err(PitrCliError::RestoreFile)?)
 }
 
 fn format_time(ms: u64) -> String {
@@ -525,6 +512,24 @@ pub(crate) async fn run(cmd: PitrCommand) -> Result<(), MainError> {
             ));
             Ok(())
         }
+        PitrCommand::Compact { backup, target } => {
+            let report = kv_pitr::compact::compact(&backup.reader()?, target.target()?)
+                .await
+                .map_err(PitrCliError::Read)?;
+            match (report.checkpoint, report.first_point) {
+                (Some(c), Some(first)) => print(format_args!(
+                    "Compacted to checkpoint {c}: deleted {} log segments ({} bytes); first recovery point now {}\t{}",
+                    report.deleted_segments,
+                    report.deleted_bytes,
+                    first.versionstamp,
+                    format_time(first.timestamp_ms)
+                )),
+                _ => print(format_args!(
+                    "Nothing to compact (no newer checkpoint at or before the horizon)"
+                )),
+            }
+            Ok(())
+        }
         PitrCommand::Status { db } => {
             let target_db = open_target(&db).await?;
             let points = async {
@@ -563,7 +568,7 @@ pub(crate) async fn run(cmd: PitrCommand) -> Result<(), MainError> {
             let outcome = match outcome {
                 Err(kv_pitr::restore::RestoreError::Backwards { .. }) => {
                     closed.map_err(PitrCliError::Close)?;
-                    checkout_backwards(&reader, &db, target).await?
+                    restore_into(&reader, &db, target, true).await?
                 }
                 other => {
                     let outcome = other.map_err(PitrCliError::Restore)?;
@@ -586,13 +591,7 @@ pub(crate) async fn run(cmd: PitrCommand) -> Result<(), MainError> {
         } => {
             let target = target.target()?;
             let reader = backup.reader()?.with_checkpoints(!no_checkpoints);
-            let target_db = open_target(&db).await?;
-            let outcome = restore_reporting(&reader, &target_db, target)
-                .await
-                .map_err(PitrCliError::Restore);
-            let closed = kv_traits::Database::close(&target_db).await;
-            let outcome = outcome?;
-            closed.map_err(PitrCliError::Close)?;
+            let outcome = restore_into(&reader, &db, target, false).await?;
             let base = match outcome.checkpoint {
                 Some(c) => format!("checkpoint {c}"),
                 None => "the initial snapshot".to_string(),

@@ -246,8 +246,11 @@ pub struct BackupLayout {
     pub kind: BackupKind,
     /// Snapshot ranges to load, in order.
     pub snapshot_ranges: Vec<SnapshotRangeKey>,
-    /// Log segments, in order.
+    /// Log segments, in order (after the compacted ones, if the backup was compacted).
     pub logs: Vec<LogObject>,
+    /// The compaction marker, if the log before a checkpoint was deleted
+    /// (see [`crate::compact`]).
+    pub compaction: Option<crate::compact::Compaction>,
 }
 
 impl BackupLayout {
@@ -444,17 +447,35 @@ impl BackupReader {
     }
 
     async fn layout_inner(&self, check_logs: bool) -> Result<BackupLayout, ConsumerError> {
-        let (differential, manifest, ranges) = futures::try_join!(
+        let (differential, manifest, ranges, compaction) = futures::try_join!(
             self.differential(),
             self.manifest(),
-            self.list_snapshot_ranges()
+            self.list_snapshot_ranges(),
+            crate::compact::read_compaction(self)
         )?;
         let kind = match manifest {
             Some(m) => BackupKind::KvPitr(m),
             None => BackupKind::Foreign,
         };
+        let compacted_through = compaction
+            .as_ref()
+            .and_then(crate::compact::Compaction::through_key);
         let logs = match &kind {
-            BackupKind::KvPitr(_) if !check_logs => self.list_logs(None).await?,
+            BackupKind::KvPitr(_) if !check_logs => {
+                // Segments left by an interrupted compaction are ignored.
+                let mut logs = self.list_logs(None).await?;
+                if let Some(t) = &compacted_through {
+                    logs.retain(|o| o.key.monoseq > t.monoseq);
+                }
+                logs
+            }
+            BackupKind::KvPitr(_) if compacted_through.is_some() => {
+                let t = compacted_through;
+                let mut logs = self.list_logs(None).await?;
+                logs.retain(|o| t.is_none_or(|t| o.key.monoseq > t.monoseq));
+                walker::check_log_sequence(&self.store, t, &logs)?;
+                logs
+            }
             _ => self.logs_after(&kind, None).await?,
         };
         let Some(differential) = differential else {
@@ -525,6 +546,7 @@ impl BackupReader {
             kind,
             snapshot_ranges,
             logs,
+            compaction,
         })
     }
 
@@ -772,18 +794,53 @@ impl BackupReader {
         })
     }
 
-    /// Reads every log segment of a checked layout and returns all recovery points, oldest
-    /// first. The first is always the differential versionstamp.
+    /// The segment's skeleton from the log index if there is one, else the segment.
+    async fn log_or_skeleton(
+        &self,
+        key: LogSegmentKey,
+        skeleton: Option<LogSegment>,
+    ) -> Result<(LogSegmentKey, LogSegment), ConsumerError> {
+        match skeleton {
+            Some(seg) => Ok((key, seg)),
+            None => self.fetch_log(&key).await.map(|seg| (key, seg)),
+        }
+    }
+
+    /// Returns all recovery points of a checked layout, oldest first, from the log index
+    /// where it describes a segment and from the segment itself otherwise (see
+    /// [`crate::log_index`]). The first is always the differential versionstamp.
     pub async fn all_recovery_points(
         &self,
         layout: &BackupLayout,
     ) -> Result<Vec<RecoveryPoint>, ConsumerError> {
         let mut walker = LogWalker::new(layout);
         let mut points = Vec::new();
-        let mut segments = self.fetch_logs(layout.logs.iter().map(|o| o.key).collect());
+        // A compacted backup starts at its new first point, after the deleted segments.
+        let compacted = layout.compaction.as_ref().and_then(|c| {
+            let first = c.first()?;
+            walker.skip(&c.through_key()?);
+            walker.take_first_point();
+            Some(first)
+        });
+        if let Some(first) = compacted {
+            points.push(first);
+        }
+        let index = crate::log_index::LogIndex::read(&self.store).await;
+        let items: Vec<(LogSegmentKey, Option<LogSegment>)> = layout
+            .logs
+            .iter()
+            .map(|o| (o.key, index.skeleton(&o.key)))
+            .collect();
+        drop(index);
+        let mut segments = futures::stream::iter(items)
+            .map(|(key, skeleton)| self.log_or_skeleton(key, skeleton))
+            .buffered(self.concurrency);
         while let Some(item) = segments.next().await {
             let (key, seg) = item?;
             for txn in walker.push(&key, seg) {
+                if compacted.is_some_and(|f| txn.versionstamp <= f.versionstamp) {
+                    continue;
+                }
                 if txn.versionstamp > layout.differential {
                     if let Some(first) = walker.take_first_point() {
                         points.push(first);
@@ -803,7 +860,7 @@ impl BackupReader {
     }
 
     /// Recovery points whose time is in `[start_ms, end_ms)` (unbounded where `None`), newest
-    /// first. Reads every log segment.
+    /// first. Reads the log index, and only the segments it does not describe.
     ///
     /// A point's time is the time of the log segment holding its commit; should segment
     /// times ever go backwards, a point's time is the largest time seen so far in log order,
@@ -825,7 +882,8 @@ impl BackupReader {
         Ok(points)
     }
 
-    /// A summary of the backup. Reads every log segment.
+    /// A summary of the backup. Reads the log index, and only the segments it does not
+    /// describe.
     pub async fn info(&self) -> Result<BackupInfo, ConsumerError> {
         let layout = self.layout().await?;
         let points = self.all_recovery_points(&layout).await?;

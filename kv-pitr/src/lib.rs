@@ -16,6 +16,12 @@
 //! - [`consumer`]: [`BackupReader`] lists and verifies the objects of a backup; the log
 //!   walker (segments in order, gap detection, transactions) is internal to the crate.
 //! - [`restore`](mod@restore): point-in-time [`restore()`](fn@restore) into an empty database.
+//! - [`log_index`]: small objects naming each log segment's commits and time, so listing
+//!   recovery points does not download the segments (older backups: read the segments).
+//! - [`compact`]: deleting the log segments before a checkpoint (`pitr compact`), losing
+//!   the recovery points before it.
+//! - [`file_restore`]: all-or-nothing restores of file databases through a temporary file
+//!   swapped in when complete.
 //! - `follower` (internal): [`restore::catch_up`] moves a restored copy forward along the log.
 //! - [`replica`]: read [`Replica`]s that follow a backup.
 //! - Checkpoints: with [`BackupConfig::checkpoint_interval`] set, the producer also writes
@@ -65,9 +71,12 @@
 
 #![warn(missing_docs)]
 
+pub mod compact;
 pub mod consumer;
+pub mod file_restore;
 pub(crate) mod follower;
 pub mod format;
+pub mod log_index;
 pub mod producer;
 pub mod replica;
 pub mod restore;

@@ -2,8 +2,10 @@
 //! forward in time, and read replicas that follow a backup continuously.
 //!
 //! - [`restore`] rebuilds the state at a [`RestoreTarget`] in an empty [`Db`] of any engine:
-//!   every object it needs is downloaded and checked **before** the first write, so a damaged
-//!   or incomplete backup leaves the database empty. Restored keys keep their versionstamps
+//!   objects are downloaded, checked and written in bounded chunks (memory does not grow with
+//!   the database), and a damaged or incomplete backup leaves the database empty (what was
+//!   written is deleted again; [`crate::file_restore`] makes file restores all-or-nothing even
+//!   across a crash). Restored keys keep their versionstamps
 //!   and expiry times, and the database version ends exactly at the restored point, so writes
 //!   after promoting the copy get larger versionstamps.
 //!
@@ -28,8 +30,8 @@
 //!   applies each complete transaction; watchers of the database are notified. Open the
 //!   database with `read_only: true` so clients cannot write to it.
 //!
-//! This module holds the restore itself: the [`RestoreTarget`], staging a base (initial
-//! snapshot or checkpoint) plus the log in memory, and writing it out.
+//! This module holds the restore itself: the [`RestoreTarget`], and streaming a base (initial
+//! snapshot or checkpoint) plus the log into the database in bounded chunks.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -51,9 +53,9 @@ pub use crate::follower::catch_up;
 pub use crate::replica::{Replica, ReplicaConfig, ReplicaStatus};
 
 /// Most entries written by one import call while restoring.
-const IMPORT_CHUNK_ENTRIES: usize = 2000;
+pub const IMPORT_CHUNK_ENTRIES: usize = 2000;
 /// Most value bytes written by one import call while restoring.
-const IMPORT_CHUNK_BYTES: usize = 8 << 20;
+pub const IMPORT_CHUNK_BYTES: usize = 8 << 20;
 
 /// Which state of the backup to restore.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,7 +136,7 @@ pub enum RestoreProgress {
         /// All ranges.
         total: usize,
     },
-    /// One more log segment was downloaded, checked and replayed (in memory).
+    /// One more log segment was downloaded, checked and replayed.
     LogSegment {
         /// Segments done so far.
         done: usize,
@@ -143,12 +145,11 @@ pub enum RestoreProgress {
         /// Transactions replayed so far.
         transactions: u64,
     },
-    /// Entries written into the database so far.
+    /// Another chunk was written into the database (reported as the restore goes: snapshot
+    /// entries, then replayed log operations).
     Writing {
-        /// Entries written.
+        /// Operations (puts and deletes) written so far.
         written: usize,
-        /// All entries to write.
-        total: usize,
     },
 }
 
@@ -279,10 +280,9 @@ impl Stopper {
     }
 }
 
-/// A restore's in-memory result, before it is written.
+/// Where a restore ended (its data is already written into the database).
 pub(crate) struct Staged {
     pub(crate) layout: BackupLayout,
-    state: BTreeMap<Vec<u8>, ExportEntry>,
     pub(crate) walker: LogWalker,
     point: RecoveryPoint,
     transactions: u64,
@@ -290,25 +290,198 @@ pub(crate) struct Staged {
     checkpoint: Option<u64>,
 }
 
-fn apply_to_state(state: &mut BTreeMap<Vec<u8>, ExportEntry>, txn: Transaction) {
-    for e in txn.entries {
-        match e.value {
-            Some(value) => {
-                let versionstamp = format::vs10_of(&e.vs12);
-                state.insert(
-                    e.key.clone(),
-                    ExportEntry {
-                        key: e.key,
-                        value,
-                        versionstamp,
-                        expire_at_ms: e.expire_at_ms,
-                    },
-                );
+/// The bounded buffer between the backup and the database: operations are written in
+/// imports of at most [`IMPORT_CHUNK_ENTRIES`] entries or [`IMPORT_CHUNK_BYTES`] bytes, in the
+/// order they were pushed, none of which moves the database's version (only
+/// [`Sink::finish`] does), so an interrupted restore is never taken for a complete copy.
+pub(crate) struct Sink<'a> {
+    db: &'a Db,
+    chunk: Vec<ImportOp>,
+    chunk_bytes: usize,
+    /// Operations written so far.
+    written: usize,
+    /// Whether anything was written since the database was last known empty.
+    touched: bool,
+}
+
+impl<'a> Sink<'a> {
+    fn new(db: &'a Db) -> Self {
+        Sink {
+            db,
+            chunk: Vec::new(),
+            chunk_bytes: 0,
+            written: 0,
+            touched: false,
+        }
+    }
+
+    async fn push(
+        &mut self,
+        op: ImportOp,
+        progress: &mut dyn FnMut(RestoreProgress),
+    ) -> Result<(), KvError> {
+        self.chunk_bytes += match &op {
+            ImportOp::Put(e) => e.key.len() + e.value.encoded_len(),
+            ImportOp::Delete(k) => k.len(),
+        };
+        self.chunk.push(op);
+        if self.chunk.len() >= IMPORT_CHUNK_ENTRIES || self.chunk_bytes >= IMPORT_CHUNK_BYTES {
+            self.flush(progress).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self, progress: &mut dyn FnMut(RestoreProgress)) -> Result<(), KvError> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        self.written += self.chunk.len();
+        self.touched = true;
+        self.chunk_bytes = 0;
+        self.db
+            .import(std::mem::take(&mut self.chunk), None)
+            .await?;
+        progress(RestoreProgress::Writing {
+            written: self.written,
+        });
+        Ok(())
+    }
+
+    /// Writes the rest and moves the database to `point`.
+    async fn finish(
+        &mut self,
+        point: Versionstamp,
+        progress: &mut dyn FnMut(RestoreProgress),
+    ) -> Result<(), KvError> {
+        self.written += self.chunk.len();
+        self.touched = true;
+        self.db
+            .import(std::mem::take(&mut self.chunk), Some(point))
+            .await?;
+        progress(RestoreProgress::Writing {
+            written: self.written,
+        });
+        Ok(())
+    }
+
+    /// Empties the database again (after a base was declined or the restore failed), in
+    /// bounded pages. The database's version was never moved, so it is empty as before.
+    async fn wipe(&mut self) -> Result<(), KvError> {
+        self.chunk.clear();
+        self.chunk_bytes = 0;
+        if !self.touched {
+            return Ok(());
+        }
+        loop {
+            let (entries, _) = self
+                .db
+                .export_range(&[], &[0xff], IMPORT_CHUNK_ENTRIES)
+                .await?;
+            if entries.is_empty() {
+                break;
             }
-            None => {
-                state.remove(&e.key);
+            let ops = entries
+                .into_iter()
+                .map(|e| ImportOp::Delete(e.key))
+                .collect();
+            self.db.import(ops, None).await?;
+        }
+        self.touched = false;
+        self.written = 0;
+        Ok(())
+    }
+
+    /// The stored versionstamp of `key`, writing pending operations first.
+    async fn stored_versionstamp(
+        &mut self,
+        key: &[u8],
+        progress: &mut dyn FnMut(RestoreProgress),
+    ) -> Result<Option<Versionstamp>, KvError> {
+        self.flush(progress).await?;
+        let mut end = key.to_vec();
+        end.push(0);
+        let (entries, _) = self.db.export_range(key, &end, 1).await?;
+        Ok(entries.first().map(|e| e.versionstamp))
+    }
+
+    /// Writes one log transaction.
+    async fn apply(
+        &mut self,
+        txn: Transaction,
+        progress: &mut dyn FnMut(RestoreProgress),
+    ) -> Result<(), KvError> {
+        for e in txn.entries {
+            let op = match e.value {
+                Some(value) => ImportOp::Put(ExportEntry {
+                    versionstamp: format::vs10_of(&e.vs12),
+                    key: e.key,
+                    value,
+                    expire_at_ms: e.expire_at_ms,
+                }),
+                None => ImportOp::Delete(e.key),
+            };
+            self.push(op, progress).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Counts the keys of a database in bounded pages.
+async fn count_keys(db: &Db) -> Result<usize, KvError> {
+    let mut count = 0;
+    let mut start = Vec::new();
+    loop {
+        let (entries, _) = db
+            .export_range(&start, &[0xff], IMPORT_CHUNK_ENTRIES)
+            .await?;
+        count += entries.len();
+        match entries.last() {
+            Some(last) if entries.len() == IMPORT_CHUNK_ENTRIES => {
+                start = last.key.clone();
+                start.push(0);
+            }
+            _ => return Ok(count),
+        }
+    }
+}
+
+/// Key intervals of the snapshot ranges written so far (first key to last key), merged: an
+/// entry outside all of them cannot replace an older one, so only entries inside need a look
+/// at the database (never, for ranges with disjoint key spans such as ours).
+#[derive(Default)]
+struct Intervals(BTreeMap<Vec<u8>, Vec<u8>>);
+
+impl Intervals {
+    fn contains(&self, key: &[u8]) -> bool {
+        self.0
+            .range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(key)))
+            .next_back()
+            .is_some_and(|(_, last)| key <= last.as_slice())
+    }
+
+    fn add(&mut self, first: Vec<u8>, last: Vec<u8>) {
+        let (mut first, mut last) = (first, last);
+        let overlapping: Vec<Vec<u8>> = self
+            .0
+            .range::<[u8], _>((
+                std::ops::Bound::Unbounded,
+                std::ops::Bound::Included(last.as_slice()),
+            ))
+            .rev()
+            .take_while(|(_, l)| l.as_slice() >= first.as_slice())
+            .map(|(f, _)| f.clone())
+            .collect();
+        for f in overlapping {
+            if let Some(l) = self.0.remove(&f) {
+                if f < first {
+                    first = f;
+                }
+                if l > last {
+                    last = l;
+                }
             }
         }
+        self.0.insert(first, last);
     }
 }
 
@@ -321,13 +494,16 @@ enum Base<'a> {
     Checkpoint(&'a Checkpoint),
 }
 
-/// Downloads, checks and replays everything the target needs, in memory, starting from the
-/// newest checkpoint that can hold the target (the initial snapshot if none can).
+/// Downloads, checks and writes (through `sink`, all but its last chunk) everything the
+/// target needs, starting from the newest checkpoint that can hold the target (the initial
+/// snapshot if none can). A base that turns out not to hold the target is wiped from the
+/// database before the next one is tried.
 async fn stage(
     reader: &BackupReader,
     target: RestoreTarget,
+    sink: &mut Sink<'_>,
     progress: &mut dyn FnMut(RestoreProgress),
-) -> Result<Staged, ConsumerError> {
+) -> Result<Staged, RestoreError> {
     let layout = reader.restore_layout().await?;
     let dv = layout.differential;
     progress(RestoreProgress::Listed {
@@ -343,7 +519,8 @@ async fn stage(
                     versionstamp: dv,
                     timestamp_ms: 0,
                 },
-            });
+            }
+            .into());
         }
     }
     let checkpoints = match layout.kind {
@@ -354,35 +531,54 @@ async fn stage(
     // log (the manifest's time comes from another clock): for a time target, a checkpoint
     // whose first point turns out to be after the target is passed over in `stage_from`,
     // before its ranges are downloaded.
-    let candidates = checkpoints.iter().rev().filter(|c| match target {
-        RestoreTarget::Latest | RestoreTarget::Time(_) => true,
-        RestoreTarget::Versionstamp(v) => c.snapshot_end <= v,
-    });
+    // After a compaction, older checkpoints lack the log they need.
+    let oldest_usable = layout.compaction.as_ref().map_or(0, |c| c.checkpoint);
+    let candidates = checkpoints
+        .iter()
+        .rev()
+        .filter(|c| c.manifest.monoseq >= oldest_usable)
+        .filter(|c| match target {
+            RestoreTarget::Latest | RestoreTarget::Time(_) => true,
+            RestoreTarget::Versionstamp(v) => c.snapshot_end <= v,
+        });
     for c in candidates {
         if let Some(staged) =
-            stage_from(reader, &layout, Base::Checkpoint(c), target, progress).await?
+            stage_from(reader, &layout, Base::Checkpoint(c), target, sink, progress).await?
         {
             return Ok(staged);
         }
+        sink.wipe().await?;
     }
-    match stage_from(reader, &layout, Base::Initial, target, progress).await? {
+    if let Some(first) = layout.compaction.as_ref().and_then(|c| c.first()) {
+        // The log the initial snapshot needs was compacted away: no checkpoint held the
+        // target, so it is before the first point.
+        return Err(ConsumerError::BeforeFirstPoint {
+            target: target.to_string(),
+            first,
+        }
+        .into());
+    }
+    match stage_from(reader, &layout, Base::Initial, target, sink, progress).await? {
         Some(staged) => Ok(staged),
         // Only a checkpoint base can decline the target.
         None => Err(ConsumerError::NotReady {
             prefix: reader.prefix().to_string(),
-        }),
+        }
+        .into()),
     }
 }
 
-/// Loads the snapshot ranges of `base` into a state (newest version of each key), checking
-/// that no entry is newer than `end`. For a checkpoint, also that its keys are strictly
-/// ascending across ranges and that their number matches its manifest.
+/// Writes the snapshot ranges of `base` into the database (through `sink`; the newest
+/// version of each key wins), one range object in memory at a time, checking that no entry
+/// is newer than `end`. For a checkpoint, also that its keys are strictly ascending across
+/// ranges and that their number matches its manifest.
 async fn load_base(
     reader: &BackupReader,
     layout: &BackupLayout,
     base: Base<'_>,
+    sink: &mut Sink<'_>,
     progress: &mut dyn FnMut(RestoreProgress),
-) -> Result<BTreeMap<Vec<u8>, ExportEntry>, ConsumerError> {
+) -> Result<(), RestoreError> {
     let (keys, end, what) = match base {
         Base::Initial => (
             layout.snapshot_ranges.clone(),
@@ -404,12 +600,15 @@ async fn load_base(
         Base::Initial => format::snapshot_path(reader.prefix(), key),
         Base::Checkpoint(_) => format::checkpoint_snapshot_path(reader.prefix(), key),
     };
-    let mut state: BTreeMap<Vec<u8>, ExportEntry> = BTreeMap::new();
+    // Initial snapshot only (a checkpoint's keys are checked to be ascending): the key spans
+    // of the ranges written, to find the keys a range may hold twice.
+    let mut spans = Intervals::default();
     let mut last_key: Option<Vec<u8>> = None;
     let mut count = 0u64;
     let mut done = 0;
     while let Some(item) = ranges.next().await {
         let (key, entries) = item?;
+        let mut span: Option<(Vec<u8>, Vec<u8>)> = None;
         for e in entries {
             if e.versionstamp > end {
                 return Err(ConsumerError::Inconsistent {
@@ -418,26 +617,50 @@ async fn load_base(
                         "it holds a key written at {}, after {what} {end}",
                         e.versionstamp
                     ),
-                });
-            }
-            if let Base::Checkpoint(_) = base {
-                if last_key.as_ref().is_some_and(|l| *l >= e.key) {
-                    return Err(ConsumerError::Inconsistent {
-                        object: path_of(&key).to_string(),
-                        reason:
-                            "its keys are not in ascending order after those of the previous ranges"
-                                .into(),
-                    });
                 }
-                last_key = Some(e.key.clone());
-                count += 1;
+                .into());
             }
-            match state.get(&e.key) {
-                Some(old) if old.versionstamp > e.versionstamp => {}
-                _ => {
-                    state.insert(e.key.clone(), e);
+            match base {
+                Base::Checkpoint(_) => {
+                    if last_key.as_ref().is_some_and(|l| *l >= e.key) {
+                        return Err(ConsumerError::Inconsistent {
+                            object: path_of(&key).to_string(),
+                            reason:
+                                "its keys are not in ascending order after those of the previous ranges"
+                                    .into(),
+                        }
+                        .into());
+                    }
+                    last_key = Some(e.key.clone());
+                    count += 1;
+                }
+                Base::Initial => {
+                    let seen = spans.contains(&e.key)
+                        || span.as_ref().is_some_and(|(_, last)| e.key <= *last);
+                    match &mut span {
+                        None => span = Some((e.key.clone(), e.key.clone())),
+                        Some((first, last)) => {
+                            if e.key < *first {
+                                *first = e.key.clone();
+                            }
+                            if e.key > *last {
+                                *last = e.key.clone();
+                            }
+                        }
+                    }
+                    if seen {
+                        if let Some(stored) = sink.stored_versionstamp(&e.key, progress).await? {
+                            if stored > e.versionstamp {
+                                continue;
+                            }
+                        }
+                    }
                 }
             }
+            sink.push(ImportOp::Put(e), progress).await?;
+        }
+        if let Some((first, last)) = span {
+            spans.add(first, last);
         }
         done += 1;
         progress(RestoreProgress::SnapshotRange { done, total });
@@ -451,10 +674,11 @@ async fn load_base(
                     "it counts {} keys but its ranges hold {count}",
                     c.manifest.keys
                 ),
-            });
+            }
+            .into());
         }
     }
-    Ok(state)
+    Ok(())
 }
 
 /// Restores the target from one base. `None`: the base cannot produce the target (a
@@ -464,8 +688,9 @@ async fn stage_from(
     layout: &BackupLayout,
     base: Base<'_>,
     target: RestoreTarget,
+    sink: &mut Sink<'_>,
     progress: &mut dyn FnMut(RestoreProgress),
-) -> Result<Option<Staged>, ConsumerError> {
+) -> Result<Option<Staged>, RestoreError> {
     let dv = layout.differential;
     let stopper = Stopper { target };
     // Entries up to `start` are in the ranges; states are consistent from `end` on.
@@ -512,13 +737,17 @@ async fn stage_from(
         prefetched = fetched;
     }
 
-    let mut state = match load_base(reader, layout, base, progress).await {
-        Ok(state) => state,
+    match load_base(reader, layout, base, sink, progress).await {
+        Ok(()) => {}
+        Err(e @ RestoreError::Db(_)) => return Err(e),
         Err(e) => match base {
             Base::Initial => return Err(e),
             Base::Checkpoint(c) => {
+                let RestoreError::Backup(e) = e else {
+                    return Err(e);
+                };
                 if reader.checkpoint_exists(c.manifest.monoseq).await? {
-                    return Err(reader.checkpoint_error(c.manifest.monoseq, e));
+                    return Err(reader.checkpoint_error(c.manifest.monoseq, e).into());
                 }
                 tracing::info!(
                     monoseq = c.manifest.monoseq,
@@ -527,7 +756,7 @@ async fn stage_from(
                 return Ok(None);
             }
         },
-    };
+    }
 
     // The first consistent point of the base: the differential point for the initial
     // snapshot; for a checkpoint, the last transaction up to its end, if the log read holds it.
@@ -553,7 +782,7 @@ async fn stage_from(
                 if txn.versionstamp > dv {
                     last_in_base = Some(point_of(&txn));
                 }
-                apply_to_state(&mut state, txn);
+                sink.apply(txn, progress).await?;
                 transactions += 1;
                 continue;
             }
@@ -570,7 +799,7 @@ async fn stage_from(
                 break 'segments;
             }
             point = Some(point_of(&txn));
-            apply_to_state(&mut state, txn);
+            sink.apply(txn, progress).await?;
             transactions += 1;
         }
         done += 1;
@@ -608,7 +837,6 @@ async fn stage_from(
     }
     Ok(Some(Staged {
         layout: layout.clone(),
-        state,
         walker,
         point,
         transactions,
@@ -620,7 +848,7 @@ async fn stage_from(
 /// its end, and returns its first recovery point (the last commit up to its end if the
 /// segments read hold one after the differential point, else the first commit after its end;
 /// `None` if there is neither) with the segments read.
-async fn checkpoint_first_point(
+pub(crate) async fn checkpoint_first_point(
     reader: &BackupReader,
     layout: &BackupLayout,
     c: &Checkpoint,
@@ -692,10 +920,16 @@ fn first_point(
 /// Restores the backup's state at `target` into `db`, which must be empty (no data, never
 /// committed). Works on a read-only database too.
 ///
-/// All objects needed are downloaded and verified, and the log is replayed in memory, before
-/// anything is written: on any backup error the database is left untouched. The entries are
-/// then written in chunks, and the database's versionstamp ends at the restored point.
-/// Memory use is about the size of the restored data.
+/// Streams: one snapshot range object (and a few being downloaded) and one chunk of at most
+/// [`IMPORT_CHUNK_ENTRIES`] entries / [`IMPORT_CHUNK_BYTES`] bytes are in memory at a time,
+/// whatever the size of the database; every object is verified as it is read. The database's
+/// version stays at zero until the last chunk, which moves it exactly to the restored point,
+/// so an interrupted restore is never taken for a copy ([`Db::imported_through`] is `None`).
+/// On an error the entries written so far are deleted again (in bounded pages), leaving the
+/// database empty as it was; a crash mid-restore leaves a partial database at version zero.
+/// For an all-or-nothing restore of a file database that survives crashes too, use
+/// [`crate::file_restore::restore_file`], which restores into a temporary file and swaps it
+/// in when complete.
 pub async fn restore(
     reader: &BackupReader,
     db: &Db,
@@ -713,29 +947,17 @@ pub(crate) async fn restore_staged(
     progress: &mut dyn FnMut(RestoreProgress),
 ) -> Result<(RestoreOutcome, Staged), RestoreError> {
     check_empty(db).await?;
-    let mut staged = stage(reader, target, progress).await?;
-    // Someone may have written meanwhile.
-    check_empty(db).await?;
-    let state = std::mem::take(&mut staged.state);
-    let total = state.len();
-    let mut written = 0;
-    let mut chunk: Vec<ImportOp> = Vec::new();
-    let mut chunk_bytes = 0;
-    for (_, e) in state {
-        chunk_bytes += e.key.len() + e.value.encoded_len();
-        chunk.push(ImportOp::Put(e));
-        if chunk.len() >= IMPORT_CHUNK_ENTRIES || chunk_bytes >= IMPORT_CHUNK_BYTES {
-            written += chunk.len();
-            // Only the last import moves the database to the point: an interrupted restore
-            // stays at version 0 with data, which nothing mistakes for a complete copy.
-            db.import(std::mem::take(&mut chunk), None).await?;
-            chunk_bytes = 0;
-            progress(RestoreProgress::Writing { written, total });
+    let mut sink = Sink::new(db);
+    let staged = match stage(reader, target, &mut sink, progress).await {
+        Ok(staged) => staged,
+        Err(e) => {
+            if let Err(wipe) = sink.wipe().await {
+                tracing::warn!(error = %wipe, "cannot delete what a failed restore wrote; the database is at version zero, so it is not taken for a copy");
+            }
+            return Err(e);
         }
-    }
-    written += chunk.len();
-    db.import(chunk, Some(staged.point.versionstamp)).await?;
-    progress(RestoreProgress::Writing { written, total });
+    };
+    sink.finish(staged.point.versionstamp, progress).await?;
     if db.imported_through().await? != Some(staged.point.versionstamp) {
         return Err(RestoreError::NotACopy {
             versionstamp: db.current_versionstamp().await?,
@@ -745,10 +967,11 @@ pub(crate) async fn restore_staged(
             ),
         });
     }
+    let keys = count_keys(db).await?;
     let outcome = RestoreOutcome {
         versionstamp: staged.point.versionstamp,
         timestamp_ms: staged.point.timestamp_ms,
-        keys: total,
+        keys,
         transactions: staged.transactions,
         checkpoint: staged.checkpoint,
     };
@@ -765,6 +988,25 @@ pub(crate) async fn restore_staged(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intervals_merge_and_contain() {
+        let k = |s: &str| s.as_bytes().to_vec();
+        let mut spans = Intervals::default();
+        assert!(!spans.contains(b"a"));
+        spans.add(k("b"), k("d"));
+        spans.add(k("f"), k("h"));
+        assert!(spans.contains(b"b") && spans.contains(b"c") && spans.contains(b"d"));
+        assert!(!spans.contains(b"a") && !spans.contains(b"e") && !spans.contains(b"i"));
+        // Bridging both merges them into one.
+        spans.add(k("c"), k("g"));
+        assert_eq!(spans.0.len(), 1);
+        assert!(spans.contains(b"e"));
+        assert!(!spans.contains(b"i"));
+        spans.add(k("a"), k("z"));
+        assert_eq!(spans.0.len(), 1);
+        assert!(spans.contains(b"i"));
+    }
 
     #[test]
     fn targets_parse() {

@@ -345,6 +345,7 @@ mod tests {
 
     fn layout(dv: u64) -> BackupLayout {
         BackupLayout {
+            compaction: None,
             differential: vs(dv),
             kind: BackupKind::Foreign,
             snapshot_ranges: vec![],
@@ -410,6 +411,7 @@ mod tests {
             last_modified: Utc::now(),
         };
         let layout = |ms: &[u64]| BackupLayout {
+            compaction: None,
             differential: vs(1),
             kind: BackupKind::KvPitr(BackupManifest {
                 format: 1,

@@ -10,14 +10,17 @@ use std::time::{Duration, Instant};
 
 use kv_pitr::consumer::{BackupReader, Checkpoint, ConsumerError, RecoveryPoint};
 use kv_pitr::format::{self, LogSegmentKey};
-use kv_pitr::producer::{Backup, BackupConfig};
+use kv_pitr::producer::Backup;
 use kv_pitr::restore::{catch_up, restore, Replica, RestoreError, RestoreProgress, RestoreTarget};
-use kv_traits::{KvValue, Mutation, MutationKind, Versionstamp};
+use kv_traits::{KvValue, Mutation, Versionstamp};
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
 
-use common::{dump, key, memory_db, restore_err, restore_to, HookedStore, Source, StoreHooks};
+use common::{
+    backed_up_source, checkpoint_config as config, dump, key, memory_db, restore_err, restore_to,
+    settle, settled_source, HookedStore, Source, StoreHooks,
+};
 
 /// Records the objects read from a store (`get`, not `head` or listings).
 #[derive(Debug, Default)]
@@ -43,102 +46,6 @@ impl StoreHooks for Recording {
 
 fn recording_store() -> Arc<HookedStore<Recording>> {
     HookedStore::new(Arc::new(InMemory::new()), Recording::default())
-}
-
-impl Source {
-    /// Sets of all three encodings, a sum, an expiring key, overwrites and deletes.
-    async fn round(&mut self, r: u32) {
-        let n = |i: u32| format!("r{r}k{i}");
-        self.commit(vec![
-            Mutation::set(key(&n(0)), KvValue::V8(vec![0xff, 0x0f, 0x49, r as u8])),
-            Mutation::set(key(&n(1)), KvValue::Bytes(vec![r as u8, 1, 2])),
-            Mutation {
-                key: key(&n(2)),
-                kind: MutationKind::Set(KvValue::U64(u64::from(r))),
-                expire_at_ms: Some(4_000_000_000_000 + u64::from(r)),
-            },
-        ])
-        .await;
-        self.commit(vec![common::sum(key("counter"), 1)]).await;
-        if r > 0 {
-            let p = |i: u32| format!("r{}k{i}", r - 1);
-            self.commit(vec![
-                Mutation::delete(key(&p(1))),
-                Mutation::set(key(&p(0)), KvValue::Bytes(b"overwritten".to_vec())),
-            ])
-            .await;
-        }
-    }
-}
-
-fn config(store: Arc<dyn ObjectStore>, prefix: &str) -> BackupConfig {
-    let mut c = BackupConfig::new(store, Path::from(prefix));
-    c.flush_interval = Duration::from_millis(10);
-    c.max_segment_batches = 3;
-    c.snapshot_range_entries = 4;
-    c.checkpoint_interval = Some(Duration::from_millis(40));
-    c.checkpoint_retain = 50;
-    c.shutdown_timeout = Duration::from_secs(10);
-    c
-}
-
-/// Writes some data, starts a backup with checkpoints, writes until at least `checkpoints`
-/// checkpoints exist and `rounds` rounds are done, flushes. The backup keeps running.
-async fn backed_up_source(
-    store: Arc<dyn ObjectStore>,
-    prefix: &str,
-    rounds: u32,
-    checkpoints: u64,
-) -> (Source, Backup) {
-    let mut src = Source::new().await;
-    src.round(0).await;
-    src.round(1).await;
-    let backup = Backup::start(src.db.clone(), config(store, prefix))
-        .await
-        .unwrap();
-    common::initial_snapshot_done(&backup).await;
-    let t0 = Instant::now();
-    let mut r = 2;
-    while r < rounds || backup.status().checkpoints_written < checkpoints {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "{:?}",
-            backup.status()
-        );
-        src.round(r).await;
-        r += 1;
-        tokio::time::sleep(Duration::from_millis(12)).await;
-    }
-    backup.flush(Duration::from_secs(30)).await.unwrap();
-    (src, backup)
-}
-
-/// Waits until a checkpoint covering the latest commit is complete, then stops the backup.
-async fn settle(src: &Source, backup: Backup) {
-    let committed = src.db.current_versionstamp().await.unwrap();
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        backup
-            .subscribe()
-            .wait_for(|s| s.last_checkpoint.is_some_and(|c| c >= committed)),
-    )
-    .await
-    .expect("a checkpoint of the latest state")
-    .unwrap();
-    backup.shutdown().await.unwrap();
-}
-
-/// [`backed_up_source`], then [`settle`]: the backup is complete and stopped. Returns the
-/// source and a reader of the backup.
-async fn settled_source(
-    store: Arc<dyn ObjectStore>,
-    prefix: &str,
-    rounds: u32,
-    checkpoints: u64,
-) -> (Source, BackupReader) {
-    let (src, backup) = backed_up_source(store.clone(), prefix, rounds, checkpoints).await;
-    settle(&src, backup).await;
-    (src, BackupReader::new(store, Path::from(prefix)))
 }
 
 /// Deletes the log segments that hold only commits before checkpoint `cp` started; returns

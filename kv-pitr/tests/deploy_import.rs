@@ -123,12 +123,17 @@ async fn write_deploy_backup() -> DeployBackup {
         snapshot(vec![
             pair("a", &[0xff, 0x0f, 0x22, 0x01, b'a'], 1, 5, None),
             pair("b", &9u64.to_le_bytes(), 2, 9, Some(FAR_FUTURE as i64)),
+            pair("zy", b"new", 3, 6, None),
         ]),
     )
     .await;
     put(
         format!("snapshots/{:016x}_{:016x}_{:016x}.bin", 1, 0, 1),
-        snapshot(vec![pair("zz", b"bytes", 3, 7, None)]),
+        // "zy" again, an older version (read before range 0 was): the newer one wins.
+        snapshot(vec![
+            pair("zy", b"old", 3, 4, None),
+            pair("zz", b"bytes", 3, 7, None),
+        ]),
     )
     .await;
 
@@ -198,11 +203,12 @@ fn expected(at: u64) -> Vec<ExportEntry> {
     let c = e("c", KvValue::V8(vec![0xff, 0x0f, 0x49, 0x02]), 12, None);
     let d = e("d", KvValue::U64(5), 12, None);
     let ee = e("e", KvValue::Bytes(b"e".to_vec()), 14, Some(FAR_FUTURE));
+    let zy = e("zy", KvValue::Bytes(b"new".to_vec()), 6, None);
     match at {
-        10 => vec![a_old, b100],
-        12 => vec![b100, c, d],
-        14 => vec![b100, c, d, ee],
-        15 => vec![c, d, ee],
+        10 => vec![a_old, b100, zy],
+        12 => vec![b100, c, d, zy],
+        14 => vec![b100, c, d, ee, zy],
+        15 => vec![c, d, ee, zy],
         _ => panic!("no state {at}"),
     }
 }
@@ -263,7 +269,7 @@ async fn deploy_backup_restores_at_every_point() {
     // Latest.
     let (_, out) = restore_to(&reader, RestoreTarget::Latest).await;
     assert_eq!(out.versionstamp, vs(15));
-    assert_eq!(out.keys, 3);
+    assert_eq!(out.keys, 4);
     drop(b.dir);
 }
 

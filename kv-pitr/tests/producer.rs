@@ -250,6 +250,7 @@ async fn snapshot_and_logs_round_trip_on(store: Arc<dyn ObjectStore>, db: Db) {
             || s.ends_with("kv-pitr.json")
             || s.contains("/snapshots/")
             || s.contains("/logs/")
+            || s.contains("/log-index/")
     }));
     backup.shutdown().await.unwrap();
 }

@@ -42,6 +42,9 @@ struct PendingSegment {
     covered: Versionstamp,
     /// More changes were waiting when this segment was cut.
     more: bool,
+    /// The segment's time and commits, for the log index.
+    timestamp_ms: u64,
+    commits: Vec<Versionstamp>,
 }
 
 /// Why [`Shipper::run`] returned.
@@ -63,6 +66,8 @@ pub(super) struct Shipper {
     shipped: Versionstamp,
     next_monoseq: u64,
     pending: Option<PendingSegment>,
+    /// The log index chunk being written.
+    index: crate::log_index::IndexWriter,
     last_upload: Option<Instant>,
     last_lag_log: Option<Instant>,
     failures: u32,
@@ -94,6 +99,7 @@ impl Shipper {
             shipped: Versionstamp::ZERO,
             next_monoseq: 1,
             pending: None,
+            index: Default::default(),
             last_upload: None,
             last_lag_log: None,
             failures: 0,
@@ -329,6 +335,12 @@ impl Shipper {
                 body,
                 covered,
                 more,
+                timestamp_ms,
+                commits: batches
+                    .iter()
+                    .filter(|b| !b.changes.is_empty())
+                    .map(|b| b.versionstamp)
+                    .collect(),
             });
         }
         let Some(p) = self.pending.as_ref() else {
@@ -336,7 +348,11 @@ impl Shipper {
         };
         self.store.put_log(&p.key, p.body.clone()).await?;
         let (covered, more, key) = (p.covered, p.more, p.key);
-        self.pending = None;
+        if let Some(p) = self.pending.take() {
+            self.index
+                .record(&self.store, &key, p.timestamp_ms, p.commits)
+                .await;
+        }
         self.next_monoseq = key.monoseq + 1;
         self.last_upload = Some(Instant::now());
         tracing::debug!(segment = %key, "shipped log segment");

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -15,7 +16,7 @@ use futures::TryStreamExt;
 use kv_db::{Db, DbConfig, ExportEntry};
 use kv_engine_memory::MemoryBackend;
 use kv_pitr::consumer::BackupReader;
-use kv_pitr::producer::Backup;
+use kv_pitr::producer::{Backup, BackupConfig};
 use kv_pitr::restore::{restore, RestoreError, RestoreOutcome, RestoreTarget};
 use kv_traits::{
     AtomicWrite, CommitResult, Database, KvValue, ManualClock, Mutation, MutationKind, Versionstamp,
@@ -233,6 +234,11 @@ pub trait StoreHooks: std::fmt::Debug + Send + Sync + 'static {
     /// Before a `get_opts` (heads included: see `options.head`).
     fn before_get(&self, _location: &Path, _options: &GetOptions) {}
 
+    /// After [`StoreHooks::before_get`]; an error fails the get.
+    fn fail_get(&self, _location: &Path, _options: &GetOptions) -> object_store::Result<()> {
+        Ok(())
+    }
+
     /// Before a `copy_opts`; an error fails it.
     fn before_copy(&self, _from: &Path, _to: &Path) -> object_store::Result<()> {
         Ok(())
@@ -287,6 +293,7 @@ impl<H: StoreHooks> ObjectStore for HookedStore<H> {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         self.hooks.before_get(location, &options);
+        self.hooks.fail_get(location, &options)?;
         self.inner.get_opts(location, options).await
     }
 
@@ -314,4 +321,102 @@ impl<H: StoreHooks> ObjectStore for HookedStore<H> {
         self.hooks.before_copy(from, to)?;
         self.inner.copy_opts(from, to, options).await
     }
+}
+
+// Backups with checkpoints (used by the checkpoint and compaction tests).
+
+impl Source {
+    /// Sets of all three encodings, a sum, an expiring key, overwrites and deletes.
+    pub async fn round(&mut self, r: u32) {
+        let n = |i: u32| format!("r{r}k{i}");
+        self.commit(vec![
+            Mutation::set(key(&n(0)), KvValue::V8(vec![0xff, 0x0f, 0x49, r as u8])),
+            Mutation::set(key(&n(1)), KvValue::Bytes(vec![r as u8, 1, 2])),
+            Mutation {
+                key: key(&n(2)),
+                kind: MutationKind::Set(KvValue::U64(u64::from(r))),
+                expire_at_ms: Some(4_000_000_000_000 + u64::from(r)),
+            },
+        ])
+        .await;
+        self.commit(vec![sum(key("counter"), 1)]).await;
+        if r > 0 {
+            let p = |i: u32| format!("r{}k{i}", r - 1);
+            self.commit(vec![
+                Mutation::delete(key(&p(1))),
+                Mutation::set(key(&p(0)), KvValue::Bytes(b"overwritten".to_vec())),
+            ])
+            .await;
+        }
+    }
+}
+
+pub fn checkpoint_config(store: Arc<dyn ObjectStore>, prefix: &str) -> BackupConfig {
+    let mut c = BackupConfig::new(store, Path::from(prefix));
+    c.flush_interval = Duration::from_millis(10);
+    c.max_segment_batches = 3;
+    c.snapshot_range_entries = 4;
+    c.checkpoint_interval = Some(Duration::from_millis(40));
+    c.checkpoint_retain = 50;
+    c.shutdown_timeout = Duration::from_secs(10);
+    c
+}
+
+/// Writes some data, starts a backup with checkpoints, writes until at least `checkpoints`
+/// checkpoints exist and `rounds` rounds are done, flushes. The backup keeps running.
+pub async fn backed_up_source(
+    store: Arc<dyn ObjectStore>,
+    prefix: &str,
+    rounds: u32,
+    checkpoints: u64,
+) -> (Source, Backup) {
+    let mut src = Source::new().await;
+    src.round(0).await;
+    src.round(1).await;
+    let backup = Backup::start(src.db.clone(), checkpoint_config(store, prefix))
+        .await
+        .unwrap();
+    initial_snapshot_done(&backup).await;
+    let t0 = Instant::now();
+    let mut r = 2;
+    while r < rounds || backup.status().checkpoints_written < checkpoints {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            backup.status()
+        );
+        src.round(r).await;
+        r += 1;
+        tokio::time::sleep(Duration::from_millis(12)).await;
+    }
+    backup.flush(Duration::from_secs(30)).await.unwrap();
+    (src, backup)
+}
+
+/// Waits until a checkpoint covering the latest commit is complete, then stops the backup.
+pub async fn settle(src: &Source, backup: Backup) {
+    let committed = src.db.current_versionstamp().await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        backup
+            .subscribe()
+            .wait_for(|s| s.last_checkpoint.is_some_and(|c| c >= committed)),
+    )
+    .await
+    .expect("a checkpoint of the latest state")
+    .unwrap();
+    backup.shutdown().await.unwrap();
+}
+
+/// [`backed_up_source`], then [`settle`]: the backup is complete and stopped. Returns the
+/// source and a reader of the backup.
+pub async fn settled_source(
+    store: Arc<dyn ObjectStore>,
+    prefix: &str,
+    rounds: u32,
+    checkpoints: u64,
+) -> (Source, BackupReader) {
+    let (src, backup) = backed_up_source(store.clone(), prefix, rounds, checkpoints).await;
+    settle(&src, backup).await;
+    (src, BackupReader::new(store, Path::from(prefix)))
 }
