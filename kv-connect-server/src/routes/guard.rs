@@ -44,7 +44,7 @@ where
     check_protocol_headers(req.headers(), state.database_id)?;
     state
         .limiter
-        .check_rate(TokenId::of_headers(req.headers()))?;
+        .check_rate(|| TokenId::of_headers(req.headers()))?;
     let (_, body) = read_body(req, state.max_body_size).await?;
     Ok(body)
 }
