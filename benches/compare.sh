@@ -16,15 +16,9 @@ root="$(dirname "$here")"
 # Built one at a time: building them together would unify their features and rebuild both.
 (cd "$root" && cargo build --release -p kv-connect-server && cargo build --release -p kv-bench)
 
-denokv="${DENOKV_BIN:-$here/.denokv/bin/denokv}"
-if [ ! -x "$denokv" ]; then
-    if [ -n "${DENOKV_BIN:-}" ]; then
-        echo "DENOKV_BIN=$DENOKV_BIN is not an executable" >&2
-        exit 1
-    fi
-    echo "installing denokv 0.14.0 into $here/.denokv (once)" >&2
-    cargo install denokv --locked --version 0.14.0 --root "$here/.denokv"
-fi
+# shellcheck source=lib/denokv.sh
+. "$here/lib/denokv.sh"
+denokv="$(denokv_bin)"
 
 exec python3 "$here/compare.py" \
     --server "$root/target/release/kv-connect-server" \

@@ -18,15 +18,9 @@ root="$(dirname "$here")"
 
 ref=()
 if [ -z "${NO_DENOKV:-}" ]; then
-    denokv="${DENOKV_BIN:-$here/.denokv/bin/denokv}"
-    if [ ! -x "$denokv" ]; then
-        if [ -n "${DENOKV_BIN:-}" ]; then
-            echo "DENOKV_BIN=$DENOKV_BIN is not an executable" >&2
-            exit 1
-        fi
-        echo "installing denokv 0.14.0 into $here/.denokv (once)" >&2
-        cargo install denokv --locked --version 0.14.0 --root "$here/.denokv"
-    fi
+    # shellcheck source=lib/denokv.sh
+    . "$here/lib/denokv.sh"
+    denokv="$(denokv_bin)"
     ref=(--denokv "$denokv")
 fi
 
