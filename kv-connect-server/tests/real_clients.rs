@@ -97,19 +97,7 @@ impl Server {
         .stdout(Stdio::piped())
         .stderr(fs::File::create(&stderr_path).unwrap())
         .env("RUST_LOG", "warn");
-        for var in [
-            "KV_CONNECT_ENGINE",
-            "KV_CONNECT_PATH",
-            "KV_CONNECT_ADDR",
-            "KV_CONNECT_TLS_CERT",
-            "KV_CONNECT_TLS_KEY",
-            "KV_CONNECT_READ_ONLY",
-            "KV_CONNECT_DATABASE_ID",
-            "KV_CONNECT_TOKEN_TTL",
-            "KV_CONNECT_HTTP2_MAX_CONCURRENT_STREAMS",
-        ] {
-            cmd.env_remove(var);
-        }
+        common::clear_server_env(&mut cmd);
         let mut child = ChildGuard(cmd.spawn().expect("spawn kv-connect-server"));
         let stdout = child.0.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();

@@ -68,22 +68,7 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(stderr)
             .env("RUST_LOG", "warn");
-        for var in [
-            "DATABASE_URL",
-            "KV_CONNECT_ENGINE",
-            "KV_CONNECT_PATH",
-            "KV_CONNECT_ADDR",
-            "KV_CONNECT_TLS_CERT",
-            "KV_CONNECT_TLS_KEY",
-            "KV_CONNECT_READ_ONLY",
-            "KV_CONNECT_DATABASE_ID",
-            "KV_CONNECT_DATABASE_SCHEMA",
-            "KV_CONNECT_TOKEN_TTL",
-            "KV_CONNECT_QUEUE_LEASE",
-            "KV_CONNECT_DATABASE_REPLICA_URL",
-        ] {
-            cmd.env_remove(var);
-        }
+        super::clear_server_env(&mut cmd);
         let mut child = cmd.spawn().map_err(|e| format!("spawn: {e}"))?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let (tx, rx) = mpsc::channel();

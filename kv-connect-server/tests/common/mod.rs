@@ -322,6 +322,32 @@ impl Drop for Proc {
     }
 }
 
+/// Environment variables through which the server binary takes settings that a test passes as
+/// arguments: tests that start it clear them ([`clear_server_env`]), so that the caller's
+/// environment cannot change what runs.
+pub const SERVER_SETTINGS_ENV: &[&str] = &[
+    "DATABASE_URL",
+    "KV_CONNECT_ENGINE",
+    "KV_CONNECT_PATH",
+    "KV_CONNECT_ADDR",
+    "KV_CONNECT_TLS_CERT",
+    "KV_CONNECT_TLS_KEY",
+    "KV_CONNECT_READ_ONLY",
+    "KV_CONNECT_DATABASE_ID",
+    "KV_CONNECT_DATABASE_SCHEMA",
+    "KV_CONNECT_DATABASE_REPLICA_URL",
+    "KV_CONNECT_TOKEN_TTL",
+    "KV_CONNECT_QUEUE_LEASE",
+    "KV_CONNECT_HTTP2_MAX_CONCURRENT_STREAMS",
+];
+
+/// Removes [`SERVER_SETTINGS_ENV`] from `cmd`'s environment.
+pub fn clear_server_env(cmd: &mut std::process::Command) {
+    for var in SERVER_SETTINGS_ENV {
+        cmd.env_remove(var);
+    }
+}
+
 /// Starts the binary with `args` (and the test token) and waits for its listening line.
 pub fn spawn(args: &[&str]) -> Proc {
     spawn_with(args, &[])
