@@ -5,6 +5,9 @@
 #                                          for benches/ and fuzz/ (workspaces of their own)
 #   clippy-main, clippy-benches, clippy-fuzz
 #                                          cargo clippy --workspace --all-targets -- -D warnings
+#   clippy-server-bare                     the server with no optional feature (no engine, no
+#                                          pitr): cargo clippy -p kv-connect-server
+#                                          --no-default-features --all-targets -- -D warnings
 #   test                                   cargo test --workspace --no-fail-fast: every crate's
 #                                          unit, integration, conformance, real-client (Deno and
 #                                          @deno/kv from npm), web console in a real browser
@@ -31,7 +34,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
 
-all_steps=(fmt-main fmt-benches fmt-fuzz clippy-main clippy-benches clippy-fuzz test node fuzz-smoke)
+all_steps=(fmt-main fmt-benches fmt-fuzz clippy-main clippy-benches clippy-fuzz clippy-server-bare test node fuzz-smoke)
 if [ $# -gt 0 ]; then steps=("$@"); else steps=("${all_steps[@]}"); fi
 
 logs="$root/target/test-logs"
@@ -50,6 +53,7 @@ step_command() {
     clippy-main) echo "cargo clippy --workspace --all-targets -- -D warnings" ;;
     clippy-benches) echo "(cd benches && cargo clippy --workspace --all-targets -- -D warnings)" ;;
     clippy-fuzz) echo "(cd fuzz && cargo clippy --workspace --all-targets -- -D warnings)" ;;
+    clippy-server-bare) echo "cargo clippy -p kv-connect-server --no-default-features --all-targets -- -D warnings" ;;
     test) echo "cargo test --workspace --no-fail-fast" ;;
     node) echo "(cd kv-node && npm ci --no-audit --no-fund && npm test)" ;;
     fuzz-smoke) echo "scripts/fuzz-smoke.sh" ;;
@@ -69,6 +73,7 @@ run_step_command() {
     clippy-fuzz)
       cd fuzz && CARGO_TARGET_DIR="$lint_target_dir" cargo clippy --workspace --all-targets -- -D warnings
       ;;
+    clippy-server-bare) cargo clippy -p kv-connect-server --no-default-features --all-targets -- -D warnings ;;
     test) cargo test --workspace --no-fail-fast ;;
     node) cd kv-node && npm ci --no-audit --no-fund && npm test ;;
     fuzz-smoke) FUZZ_LOG_DIR="$logs/fuzz" scripts/fuzz-smoke.sh ;;

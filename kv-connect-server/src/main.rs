@@ -242,6 +242,16 @@ pub(crate) enum MainError {
     #[cfg(feature = "postgres")]
     #[error("--database-replica-url cannot be combined with --replica-of (a replica has no primary database to read)")]
     ReplicaUrlOnReplica,
+    // Only engines construct it: a binary built with none has nothing to open.
+    #[cfg_attr(
+        not(any(
+            feature = "sqlite",
+            feature = "redb",
+            feature = "memory",
+            feature = "postgres"
+        )),
+        allow(dead_code)
+    )]
     #[error("cannot open the database: {location}: {source}")]
     Open {
         /// The file, or `memory`.
@@ -339,7 +349,10 @@ pub(crate) async fn open_db(cli: &DbArgs, config: kv_db::DbConfig) -> Result<kv_
                 })
         }
         #[allow(unreachable_patterns)]
-        other => Err(MainError::EngineMissing(other)),
+        other => {
+            drop(config);
+            Err(MainError::EngineMissing(other))
+        }
     }
 }
 
