@@ -343,7 +343,22 @@ where
         (Databases::Many(_), None) => return Err(not_found()),
     };
     *label = Some(state.database_name.clone());
-    let res = dispatch(&state, conn, route, grant, req).await?;
+    // A dequeue long poll re-authorizes while it waits (routes/revocable.rs).
+    let reauthorize: Option<revocable::Reauthorize> = (route == Route::QueueDequeue).then(|| {
+        let (access, token, database) = (access.clone(), token.to_string(), database.clone());
+        Box::new(move || {
+            access
+                .data_path(
+                    &token,
+                    database.as_ref(),
+                    Scope::Queue,
+                    std::time::SystemTime::now(),
+                )
+                .map(drop)
+                .map_err(ApiError::from)
+        }) as revocable::Reauthorize
+    });
+    let res = dispatch(&state, conn, route, grant, reauthorize, req).await?;
     Ok(match still_valid {
         Some(check) => revocable::end_when_invalid(res, check),
         None => res,
@@ -351,12 +366,13 @@ where
 }
 
 /// Runs the handler of `route` (the table's second column) on an authorized request; `grant`
-/// is the metadata exchange's caller.
+/// is the metadata exchange's caller, `reauthorize` re-checks a dequeue's credential.
 async fn dispatch<D: Database, B>(
     state: &AppState<D>,
     conn: ConnInfo,
     route: Route,
     grant: Option<Grant>,
+    reauthorize: Option<revocable::Reauthorize>,
     req: Request<B>,
 ) -> Result<Response<ResponseBody>, ApiError>
 where
@@ -385,7 +401,8 @@ where
         }
         Route::QueueDequeue => {
             let body = guard::data_request(state, req).await?;
-            queue::dequeue(state, &body).await
+            let reauthorize = reauthorize.unwrap_or_else(|| Box::new(|| Ok(())));
+            queue::dequeue(state, &body, reauthorize).await
         }
         Route::QueueFinish => {
             let body = guard::data_request(state, req).await?;

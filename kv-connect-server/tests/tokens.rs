@@ -414,3 +414,33 @@ async fn an_open_watch_stream_ends_when_its_token_is_revoked() {
         .expect("the access token's stream keeps sending keep-alives");
     assert!(matches!(more, Some(Ok(_))));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiting_dequeue_ends_with_the_refusal_when_its_token_is_revoked() {
+    let server = DirServer::start("dequeue-revoke", &[]);
+    server.create_db("app").await;
+    let (secret, _) = server.create_token("worker", "queue", Some("app")).await;
+    let kv = connect(&server.url("/db/app"), &secret).await;
+    // The longest poll: without the re-check it would answer an empty 200 after 30 s.
+    let poll = tokio::spawn(async move {
+        let body = queue_pb::DequeueRequest {
+            wait_ms: kv_proto::MAX_DEQUEUE_WAIT_MS,
+        };
+        kv.raw("queue/dequeue", body.encode_to_vec()).await
+    });
+    // Give the poll time to start waiting (if the revocation came first, the answer is the
+    // same refusal, from the router).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = server
+        .admin(
+            Method::DELETE,
+            "/admin/tokens/worker?database=app",
+            TOKEN,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let answer = poll.await.unwrap();
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.text());
+    assert!(answer.text().contains("revoked"), "{}", answer.text());
+}

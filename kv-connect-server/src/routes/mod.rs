@@ -10,7 +10,7 @@
 //! | [`queue`] | `POST /v2/queue/dequeue`, `POST /v2/queue/finish` (extension `queue-v1`) |
 //! | [`health`] | `GET /healthz` |
 //! | [`admin`] | `/admin/...` (databases and scoped tokens) |
-//! | [`revocable`] | what `POST /v2/watch` streams pass through: they end when their scoped token is revoked |
+//! | [`revocable`] | what `POST /v2/watch` streams pass through and dequeue long polls wait beside: they end when their scoped token is revoked |
 //! | [`metrics`] | `GET /metrics` (Prometheus; access token required) |
 //! | [`guard`] | what every data-path route passes first: token, protocol headers, body bound; the refusals of writes on a replica and on the `eventual` endpoint |
 

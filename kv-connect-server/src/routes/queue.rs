@@ -9,7 +9,9 @@
 //! - `dequeue` long-polls up to the request's `wait_ms`, capped at
 //!   [`kv_proto::MAX_DEQUEUE_WAIT_MS`], and answers an empty `DequeueResponse` when nothing
 //!   became ready or the server is shutting down; a message is leased to the caller until the
-//!   database's lease deadline.
+//!   database's lease deadline. If the caller's token is revoked or expires while it waits,
+//!   the poll ends at once with the refusal the next request would get
+//!   ([`revocable::refused`]); no message is leased to it.
 //! - `finish` ends a delivery by its 24-byte lease token; an unknown or expired lease is a 409.
 
 use std::time::Duration;
@@ -19,14 +21,17 @@ use kv_proto::{self as wire, queue_pb};
 use kv_traits::{Database, QueueLease};
 
 use super::guard::refuse_on_replica;
+use super::revocable::{self, Reauthorize};
 use crate::body::{protobuf_response, ResponseBody};
 use crate::error::ApiError;
 use crate::state::{stopped, AppState};
 
 /// `DequeueRequest` → `DequeueResponse` (empty when no message became ready in time).
+/// `reauthorize` re-checks the caller's credential while the poll waits.
 pub(crate) async fn dequeue<D: Database>(
     state: &AppState<D>,
     body: &[u8],
+    reauthorize: Reauthorize,
 ) -> Result<Response<ResponseBody>, ApiError> {
     refuse_on_replica(state)?;
     let request: queue_pb::DequeueRequest = wire::decode_request(body)?;
@@ -35,6 +40,7 @@ pub(crate) async fn dequeue<D: Database>(
     let dequeued = tokio::select! {
         r = state.db.dequeue(Duration::from_millis(u64::from(wait))) => r?,
         _ = stopped(&mut shutdown) => None,
+        refusal = revocable::refused(&reauthorize) => return Err(refusal),
     };
     let out = match dequeued {
         Some(m) => queue_pb::DequeueResponse {
