@@ -91,8 +91,12 @@ impl DataDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
         };
-        let record: Record = serde_json::from_slice(&bytes)
-            .map_err(|e| RegistryError::Provider(format!("{} is corrupt: {e}", path.display())))?;
+        let record: Record =
+            serde_json::from_slice(&bytes).map_err(|source| RegistryError::CorruptRecord {
+                name: name.to_string(),
+                path: path.clone(),
+                source,
+            })?;
         Ok(Some(DatabaseInfo {
             name: name.to_string(),
             database_id: record.database_id,

@@ -133,18 +133,52 @@ impl From<NameError> for ApiError {
 
 impl From<RegistryError> for ApiError {
     /// Bad names 400, unknown databases 404, taken names 409, a single-database server 400,
-    /// stopping 503, storage failures 500.
+    /// stopping 503; a database's own errors as [`kv_error_status`] maps them.
+    ///
+    /// A database that exists but cannot be served because of the server's side (created with
+    /// another engine, a corrupt record, the data directory failing) is a server fault: 500,
+    /// with a message saying which fault and that the operator must fix it, never a 4xx, which
+    /// the clients would show as their own mistake. Deno retries it, which is what a client
+    /// should do while the operator repairs the server. Server paths stay out of the answer
+    /// and go to the log instead.
     fn from(err: RegistryError) -> Self {
-        let status = match &err {
-            RegistryError::Name(_) | RegistryError::SingleDatabase => StatusCode::BAD_REQUEST,
-            RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
-            RegistryError::AlreadyExists(_) => StatusCode::CONFLICT,
-            RegistryError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
-            RegistryError::Database { source, .. } => return source.clone().into(),
-            RegistryError::Io { .. } | RegistryError::Provider(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+        let server_fault = |message: String| {
+            tracing::error!(error = %err, "a database cannot be served");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
         };
+        let status =
+            match &err {
+                RegistryError::Name(_) | RegistryError::SingleDatabase => StatusCode::BAD_REQUEST,
+                RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
+                RegistryError::AlreadyExists(_) => StatusCode::CONFLICT,
+                RegistryError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+                RegistryError::Database { source, .. } => return source.clone().into(),
+                RegistryError::EngineMismatch { created_with, .. } => {
+                    return server_fault(format!(
+                    "{} This is a server configuration error: the server's operator must serve \
+                     this database with --engine {created_with}.",
+                    sentence(&err)
+                ))
+                }
+                RegistryError::CorruptRecord { name, .. } => {
+                    return server_fault(format!(
+                    "Database {name:?} cannot be opened: the server's record of it is corrupt. \
+                     This is a server-side fault: the server's operator must repair the record \
+                     (the server log names the file)."
+                ))
+                }
+                RegistryError::Io { .. } => return server_fault(
+                    "The server cannot access its data directory. This is a server-side fault: \
+                     the server's operator must fix it (the server log has the details)."
+                        .to_string(),
+                ),
+                RegistryError::Provider(_) => {
+                    return server_fault(format!(
+                        "{} This is a server-side fault: the server's operator must fix it.",
+                        sentence(&err)
+                    ))
+                }
+            };
         ApiError::new(status, sentence(&err))
     }
 }
@@ -209,5 +243,58 @@ mod tests {
         }
         let (_, msg) = kv_error_status(&ValueError::UnknownEncoding(7).into());
         assert!(msg.contains("encoding 7"), "{msg}");
+    }
+
+    #[test]
+    fn databases_the_server_cannot_serve_are_server_faults_that_say_which() {
+        let mismatch = ApiError::from(RegistryError::EngineMismatch {
+            name: "app".into(),
+            created_with: "sqlite".into(),
+            serving: "redb".into(),
+        });
+        assert_eq!(mismatch.status, StatusCode::INTERNAL_SERVER_ERROR);
+        for part in [
+            "\"app\"",
+            "sqlite engine",
+            "--engine redb",
+            "server configuration error",
+        ] {
+            assert!(
+                mismatch.message.contains(part),
+                "{part}: {}",
+                mismatch.message
+            );
+        }
+        let source = match serde_json::from_str::<serde_json::Value>("{") {
+            Err(e) => e,
+            Ok(v) => panic!("parsed {v}"),
+        };
+        let corrupt = ApiError::from(RegistryError::CorruptRecord {
+            name: "app".into(),
+            path: "/srv/secret/databases/app/database.json".into(),
+            source,
+        });
+        assert_eq!(corrupt.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            corrupt.message.contains("record of it is corrupt"),
+            "{}",
+            corrupt.message
+        );
+        assert!(
+            !corrupt.message.contains("/srv/secret"),
+            "{}",
+            corrupt.message
+        );
+        let io = ApiError::from(RegistryError::Io {
+            what: "reading /srv/secret/databases/app/database.json".into(),
+            source: std::io::Error::other("denied"),
+        });
+        assert_eq!(io.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!io.message.contains("/srv/secret"), "{}", io.message);
+        let closed = ApiError::from(RegistryError::Database {
+            name: "app".into(),
+            source: KvError::Closed,
+        });
+        assert_eq!(closed.status, StatusCode::SERVICE_UNAVAILABLE);
     }
 }

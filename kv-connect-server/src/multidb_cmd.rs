@@ -70,39 +70,47 @@ impl DataDirProvider {
             .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
         let engine = engine_name(self.db_args.engine);
         if info.engine != engine {
-            return Err(RegistryError::Provider(format!(
-                "database {name} was created with the {} engine; this server runs --engine {engine}",
-                info.engine
-            )));
+            return Err(RegistryError::EngineMismatch {
+                name: name.to_string(),
+                created_with: info.engine,
+                serving: engine.to_string(),
+            });
         }
         let args = self.args_for(name, &info);
-        let failed = |e: crate::MainError| RegistryError::Provider(e.to_string());
+        // The engine's own error keeps its type (and so its status); anything else (e.g. the
+        // backup failing to start) is the provider's.
+        let failed = |e: crate::MainError| match e {
+            crate::MainError::Open { source, .. } => RegistryError::Database {
+                name: name.to_string(),
+                source,
+            },
+            other => RegistryError::Provider(other.to_string()),
+        };
         #[cfg(feature = "pitr")]
         if let Some(backup) = self.backup.as_ref().filter(|b| b.backup_to.is_some()) {
             let base = backup.backup_to.as_deref().unwrap_or_default();
             let url = format!("{}/{name}/", base.trim_end_matches('/'));
-            let (db, companion, report, _gauges) =
+            let (db, companion, report, gauges) =
                 crate::pitr_cmd::open_with_backup(&args, self.db_config.clone(), backup, &url)
                     .await
                     .map_err(failed)?;
+            let mut backup_args = backup.clone();
+            backup_args.backup_to = Some(url);
+            let console_backup =
+                crate::console_cmd::backup_report(&backup_args, &companion).map_err(failed)?;
             let on_close: kv_connect_server::registry::CloseHook =
                 Box::new(move || companion.stop().boxed());
-            return Ok(OpenedDatabase {
-                db,
-                database_id: info.database_id,
-                on_close: Some(on_close),
-                health_report: Some(report),
-            });
+            let mut opened = OpenedDatabase::new(db, info.database_id);
+            opened.on_close = Some(on_close);
+            opened.health_report = Some(report);
+            opened.metrics_report = Some(gauges);
+            opened.console_backup = console_backup;
+            return Ok(opened);
         }
         let db = open_db(&args, self.db_config.clone())
             .await
             .map_err(failed)?;
-        Ok(OpenedDatabase {
-            db,
-            database_id: info.database_id,
-            on_close: None,
-            health_report: None,
-        })
+        Ok(OpenedDatabase::new(db, info.database_id))
     }
 }
 

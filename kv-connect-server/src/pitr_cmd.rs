@@ -348,7 +348,7 @@ pub(crate) async fn open_with_backup(
     let gauges = backup.subscribe();
     let metrics: kv_connect_server::MetricsReport = Arc::new(move || {
         let s = gauges.borrow().clone();
-        vec![
+        let mut out = vec![
             GaugeSample {
                 name: "kv_backup_lag_seconds",
                 help: "How far the continuous backup lags behind the latest commit",
@@ -364,7 +364,15 @@ pub(crate) async fn open_with_backup(
                 help: "1 while the last backup attempt failed",
                 value: f64::from(u8::from(s.last_error.is_some())),
             },
-        ]
+        ];
+        if let Some(ms) = s.last_upload_at_ms {
+            out.push(GaugeSample {
+                name: "kv_backup_last_upload_timestamp_seconds",
+                help: "Unix time of the backup's last successful upload (absent before the first)",
+                value: ms as f64 / 1000.0,
+            });
+        }
+        out
     });
     let status = backup.subscribe();
     let report: kv_connect_server::HealthReport = Arc::new(move || {

@@ -107,6 +107,24 @@ pub struct OpenedDatabase<D> {
     pub on_close: Option<CloseHook>,
     /// Its `/healthz` lines (e.g. its backup's lag), shown prefixed with `<name>.`.
     pub health_report: Option<crate::HealthReport>,
+    /// Its extra `/metrics` gauges (e.g. its backup's lag), labelled with its name.
+    pub metrics_report: Option<crate::MetricsReport>,
+    /// Its backup as the web console shows it (`/console/api/backup`), if it has one.
+    pub console_backup: Option<crate::console::ConsoleReport>,
+}
+
+impl<D> OpenedDatabase<D> {
+    /// `db`, advertised as `database_id`, with no hook and no reports.
+    pub fn new(db: D, database_id: Uuid) -> OpenedDatabase<D> {
+        OpenedDatabase {
+            db,
+            database_id,
+            on_close: None,
+            health_report: None,
+            metrics_report: None,
+            console_backup: None,
+        }
+    }
 }
 
 /// Errors of the registry and its provider.
@@ -135,6 +153,28 @@ pub enum RegistryError {
         /// The cause.
         source: KvError,
     },
+    /// The database exists but was created with another storage engine than the server runs:
+    /// a server configuration error (the operator must start the server with that engine).
+    #[error("database {name:?} was created with the {created_with} engine, but this server runs --engine {serving}")]
+    EngineMismatch {
+        /// The database.
+        name: String,
+        /// The engine its record names.
+        created_with: String,
+        /// The server's engine.
+        serving: String,
+    },
+    /// The provider's record of the database cannot be read back (e.g. a damaged
+    /// `database.json`): the operator must repair or remove it.
+    #[error("the record of database {name:?} at {path} is corrupt: {source}")]
+    CorruptRecord {
+        /// The database.
+        name: String,
+        /// The record's file.
+        path: std::path::PathBuf,
+        /// The parse error.
+        source: serde_json::Error,
+    },
     /// The provider's storage failed (files, directories).
     #[error("{what}: {source}")]
     Io {
@@ -143,7 +183,8 @@ pub enum RegistryError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The provider refuses for another reason (e.g. an engine mismatch).
+    /// The provider refuses for another reason (e.g. another server holds the data directory,
+    /// the database's backup cannot start).
     #[error("{0}")]
     Provider(String),
 }
@@ -168,6 +209,8 @@ pub trait DatabaseProvider<D>: Send + Sync + 'static {
 struct Entry<D> {
     state: Arc<AppState<D>>,
     health_report: Option<crate::HealthReport>,
+    metrics_report: Option<crate::MetricsReport>,
+    console_backup: Option<crate::console::ConsoleReport>,
     stop: watch::Sender<bool>,
     on_close: Mutex<Option<CloseHook>>,
 }
@@ -263,6 +306,8 @@ impl<D: Database> Registry<D> {
         let entry = Arc::new(Entry {
             state: state.clone(),
             health_report: opened.health_report,
+            metrics_report: opened.metrics_report,
+            console_backup: opened.console_backup,
             stop,
             on_close: Mutex::new(opened.on_close),
         });
@@ -321,6 +366,12 @@ impl<D: Database> Registry<D> {
         Ok(())
     }
 
+    /// The console's backup report of the open database `name`, if it has a backup.
+    pub(crate) fn console_backup(&self, name: &DbName) -> Option<crate::console::ConsoleReport> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(name).and_then(|e| e.console_backup.clone())
+    }
+
     /// The `/healthz` lines of the open databases, each prefixed with `<name>.`, by name.
     pub(crate) fn health_lines(&self) -> String {
         let reports: Vec<(DbName, crate::HealthReport)> = {
@@ -374,8 +425,9 @@ impl<D: Database> Registry<D> {
     }
 }
 
-/// `/metrics` reports every open database under its name (a database not opened since the
-/// server started has no counters yet and is not listed).
+/// `/metrics` reports every open database under its name, with its extra gauges (e.g. its
+/// backup's lag) (a database not opened since the server started has no counters yet and is
+/// not listed).
 impl<D: Database> crate::metrics::StatsSource for Registry<D> {
     fn collect(&self) -> Vec<crate::metrics::DatabaseSample> {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
@@ -384,7 +436,11 @@ impl<D: Database> crate::metrics::StatsSource for Registry<D> {
             .map(|(name, entry)| crate::metrics::DatabaseSample {
                 name: name.as_str().to_string(),
                 stats: entry.state.db.stats(),
-                gauges: Vec::new(),
+                gauges: entry
+                    .metrics_report
+                    .as_ref()
+                    .map(|r| r())
+                    .unwrap_or_default(),
             })
             .collect();
         samples.sort_by(|a, b| a.name.cmp(&b.name));

@@ -506,12 +506,7 @@ impl kv_connect_server::DatabaseProvider<kv_db::Db> for MemoryProvider {
             let db = kv_db::Db::open(backend, kv_db::DbConfig::default())
                 .await
                 .unwrap();
-            Ok(kv_connect_server::registry::OpenedDatabase {
-                db,
-                database_id: id,
-                on_close: None,
-                health_report: None,
-            })
+            Ok(kv_connect_server::registry::OpenedDatabase::new(db, id))
         })
     }
 
@@ -567,4 +562,45 @@ async fn deleting_a_database_lets_an_in_flight_write_finish() {
     assert!(registry.info(&name).unwrap().is_none());
     let _ = stop.send(());
     serving.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_the_server_cannot_open_is_a_server_fault_that_says_which() {
+    let server = DirServer::start("unservable", &[]);
+    server.create_db("fine").await;
+    let databases = server.data().join("databases");
+    // Created by a server running another engine, and a record damaged on disk.
+    let record = serde_json::json!({
+        "database_id": uuid::Uuid::new_v4(),
+        "created_at_ms": 0,
+        "engine": "redb",
+    });
+    std::fs::create_dir_all(databases.join("elsewhere")).unwrap();
+    std::fs::write(
+        databases.join("elsewhere/database.json"),
+        record.to_string(),
+    )
+    .unwrap();
+    std::fs::create_dir_all(databases.join("broken")).unwrap();
+    std::fs::write(databases.join("broken/database.json"), "{not json").unwrap();
+
+    let r = exchange(&server.url("/db/elsewhere"), TOKEN).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.text());
+    for part in [
+        "created with the redb engine",
+        "--engine sqlite",
+        "server configuration error",
+    ] {
+        assert!(r.text().contains(part), "{part}: {}", r.text());
+    }
+    let r = exchange(&server.url("/db/broken"), TOKEN).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.text());
+    assert!(r.text().contains("record of it is corrupt"), "{}", r.text());
+    assert!(r.text().contains("server-side fault"), "{}", r.text());
+    // The server's paths stay in its log.
+    let root = server.data().display().to_string();
+    assert!(!r.text().contains(&root), "{}", r.text());
+    // The other databases are served as before.
+    let r = exchange(&server.url("/db/fine"), TOKEN).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 }

@@ -289,3 +289,45 @@ async fn the_binary_serves_the_metrics_listener_with_backup_lag() {
         .success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_many_databases_each_database_exports_its_backup_gauges() {
+    let dir = common::temp_dir("metrics-multidb-backup");
+    let backup = dir.join("backup");
+    let server = common::multidb::DirServer::start(
+        "metrics-backup",
+        &[
+            "--engine",
+            "memory",
+            "--backup-to",
+            backup.to_str().unwrap(),
+        ],
+    );
+    for name in ["alpha", "beta"] {
+        server.create_db(name).await;
+        let kv = common::multidb::connect(&server.url(&format!("/db/{name}")), TOKEN).await;
+        assert_eq!(
+            kv.write(&write_of(vec![set(&key("k"), b"v")])).await.status,
+            pb::AtomicWriteStatus::AwSuccess as i32
+        );
+    }
+    let addr = server.proc.as_ref().expect("server running").addr;
+    // Both databases' gauges, each under its own label, once each has shipped something.
+    let shipped = |text: &str, name: &str| {
+        let db = [("database", name)];
+        sample(text, "kv_backup_lag_seconds", &db).is_some()
+            && sample(text, "kv_backup_failing", &db) == Some(0.0)
+            && sample(text, "kv_backup_last_upload_timestamp_seconds", &db).is_some_and(|t| t > 0.0)
+    };
+    let mut text = String::new();
+    for _ in 0..600 {
+        text = common::exposition::scrape_at(addr).await;
+        if shipped(&text, "alpha") && shipped(&text, "beta") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(shipped(&text, "alpha") && shipped(&text, "beta"), "{text}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
