@@ -4,6 +4,7 @@
 // (textContent), never as HTML.
 
 const TOKEN_KEY = "kv-console-token";
+const DATABASE_KEY = "kv-console-database";
 const PART_TYPES = ["string", "number", "bigint", "boolean", "bytes"];
 
 const $ = (id) => document.getElementById(id);
@@ -33,6 +34,15 @@ function token() {
   return sessionStorage.getItem(TOKEN_KEY) || "";
 }
 
+// The database picked on a server with many databases (`null` on a single-database server).
+const databases = { many: false, current: null };
+
+function apiUrl(path) {
+  const url = `/console/api/${path}`;
+  if (path === "databases" || !databases.many || !databases.current) return url;
+  return `${url}?database=${encodeURIComponent(databases.current)}`;
+}
+
 async function api(path, body, signal) {
   const init = {
     method: body === undefined ? "GET" : "POST",
@@ -45,7 +55,7 @@ async function api(path, body, signal) {
     init.headers["content-type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  const res = await fetch(`/console/api/${path}`, init);
+  const res = await fetch(apiUrl(path), init);
   if (path === "watch" && res.ok) return res;
   let data = null;
   try {
@@ -231,11 +241,10 @@ function message(text, kind = "") {
 }
 
 function showEntry(data) {
+  leaveNewEntry();
   entry.key = data.key;
   entry.versionstamp = data.versionstamp;
-  entry.isNew = false;
   $("entry-title").textContent = "Entry";
-  $("entry-key-editor").hidden = true;
   $("entry-key").replaceChildren(keyView(data.key, data.key_hex));
   const meta = $("entry-meta");
   meta.replaceChildren();
@@ -248,9 +257,26 @@ function showEntry(data) {
   $("watch-entry").disabled = false;
 }
 
+// Leaves "new entry" mode: the key editor is hidden and emptied, so its parts can never be
+// saved while another entry is shown.
+function leaveNewEntry() {
+  entry.isNew = false;
+  const editor = $("entry-key-editor");
+  editor.hidden = true;
+  editor.replaceChildren();
+}
+
 async function openEntry(key) {
   const seq = ++entry.seq;
   stopWatch();
+  leaveNewEntry();
+  // The panel shows this key from now on, even while it loads or if it cannot be read.
+  entry.key = key;
+  entry.versionstamp = null;
+  $("entry-title").textContent = "Entry";
+  $("entry-key").replaceChildren(keyView(key, ""));
+  $("entry-meta").replaceChildren();
+  $("entry-tree").replaceChildren();
   $("watch-panel").hidden = true;
   $("entry").hidden = false;
   message("");
@@ -293,6 +319,7 @@ async function saveEntry() {
     return;
   }
   const key = entry.isNew ? readParts($("entry-key-editor")) : entry.key;
+  if (!key) return;
   try {
     const out = await api("set", { key, value, versionstamp: entry.versionstamp });
     message(`Saved (versionstamp ${out.versionstamp}).`, "saved");
@@ -312,10 +339,11 @@ async function deleteEntry() {
   if (entry.isNew || !entry.key) return;
   try {
     await api("delete", { key: entry.key, versionstamp: entry.versionstamp });
-    message("Deleted.", "saved");
+    message("Deleted. Save writes it again.", "saved");
+    // Still this key: saving re-creates it (only if nobody has written it meanwhile).
     entry.versionstamp = null;
-    entry.isNew = true;
     $("delete-entry").disabled = true;
+    $("watch-entry").disabled = false;
   } catch (err) {
     message(err.message, err.status === 409 ? "conflict" : "failed");
   }
@@ -380,7 +408,9 @@ function fillMeta(dl, pairs) {
 async function loadStatus() {
   try {
     const s = await api("status");
-    const pairs = [["status", s.ok ? "ok" : "failing"], ["database id", s.database_id]];
+    const pairs = [["status", s.ok ? "ok" : "failing"]];
+    if (s.database) pairs.push(["database", s.database]);
+    pairs.push(["database id", s.database_id]);
     if (s.replica) pairs.push(["replica of", s.replica.source]);
     for (const [k, v] of Object.entries(s.health || {})) pairs.push([k, v]);
     fillMeta($("health"), pairs);
@@ -418,6 +448,49 @@ async function loadBackup() {
 
 // ---- Shell --------------------------------------------------------------------------------
 
+function closeEntry() {
+  entry.seq++;
+  stopWatch();
+  leaveNewEntry();
+  entry.key = null;
+  entry.versionstamp = null;
+  $("entry").hidden = true;
+}
+
+// Asks which databases the token may see and fills the picker (hidden on a single-database
+// server); keeps the picked database across reloads of the tab if it is still there.
+async function loadDatabases() {
+  const d = await api("databases");
+  databases.many = !!d.many;
+  const picker = $("database");
+  picker.replaceChildren();
+  $("database-picker").hidden = !databases.many;
+  if (!databases.many) {
+    databases.current = null;
+    return;
+  }
+  const names = (d.databases || []).map((db) => db.name);
+  if (names.length === 0) {
+    throw new ApiError(403, { error: "This token may not open any database of this server (it needs the admin scope)." });
+  }
+  for (const name of names) picker.append(el("option", { value: name, text: name }));
+  const saved = sessionStorage.getItem(DATABASE_KEY);
+  databases.current = names.includes(saved) ? saved : names[0];
+  picker.value = databases.current;
+}
+
+function pickDatabase(name) {
+  databases.current = name;
+  sessionStorage.setItem(DATABASE_KEY, name);
+  closeEntry();
+  browse.seq++;
+  browse.prefix = [];
+  browse.cursor = null;
+  $("entries").tBodies[0].replaceChildren();
+  if (!$("status").hidden) loadStatus();
+  else listEntries(true);
+}
+
 function showTab(name) {
   for (const b of document.querySelectorAll(".tab")) b.classList.toggle("active", b.dataset.tab === name);
   $("browse").hidden = name !== "browse";
@@ -435,6 +508,10 @@ function signedIn() {
 function signOut(reason = "") {
   stopWatch();
   sessionStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(DATABASE_KEY);
+  databases.many = false;
+  databases.current = null;
+  $("database-picker").hidden = true;
   $("sign-in").hidden = false;
   $("tabs").hidden = true;
   $("browse").hidden = true;
@@ -448,6 +525,7 @@ async function signIn(ev) {
   sessionStorage.setItem(TOKEN_KEY, value);
   $("token").value = "";
   try {
+    await loadDatabases();
     await api("status");
     signedIn();
   } catch (err) {
@@ -464,14 +542,15 @@ function init() {
   $("list-button").addEventListener("click", () => listEntries(true));
   $("next-page").addEventListener("click", () => listEntries(false));
   $("new-entry").addEventListener("click", newEntry);
-  $("close-entry").addEventListener("click", () => { stopWatch(); $("entry").hidden = true; });
+  $("close-entry").addEventListener("click", closeEntry);
+  $("database").addEventListener("change", (ev) => pickDatabase(ev.target.value));
   $("save-entry").addEventListener("click", saveEntry);
   $("delete-entry").addEventListener("click", deleteEntry);
   $("reload-entry").addEventListener("click", () => entry.key && openEntry(entry.key));
   $("watch-entry").addEventListener("click", () => (entry.watch ? stopWatch() : startWatch()));
   $("load-backup").addEventListener("click", loadBackup);
   if (token()) {
-    api("status").then(signedIn, () => {});
+    loadDatabases().then(() => api("status")).then(signedIn, () => {});
   }
 }
 

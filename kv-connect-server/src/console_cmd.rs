@@ -1,14 +1,19 @@
 //! `--console`: the binary's settings of the web console ([`kv_connect_server::console`]), with
-//! the reports the generic server cannot compute itself: queue counts from `kv-db` and, with
-//! `--backup-to`, the backup's settings, status and recovery points from `kv-pitr`.
+//! the reports the generic server cannot compute itself: queue counts by a scan from `kv-db`
+//! (a shared store only: elsewhere the counters are exact) and, with `--backup-to`, the
+//! backup's settings, status and recovery points from `kv-pitr` (per database with
+//! `--data-dir`).
 
 use std::sync::Arc;
 
 use kv_connect_server::console::{ConsoleConfig, ConsoleReport};
 use serde_json::json;
 
-/// The console settings for `db`, with the backup report if there is one.
+/// The console settings for `db`, with the backup report if there is one. Its queue counters
+/// are exact unless the store is shared with other servers: only then does the console count
+/// by scanning the queue.
 pub(crate) fn console_config(db: &kv_db::Db, backup: Option<ConsoleReport>) -> ConsoleConfig {
+    let shared_store = db.is_shared();
     let db = db.clone();
     let queues: ConsoleReport = Arc::new(move || {
         let db = db.clone();
@@ -18,8 +23,19 @@ pub(crate) fn console_config(db: &kv_db::Db, backup: Option<ConsoleReport>) -> C
         })
     });
     ConsoleConfig {
-        queues: Some(queues),
+        queues: shared_store.then_some(queues),
         backup,
+        shared_store,
+    }
+}
+
+/// The console settings of a server with many databases served by `engine`: queue counts
+/// from each database's counters, backups from each database's provider.
+pub(crate) fn many_console_config(engine: crate::Engine) -> ConsoleConfig {
+    ConsoleConfig {
+        queues: None,
+        backup: None,
+        shared_store: engine == crate::Engine::Postgres,
     }
 }
 

@@ -206,8 +206,9 @@ struct ServeArgs {
     ops: Box<ops_args::OpsArgs>,
 
     /// Serve the web console at `/console`: browse and edit keys, watch a key, queue counts,
-    /// backups and health. Sign in with the access token.
-    #[arg(long, env = "KV_CONNECT_CONSOLE", conflicts_with = "data_dir")]
+    /// backups and health (with --data-dir: of the database picked on the page). Sign in with
+    /// the access token or an admin token.
+    #[arg(long, env = "KV_CONNECT_CONSOLE")]
     console: bool,
 
     /// HTTP/2 streams one connection may have open at once. Deno carries every `watch()` of one
@@ -507,7 +508,7 @@ async fn serve_many(
     cli: &ServeArgs,
     dir: &std::path::Path,
     db_config: kv_db::DbConfig,
-    config: ServerConfig,
+    mut config: ServerConfig,
     scheme: &str,
 ) -> Result<(), MainError> {
     #[cfg(feature = "pitr")]
@@ -516,6 +517,9 @@ async fn serve_many(
     }
     if !cfg!(feature = "postgres") && cli.db.engine == Engine::Postgres {
         return Err(MainError::EngineMissing(Engine::Postgres));
+    }
+    if cli.console {
+        config.console = Some(console_cmd::many_console_config(cli.db.engine));
     }
     let data_dir = kv_connect_server::datadir::DataDir::new(dir);
     let _lock = multidb_cmd::lock(&data_dir)?;
@@ -532,7 +536,7 @@ async fn serve_many(
         .await?;
     // Signal handlers before the listening line: a SIGTERM after it is always graceful.
     let signal = kv_connect_server::shutdown_signal();
-    tracing::info!(engine = ?cli.db.engine, data_dir = %dir.display(), read_only = cli.read_only, "serving the databases of a data directory");
+    tracing::info!(engine = ?cli.db.engine, data_dir = %dir.display(), read_only = cli.read_only, console = cli.console, "serving the databases of a data directory");
     print_listening(scheme, server.local_addr());
     server.serve_with_shutdown(signal).await?;
     Ok(())

@@ -497,6 +497,7 @@ async fn status_reports_health_and_the_configured_reports() {
                 Box::pin(async { Ok(json!({"ready": 3, "delayed": 0, "leased": 1})) })
             })),
             backup: None,
+            shared_store: true,
         });
     })
     .await;
@@ -510,6 +511,8 @@ async fn status_reports_health_and_the_configured_reports() {
     assert_eq!(status["ok"], true);
     assert_eq!(status["health"]["backup_lag_ms"], "12");
     assert_eq!(status["queues"]["ready"], 3);
+    // Dead letters always come from the counters, beside the scan.
+    assert_eq!(status["queues"]["dead_lettered"], 0);
     assert_eq!(status["backup"], false);
     let r = get(
         &server,
@@ -611,17 +614,195 @@ fn nonce() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
-#[test]
-fn the_console_is_refused_with_many_databases() {
-    let out = std::process::Command::new(common::BIN)
-        .args(["--console", "--data-dir", "/nonexistent-console-test"])
-        .env("DENO_KV_ACCESS_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("--console") && stderr.contains("--data-dir"),
-        "{stderr}"
-    );
+#[tokio::test]
+async fn queue_counts_and_dead_letters_come_from_the_counters_without_a_scan() {
+    use kv_traits::{AtomicWrite, Enqueue};
+    // No scan report: the counters of an unshared store are exact.
+    let server = console_server().await;
+    let enqueue = |dead_letter: &str| AtomicWrite {
+        enqueues: vec![Enqueue {
+            payload: vec![1],
+            deadline_ms: 0,
+            keys_if_undelivered: vec![encode_key(&[KeyPart::String(dead_letter.into())]).unwrap()],
+            backoff_schedule: Some(vec![]),
+        }],
+        ..Default::default()
+    };
+    for dl in ["dl-1", "dl-2"] {
+        server.db.atomic_write(enqueue(dl)).await.unwrap();
+    }
+    // One delivery fails for good (no retries): it is dead-lettered.
+    let message = server
+        .db
+        .dequeue(std::time::Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("a message is ready");
+    server.db.finish(message.lease, false).await.unwrap();
+    let r = get(
+        &server,
+        "/console/api/status",
+        &[("authorization", &auth())],
+    )
+    .await;
+    let status: Value = serde_json::from_slice(&r.body).unwrap();
+    let queues = &status["queues"];
+    assert_eq!(queues["waiting"], 1, "{queues}");
+    assert_eq!(queues["leased"], 0, "{queues}");
+    assert_eq!(queues["dead_lettered"], 1, "{queues}");
+    assert_eq!(queues["dropped"], 0, "{queues}");
+    assert!(queues["source"]
+        .as_str()
+        .is_some_and(|s| s.contains("counters")));
+}
+
+/// A `/console/api/<path>` call on `server` (a binary with many databases) as `token`.
+async fn dir_api(
+    server: &common::multidb::DirServer,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let auth = format!("Bearer {token}");
+    let r = match body {
+        Some(body) => {
+            common::post(
+                Proto::Http1,
+                &server.url(&format!("/console/api/{path}")),
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                body.to_string(),
+            )
+            .await
+        }
+        None => {
+            let req = Request::get(server.url(&format!("/console/api/{path}")))
+                .header("authorization", &auth)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            send(Proto::Http1, req).await
+        }
+    };
+    assert_eq!(r.content_type(), "application/json", "{}", r.text());
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_many_databases_the_console_serves_the_one_picked_that_the_token_may_see() {
+    let server = common::multidb::DirServer::start("console", &["--console"]);
+    server.create_db("app").await;
+    server.create_db("other").await;
+    let (app_admin, _) = server.create_token("app-admin", "admin", Some("app")).await;
+    let (reader, _) = server.create_token("reader", "read", None).await;
+
+    // The picker's list: every database for the access token, only its own for a bound token.
+    let names = |v: &Value| -> Vec<String> {
+        v["databases"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|d| d["name"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (st, all) = dir_api(&server, "databases", TOKEN, None).await;
+    assert_eq!(st, StatusCode::OK, "{all}");
+    assert_eq!(all["many"], true);
+    assert_eq!(names(&all), ["app", "other"]);
+    let (st, own) = dir_api(&server, "databases", &app_admin, None).await;
+    assert_eq!(st, StatusCode::OK, "{own}");
+    assert_eq!(names(&own), ["app"]);
+    let (_, none) = dir_api(&server, "databases", &reader, None).await;
+    assert_eq!(names(&none), Vec::<String>::new());
+    let (st, _) = dir_api(&server, "databases", "kvt_00_00", None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+
+    // Each call names its database; writes land in that one only.
+    let key = json!([s("greeting")]);
+    let (st, out) = dir_api(
+        &server,
+        "set?database=app",
+        &app_admin,
+        Some(json!({"key": key, "value": "hello"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{out}");
+    let (st, entry) = dir_api(
+        &server,
+        "get?database=app",
+        TOKEN,
+        Some(json!({"key": key})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{entry}");
+    assert_eq!(entry["notation"], "hello");
+    let (st, _) = dir_api(
+        &server,
+        "get?database=other",
+        TOKEN,
+        Some(json!({"key": key})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, status) = dir_api(&server, "status?database=app", &app_admin, None).await;
+    assert_eq!(st, StatusCode::OK, "{status}");
+    assert_eq!(status["database"], "app");
+    assert_eq!(status["queues"]["waiting"], 0, "{status}");
+    assert_eq!(status["queues"]["dead_lettered"], 0, "{status}");
+    let (st, backup) = dir_api(&server, "backup?database=app", TOKEN, None).await;
+    assert_eq!(st, StatusCode::OK, "{backup}");
+    assert_eq!(backup["enabled"], false);
+
+    // A token bound to one database sees nothing of another; bad picks are clear 4xx.
+    for (path, token, want) in [
+        (
+            "list?database=other",
+            app_admin.as_str(),
+            StatusCode::FORBIDDEN,
+        ),
+        ("list?database=app", reader.as_str(), StatusCode::FORBIDDEN),
+        ("list", TOKEN, StatusCode::BAD_REQUEST),
+        (
+            "list?database=Not%20a%20name",
+            TOKEN,
+            StatusCode::BAD_REQUEST,
+        ),
+        ("list?database=missing", TOKEN, StatusCode::NOT_FOUND),
+    ] {
+        let (st, out) = dir_api(&server, path, token, Some(json!({"prefix": []}))).await;
+        assert_eq!(st, want, "{path}: {out}");
+        assert!(
+            out["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{out}"
+        );
+    }
+    let (st, out) = dir_api(&server, "status?database=other", &app_admin, None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{out}");
+}
+
+#[tokio::test]
+async fn a_single_database_server_refuses_a_database_pick() {
+    let server = console_server().await;
+    let r = get(
+        &server,
+        "/console/api/databases",
+        &[("authorization", &auth())],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["many"], false);
+    let r = get(
+        &server,
+        "/console/api/status?database=app",
+        &[("authorization", &auth())],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
 }

@@ -27,9 +27,10 @@ use serde_json::{json, Value};
 use super::guard::json_response;
 use super::keys::{self, PartJson};
 use super::values;
-use super::ConsoleConfig;
+use super::{ConsoleConfig, ConsoleReport};
 use crate::body::ResponseBody;
 use crate::error::ApiError;
+use crate::registry::DatabaseInfo;
 use crate::state::AppState;
 
 /// Default and largest page size of `list`.
@@ -113,10 +114,46 @@ fn ok(value: &Value) -> Result<Response<ResponseBody>, ApiError> {
     Ok(json_response(StatusCode::OK, value))
 }
 
-/// `GET /console/api/status`.
+/// `GET /console/api/databases`: `None` on a single-database server, else the databases the
+/// caller may see.
+pub(super) fn databases(seen: Option<&[DatabaseInfo]>) -> Response<ResponseBody> {
+    let out = match seen {
+        None => json!({ "many": false }),
+        Some(list) => json!({ "many": true, "databases": list }),
+    };
+    json_response(StatusCode::OK, &out)
+}
+
+/// The queue section of `status` (module contract of [`super`]): the counters, or the scan
+/// report where they are not exact, with the dead letters from the counters either way.
+async fn queue_counts<D: Database>(state: &AppState<D>, config: &ConsoleConfig) -> Value {
+    let counters = state.db.stats().map(|s| s.queue);
+    let mut out = match (&config.queues, &counters) {
+        (Some(scan), _) => match scan().await {
+            Ok(v) => v,
+            Err(e) => return json!({ "error": e }),
+        },
+        (None, Some(q)) => json!({ "waiting": q.ready, "leased": q.leased }),
+        (None, None) => return Value::Null,
+    };
+    if let (Some(q), Some(map)) = (&counters, out.as_object_mut()) {
+        map.insert("dead_lettered".into(), json!(q.dead_lettered_total));
+        map.insert("dropped".into(), json!(q.dropped_total));
+        let source = match (&config.queues, config.shared_store) {
+            (Some(_), _) => "scan (dead letters: this server's, since it opened the database)",
+            (None, true) => "this server's counters, since it opened the database (other servers of the shared store are not counted)",
+            (None, false) => "counters (dead letters and drops since the database was opened)",
+        };
+        map.insert("source".into(), json!(source));
+    }
+    out
+}
+
+/// `GET /console/api/status`; `backup` tells whether the database ships a backup.
 pub(super) async fn status<D: Database>(
     state: &AppState<D>,
     config: &ConsoleConfig,
+    backup: bool,
 ) -> Response<ResponseBody> {
     let mut health = serde_json::Map::new();
     if let Some(report) = &state.health_report {
@@ -126,24 +163,18 @@ pub(super) async fn status<D: Database>(
             }
         }
     }
-    let report = |r: Result<Value, String>| match r {
-        Ok(v) => v,
-        Err(e) => json!({ "error": e }),
-    };
-    let queues = match &config.queues {
-        Some(f) => report(f().await),
-        None => Value::Null,
-    };
+    let queues = queue_counts(state, config).await;
     let l = state.db.limits();
     let out = json!({
         "ok": true,
+        "database": state.database.as_ref().map(|d| d.as_str()),
         "database_id": state.database_id.to_string(),
         "health": health,
         "replica": state.replica.as_ref().map(|r| json!({
             "source": r.source,
             "primary_data_url": r.primary_data_url,
         })),
-        "backup": config.backup.is_some(),
+        "backup": backup,
         "queues": queues,
         "limits": {
             "max_write_key_size": l.max_write_key_size,
@@ -156,8 +187,10 @@ pub(super) async fn status<D: Database>(
 }
 
 /// `GET /console/api/backup`.
-pub(super) async fn backup(config: &ConsoleConfig) -> Result<Response<ResponseBody>, ApiError> {
-    match &config.backup {
+pub(super) async fn backup(
+    report: Option<&ConsoleReport>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    match report {
         Some(f) => match f().await {
             Ok(v) => ok(&json!({ "enabled": true, "backup": v })),
             Err(e) => ok(&json!({ "enabled": true, "error": e })),

@@ -6,8 +6,11 @@
 //!   request carries), a cross-origin request (403: an `Origin` whose host and port are not
 //!   this request's `Host`, or that is not `http(s)://`, or a `Sec-Fetch-Site` other than
 //!   `same-origin`/`none`; the scheme may differ, for proxies that terminate TLS), then requires
-//!   `Authorization: Bearer <token>` with an admin token: the access token (compared in
-//!   constant time) or a scoped token of scope `admin` (401 unknown, 403 too little scope).
+//!   `Authorization: Bearer <token>` (401 without).
+//! - [`authorize`]: the token must be an admin token for the database asked for: the access
+//!   token (compared in constant time) or a scoped token of scope `admin` for that database or
+//!   for every database (401 unknown, 403 too little scope or another database's token).
+//! - [`database_param`]: the `database` query parameter, a [`DbName`] (400 otherwise).
 //! - [`json_body`]: a `POST` body must be `application/json` (415), at most the server's body
 //!   bound (413) and parse into the request type (400 with serde's message, naming the field).
 //! - [`secure_headers`] sets the security headers of the module contract on every answer.
@@ -22,9 +25,10 @@ use hyper::body::Body;
 use serde::de::DeserializeOwned;
 
 use crate::access::{require, Access};
-use crate::auth::bearer_token;
+use crate::auth::{bearer_token, AuthError};
 use crate::body::{read_body, response, ResponseBody};
 use crate::error::ApiError;
+use crate::registry::DbName;
 use crate::state::{AppState, ConnInfo};
 use crate::tokens::Scope;
 
@@ -85,12 +89,9 @@ pub(super) fn json_response(
     response(status, JSON, Bytes::from(value.to_string()))
 }
 
-/// Checks query, origin and admin token of an API call (module contract).
-pub(super) fn check_api_request<B>(
-    access: &Access,
-    conn: ConnInfo,
-    req: &Request<B>,
-) -> Result<(), ApiError> {
+/// Checks query and origin of an API call and returns its bearer token, not yet authorized
+/// (module contract; [`authorize`] decides what it may see).
+pub(super) fn check_api_request<B>(conn: ConnInfo, req: &Request<B>) -> Result<String, ApiError> {
     if let Some(query) = req.uri().query() {
         let named = query.split('&').filter_map(|pair| pair.split('=').next());
         for name in named {
@@ -103,10 +104,42 @@ pub(super) fn check_api_request<B>(
         }
     }
     check_origin(conn, req)?;
-    let token = bearer_token(req.headers().get(AUTHORIZATION))?;
-    let grant = access.credential(token, None, std::time::SystemTime::now())?;
+    Ok(bearer_token(req.headers().get(AUTHORIZATION))?.to_string())
+}
+
+/// Requires `token` to be an admin token for `database` (`None`: the single database, or
+/// every database): 401 unknown, 403 too little scope or another database's token.
+pub(super) fn authorize(
+    access: &Access,
+    token: &str,
+    database: Option<&DbName>,
+) -> Result<(), ApiError> {
+    let grant = access.credential(token, database, std::time::SystemTime::now())?;
     require(grant.scope, Scope::Admin)?;
     Ok(())
+}
+
+/// Requires `token` to be a valid credential (401 otherwise), of any scope or database: what
+/// it may see is then decided per database by [`authorize`].
+pub(super) fn authenticate(access: &Access, token: &str) -> Result<(), ApiError> {
+    match access.credential(token, None, std::time::SystemTime::now()) {
+        Ok(_) | Err(AuthError::WrongDatabase { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The `database` query parameter of an API call, if any (names need no decoding: anything
+/// [`DbName`] refuses is a 400).
+pub(super) fn database_param<B>(req: &Request<B>) -> Result<Option<DbName>, ApiError> {
+    let Some(query) = req.uri().query() else {
+        return Ok(None);
+    };
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(name, _)| *name == "database")
+        .map(|(_, value)| DbName::parse(value).map_err(ApiError::from))
+        .transpose()
 }
 
 /// Refuses cross-origin requests (module contract).

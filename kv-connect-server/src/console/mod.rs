@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `GET /console`, `GET /console/` | the page (`console/index.html`) |
 //! | `GET /console/app.js`, `GET /console/app.css`, `GET /console/icon.svg` | its assets, embedded in the binary |
+//! | `GET /console/api/databases` | the databases the token may see: `{"many": false}` on a single-database server, else `{"many": true, "databases": [{name, database_id, created_at_ms, engine}]}` |
 //! | `GET /console/api/status` | health, limits, replica, queue counts, backup state |
 //! | `GET /console/api/backup` | the backup's settings and its newest recovery points |
 //! | `POST /console/api/list` | `{prefix, cursor?, limit?}` → a page of entries under a typed-part prefix |
@@ -17,14 +18,22 @@
 //! # Contract
 //!
 //! - Off (no [`ConsoleConfig`]): every `/console` path is 404 `Resource not found.`, exactly as
-//!   an unknown path. It serves the single database of a server; on a server with many
-//!   databases (`--data-dir`) the API answers 404 saying so.
+//!   an unknown path.
 //! - The page and its assets need no token (they hold no data). Every `/console/api/...` call
 //!   needs `Authorization: Bearer <token>` with an admin token (the access token, or a scoped
 //!   token with scope `admin`; others get 403): the page asks for it in a
 //!   sign-in form, keeps it in `sessionStorage` and sends it as that header. A token in the
 //!   query string is refused (400), never read; cookies are never used, so a cross-site request
 //!   cannot carry the credential (module `guard`).
+//! - On a server with many databases (`--data-dir`) every call but `databases` names its
+//!   database as `?database=<name>` (missing: 400; unknown: 404); the token must be an admin
+//!   token for that database (a scoped token bound to another database gets 403), and
+//!   `databases` lists only the databases the token may see (the page's picker). On a
+//!   single-database server `?database=` is a 400.
+//! - Queue counts come from the database's counters ([`Database::stats`]: waiting, leased,
+//!   dead-lettered and dropped since the database was opened), read without touching the
+//!   store; only a database whose counters are not exact (a shared store) is counted by the
+//!   scan report of [`ConsoleConfig::queues`], its dead letters still from the counters.
 //! - Cross-origin calls are refused (403): an `Origin` header must name this server's `Host`
 //!   (host and port; the scheme may differ behind a TLS-terminating proxy), `Sec-Fetch-Site` must be `same-origin` or `none` when present, and `POST` bodies
 //!   must be `application/json` (a cross-site form cannot send that without a preflight, which
@@ -37,9 +46,9 @@
 //!   wrong token 401, cross-origin 403, unknown path 404, wrong method 405 with `Allow`,
 //!   malformed JSON, key or value 400, conflict 409, body too large 413, not JSON 415);
 //!   database failures keep the statuses of [`crate::error`].
-//! - Reads and writes go through the generic [`Database`] only. Queue counts and backup state
-//!   come from the optional reports of [`ConsoleConfig`] (the binary supplies them from `kv-db`
-//!   and `kv-pitr`).
+//! - Reads and writes go through the generic [`Database`] only. The queue scan and the backup
+//!   state come from the optional reports of [`ConsoleConfig`] and, with many databases, of
+//!   each database's provider (the binary supplies them from `kv-db` and `kv-pitr`).
 
 mod api;
 mod assets;
@@ -59,6 +68,7 @@ use kv_traits::Database;
 
 use crate::body::ResponseBody;
 use crate::error::ApiError;
+use crate::registry::DbName;
 use crate::state::{ConnInfo, Databases, Front};
 
 /// A JSON report computed when the console asks for it (queue counts, backup state); an `Err`
@@ -69,10 +79,16 @@ pub type ConsoleReport =
 /// Settings of the web console.
 #[derive(Clone, Default)]
 pub struct ConsoleConfig {
-    /// Queue counts (e.g. `{"ready": 1, "delayed": 0, "leased": 2}`), if the database can count.
+    /// Queue counts by a scan of the queue (e.g. `{"ready": 1, "delayed": 0, "leased": 2}`),
+    /// for a database whose queue counters ([`kv_traits::Database::stats`]) are not exact (a
+    /// store shared with other servers); otherwise the console reads the counters.
     pub queues: Option<ConsoleReport>,
-    /// Backup settings and recovery points, if the server ships a backup.
+    /// Backup settings and recovery points of the single database, if it ships a backup (with
+    /// many databases each database's comes from its provider).
     pub backup: Option<ConsoleReport>,
+    /// The databases live in a store other servers write too (PostgreSQL): their queue
+    /// counters see this server's work only, and the console says so.
+    pub shared_store: bool,
 }
 
 impl std::fmt::Debug for ConsoleConfig {
@@ -80,6 +96,7 @@ impl std::fmt::Debug for ConsoleConfig {
         f.debug_struct("ConsoleConfig")
             .field("queues", &self.queues.is_some())
             .field("backup", &self.backup.is_some())
+            .field("shared_store", &self.shared_store)
             .finish()
     }
 }
@@ -88,6 +105,7 @@ impl std::fmt::Debug for ConsoleConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ConsoleRoute {
     Asset(assets::Asset),
+    Databases,
     Status,
     Backup,
     List,
@@ -103,6 +121,7 @@ impl ConsoleRoute {
             return Some(ConsoleRoute::Asset(asset));
         }
         Some(match path.strip_prefix("/console/api/")? {
+            "databases" => ConsoleRoute::Databases,
             "status" => ConsoleRoute::Status,
             "backup" => ConsoleRoute::Backup,
             "list" => ConsoleRoute::List,
@@ -117,7 +136,10 @@ impl ConsoleRoute {
     /// The one method the route takes.
     fn method(self) -> Method {
         match self {
-            ConsoleRoute::Asset(_) | ConsoleRoute::Status | ConsoleRoute::Backup => Method::GET,
+            ConsoleRoute::Asset(_)
+            | ConsoleRoute::Databases
+            | ConsoleRoute::Status
+            | ConsoleRoute::Backup => Method::GET,
             _ => Method::POST,
         }
     }
@@ -178,19 +200,50 @@ where
     if let ConsoleRoute::Asset(asset) = route {
         return Ok(assets::serve(asset));
     }
-    guard::check_api_request(&front.template.access, conn, &req)?;
-    let state = match &front.databases {
-        Databases::Single(state) => state.clone(),
-        Databases::Many(_) => return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "The console serves a single database (--path); it is not available with --data-dir.",
-        )),
+    let token = guard::check_api_request(conn, &req)?;
+    let access = &front.template.access;
+    let asked = guard::database_param(&req)?;
+    let (state, backup) = match (&front.databases, asked) {
+        (Databases::Single(state), None) => {
+            guard::authorize(access, &token, None)?;
+            if route == ConsoleRoute::Databases {
+                return Ok(api::databases(None));
+            }
+            (state.clone(), config.backup.clone())
+        }
+        (Databases::Single(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "This server serves a single database: leave out ?database=.",
+            ))
+        }
+        (Databases::Many(registry), None) if route == ConsoleRoute::Databases => {
+            guard::authenticate(access, &token)?;
+            let mut seen = registry.list()?;
+            seen.retain(|info| {
+                DbName::parse(&info.name)
+                    .is_ok_and(|name| guard::authorize(access, &token, Some(&name)).is_ok())
+            });
+            return Ok(api::databases(Some(&seen)));
+        }
+        (Databases::Many(_), None) => {
+            return Err(ApiError::bad_request(
+                "This server serves several databases: pick one with ?database=<name> \
+                 (GET /console/api/databases lists those your token may see).",
+            ))
+        }
+        (Databases::Many(registry), Some(name)) => {
+            guard::authorize(access, &token, Some(&name))?;
+            let state = registry.state(&name, &front.template).await?;
+            (state, registry.console_backup(&name))
+        }
     };
     let state = &*state;
     match route {
-        ConsoleRoute::Asset(_) => Err(ApiError::new(StatusCode::NOT_FOUND, "Resource not found.")),
-        ConsoleRoute::Status => Ok(api::status(state, config).await),
-        ConsoleRoute::Backup => api::backup(config).await,
+        ConsoleRoute::Asset(_) | ConsoleRoute::Databases => {
+            Err(ApiError::new(StatusCode::NOT_FOUND, "Resource not found."))
+        }
+        ConsoleRoute::Status => Ok(api::status(state, config, backup.is_some()).await),
+        ConsoleRoute::Backup => api::backup(backup.as_ref()).await,
         ConsoleRoute::List => api::list(state, guard::json_body(state, req).await?).await,
         ConsoleRoute::Get => api::get(state, guard::json_body(state, req).await?).await,
         ConsoleRoute::Set => api::set(state, guard::json_body(state, req).await?).await,
@@ -230,7 +283,12 @@ mod tests {
         ] {
             assert_eq!(ConsoleRoute::of_path(path), None, "{path}");
         }
+        assert_eq!(
+            ConsoleRoute::of_path("/console/api/databases"),
+            Some(ConsoleRoute::Databases)
+        );
         assert_eq!(ConsoleRoute::Status.method(), Method::GET);
+        assert_eq!(ConsoleRoute::Databases.method(), Method::GET);
         assert_eq!(ConsoleRoute::Set.method(), Method::POST);
     }
 }
