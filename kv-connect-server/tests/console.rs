@@ -2,8 +2,9 @@
 //! real Deno 2.9.6 client, and Debian's Chromium driven by `playwright-core` through
 //! `tests/js/console_browser.mjs`: sign in, browse a prefix (typed parts, two pages), open a
 //! nested value as a tree, edit with a conflict (another client writes between open and save:
-//! the conflict is shown and nothing is overwritten), save, create and delete an entry, see a
-//! watch update arrive, queue counts, the backup's recovery points (the server runs with
+//! the conflict is shown and nothing is overwritten), save, create and delete an entry, a new
+//! key's parts dropped once another entry is opened, see a watch update arrive, queue counts
+//! and dead letters, the backup's recovery points (the server runs with
 //! `--backup-to` a local folder), phone width, sign out.
 //!
 //! Chromium and `playwright-core` are installed by `scripts/install-browser.sh`, Deno and

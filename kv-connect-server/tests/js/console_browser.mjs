@@ -178,6 +178,23 @@ try {
   check((await kv.get([P, -5n])).versionstamp === null, "the entry was deleted");
   log("created and deleted", { versionstamp: created.versionstamp });
 
+  // A new key's parts never outlive the entry they were typed for: type one, open another
+  // entry instead, delete that and save it again: the save re-creates the shown entry and
+  // writes nothing under the abandoned new key.
+  await page.click("#new-entry");
+  await page.locator("#entry-key-editor .part-row").last().locator("input").fill("ghost");
+  await openRow('"bob"');
+  check(!(await page.isVisible("#entry-key-editor")), "no key editor for an existing entry");
+  await page.click("#delete-entry");
+  await page.waitForSelector("#entry-message.saved:has-text('Deleted')");
+  check((await kv.get([P, "users", "bob"])).versionstamp === null, "bob was deleted");
+  await page.click("#save-entry");
+  await page.waitForSelector("#entry-message.saved:has-text('Saved')");
+  const bob = await kv.get([P, "users", "bob"]);
+  check(bob.value && bob.value.name === "Bob", "saving after the delete re-created the shown entry");
+  check((await kv.get([P, "ghost"])).versionstamp === null, "nothing was written under the abandoned new key");
+  log("new key parts dropped", { versionstamp: bob.versionstamp });
+
   // Watch a key: a write by another client arrives live.
   await openRow('"counter"');
   check((await text("#entry-meta dd[data-field=encoding]")) === "u64", "the counter is a KvU64");
@@ -193,11 +210,13 @@ try {
   await page.click("#watch-entry");
   log("watched", { versionstamp: bumped.versionstamp });
 
-  // Status: health and queue counts (one delayed message, enqueued by @deno/kv).
+  // Status: health and queue counts from the database's counters (one delayed message,
+  // enqueued by @deno/kv, waits; nothing dead-lettered).
   await kv.enqueue({ job: "nightly-report" }, { delay: 3_600_000 });
   await page.click("button[data-tab=status]");
-  await page.waitForSelector("#queues dd[data-field=delayed]");
-  check((await text("#queues dd[data-field=delayed]")) === "1", "one delayed message");
+  await page.waitForSelector("#queues dd[data-field=waiting]");
+  check((await text("#queues dd[data-field=waiting]")) === "1", "one waiting message");
+  check((await text("#queues dd[data-field=dead_lettered]")) === "0", "no dead letters");
   check((await text("#health dd[data-field=status]")) === "ok", "healthy");
   // Backup: recovery points of the continuous backup (segments ship about once a second, so
   // ask again until the seeded writes are there).
