@@ -489,6 +489,69 @@ async fn watch_streams_the_entry_and_every_change() {
 }
 
 #[tokio::test]
+async fn a_watch_ends_when_its_token_is_revoked() {
+    use kv_connect_server::tokens::{NewToken, Scope, TokenStore};
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "console-watch-revoke-{}-{}",
+        std::process::id(),
+        nonce()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tokens.json");
+    let store = TokenStore::new(&file);
+    let new = NewToken {
+        name: "operator".into(),
+        scope: Scope::Admin,
+        database: None,
+        expires_at: None,
+    };
+    let (admin, _) = store.create(new, std::time::SystemTime::now()).unwrap();
+    let server = TestServer::start_with(|c| {
+        c.console = Some(ConsoleConfig::default());
+        c.token_file = Some(file.clone());
+        c.watch_keepalive = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let open = |token: &str| {
+        Request::post(server.url("/console/api/watch"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(
+                json!({"key": [s("watched")]}).to_string(),
+            )))
+            .unwrap()
+    };
+    let client = common::client(Proto::Http1);
+    let scoped = client.request(open(&admin)).await.unwrap();
+    assert_eq!(scoped.status(), StatusCode::OK);
+    let root = client.request(open(TOKEN)).await.unwrap();
+    let (mut scoped, mut root) = (scoped.into_body(), root.into_body());
+    let (mut a, mut b) = (String::new(), String::new());
+    assert_eq!(next_event(&mut scoped, &mut a).await["entry"], Value::Null);
+    assert_eq!(next_event(&mut root, &mut b).await["entry"], Value::Null);
+    store.revoke("operator", None).unwrap();
+    // The revoked token's stream ends at its next keep-alive (bounded wait, no timing assert).
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(frame) = scoped.frame().await {
+            if frame.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the revoked token's console watch did not end"
+    );
+    // The access token's stream goes on.
+    let more = tokio::time::timeout(std::time::Duration::from_secs(30), root.frame())
+        .await
+        .expect("the access token's stream keeps sending keep-alives");
+    assert!(matches!(more, Some(Ok(_))));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn status_reports_health_and_the_configured_reports() {
     let server = TestServer::start_with(|c| {
         c.health_report = Some(std::sync::Arc::new(|| "backup_lag_ms: 12\n".to_string()));

@@ -13,7 +13,7 @@
 //! | `POST /console/api/get` | `{key}` → the entry: value tree, edit notation, versionstamp |
 //! | `POST /console/api/set` | `{key, value, versionstamp}` → written only if the key still has `versionstamp` (`null`: absent) |
 //! | `POST /console/api/delete` | `{key, versionstamp}` → deleted only if the key still has `versionstamp` |
-//! | `POST /console/api/watch` | `{key}` → `text/event-stream` of the key's entry, one event per change |
+//! | `POST /console/api/watch` | `{key}` → `text/event-stream` of the key's entry, one event per change; ends (at the next event or keep-alive) once the token is revoked or expires |
 //!
 //! # Contract
 //!
@@ -248,7 +248,15 @@ where
         ConsoleRoute::Get => api::get(state, guard::json_body(state, req).await?).await,
         ConsoleRoute::Set => api::set(state, guard::json_body(state, req).await?).await,
         ConsoleRoute::Delete => api::delete(state, guard::json_body(state, req).await?).await,
-        ConsoleRoute::Watch => watch::watch(state, guard::json_body(state, req).await?).await,
+        ConsoleRoute::Watch => {
+            let res = watch::watch(state, guard::json_body(state, req).await?).await?;
+            // Like a data-path watch, the stream ends once its token may no longer see the
+            // database (revoked, expired).
+            let (access, database) = (access.clone(), state.database.clone());
+            Ok(crate::routes::revocable::end_when_invalid(res, move || {
+                guard::authorize(&access, &token, database.as_ref()).is_ok()
+            }))
+        }
     }
 }
 
