@@ -7,6 +7,10 @@
 //! and dead letters, the backup's recovery points (the server runs with
 //! `--backup-to` a local folder), phone width, sign out.
 //!
+//! With many databases (`--data-dir`), `tests/js/console_picker.mjs`: the database picker lists
+//! every database for the access token and only its own for a bound admin token, and picking
+//! one shows its data only.
+//!
 //! Chromium and `playwright-core` are installed by `scripts/install-browser.sh`, Deno and
 //! `@deno/kv` by `scripts/install-test-clients.sh`; if either fails the test fails (never
 //! skipped). The screenshots are kept in `target/test-artifacts/console/*.png`.
@@ -101,4 +105,47 @@ fn the_console_works_in_a_real_browser() {
     }
     drop(server);
     let _ = std::fs::remove_dir_all(&backup);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_picks_among_many_databases_in_a_real_browser() {
+    use common::{key, set, write_of};
+    let browser = kv_test_support::browser::browser().unwrap_or_else(|e| panic!("{e}"));
+    let _ = tools();
+    let server = common::multidb::DirServer::start("console-picker", &["--console"]);
+    for name in ["alpha", "beta"] {
+        server.create_db(name).await;
+        let kv = common::multidb::connect(&server.url(&format!("/db/{name}")), common::TOKEN).await;
+        let out = kv
+            .write(&write_of(vec![set(&key(&format!("only-in-{name}")), b"1")]))
+            .await;
+        assert_eq!(
+            out.status,
+            kv_proto::pb::AtomicWriteStatus::AwSuccess as i32
+        );
+    }
+    let (bound, _) = server
+        .create_token("alpha-admin", "admin", Some("alpha"))
+        .await;
+    // Beside the other test's folder, which that test empties when it starts.
+    let artifacts = artifacts_dir().with_file_name("console-picker");
+    let mut cmd = node_command("console_picker.mjs", &server.url(""));
+    cmd.env("DENO_KV_ACCESS_TOKEN", common::TOKEN)
+        .env("CONSOLE_BOUND_TOKEN", &bound)
+        .env("PLAYWRIGHT_CORE", &browser.playwright_core)
+        .env("CHROMIUM", &browser.chromium)
+        .env("CONSOLE_ARTIFACTS", &artifacts);
+    let run = tokio::task::spawn_blocking(move || run_with_timeout(cmd, BROWSER_TIMEOUT))
+        .await
+        .unwrap();
+    println!("{}", run.stdout);
+    assert_eq!(
+        run.status.map(|s| s.success()),
+        Some(true),
+        "the picker browser test failed after {:?} (screenshots in {}):\nstdout:\n{}\nstderr:\n{}",
+        run.elapsed,
+        artifacts.display(),
+        tail(&run.stdout, 3000),
+        tail(&run.stderr, 5000)
+    );
 }

@@ -140,9 +140,9 @@ async fn queue_counts<D: Database>(state: &AppState<D>, config: &ConsoleConfig) 
         map.insert("dead_lettered".into(), json!(q.dead_lettered_total));
         map.insert("dropped".into(), json!(q.dropped_total));
         let source = match (&config.queues, config.shared_store) {
-            (Some(_), _) => "scan (dead letters: this server's, since it opened the database)",
-            (None, true) => "this server's counters, since it opened the database (other servers of the shared store are not counted)",
-            (None, false) => "counters (dead letters and drops since the database was opened)",
+            (Some(_), _) => "scan; dead letters: this server's counters since opening",
+            (None, true) => "this server's counters since opening (not other servers')",
+            (None, false) => "counters since the database was opened",
         };
         map.insert("source".into(), json!(source));
     }
