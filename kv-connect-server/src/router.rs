@@ -8,7 +8,7 @@
 //! | `POST /v2/snapshot_read` | `routes/datapath.rs` | `SnapshotRead` → `SnapshotReadOutput` (`application/x-protobuf`) |
 //! | `POST /v2/atomic_write` | `routes/datapath.rs` | `AtomicWrite` → `AtomicWriteOutput` (`application/x-protobuf`); enqueues are accepted and stored |
 //! | `POST /v2/watch` | `routes/watch.rs` | `Watch` → endless `application/octet-stream` of `u32 LE length ‖ WatchOutput` frames, keep-alive every 5 s; every frame is a full snapshot (all keys `changed`, in request order) |
-//! | `POST /v2/queue/dequeue` | `routes/queue.rs` | queue extension `queue-v1`: `DequeueRequest` → `DequeueResponse`; long-polls up to 30 s and leases the next ready message |
+//! | `POST /v2/queue/dequeue` | `routes/queue.rs` | queue extension `queue-v1`: `DequeueRequest` → `DequeueResponse`; long-polls up to 30 s and leases the next ready message; re-authorized while it waits (`routes/revocable.rs`) |
 //! | `POST /v2/queue/finish` | `routes/queue.rs` | queue extension `queue-v1`: `FinishRequest` → `FinishResponse`; ends a delivery (success, or failure to retry) |
 //! | `POST /eventual/v2/snapshot_read` | `routes/datapath.rs` | only with an eventual-read database ([`ServerConfig::eventual`](crate::ServerConfig::eventual), else 404): `SnapshotRead` answered from it, `read_is_strongly_consistent = false` |
 //! | `POST /eventual/v2/watch` | `routes/watch.rs` | only with an eventual-read database: the same as `/v2/watch` (npm watches through the `eventual` endpoint) |
