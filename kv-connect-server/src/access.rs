@@ -16,9 +16,9 @@
 //! - Each route needs a scope (`Route::needed_scope` in the router): reads and watch `read`; atomic writes (and
 //!   so enqueues) `write`; dequeue and finish `queue`; the admin API `admin`. A token whose
 //!   scope lacks it gets 403 with a message naming both scopes.
-//! - A `/watch` stream opened with a scoped token's data-path token ends (at its next frame or
-//!   keep-alive) once that token is revoked or expires ([`Access::still_valid`]); the client
-//!   then re-exchanges metadata and gets the 401.
+//! - A `/watch` stream opened with a scoped token (or its data-path token) ends (at its next
+//!   frame or keep-alive) once that token is revoked or expires ([`Access::still_valid`]); the
+//!   client then re-exchanges metadata and gets the 401.
 //! - How the clients show refusals (tested in `tests/real_clients_multidb.rs`): Deno 2.9.6
 //!   reports a metadata-exchange refusal as `Could not open Deno KV database: the metadata
 //!   endpoint at URL responded with status 401 Unauthorized: <message>`; on the data path it
@@ -135,19 +135,14 @@ impl Access {
         }
     }
 
-    /// For a data-path token issued for a scoped token: a check that stays `true` while that
-    /// token exists and has not expired (long-lived responses end when it turns `false`).
-    /// `None` for every other credential (nothing to re-check).
+    /// For a scoped token, or a data-path token issued for one: a check that stays `true`
+    /// while that token exists and has not expired (long-lived responses end when it turns
+    /// `false`). `None` for every other credential (nothing to re-check).
     pub fn still_valid(
         self: &Arc<Self>,
         token: &str,
     ) -> Option<impl Fn() -> bool + Send + Sync + 'static> {
-        let rest = token.strip_prefix(SCOPED_PREFIX)?.strip_prefix('.')?;
-        let (id, _) = rest.split_once('.')?;
-        if id == ROOT_ID {
-            return None;
-        }
-        let id = id.to_string();
+        let id = named_token_id(token)?.to_string();
         let access = self.clone();
         Some(move || {
             access

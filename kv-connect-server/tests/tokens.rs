@@ -444,3 +444,43 @@ async fn a_waiting_dequeue_ends_with_the_refusal_when_its_token_is_revoked() {
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.text());
     assert!(answer.text().contains("revoked"), "{}", answer.text());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_opened_with_the_scoped_token_itself_ends_when_it_is_revoked() {
+    use http_body_util::BodyExt;
+    let server = DirServer::start("watch-revoke-raw", &[]);
+    server.create_db("app").await;
+    let (secret, _) = server.create_token("watcher", "read", Some("app")).await;
+    // The scoped token itself on the data path (what the reference server hands out), not the
+    // data-path token of the metadata exchange.
+    let mut kv = connect(&server.url("/db/app"), &secret).await;
+    kv.token = secret.clone();
+    let req = Request::post(format!("{}/watch", kv.base))
+        .header("authorization", format!("Bearer {}", kv.token))
+        .header("x-denokv-version", "3")
+        .header("x-denokv-database-id", &kv.database_id)
+        .body(Full::new(Bytes::from(watch_body())))
+        .unwrap();
+    let res = client(Proto::Http1).request(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut stream = res.into_body();
+    assert!(stream.frame().await.is_some());
+    let r = server
+        .admin(
+            Method::DELETE,
+            "/admin/tokens/watcher?database=app",
+            TOKEN,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(frame) = stream.frame().await {
+            if frame.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the revoked token's watch stream did not end");
+}
