@@ -482,5 +482,8 @@ async fn a_watch_opened_with_the_scoped_token_itself_ends_when_it_is_revoked() {
         }
     })
     .await;
-    assert!(ended.is_ok(), "the revoked token's watch stream did not end");
+    assert!(
+        ended.is_ok(),
+        "the revoked token's watch stream did not end"
+    );
 }
