@@ -214,6 +214,8 @@ pub struct DeliverResult {
     pub finish_unknown: u64,
     /// Message ids expected but never delivered.
     pub lost: u64,
+    /// Seconds from the start of the phase to the first delivery.
+    pub first_delivery_s: f64,
     /// Seconds from the first to the last delivery.
     pub secs: f64,
     /// Distinct messages per second over `secs`.
@@ -635,6 +637,7 @@ pub(crate) async fn run(opts: &Options) -> Result<Report, BenchError> {
             finish_conflicts: d.finish_conflicts.load(Ordering::Relaxed),
             finish_unknown: d.finish_unknown.load(Ordering::Relaxed),
             lost,
+            first_delivery_s: first.saturating_sub(1) as f64 / 1000.0,
             secs,
             msgs_per_sec: unique as f64 / secs.max(1e-9),
             max_gap_ms: gap,
