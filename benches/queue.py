@@ -17,7 +17,7 @@ Every engine gets fresh databases in a scratch folder (deleted afterwards). Scen
   restart-kill     deliveries running, SIGKILL after --kill-after s, immediate restart; the
                    listeners keep going (--sample deliveries): longest pause, duplicates, and
                    the pending count again
-  drain-kill       --drain messages (--delay-mix), server with --queue-lease-secs 5, every one
+  drain-kill       --drain messages (--drain-delay-mix), server with --queue-lease-secs 5, every one
                    delivered with a SIGKILL and restart at about a third: lost (must be 0),
                    duplicates, early deliveries (must be 0), lateness of delayed messages
   steady           --steady messages enqueued at --steady-rate per second while 4 listeners
@@ -82,6 +82,23 @@ def pending(port):
         if name in total:
             total[name] += int(float(line.rsplit(" ", 1)[1]))
     return total
+
+
+def settled_pending(port, expected=None, timeout=30.0):
+    """/metrics' pending counts once the count taken at open has landed (a deep queue is counted
+    in the background after a restart): equal to `expected`, or the same on two reads 0.5 s
+    apart and non-zero. Returns (counts, seconds waited)."""
+    t0 = time.monotonic()
+    last = pending(port)
+    while time.monotonic() < t0 + timeout:
+        time.sleep(0.05 if expected is not None else 0.5)
+        now = pending(port)
+        total = sum(now.values())
+        if (expected is not None and total == expected) or (
+                expected is None and now == last and total > 0):
+            return now, time.monotonic() - t0
+        last = now
+    return last, time.monotonic() - t0
 
 
 def our_server(args, engine, data_dir, stem, lease=None):
@@ -154,13 +171,14 @@ def run_engine(args, engine, data_dir):
     if engine != "memory":
         before = pending(s.port)
         restart_s = restart_on_port(s, signal.SIGTERM)
-        after = pending(s.port)
+        after, settle_s = settled_pending(s.port, sum(before.values()))
         r = bench(args, s.url, ["--queue-phase", "deliver", "--messages", str(n), "--listeners",
                                 str(args.listeners), "--max-ops", str(args.sample)], s.proc.pid)
         r.update(restart_s=restart_s, pending_before=before, pending_after_restart=after,
-                 rss_after_restart_kib=s.rss_kib())
+                 gauges_settled_s=settle_s, rss_after_restart_kib=s.rss_kib())
         sc["restart-clean"] = r
-        print(f"clean restart: {restart_s:.2f} s, pending {before} -> {after}", file=sys.stderr)
+        print(f"clean restart: {restart_s:.2f} s, pending {before} -> {after} (gauges settled "
+              f"after {settle_s:.2f} s)", file=sys.stderr)
 
         before = pending(s.port)
         out = {}
@@ -168,7 +186,7 @@ def run_engine(args, engine, data_dir):
         r = bench(args, s.url, ["--queue-phase", "deliver", "--messages", str(n), "--listeners",
                                 str(args.listeners), "--max-ops", str(args.sample * 3)])
         t.join()
-        after = pending(s.port)
+        after, _ = settled_pending(s.port)
         r.update(restart_s=out.get("restart_s"), pending_before=before, pending_after=after)
         sc["restart-kill"] = r
         print(f"kill restart: {out.get('restart_s')} s, pending {before} -> {after}",
@@ -179,7 +197,8 @@ def run_engine(args, engine, data_dir):
         s = our_server(args, engine, data_dir, f"ours-{engine}-drain", lease=5)
         s.start()
         bench(args, s.url, ["--queue-phase", "enqueue", "--messages", str(args.drain),
-                            "--clients", "4", "--enqueue-batch", str(args.batch)] + mix)
+                            "--clients", "4", "--enqueue-batch", str(args.batch),
+                            "--delay-mix", args.drain_delay_mix])
         out = {}
         t = kill_later(s, args.drain_kill_after, out)
         r = bench(args, s.url, ["--queue-phase", "deliver", "--messages", str(args.drain),
@@ -317,6 +336,8 @@ def render(info, results, args, load):
             pb = q.get("pending_before")
             pa = q.get("pending_after_restart") or q.get("pending_after")
             pend = f"{f(sum(pb.values()))} → {f(sum(pa.values()))}" if pb and pa else "–"
+            if q.get("gauges_settled_s") is not None:
+                pend += f" (gauges after {q['gauges_settled_s']:.2f} s)"
             out.append(f"| {r['engine']} | {name} | {f(q.get('restart_s'), 2)} | "
                        f"{f(d['max_gap_ms'])} | {pend} | {f(d['duplicates'])} | "
                        f"{f(d['redeliveries'])} | {f(d['lost']) if name == 'drain-kill' else '–'} | "
@@ -370,6 +391,7 @@ def main():
     p.add_argument("--kill-after", type=float, default=2.0)
     p.add_argument("--drain", type=int, default=20_000)
     p.add_argument("--drain-kill-after", type=float, default=8.0)
+    p.add_argument("--drain-delay-mix", default="0:80,1000:10,10000:10")
     p.add_argument("--steady", type=int, default=5000)
     p.add_argument("--steady-rate", type=int, default=250)
     p.add_argument("--payload", type=int, default=100)
