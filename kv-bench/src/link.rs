@@ -185,9 +185,7 @@ impl Link {
             }
         }
     }
-}
 
-impl Link {
     /// A queue dequeue (extension `queue-v1`), retried like a read: a dequeue whose answer was
     /// lost only leaves a lease that expires, so asking again is always safe.
     pub async fn dequeue(
