@@ -15,7 +15,7 @@ use http::{HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use kv_proto::pb;
+use kv_proto::{pb, queue_pb};
 use prost::Message;
 use serde::Deserialize;
 use tokio::net::TcpStream;
@@ -80,6 +80,8 @@ pub struct Endpoint {
     snapshot_read_uri: Uri,
     atomic_write_uri: Uri,
     watch_uri: Uri,
+    dequeue_uri: Uri,
+    finish_uri: Uri,
     host: HeaderValue,
     authorization: HeaderValue,
     database_id: HeaderValue,
@@ -190,6 +192,8 @@ pub async fn exchange_metadata(
         snapshot_read_uri: target("snapshot_read")?,
         atomic_write_uri: target("atomic_write")?,
         watch_uri: target("watch")?,
+        dequeue_uri: target("queue/dequeue")?,
+        finish_uri: target("queue/finish")?,
         url: base,
         host: header(&host_of(&data_url))?,
         authorization: header(&format!("Bearer {}", meta.token))?,
@@ -362,6 +366,25 @@ impl Connection {
         req: &pb::AtomicWrite,
     ) -> Result<pb::AtomicWriteOutput, ClientError> {
         self.post(endpoint, &endpoint.atomic_write_uri, req).await
+    }
+
+    /// `POST <endpoint>/queue/dequeue` (queue extension `queue-v1`): long-polls up to the
+    /// request's `wait_ms`; the request timeout must be longer than that.
+    pub async fn dequeue(
+        &self,
+        endpoint: &Endpoint,
+        req: &queue_pb::DequeueRequest,
+    ) -> Result<queue_pb::DequeueResponse, ClientError> {
+        self.post(endpoint, &endpoint.dequeue_uri, req).await
+    }
+
+    /// `POST <endpoint>/queue/finish` (queue extension `queue-v1`).
+    pub async fn finish(
+        &self,
+        endpoint: &Endpoint,
+        req: &queue_pb::FinishRequest,
+    ) -> Result<queue_pb::FinishResponse, ClientError> {
+        self.post(endpoint, &endpoint.finish_uri, req).await
     }
 }
 

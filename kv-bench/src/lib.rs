@@ -31,6 +31,7 @@
 pub mod client;
 pub mod ledger;
 pub mod link;
+pub mod queue;
 pub mod report;
 pub mod server_stats;
 mod watch;
@@ -149,9 +150,31 @@ pub struct Options {
     /// keys, round-robin).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub write_interval_ms: u64,
-    /// Watch: pid of the server (same machine), whose RSS and CPU time the report records.
+    /// Watch, queue: pid of the server (same machine), whose RSS and CPU time the report
+    /// records.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Queue: messages to enqueue (and to expect when delivering).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub messages: u64,
+    /// Queue: requested delays, `DELAY_MS:WEIGHT,…` (e.g. 90 % immediate, 5 % 1 s, 5 % 30 s).
+    #[arg(long, default_value = "0:90,1000:5,30000:5")]
+    pub delay_mix: String,
+    /// Queue: concurrent listeners (dequeue, then finish).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub listeners: u64,
+    /// Queue: messages per enqueuing atomic write.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub enqueue_batch: u64,
+    /// Queue: enqueue at most this many messages per second overall (0 = as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub enqueue_rate: u64,
+    /// Queue: which phases to run.
+    #[arg(long, value_enum, default_value_t = queue::QueuePhase::Both)]
+    pub queue_phase: queue::QueuePhase,
+    /// Queue: stop delivering after this many seconds without a delivery.
+    #[arg(long, default_value_t = 30.0)]
+    pub idle_secs: f64,
     /// Label carried into the report (e.g. the server's name).
     #[arg(long)]
     pub label: Option<String>,
@@ -373,6 +396,9 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
     if opts.workload == Workload::Watch {
         return watch::run(opts).await;
     }
+    if opts.workload == Workload::Queue {
+        return queue::run(opts).await;
+    }
     let warmup = duration("--warmup-secs", opts.warmup_secs)?;
     let measure = duration("--duration-secs", opts.duration_secs)?;
     let p = prepare(opts).await?;
@@ -492,7 +518,7 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
             param("initial_balance", opts.initial_balance.into());
             param("audit_interval_ms", opts.audit_interval_ms.into());
         }
-        Workload::Get | Workload::Sum | Workload::Watch => {}
+        Workload::Get | Workload::Sum | Workload::Watch | Workload::Queue => {}
     }
     let version = conns[0].version().await;
     Ok(Report::new(

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use kv_proto::pb;
+use kv_proto::{pb, queue_pb};
 use tokio::sync::Mutex;
 
 use crate::client::{self, ClientError, Connection, Endpoint, HttpMode};
@@ -182,6 +182,50 @@ impl Link {
                         WriteError::Unknown(e)
                     });
                 }
+            }
+        }
+    }
+
+    /// A queue dequeue (extension `queue-v1`), retried like a read: a dequeue whose answer was
+    /// lost only leaves a lease that expires, so asking again is always safe.
+    pub async fn dequeue(
+        &self,
+        req: &queue_pb::DequeueRequest,
+    ) -> Result<queue_pb::DequeueResponse, ClientError> {
+        let give_up = Instant::now() + self.retry_for;
+        loop {
+            let attempt = async {
+                let (endpoint, conn, generation) = self.connect().await?;
+                match conn.dequeue(&endpoint, req).await {
+                    Ok(out) => Ok(out),
+                    Err(e) => {
+                        self.drop_connection(generation).await;
+                        Err(e)
+                    }
+                }
+            };
+            match attempt.await {
+                Ok(out) => return Ok(out),
+                Err(e) if retryable_read(&e) && Instant::now() < give_up => {
+                    tracing::debug!("dequeue via {} failed, retrying: {e}", self.url);
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A queue finish (extension `queue-v1`), sent once: a lost answer leaves the outcome
+    /// unknown, and a second finish of the same lease is refused anyway.
+    pub async fn finish(&self, req: &queue_pb::FinishRequest) -> Result<(), WriteError> {
+        let (endpoint, conn, generation) = self.connect().await.map_err(WriteError::NotSent)?;
+        match conn.finish(&endpoint, req).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if !matches!(e, ClientError::Status { .. }) {
+                    self.drop_connection(generation).await;
+                }
+                Err(WriteError::Unknown(e))
             }
         }
     }

@@ -61,7 +61,7 @@ impl Latencies {
 
 /// Latency percentiles of a set of operations, in milliseconds (HDR histogram, 3 significant
 /// digits).
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct LatencySummary {
     /// Number of operations.
     pub count: u64,
@@ -162,6 +162,9 @@ pub struct Checks {
     pub sum_ok: Option<bool>,
     /// Watch: every watcher saw the last write to its key. `None` for other workloads.
     pub watch_ok: Option<bool>,
+    /// Queue: no message delivered before its requested time, none acknowledged and never
+    /// delivered. `None` for other workloads and enqueue-only runs.
+    pub queue_ok: Option<bool>,
     /// Descriptions of the first violations.
     pub details: Vec<String>,
 }
@@ -174,6 +177,7 @@ impl Checks {
             && self.bank_ledger.as_ref().is_none_or(|v| v.passed())
             && self.sum_ok != Some(false)
             && self.watch_ok != Some(false)
+            && self.queue_ok != Some(false)
     }
 }
 
@@ -216,6 +220,9 @@ pub struct Report {
     pub error_samples: Vec<String>,
     /// Workload parameters, for the record.
     pub params: BTreeMap<String, serde_json::Value>,
+    /// Workload-specific lines of the printed summary.
+    #[serde(skip)]
+    pub extra: Option<String>,
 }
 
 impl Report {
@@ -259,6 +266,7 @@ impl Report {
             checks,
             error_samples: tally.samples,
             params,
+            extra: None,
         }
     }
 
@@ -340,6 +348,9 @@ impl Report {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             out.push_str(&format!("\n  {}", params.join(" ")));
+        }
+        if let Some(extra) = &self.extra {
+            out.push_str(&format!("\n  {extra}"));
         }
         for d in &self.checks.details {
             out.push_str(&format!("\n  VIOLATION: {d}"));

@@ -51,6 +51,10 @@ pub enum Workload {
     /// `--mutations` of them every `--write-interval-ms`; measures the time from a write to each
     /// watcher's notification (see [`crate::watch`]).
     Watch,
+    /// Deep queues: `--messages` enqueued with a `--delay-mix`, delivered to `--listeners`
+    /// through the queue extension; measures throughput, lateness, duplicates and losses (see
+    /// [`crate::queue`]).
+    Queue,
 }
 
 impl Workload {
@@ -64,6 +68,7 @@ impl Workload {
             Workload::Mixed => "mixed",
             Workload::Sum => "sum",
             Workload::Watch => "watch",
+            Workload::Queue => "queue",
         }
     }
 
@@ -561,7 +566,9 @@ pub async fn op(
         Workload::Get => get(ctx, link, rng).await,
         Workload::List => list(ctx, link).await,
         Workload::Sum => sum(ctx, link).await,
-        Workload::Watch => Err("the watch workload is not made of operations".into()),
+        Workload::Watch | Workload::Queue => {
+            Err("the watch and queue workloads are not made of operations".into())
+        }
         Workload::Mixed => {
             if rng.random_bool(ctx.read_ratio) {
                 get(ctx, link, rng).await

@@ -368,3 +368,76 @@ async fn watch_needs_h2() {
         .unwrap_err();
     assert!(matches!(err, BenchError::Options(_)), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_delivers_every_message_once_and_not_early() {
+    let (addr, db) = server_with_db().await;
+    let r = run_ok(
+        addr,
+        &[
+            "--workload",
+            "queue",
+            "--messages",
+            "300",
+            "--clients",
+            "2",
+            "--enqueue-batch",
+            "7",
+            "--listeners",
+            "3",
+            "--delay-mix",
+            "0:2,200:1",
+            "--idle-secs",
+            "3",
+        ],
+    )
+    .await;
+    assert_eq!(r.checks.queue_ok, Some(true), "{}", r.text());
+    let q = &r.params["queue"];
+    assert_eq!(q["enqueue"]["acked"], 300, "{}", r.text());
+    let d = &q["deliver"];
+    assert_eq!(d["unique"], 300, "{}", r.text());
+    assert_eq!(d["lost"], 0);
+    assert_eq!(d["early"], 0);
+    assert_eq!(d["duplicates"], 0);
+    assert!(d["lateness_delayed"]["count"].as_u64().unwrap() > 0);
+    assert_eq!(r.latency_by_kind["finish"].count, 300);
+    assert_eq!(
+        db.queue_counts().await.unwrap(),
+        kv_db::QueueCounts::default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_reports_messages_never_delivered() {
+    let addr = server().await;
+    let enqueue = [
+        "--workload",
+        "queue",
+        "--queue-phase",
+        "enqueue",
+        "--messages",
+        "50",
+        "--delay-mix",
+        "0:1",
+    ];
+    let r = run_ok(addr, &enqueue).await;
+    assert_eq!(r.params["queue"]["enqueue"]["acked"], 50);
+    assert_eq!(r.checks.queue_ok, None);
+    // Expecting 60 when 50 were enqueued: 10 are lost, and the check fails.
+    let deliver = [
+        "--workload",
+        "queue",
+        "--queue-phase",
+        "deliver",
+        "--messages",
+        "60",
+        "--idle-secs",
+        "1",
+    ];
+    let r = kv_bench::run(&opts(addr, &deliver)).await.unwrap();
+    assert_eq!(r.params["queue"]["deliver"]["unique"], 50, "{}", r.text());
+    assert_eq!(r.params["queue"]["deliver"]["lost"], 10);
+    assert_eq!(r.checks.queue_ok, Some(false));
+    assert!(!r.checks.passed());
+}

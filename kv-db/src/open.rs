@@ -12,8 +12,10 @@
 //!   ([`Backend::shared`]) an open only ever turns the log on: the log belongs to the store
 //!   (every process logs while its marker is stored), and one process opened without backups
 //!   must not delete what another process's backup has not shipped yet.
-//! - The queue's ready and leased messages are counted once, at open: the starting point of the
-//!   statistics' queue gauges ([`crate::stats`]).
+//! - The queue's ready and leased messages are counted once, on a snapshot taken at open before
+//!   the writer starts: the starting point of the statistics' queue gauges ([`crate::stats`]).
+//!   A deep queue is counted in the background ([`crate::queue::OpenCount`]), so opening costs
+//!   no scan of it.
 //! - Shared stores: a follower task ([`crate::feed::follow`]) runs for the life of the
 //!   database, also when it is read-only.
 
@@ -24,7 +26,8 @@ use kv_traits::{Backend, BackendError, KvError, Versionstamp};
 use tokio::sync::{mpsc, Notify};
 
 use crate::background::background;
-use crate::layout::{self, CHANGE_LOG, QUEUE_READY, QUEUE_RUNNING};
+use crate::layout::{self, CHANGE_LOG};
+use crate::queue::OpenCount;
 use crate::stats::Stats;
 use crate::watch::WatchHub;
 use crate::writer::Writer;
@@ -49,8 +52,8 @@ impl Db {
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let hub = Arc::new(WatchHub::default());
         let stats = Arc::new(Stats::default());
-        let (ready, leased) = count_queue(&*backend).await?;
-        stats.set_queue(ready, leased);
+        // Pinned before the writer starts: its commits are deltas on top of this count.
+        let queue_count = OpenCount::begin(&*backend).await?;
         let queue_notify = Arc::new(Notify::new());
         let writer = Writer {
             backend: backend.clone(),
@@ -81,6 +84,12 @@ impl Db {
                 stats,
             }),
         };
+        let counting = queue_count
+            .settle(db.inner.stats.clone(), db.inner.shutdown.subscribe())
+            .await?;
+        if let (Some(task), Ok(mut t)) = (counting, db.inner.tasks.lock()) {
+            t.push(task);
+        }
         if shared {
             let task = tokio::spawn(crate::feed::follow(
                 db.inner.backend.clone(),
@@ -114,28 +123,6 @@ pub(crate) async fn read_version(backend: &dyn Backend) -> Result<u64, KvError> 
         Some(b) => Ok(layout::decode_u64(&b)?),
         None => Ok(0),
     }
-}
-
-/// Counts the queue's ready and leased messages (the starting point of the queue gauges), one
-/// page at a time.
-async fn count_queue(backend: &dyn Backend) -> Result<(u64, u64), KvError> {
-    let mut counts = [0u64; 2];
-    for (i, prefix) in [QUEUE_READY, QUEUE_RUNNING].into_iter().enumerate() {
-        let mut r = backend.begin_read().await?;
-        let mut start = vec![prefix];
-        loop {
-            let page = r.scan(&start, &[prefix + 1], 1000, false).await?;
-            counts[i] += page.len() as u64;
-            match page.last() {
-                Some((k, _)) if page.len() == 1000 => {
-                    start = k.clone();
-                    start.push(0);
-                }
-                _ => break,
-            }
-        }
-    }
-    Ok((counts[0], counts[1]))
 }
 
 /// Records from which version the change log is complete when logging is turned on, and

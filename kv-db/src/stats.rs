@@ -7,8 +7,9 @@
 //!   own (not atomically across fields).
 //! - The writer records a batch's effects ([`BatchStats`]) only after its commit succeeded, so
 //!   the counters describe durable work: a failed batch counts nothing.
-//! - Queue gauges start from a count of the store at open ([`Stats::set_queue`]) and then move
-//!   with this process's commits. On a shared store ([`kv_traits::Backend::shared`]) other
+//! - Queue gauges start from a count of the store at open ([`Stats::add_queue`], taken in the
+//!   background for a deep queue: see [`crate::queue::OpenCount`]) and then move with this
+//!   process's commits. On a shared store ([`kv_traits::Backend::shared`]) other
 //!   processes' queue work is not seen: there they describe this server's view only.
 //! - Why not the `metrics` facade: it needs a global recorder, which several databases (and
 //!   servers) in one process would share and which tests cannot isolate; plain values let the
@@ -173,10 +174,14 @@ impl Stats {
         add(&self.expired_deleted, b.expired_deleted);
     }
 
-    /// Sets the queue gauges (the count taken at open).
-    pub(crate) fn set_queue(&self, ready: u64, leased: u64) {
-        self.queue_ready.store(ready as i64, Ordering::Relaxed);
-        self.queue_leased.store(leased as i64, Ordering::Relaxed);
+    /// Adds the count of the messages stored at open to the queue gauges (which already hold
+    /// the changes committed since; see [`crate::queue::OpenCount`]).
+    pub(crate) fn add_queue(&self, ready: u64, leased: u64) {
+        add_signed(&self.queue_ready, i64::try_from(ready).unwrap_or(i64::MAX));
+        add_signed(
+            &self.queue_leased,
+            i64::try_from(leased).unwrap_or(i64::MAX),
+        );
     }
 
     /// Counts a watch stream as open until the returned guard is dropped.
@@ -251,7 +256,6 @@ mod tests {
     #[test]
     fn commits_and_effects_add_up() {
         let stats = Stats::default();
-        stats.set_queue(3, 1);
         let batch = BatchStats {
             writes_committed: 2,
             queue_ready: -1,
@@ -261,6 +265,8 @@ mod tests {
             ..Default::default()
         };
         stats.record_commit(3, 0.002, &batch);
+        // The count taken at open may land after commits made since: it adds up the same.
+        stats.add_queue(3, 1);
         let s = stats.snapshot();
         assert_eq!(s.commits_total, 1);
         assert_eq!(s.batch_size.count, 1);

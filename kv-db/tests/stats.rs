@@ -203,3 +203,46 @@ async fn open_watch_streams_are_counted_until_dropped() {
     assert_eq!(stats(&db).watches_open, 0);
     db.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deep_queue_is_counted_after_open_and_changes_made_meanwhile_add_up() {
+    // More than the pages counted before `open` returns (16 × 1000 keys): the rest is counted
+    // in the background, on a snapshot taken before the writer started.
+    const N: u64 = 20_500;
+    let clock = Arc::new(ManualClock::new(1_000));
+    let backend = MemoryBackend::new();
+    let config = || DbConfig {
+        clock: clock.clone(),
+        background_tasks: false,
+        ..Default::default()
+    };
+    let db = Db::open(backend.clone(), config()).await.unwrap();
+    let mut left = N;
+    while left > 0 {
+        let n = left.min(1000);
+        let one = enqueue(vec![], None).enqueues.remove(0);
+        let write = AtomicWrite {
+            enqueues: vec![one; n as usize],
+            ..Default::default()
+        };
+        db.atomic_write(write).await.unwrap();
+        left -= n;
+    }
+    drop(db);
+
+    let reopened = Db::open(backend, config()).await.unwrap();
+    // Lease one while the count may still be running: a delta on top of the snapshot.
+    let _leased = reopened.dequeue(Duration::ZERO).await.unwrap().unwrap();
+    let mut s = stats(&reopened).queue;
+    for _ in 0..1000 {
+        if s.ready + s.leased >= N {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        s = stats(&reopened).queue;
+    }
+    assert_eq!((s.ready, s.leased), (N - 1, 1));
+    let counts = reopened.queue_counts().await.unwrap();
+    assert_eq!((counts.ready, counts.leased), (N - 1, 1));
+    reopened.close().await.unwrap();
+}
