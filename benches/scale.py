@@ -329,7 +329,7 @@ def growth(rows, key, metric, scan_keys=0, field="ops_per_sec"):
            for r in rows if r["server"] == server and r["value_size"] == value_size
            and r.get(metric) is not None]
     pts.sort()
-    if metric == "scan":
+    if metric == "scan" and field == "ops_per_sec":
         # Scanned keys per second: the scan covers min(keys, --scan-keys) keys.
         pts = [(n, v * min(n, scan_keys)) for n, v in pts]
     pts = [(n, v) for n, v in pts if v]
@@ -420,6 +420,12 @@ def markdown(info, rows, disk_rows, skipped):
             cells = [growth(rows, key, c, info["scan_keys"]) for c in cols]
             cells += [growth(rows, key, "disk_bytes"), growth(rows, key, "rss_mib"),
                       growth(rows, key, "open_after_kill_secs")]
+            L.append(f"| {fmt_series(key)} | " + " | ".join(cells) + " |")
+        L.append("\nServer CPU per operation, same ends (a rise is a cost growing with size):\n")
+        L.append("| server (values) | " + " | ".join(cols) + " |")
+        L.append("|---|" + "---|" * len(cols))
+        for key in series(rows):
+            cells = [growth(rows, key, c, field="cpu_us_per_op") for c in cols]
             L.append(f"| {fmt_series(key)} | " + " | ".join(cells) + " |")
         L.append("\nRatios of ops/s (throughput columns), bytes, MiB or seconds between the "
                  "smallest and the largest size of each server and value size. flat: |slope| < "
