@@ -4,16 +4,23 @@ the number of keys, for our engines (sqlite, redb, memory) and the reference den
 
 Run through benches/scale.sh (which builds the binaries and installs denokv and matplotlib).
 
-For every server and every size N (`--sizes`), on a fresh database:
-  1. seed N keys of about `--key-size` bytes with `--value-size`-byte values (kv-bench --seed-only);
+For every size N (`--sizes`: `N` with `--value-size`-byte values, or `N@V` with V-byte values)
+and every server, on a fresh database:
+  1. seed N keys of about `--key-size` bytes (kv-bench --seed-only);
   2. measure with kv-bench (`--duration` s each): point get and point set with 1 and 64 clients,
-     a 10,000-key list (1 client), and a scan of `--scan-keys` keys in one list (count-like);
-  3. record the server's RSS (VmRSS, and VmHWM = peak);
+     a 10,000-key list (1 client), and a scan of `--scan-keys` keys in one list (count-like),
+     with the server's CPU time per operation (user+system, /proc/PID/stat);
+  3. record the server's RSS (VmRSS, split into anonymous and file-backed pages, and VmHWM =
+     peak); memory-mapped database pages are file-backed;
   4. stop it cleanly (SIGTERM), record the files' size on disk vs the logical size (keys+values),
      restart it and time until it answers the metadata exchange (open after a clean stop);
   5. run 64 writers, SIGKILL the server under that load, restart it and time the open (WAL
      recovery for SQLite, repair for redb).
-The memory engine has no file: no disk or reopen figures.
+The memory engine has no file: no disk or reopen figures; it is skipped above
+`--memory-max-keys` (its RSS grows about 1.3 KB per 1 KB entry). A file server is skipped when
+its database would leave less than `--min-free-gb` free on the data directory's disk (estimated
+from the logical size); each server's files are deleted as soon as it is measured, also when
+the run fails.
 
 `--disk-values` adds a disk-use pass: `--disk-keys` keys for each listed value size, size on disk
 after a clean stop vs logical size, for every server (and `--before-server`, an older build, to
@@ -88,9 +95,15 @@ class Server:
         out = {}
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
-                if line.startswith(("VmRSS:", "VmHWM:")):
+                if line.startswith(("VmRSS:", "VmHWM:", "RssAnon:", "RssFile:")):
                     out[line.split(":")[0]] = int(line.split()[1])
         return out
+
+    def cpu_secs(self):
+        """User + system CPU seconds the server used so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     @property
     def url(self):
@@ -133,7 +146,12 @@ def server_factory(args, name, data_dir):
 def bench(args, url, wl_args, keys, value_size):
     cmd = [args.bench, "--url", url, "--access-token", TOKEN, "--keys", str(keys), "--value-size",
            str(value_size), "--prefix", args.prefix, "--json", "-"] + wl_args
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                             timeout=args.bench_timeout)
+    except subprocess.TimeoutExpired:
+        print(f"  kv-bench {' '.join(wl_args)} timed out after {args.bench_timeout} s", flush=True)
+        return None
     if out.returncode != 0:
         print(f"  kv-bench {' '.join(wl_args)} failed: {out.stderr.strip()[-400:]}", flush=True)
         return None
@@ -142,8 +160,10 @@ def bench(args, url, wl_args, keys, value_size):
 
 def seed(args, url, keys, value_size):
     t0 = time.monotonic()
+    # No timeout: 10M keys into denokv take a quarter of an hour.
     r = subprocess.run([args.bench, "--url", url, "--access-token", TOKEN, "--seed-only", "--keys",
-                        str(keys), "--value-size", str(value_size), "--prefix", args.prefix],
+                        str(keys), "--value-size", str(value_size), "--prefix", args.prefix,
+                        "--request-timeout-secs", "120"],
                        capture_output=True, text=True, check=False)
     if r.returncode != 0:
         sys.exit(f"seeding failed: {r.stderr}")
@@ -171,13 +191,53 @@ def workloads(args, n):
     ]
 
 
-def measure(args, name, n, data_dir):
-    print(f"== {name} at {n} keys", flush=True)
+# Disk per logical byte, for the free-space check before seeding (worst measured, rounded up:
+# denokv 4.5x at 1 KB values, ours 1.35x, the old SQLite layout 4.3x).
+DISK_FACTOR = {"denokv": 5.0, "ours-sqlite-before": 5.0}
+
+
+def free_bytes(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def skip_reason(args, name, n, value_size, data_dir):
+    """Why `name` is not measured at n keys, or None."""
+    if name.startswith("ours-memory"):
+        if n > args.memory_max_keys:
+            return f"over --memory-max-keys {args.memory_max_keys:,}"
+        return None
+    need = n * (key_size(args.prefix) + value_size) * DISK_FACTOR.get(name, 1.6)
+    left = free_bytes(data_dir) - need
+    if left < args.min_free_gb * 1e9:
+        return (f"would leave {left / 1e9:.1f} GB free (needs about {need / 1e9:.1f} GB; "
+                f"--min-free-gb {args.min_free_gb})")
+    return None
+
+
+def remove_files(data_dir, stem):
+    """The database files of `stem` (its log stays, for a failure's diagnosis)."""
+    for f in os.listdir(data_dir):
+        if f.startswith(stem + ".") and not f.endswith(".log"):
+            os.remove(os.path.join(data_dir, f))
+
+
+def measure(args, name, n, value_size, data_dir):
+    print(f"== {name} at {n} keys of {value_size} B", flush=True)
     srv = Server(name, server_factory(args, name, data_dir), data_dir)
+    try:
+        return measure_on(args, srv, name, n, value_size, data_dir)
+    finally:
+        # Also on failure: never leave a server running or gigabytes of data behind.
+        srv.stop(signal.SIGKILL)
+        remove_files(data_dir, name)
+
+
+def measure_on(args, srv, name, n, value_size, data_dir):
     srv.start()
-    row = {"server": name, "keys": n, "value_size": args.value_size,
+    row = {"server": name, "keys": n, "value_size": value_size,
            "key_size": key_size(args.prefix)}
-    row["seed_secs"] = seed(args, srv.url, n, args.value_size)
+    row["seed_secs"] = seed(args, srv.url, n, value_size)
     print(f"  seeded in {row['seed_secs']:.1f} s", flush=True)
     stem = name
     if not name.startswith("ours-memory"):
@@ -185,26 +245,36 @@ def measure(args, name, n, data_dir):
         # clean stop; then the open time of that file.
         srv.stop()
         row["disk_bytes"] = files_size(data_dir, stem)
-        row["logical_bytes"] = n * (row["key_size"] + args.value_size)
+        row["logical_bytes"] = n * (row["key_size"] + value_size)
         row["disk_ratio"] = row["disk_bytes"] / row["logical_bytes"]
         row["open_clean_secs"] = srv.start()
     for wname, wargs in workloads(args, n):
-        rep = bench(args, srv.url, wargs, n, args.value_size)
+        cpu0, t0 = srv.cpu_secs(), time.monotonic()
+        rep = bench(args, srv.url, wargs, n, value_size)
+        cpu, wall = srv.cpu_secs() - cpu0, time.monotonic() - t0
         if rep:
+            # The CPU time covers the warm-up too: count the operations it would have done.
+            ops = rep["ops"] * (1 + 0.5 / rep["secs"]) if wname != "scan" else rep["ops"]
             row[wname] = {"ops_per_sec": rep["ops_per_sec"], "p50_ms": rep["latency"]["p50_ms"],
-                          "p99_ms": rep["latency"]["p99_ms"], "errors": rep["errors"]}
+                          "p99_ms": rep["latency"]["p99_ms"], "errors": rep["errors"],
+                          "cpu_us_per_op": cpu * 1e6 / ops if ops else None,
+                          "server_cpu_share": cpu / wall}
             print(f"  {wname:9} {rep['ops_per_sec']:10.1f} ops/s p50 {rep['latency']['p50_ms']:.2f}"
-                  f" p99 {rep['latency']['p99_ms']:.2f} ms", flush=True)
+                  f" p99 {rep['latency']['p99_ms']:.2f} ms, server CPU "
+                  f"{row[wname]['cpu_us_per_op'] or 0:.0f} us/op", flush=True)
     rss = srv.rss_kib()
     row["rss_mib"] = rss.get("VmRSS", 0) / 1024
+    row["rss_anon_mib"] = rss.get("RssAnon", 0) / 1024
+    row["rss_file_mib"] = rss.get("RssFile", 0) / 1024
     row["peak_rss_mib"] = rss.get("VmHWM", 0) / 1024
+    row["loadavg"] = os.getloadavg()[0]
     if name.startswith("ours-memory"):
         srv.stop()
         return row
     # Crash under load: 64 writers, SIGKILL after 2 s, then time the open.
     load = subprocess.Popen([args.bench, "--url", srv.url, "--access-token", TOKEN, "--workload",
                              "set", "--clients", "64", "--keys", str(n), "--value-size",
-                             str(args.value_size), "--prefix", args.prefix, "--duration-secs", "30",
+                             str(value_size), "--prefix", args.prefix, "--duration-secs", "30",
                              "--warmup-secs", "0", "--retry-secs", "0"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(2)
@@ -216,9 +286,6 @@ def measure(args, name, n, data_dir):
     print(f"  disk {row['disk_bytes'] / 1e6:.1f} MB ({row['disk_ratio']:.2f}x logical), rss "
           f"{row['rss_mib']:.0f} MiB, open {row['open_clean_secs']:.2f} s, after kill "
           f"{row['open_after_kill_secs']:.2f} s", flush=True)
-    for f in os.listdir(data_dir):
-        if f.startswith(stem + "."):
-            os.remove(os.path.join(data_dir, f))
     return row
 
 
@@ -251,10 +318,18 @@ def disk_pass(args, data_dir):
     return rows
 
 
-def growth(rows, server, metric, scan_keys=0, field="ops_per_sec"):
+def series(rows):
+    """(server, value size) pairs in the order they were measured."""
+    return list(dict.fromkeys((r["server"], r["value_size"]) for r in rows))
+
+
+def growth(rows, key, metric, scan_keys=0, field="ops_per_sec"):
+    server, value_size = key
     pts = [(r["keys"], r[metric][field] if isinstance(r.get(metric), dict) else r.get(metric))
-           for r in rows if r["server"] == server and r.get(metric) is not None]
-    if metric == "scan":
+           for r in rows if r["server"] == server and r["value_size"] == value_size
+           and r.get(metric) is not None]
+    pts.sort()
+    if metric == "scan" and field == "ops_per_sec":
         # Scanned keys per second: the scan covers min(keys, --scan-keys) keys.
         pts = [(n, v * min(n, scan_keys)) for n, v in pts]
     pts = [(n, v) for n, v in pts if v]
@@ -274,48 +349,89 @@ def growth(rows, server, metric, scan_keys=0, field="ops_per_sec"):
 METRICS = ["get-c1", "get-c64", "set-c1", "set-c64", "list10k"]
 
 
-def markdown(info, rows, disk_rows):
+def fmt_series(key):
+    return f"{key[0]} ({key[1]} B)"
+
+
+def markdown(info, rows, disk_rows, skipped):
     L = [f"# Scale benchmark {info['stamp']}\n",
          f"`benches/scale.sh {info['argv']}` on {info['host']}; commit {info['commit']}. "
-         f"Keys {rows[0]['key_size'] if rows else '-'} B, values {info['value_size']} B; kv-bench over "
+         f"Keys {rows[0]['key_size'] if rows else '-'} B, values as listed; kv-bench over "
          "h2c, one connection per client; each workload "
-         f"{info['duration']} s after a 0.5 s warm-up. Durable defaults (fsync per commit).\n"]
+         f"{info['duration']} s after a 0.5 s warm-up. Durable defaults (fsync per commit). "
+         "Sizes in the order measured; every server measured at one size before the next size, "
+         "so servers at one size share the machine's conditions (load average per row below).\n"]
     if rows:
         cols = METRICS + ["scan"]
         L.append("## Throughput (ops/s) and latency (p50 / p99 ms)\n")
-        L.append("| server | keys | " + " | ".join(cols) + " |")
-        L.append("|---|---|" + "---|" * len(cols))
+        L.append("| server | keys | value B | " + " | ".join(cols) + " |")
+        L.append("|---|---|---|" + "---|" * len(cols))
         for r in rows:
             cells = []
             for c in cols:
                 m = r.get(c)
                 cells.append(f"{m['ops_per_sec']:.0f} ({m['p50_ms']:.2f} / {m['p99_ms']:.2f})"
                              if m else "-")
-            L.append(f"| {r['server']} | {r['keys']:,} | " + " | ".join(cells) + " |")
-        L.append(f"\nscan: one list of the first min(keys, {info['scan_keys']:,}) keys in pages of "
-                 "1000 (a prefix count as a client does it); ops/s = scans per second. list10k: "
-                 "the first 10,000 keys, 1 client.\n")
+            L.append(f"| {r['server']} | {r['keys']:,} | {r['value_size']} | "
+                     + " | ".join(cells) + " |")
+        L.append(f"\nscan: one list of the first min(keys, {info['scan_keys']:,}) keys in pages "
+                 "of 1000 (a prefix count as a client does it); ops/s = scans per second. "
+                 "list10k: the first 10,000 keys, 1 client.\n")
+        L.append("## Server CPU per operation (µs; user + system)\n")
+        L.append("| server | keys | value B | " + " | ".join(cols) + " | load avg |")
+        L.append("|---|---|---|" + "---|" * (len(cols) + 1))
+        for r in rows:
+            cells = []
+            for c in cols:
+                m = r.get(c) or {}
+                v = m.get("cpu_us_per_op")
+                cells.append(f"{v:.0f}" if v is not None else "-")
+            L.append(f"| {r['server']} | {r['keys']:,} | {r['value_size']} | "
+                     + " | ".join(cells) + f" | {r.get('loadavg', float('nan')):.1f} |")
+        L.append("\nCPU time of the server process during the workload (warm-up included, "
+                 "divided by the operations it would have done in that time); a list or scan "
+                 "is one operation. Less sensitive than ops/s to the other processes sharing "
+                 "the machine.\n")
         L.append("## Disk, memory, open time\n")
-        L.append("| server | keys | seed s | disk MB | disk / logical | RSS MiB | peak RSS MiB | "
-                 "open after clean stop s | open after SIGKILL s |")
-        L.append("|---|---|---|---|---|---|---|---|---|")
+        L.append("| server | keys | value B | seed s | disk MB | disk / logical | RSS MiB "
+                 "(anon + file) | peak RSS MiB | open after clean stop s | open after SIGKILL s |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             d = r.get("disk_bytes")
-            L.append(f"| {r['server']} | {r['keys']:,} | {r['seed_secs']:.1f} | "
+            anon = r.get("rss_anon_mib")
+            rss = (f"{r['rss_mib']:.0f} ({anon:.0f} + {r['rss_file_mib']:.0f})"
+                   if anon is not None else f"{r['rss_mib']:.0f}")
+            L.append(f"| {r['server']} | {r['keys']:,} | {r['value_size']} | "
+                     f"{r['seed_secs']:.1f} | "
                      + (f"{d / 1e6:.1f} | {r['disk_ratio']:.2f}x | " if d else "- | - | ")
-                     + f"{r['rss_mib']:.0f} | {r['peak_rss_mib']:.0f} | "
+                     + f"{rss} | {r['peak_rss_mib']:.0f} | "
                      + (f"{r['open_clean_secs']:.2f} | {r['open_after_kill_secs']:.2f} |"
                         if d else "- | - |"))
-        L.append("\n## Growth from the smallest to the largest size\n")
-        L.append("| server | " + " | ".join(cols + ["disk", "RSS", "open after SIGKILL"]) + " |")
+        L.append("\nRSS after the workloads: anonymous memory (heap, caches) + file-backed pages "
+                 "(the binary, and SQLite's memory-mapped database pages: the operating system's "
+                 "page cache, counted once per connection that touched them).\n")
+        if skipped:
+            L.append("Not measured: " + "; ".join(skipped) + ".\n")
+        L.append("## Growth from the smallest to the largest size\n")
+        L.append("| server (values) | " + " | ".join(
+            cols + ["disk", "RSS", "open after SIGKILL"]) + " |")
         L.append("|---|" + "---|" * (len(cols) + 3))
-        for s in dict.fromkeys(r["server"] for r in rows):
-            cells = [growth(rows, s, c, info["scan_keys"]) for c in cols]
-            cells += [growth(rows, s, "disk_bytes"), growth(rows, s, "rss_mib"),
-                      growth(rows, s, "open_after_kill_secs")]
-            L.append(f"| {s} | " + " | ".join(cells) + " |")
-        L.append("\nRatios of ops/s (throughput columns), bytes, MiB or seconds between the two ends. flat: |slope| < 0.1 in log-log; sub-linear: < 0.6; linear: otherwise "
-                 "(slope of log(metric) against log(keys) between the two ends). The scan column compares scanned keys per second.\n")
+        for key in series(rows):
+            cells = [growth(rows, key, c, info["scan_keys"]) for c in cols]
+            cells += [growth(rows, key, "disk_bytes"), growth(rows, key, "rss_mib"),
+                      growth(rows, key, "open_after_kill_secs")]
+            L.append(f"| {fmt_series(key)} | " + " | ".join(cells) + " |")
+        L.append("\nServer CPU per operation, same ends (a rise is a cost growing with size):\n")
+        L.append("| server (values) | " + " | ".join(cols) + " |")
+        L.append("|---|" + "---|" * len(cols))
+        for key in series(rows):
+            cells = [growth(rows, key, c, field="cpu_us_per_op") for c in cols]
+            L.append(f"| {fmt_series(key)} | " + " | ".join(cells) + " |")
+        L.append("\nRatios of ops/s (throughput columns), bytes, MiB or seconds between the "
+                 "smallest and the largest size of each server and value size. flat: |slope| < "
+                 "0.1 in log-log; sub-linear: < 0.6; linear: otherwise (slope of log(metric) "
+                 "against log(keys) between the two ends). The scan column compares scanned "
+                 "keys per second.\n")
     if disk_rows:
         L.append("## Disk use by value size\n")
         L.append(f"{disk_rows[0]['keys']:,} keys of {key_size(info['prefix'])} B, size of the "
@@ -341,21 +457,31 @@ def plot(rows, path):
     except ImportError:
         print("matplotlib not available: no plot", flush=True)
         return False
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
+    fig, axes = plt.subplots(2, 2, figsize=(16, 11))
+    axes = axes.flatten()
+    # Colour: the server; marker: the value size; line style: the metric (solid get, dashed set).
     servers = list(dict.fromkeys(r["server"] for r in rows))
-    for s in servers:
-        rs = [r for r in rows if r["server"] == s]
+    sizes = list(dict.fromkeys(r["value_size"] for r in rows))
+    colour = {s: f"C{i % 10}" for i, s in enumerate(servers)}
+    marker = {v: "osD^v"[i % 5] for i, v in enumerate(sizes)}
+    for key in series(rows):
+        rs = sorted((r for r in rows if (r["server"], r["value_size"]) == key),
+                    key=lambda r: r["keys"])
         ns = [r["keys"] for r in rs]
-        for m, style in (("get-c64", "-o"), ("set-c64", "--s")):
-            axes[0].plot(ns, [r.get(m, {}).get("ops_per_sec", float("nan")) for r in rs], style,
-                         label=f"{s} {m}")
-        for m, style in (("get-c1", "-o"), ("set-c1", "--s")):
-            axes[1].plot(ns, [r.get(m, {}).get("p99_ms", float("nan")) for r in rs], style,
-                         label=f"{s} {m} p99")
-        axes[2].plot(ns, [r.get("list10k", {}).get("p50_ms", float("nan")) for r in rs], "-o",
-                     label=f"{s} list10k p50")
+        label = fmt_series(key)
+        kw = {"color": colour[key[0]], "marker": marker[key[1]]}
+        for m, ls in (("get-c64", "-"), ("set-c64", "--")):
+            axes[0].plot(ns, [r.get(m, {}).get("ops_per_sec", float("nan")) for r in rs],
+                         linestyle=ls, label=f"{label} {m}", **kw)
+        for m, ls in (("get-c1", "-"), ("set-c1", "--")):
+            axes[1].plot(ns, [r.get(m, {}).get("p99_ms", float("nan")) for r in rs],
+                         linestyle=ls, label=f"{label} {m} p99", **kw)
+        axes[2].plot(ns, [r.get("list10k", {}).get("p50_ms", float("nan")) for r in rs],
+                     label=f"{label} list10k p50", **kw)
+        axes[3].plot(ns, [(r.get("get-c64") or {}).get("cpu_us_per_op") or float("nan")
+                          for r in rs], label=f"{label} get-c64", **kw)
     titles = ["throughput, 64 clients (ops/s)", "latency p99, 1 client (ms)",
-              "10k-key list latency p50 (ms)"]
+              "10k-key list latency p50 (ms)", "server CPU per point read, 64 clients (µs)"]
     for ax, t in zip(axes, titles):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -368,6 +494,15 @@ def plot(rows, path):
     return True
 
 
+def parse_sizes(text, default_value):
+    """`N` or `N@V` entries, comma-separated: (keys, value size) pairs."""
+    out = []
+    for item in (x for x in text.split(",") if x):
+        n, _, v = item.partition("@")
+        out.append((int(n), int(v) if v else default_value))
+    return out
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--server", required=True)
@@ -376,8 +511,9 @@ def main():
     p.add_argument("--before-server", default=None,
                    help="an older kv-connect-server build for the disk pass (ours-sqlite-before)")
     p.add_argument("--servers", default="ours-sqlite,ours-redb,ours-memory,denokv")
-    p.add_argument("--sizes", default="10000,100000")
-    p.add_argument("--value-size", type=int, default=1000)
+    p.add_argument("--sizes", default="10000,100000",
+                   help="key counts, each N or N@V (V-byte values), e.g. 1000000@1000,10000000@200")
+    p.add_argument("--value-size", type=int, default=1000, help="for sizes without @V")
     p.add_argument("--key-size", type=int, default=100, help="bytes per encoded key (>= 20)")
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--scan-keys", type=int, default=100000)
@@ -385,10 +521,18 @@ def main():
     p.add_argument("--disk-keys", type=int, default=20000)
     p.add_argument("--disk-servers", default="ours-sqlite-before,ours-sqlite,ours-redb,denokv")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--memory-max-keys", type=int, default=2_000_000,
+                   help="skip ours-memory above this many keys (about 1.3 KB RSS per 1 KB entry)")
+    p.add_argument("--min-free-gb", type=float, default=12.0,
+                   help="skip a file server whose data would leave less free disk than this")
+    p.add_argument("--bench-timeout", type=float, default=900.0,
+                   help="seconds before a measuring kv-bench run is abandoned")
     p.add_argument("--out", required=True)
     p.add_argument("--argv", default="")
     p.add_argument("--from-json", default=None,
-                   help="rewrite the markdown and plot of an earlier (possibly cut short) run")
+                   help="rewrite the markdown and plot of an earlier (possibly cut short) run; "
+                   "several files, comma-separated, are merged into one report (the first one's "
+                   "stamp and settings), e.g. a server measured after the others")
     args = p.parse_args()
     args.prefix = "p" * max(1, args.key_size - 17)
     servers = [s for s in args.servers.split(",") if s]
@@ -401,21 +545,32 @@ def main():
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, check=False).stdout.strip()
     info = {"stamp": stamp, "commit": commit, "host": f"{os.cpu_count()} CPUs",
-            "value_size": args.value_size, "duration": args.duration, "prefix": args.prefix,
+            "duration": args.duration, "prefix": args.prefix,
             "argv": args.argv, "sizes": args.sizes, "scan_keys": args.scan_keys}
-    rows, disk_rows = [], []
+    rows, disk_rows, skipped = [], [], []
     if args.from_json:
-        with open(args.from_json) as f:
-            old = json.load(f)
-        info, rows, disk_rows = old["info"], old["rows"], old["disk"]
+        for i, path in enumerate(args.from_json.split(",")):
+            with open(path) as f:
+                old = json.load(f)
+            if i == 0:
+                info = old["info"]
+            else:
+                info["argv"] += f"` + `{old['info']['argv']}"
+            rows += old["rows"]
+            disk_rows += old["disk"]
+            skipped += old.get("skipped", [])
+        # A server skipped in one pass may have been measured in another.
+        measured = {f"{r['server']} at {r['keys']:,} keys of {r['value_size']} B " for r in rows}
+        skipped = [s for s in skipped if not any(s.startswith(m) for m in measured)]
         stamp = info["stamp"]
     base = os.path.join(args.out, f"scale-{stamp}")
 
     def write(final):
         # Written after every row, so a run cut short keeps what it measured.
-        md = markdown(info, rows, disk_rows)
+        md = markdown(info, rows, disk_rows, skipped)
         with open(base + ".json", "w") as f:
-            json.dump({"info": info, "rows": rows, "disk": disk_rows}, f, indent=1)
+            json.dump({"info": info, "rows": rows, "disk": disk_rows, "skipped": skipped}, f,
+                      indent=1)
         if final and rows and plot(rows, base + ".png"):
             md += f"\n![throughput and latency against size](scale-{stamp}.png)\n"
             shutil.copy(base + ".png", os.path.join(args.out, "scale-latest.png"))
@@ -435,9 +590,17 @@ def main():
     if args.disk_values:
         disk_rows = disk_pass(args, data_dir)
         write(False)
-    for n in [int(x) for x in args.sizes.split(",") if x]:
+    for n, v in parse_sizes(args.sizes, args.value_size):
         for s in servers:
-            rows.append(measure(args, s, n, data_dir))
+            if s.endswith("-before") and not args.before_server:
+                continue
+            why = skip_reason(args, s, n, v, data_dir)
+            if why:
+                skipped.append(f"{s} at {n:,} keys of {v} B ({why})")
+                print(f"== {s} at {n} keys of {v} B skipped: {why}", flush=True)
+                write(False)
+                continue
+            rows.append(measure(args, s, n, v, data_dir))
             write(False)
     write(True)
     if args.data_dir is None:

@@ -9,10 +9,15 @@
 #   benches/scale.sh --sizes 100000 --disk-values 200,1000,2000,4000   # plus a disk-use pass
 #   benches/scale.sh --servers ours-sqlite,ours-redb --duration 5
 #   BEFORE_SERVER=/path/to/older/kv-connect-server benches/scale.sh --servers ours-sqlite-before,ours-sqlite
+#   # the issue-17 run: 100k and 1M keys at 1000 B and 200 B, 10M keys at 200 B
+#   BEFORE_SERVER=... benches/scale.sh --servers ours-sqlite-before,ours-sqlite,ours-redb,denokv,ours-memory \
+#       --sizes 100000@1000,100000@200,1000000@1000,1000000@200,10000000@200 --data-dir /big/disk/dir
 #
 # Options are those of benches/scale.py (`python3 benches/scale.py --help`). Database files go to
 # a temporary directory under $TMPDIR (or --data-dir): 1M keys of 1 KB need about 1.3 GB per
-# file server. denokv: as in compare.sh ($DENOKV_BIN, else benches/.denokv, installed on first
+# file server (denokv 4.5 GB), 10M keys of 200 B about 4 GB (denokv 7.5 GB). Each server's files
+# are deleted once it is measured; a server whose data would leave less than --min-free-gb (12)
+# free is skipped, and so is ours-memory above --memory-max-keys (2M). denokv: as in compare.sh ($DENOKV_BIN, else benches/.denokv, installed on first
 # use). The plot needs matplotlib, installed from PyPI into benches/.venv on first use (without
 # it the tables are still written).
 set -euo pipefail

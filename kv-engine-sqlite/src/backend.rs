@@ -79,6 +79,10 @@ fn configure(
     .map_err(sql_err)?;
     conn.pragma_update(None, "cache_size", -i64::from(cache_size_kib))
         .map_err(sql_err)?;
+    // Read database pages in place instead of copying each page-cache miss (see
+    // `SqliteOptions::mmap_size_mib`).
+    conn.pragma_update(None, "mmap_size", i64::from(options.mmap_size_mib) << 20)
+        .map_err(sql_err)?;
     Ok(())
 }
 
@@ -636,7 +640,27 @@ mod tests {
                 .query_row("PRAGMA cache_size", [], |r| r.get(0))
                 .unwrap();
             assert_eq!(cache, -2048);
+            let mmap: i64 = conn
+                .query_row("PRAGMA mmap_size", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(mmap, i64::from(crate::DEFAULT_MMAP_SIZE_MIB) << 20);
         }
+    }
+
+    #[test]
+    fn mmap_size_zero_turns_mapping_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteOptions {
+            mmap_size_mib: 0,
+            ..SqliteOptions::default()
+        };
+        let b = SqliteBackend::open(dir.path().join("db"), options).unwrap();
+        assert_eq!(writer_pragma(&b, "mmap_size"), 0);
+        let conn = lock(&b.shared.idle_readers).pop().unwrap();
+        let mmap: i64 = conn
+            .query_row("PRAGMA mmap_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mmap, 0);
     }
 
     #[test]

@@ -10,6 +10,10 @@
 //! - **Reads**: a pool of reader connections. A read transaction pins a WAL snapshot when it
 //!   begins and holds it until dropped, so it never waits for writers and never sees a commit
 //!   that finished after it began.
+//! - **Memory**: each connection has a small page cache ([`SqliteOptions::cache_size_kib`],
+//!   [`SqliteOptions::reader_cache_size_kib`], 2 MiB each) and reads the file through a memory
+//!   map of up to [`SqliteOptions::mmap_size_mib`] (2 GiB by default): address space backed by
+//!   the operating system's page cache, counted in RSS once per connection that touched a page.
 //! - **Durability**: [`Durability::Full`] (default, `synchronous=FULL`) survives process
 //!   crashes and power loss; [`Durability::Normal`] is an explicit opt-in that may lose the
 //!   latest commits on power loss.
@@ -61,4 +65,4 @@ mod options;
 
 pub use backend::SqliteBackend;
 pub use format::{APPLICATION_ID, FORMAT_VERSION, OLDEST_FORMAT_VERSION, PAGE_SIZE};
-pub use options::{Durability, SqliteOptions};
+pub use options::{Durability, SqliteOptions, DEFAULT_MMAP_SIZE_MIB};
