@@ -1,15 +1,15 @@
 //! Disk use of the chunked layout by chunk size and value size, at the engine level: fills a
-//! fresh file with `KEYS` random 100-byte keys (random order, 100 keys per commit) for each
+//! fresh file with `KEYS` random 100-byte keys (random order, 100 keys per durable commit: non-durable commits leave pages that only a durable one frees, which inflates the file) for each
 //! value size and chunk size, and prints file size ÷ (keys + values). How the default chunk size
 //! was chosen; the end-to-end figures come from `benches/scale.sh --disk-values`.
 //!
 //! ```text
-//! cargo run --release -p kv-engine-redb --example disk_probe -- 800,1200,2000 200,1000,2000,4000
+//! cargo run --release -p kv-engine-redb --example disk_probe -- 800,1200,2000 200,1000,2000,4000 [no-quick-repair]
 //! ```
 
 use std::num::NonZeroUsize;
 
-use kv_engine_redb::{RedbBackend, RedbDurability, RedbOptions};
+use kv_engine_redb::{RedbBackend, RedbOptions};
 use kv_traits::Backend;
 use rand::{Rng, SeedableRng};
 
@@ -28,6 +28,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let chunk_sizes = list(args.next(), "1200");
     let value_sizes = list(args.next(), "200,1000,2000,4000");
+    let quick_repair = args.next().as_deref() != Some("no-quick-repair");
     let dir = tempfile::tempdir()?;
     print!("{:>10}", "value B");
     for c in &chunk_sizes {
@@ -39,8 +40,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         for &c in &chunk_sizes {
             let path = dir.path().join(format!("probe-{c}-{v}.redb"));
             let options = RedbOptions {
-                durability: RedbDurability::None,
                 chunk_size: NonZeroUsize::new(c).ok_or("chunk size 0")?,
+                quick_repair,
                 ..RedbOptions::default()
             };
             let db = RedbBackend::open(&path, options)?;

@@ -23,8 +23,8 @@
 //!
 //! Layout and format (details in the `layout` and `format` modules):
 //! - Format 2 (this build): table `kv` maps each key to its value tagged inline, or, for a value
-//!   longer than [`RedbOptions::chunk_size`] (default [`DEFAULT_CHUNK_SIZE`] bytes), to a chunk
-//!   header; the pieces live in table `kv_chunks` under `key ++ index`. Chunks keep every B-tree
+//!   longer than [`RedbOptions::chunk_size`] (default [`DEFAULT_CHUNK_SIZE`] bytes) that does
+//!   not fill most of its own pages, to a chunk header; the pieces live in table `kv_chunks` under `key ++ index`. Chunks keep every B-tree
 //!   entry small enough to share a 4 KiB page: redb gives an entry that does not fit a page a
 //!   power-of-two run of pages of its own, which cost 2x the logical size for 2–4 KB values.
 //! - Format 1 (older builds): values stored whole. Such a file is upgraded in place when opened

@@ -44,8 +44,9 @@ pub struct RedbOptions {
     pub quick_repair: bool,
     /// Values longer than this many bytes are split into chunks of at most this size, stored
     /// apart from the key (default [`DEFAULT_CHUNK_SIZE`]), so that no B-tree entry is too big
-    /// to share a page (see the crate docs' "Layout"). Only affects new writes: reads accept any
-    /// chunking. Ignored for a file served in format 1 (see [`RedbOptions::upgrade_on_open`]).
+    /// to share a page; except a value that alone fills most of the pages redb would give it
+    /// (see the `layout` module). Only affects new writes: reads accept any chunking. Ignored
+    /// for a file served in format 1 (see [`RedbOptions::upgrade_on_open`]).
     pub chunk_size: NonZeroUsize,
     /// Whether [`crate::RedbBackend::open`] upgrades a file of format 1 (written before values
     /// were chunked) to the current format (default `true`): every value is rewritten, in
