@@ -263,6 +263,7 @@ impl Engine {
                 let opts = RedbOptions {
                     durability: RedbDurability::Immediate,
                     cache_size: Some(4 << 20),
+                    ..Default::default()
                 };
                 Arc::new(RedbBackend::open(self.file(self.generation), opts)?)
             }
@@ -272,6 +273,7 @@ impl Engine {
                 let opts = RedbOptions {
                     durability: RedbDurability::Immediate,
                     cache_size: Some(4 << 20),
+                    ..Default::default()
                 };
                 let storage = FaultyStorage::new(disk, self.disk_faults.clone());
                 Arc::new(RedbBackend::open_with_storage(storage, opts)?)

@@ -1,5 +1,5 @@
-//! A durable [`kv_traits::Backend`] on [redb](https://docs.rs/redb): one file, one ordered table
-//! of byte keys to byte values.
+//! A durable [`kv_traits::Backend`] on [redb](https://docs.rs/redb): one file, one ordered
+//! keyspace of byte keys to byte values.
 //!
 //! - Keys are ordered bytewise unsigned (redb's order for `&[u8]`), one keyspace.
 //! - A [`ReadTxn`] is a redb read transaction: a snapshot that later commits do not change.
@@ -7,13 +7,33 @@
 //!   async runtime (an async semaphore), and its commit (an fsync by default) runs on tokio's
 //!   blocking pool, so neither stalls runtime workers. Dropping it without committing rolls it
 //!   back.
-//! - Commits are durable by default ([`RedbDurability::Immediate`]); [`RedbDurability::None`] is
-//!   an explicit opt-in for speed over crash safety.
 //! - If a commit fails, the engine is poisoned: every later `begin_write` fails with
 //!   [`BackendError::Poisoned`] carrying the original error (its message, and redb's error as
 //!   the source), until the file is reopened.
-//! - The file records this crate's format version in a `meta` table; a file of an unknown or
-//!   newer version is refused with [`BackendError::UnsupportedFormat`].
+//!
+//! Durability and crash recovery:
+//! - Commits are durable by default ([`RedbDurability::Immediate`]: fsync before `commit`
+//!   returns); [`RedbDurability::None`] is an explicit opt-in for speed over crash safety.
+//! - Every commit also records redb's allocator state and commits in two phases
+//!   ([`RedbOptions::quick_repair`], on by default), so opening a file after a crash loads that
+//!   state instead of walking every tree (a full repair took about 8 s per million 1 KB entries).
+//!   The trade-off: a commit writes the allocator state table and fsyncs twice (see the README's
+//!   Performance section for the measured cost). With it off, a crash costs a full repair at the
+//!   next open ([`RedbBackend::repaired_on_open`] tells), still without losing a committed write.
+//!
+//! Layout and format (details in the `layout` and `format` modules):
+//! - Format 2 (this build): table `kv` maps each key to its value tagged inline, or, for a value
+//!   longer than [`RedbOptions::chunk_size`] (default [`DEFAULT_CHUNK_SIZE`] bytes) that does
+//!   not fill most of its own pages, to a chunk header; the pieces live in table `kv_chunks` under `key ++ index`. Chunks keep every B-tree
+//!   entry small enough to share a 4 KiB page: redb gives an entry that does not fit a page a
+//!   power-of-two run of pages of its own, which cost 2x the logical size for 2–4 KB values.
+//! - Format 1 (older builds): values stored whole. Such a file is upgraded in place when opened
+//!   ([`RedbOptions::upgrade_on_open`], default on; resumable after a crash), or served as it is.
+//! - The version is kept in a `meta` table; a file of an unknown or newer version is refused
+//!   with [`BackendError::UnsupportedFormat`].
+//!
+//! Memory: redb's page cache is [`DEFAULT_CACHE_SIZE`] (64 MiB) unless
+//! [`RedbOptions::cache_size`] says otherwise; the operating system's page cache serves the rest.
 //!
 //! Reads and writes inside a transaction run inline (redb works from its page cache; a miss is
 //! one positioned read), with the table opened once per transaction; only waiting for the
@@ -50,6 +70,9 @@
 #![warn(missing_docs)]
 
 mod error;
+mod format;
+mod layout;
+mod options;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,49 +81,18 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use async_trait::async_trait;
 use kv_traits::{Backend, BackendError, Cause, KvPair, ReadTxn, WriteTxn};
 use redb::{
-    Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, StorageBackend,
-    TableDefinition, WriteTransaction,
+    Database, Durability, ReadOnlyTable, ReadableDatabase, StorageBackend, WriteTransaction,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use error::{
-    commit_error, database_error, durability_error, storage_error, table_error, transaction_error,
-};
+use error::{database_error, durability_error, table_error, transaction_error};
+use layout::{Layout, Replacing, CHUNKS, DATA};
+
+pub use format::{FORMAT_VERSION, OLDEST_FORMAT_VERSION};
+pub use options::{RedbDurability, RedbOptions, DEFAULT_CACHE_SIZE, DEFAULT_CHUNK_SIZE};
 
 /// The redb version this crate is built on, for naming [`StorageBackend`] and its error types.
 pub use redb;
-
-/// The format version this build writes and reads, stored in the `meta` table.
-pub const FORMAT_VERSION: u64 = 1;
-
-/// The table holding the keyspace.
-const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
-/// The table holding engine metadata (the format version).
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// Key of the format version in [`META`].
-const FORMAT_KEY: &str = "format_version";
-
-/// How durable a commit is when it returns.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum RedbDurability {
-    /// Every commit is flushed to stable storage (fsync) before it returns. Survives a process
-    /// crash and a power loss. The default.
-    #[default]
-    Immediate,
-    /// Commits are visible at once but not flushed: a crash may lose every commit since the last
-    /// durable point (a clean [`Backend::close`]). The file stays consistent. Opt-in only, for
-    /// tests and caches.
-    None,
-}
-
-/// Options of [`RedbBackend::open`].
-#[derive(Debug, Clone, Default)]
-pub struct RedbOptions {
-    /// Durability of commits; [`RedbDurability::Immediate`] by default.
-    pub durability: RedbDurability,
-    /// Size of redb's page cache in bytes; redb's default (1 GiB) when `None`.
-    pub cache_size: Option<usize>,
-}
 
 /// A [`Backend`] storing its keyspace in one redb file.
 ///
@@ -120,6 +112,11 @@ struct Inner {
     poison: Mutex<Option<Cause>>,
     closed: AtomicBool,
     durability: Durability,
+    quick_repair: bool,
+    /// The layout of the file's format.
+    layout: Layout,
+    /// Whether opening needed redb's full repair.
+    repaired: bool,
 }
 
 impl Inner {
@@ -180,16 +177,29 @@ impl Inner {
 }
 
 impl RedbBackend {
-    /// Opens (creating if missing) the redb file at `path`.
+    /// Opens (creating if missing) the redb file at `path`, upgrading its format if it is older
+    /// and [`RedbOptions::upgrade_on_open`] is set (see "Format" in the crate docs).
     ///
     /// Fails with [`BackendError::UnsupportedFormat`] when the file was written by a newer or
     /// unknown format, and with [`BackendError::Io`] when the file cannot be opened or is
     /// already open (redb locks it).
     pub fn open(path: impl AsRef<Path>, options: RedbOptions) -> Result<RedbBackend, BackendError> {
         let path = path.as_ref();
-        let db = builder(&options).create(path).map_err(database_error)?;
+        let repaired = Arc::new(AtomicBool::new(false));
+        let started = std::time::Instant::now();
+        let db = builder(&options, &repaired)
+            .create(path)
+            .map_err(database_error)?;
+        let repaired = repaired.load(Ordering::Acquire);
+        if repaired {
+            tracing::warn!(
+                path = %path.display(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "the redb file was not closed cleanly and needed a full repair"
+            );
+        }
         tracing::debug!(path = %path.display(), "opened redb database");
-        Self::from_database(db, &options)
+        Self::from_database(db, &options, repaired)
     }
 
     /// Opens (initialising if empty) a database on a custom redb [`StorageBackend`], for example
@@ -198,14 +208,20 @@ impl RedbBackend {
         storage: impl StorageBackend,
         options: RedbOptions,
     ) -> Result<RedbBackend, BackendError> {
-        let db = builder(&options)
+        let repaired = Arc::new(AtomicBool::new(false));
+        let db = builder(&options, &repaired)
             .create_with_backend(storage)
             .map_err(database_error)?;
-        Self::from_database(db, &options)
+        let repaired = repaired.load(Ordering::Acquire);
+        Self::from_database(db, &options, repaired)
     }
 
-    fn from_database(db: Database, options: &RedbOptions) -> Result<RedbBackend, BackendError> {
-        init_format(&db)?;
+    fn from_database(
+        db: Database,
+        options: &RedbOptions,
+        repaired: bool,
+    ) -> Result<RedbBackend, BackendError> {
+        let layout = format::open(&db, options)?;
         let durability = match options.durability {
             RedbDurability::Immediate => Durability::Immediate,
             RedbDurability::None => Durability::None,
@@ -217,6 +233,9 @@ impl RedbBackend {
                 poison: Mutex::new(None),
                 closed: AtomicBool::new(false),
                 durability,
+                quick_repair: options.quick_repair,
+                layout,
+                repaired,
             }),
         })
     }
@@ -225,102 +244,46 @@ impl RedbBackend {
     pub fn poisoned(&self) -> Option<String> {
         self.inner.poison_cause().map(Cause::into_message)
     }
-}
 
-fn builder(options: &RedbOptions) -> redb::Builder {
-    let mut builder = redb::Builder::new();
-    if let Some(size) = options.cache_size {
-        builder.set_cache_size(size);
+    /// Whether opening the file needed redb's full repair: the file was not closed cleanly and
+    /// its last commit did not record the allocator state (it was made without
+    /// [`RedbOptions::quick_repair`]). The repair walks every tree, in time proportional to the
+    /// file.
+    pub fn repaired_on_open(&self) -> bool {
+        self.inner.repaired
     }
-    builder
-}
 
-/// Creates the tables of a new file and checks the format version of an existing one.
-fn init_format(db: &Database) -> Result<(), BackendError> {
-    let mut txn = db.begin_write().map_err(transaction_error)?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(durability_error)?;
-    let stored = {
-        let meta = txn.open_table(META).map_err(table_error)?;
-        let stored = meta.get(FORMAT_KEY).map_err(storage_error)?;
-        stored.map(|guard| guard.value())
-    };
-    match stored {
-        Some(found) if found == FORMAT_VERSION => Ok(()),
-        Some(found) => Err(BackendError::UnsupportedFormat {
-            found,
-            supported: FORMAT_VERSION,
-        }),
-        None => {
-            {
-                let data = txn.open_table(DATA).map_err(table_error)?;
-                if !redb::ReadableTableMetadata::is_empty(&data).map_err(storage_error)? {
-                    return Err(BackendError::Corrupt(
-                        "the key-value table has data but no format version".into(),
-                    ));
-                }
-                let mut meta = txn.open_table(META).map_err(table_error)?;
-                meta.insert(FORMAT_KEY, FORMAT_VERSION)
-                    .map_err(storage_error)?;
-            }
-            txn.commit().map_err(commit_error)?;
-            tracing::debug!(
-                version = FORMAT_VERSION,
-                "initialised redb key-value format"
-            );
-            Ok(())
+    /// The format the file is served in: [`FORMAT_VERSION`], or [`OLDEST_FORMAT_VERSION`] for an
+    /// older file opened without [`RedbOptions::upgrade_on_open`].
+    pub fn format_version(&self) -> u64 {
+        match self.inner.layout {
+            Layout::Whole => OLDEST_FORMAT_VERSION,
+            Layout::Chunked { .. } => FORMAT_VERSION,
         }
     }
 }
 
-fn get_from<T>(table: &T, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError>
-where
-    T: ReadableTable<&'static [u8], &'static [u8]>,
-{
-    Ok(table
-        .get(key)
-        .map_err(storage_error)?
-        .map(|guard| guard.value().to_vec()))
+fn builder(options: &RedbOptions, repaired: &Arc<AtomicBool>) -> redb::Builder {
+    let mut builder = redb::Builder::new();
+    builder.set_cache_size(options.cache_size.unwrap_or(DEFAULT_CACHE_SIZE));
+    let repaired = repaired.clone();
+    builder.set_repair_callback(move |_| repaired.store(true, Ordering::Release));
+    builder
 }
 
-fn scan_from<T>(
-    table: &T,
-    start: &[u8],
-    end: &[u8],
-    limit: usize,
-    reverse: bool,
-) -> Result<Vec<KvPair>, BackendError>
-where
-    T: ReadableTable<&'static [u8], &'static [u8]>,
-{
-    // redb refuses inverted ranges; an empty or inverted range holds nothing.
-    if start >= end || limit == 0 {
-        return Ok(Vec::new());
-    }
-    let range = table.range::<&[u8]>(start..end).map_err(storage_error)?;
-    let items: Box<dyn Iterator<Item = _>> = if reverse {
-        Box::new(range.rev())
-    } else {
-        Box::new(range)
-    };
-    let mut out = Vec::with_capacity(limit.min(128));
-    for item in items.take(limit) {
-        let (k, v) = item.map_err(storage_error)?;
-        out.push((k.value().to_vec(), v.value().to_vec()));
-    }
-    Ok(out)
-}
-
-/// A snapshot: an open table of a redb read transaction (the table keeps the snapshot alive).
+/// A snapshot: the open tables of a redb read transaction (they keep the snapshot alive).
 struct RedbReadTxn {
-    table: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    data: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    /// The chunks table (format 2 only).
+    chunks: Option<ReadOnlyTable<&'static [u8], &'static [u8]>>,
     inner: Arc<Inner>,
 }
 
 #[async_trait]
 impl ReadTxn for RedbReadTxn {
     async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        get_from(&self.table, key).map_err(|e| self.inner.escalate(e))
+        layout::get(self.inner.layout, &self.data, self.chunks.as_ref(), key)
+            .map_err(|e| self.inner.escalate(e))
     }
 
     async fn scan(
@@ -330,19 +293,42 @@ impl ReadTxn for RedbReadTxn {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<KvPair>, BackendError> {
-        scan_from(&self.table, start, end, limit, reverse).map_err(|e| self.inner.escalate(e))
+        layout::scan(
+            self.inner.layout,
+            &self.data,
+            self.chunks.as_ref(),
+            (start, end),
+            limit,
+            reverse,
+        )
+        .map_err(|e| self.inner.escalate(e))
     }
 }
 
-/// The key-value table of an open write transaction.
-type DataTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
+/// The tables of an open write transaction.
+struct WriteTables<'txn> {
+    data: layout::Table<'txn>,
+    /// The chunks table (format 2 only).
+    chunks: Option<layout::Table<'txn>>,
+}
+
+impl<'txn> WriteTables<'txn> {
+    fn open(txn: &'txn WriteTransaction, layout: Layout) -> Result<Self, redb::TableError> {
+        let data = txn.open_table(DATA)?;
+        let chunks = match layout {
+            Layout::Whole => None,
+            Layout::Chunked { .. } => Some(txn.open_table(CHUNKS)?),
+        };
+        Ok(WriteTables { data, chunks })
+    }
+}
 
 self_cell::self_cell!(
-    /// A redb write transaction together with its key-value table, opened once.
+    /// A redb write transaction together with its tables, opened once.
     struct OpenWrite {
         owner: WriteTransaction,
         #[not_covariant]
-        dependent: DataTable,
+        dependent: WriteTables,
     }
 );
 
@@ -358,8 +344,9 @@ struct RedbWriteTxn {
 #[async_trait]
 impl ReadTxn for RedbWriteTxn {
     async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        let layout = self.inner.layout;
         self.open
-            .with_dependent(|_, table| get_from(table, key))
+            .with_dependent(|_, t| layout::get(layout, &t.data, t.chunks.as_ref(), key))
             .map_err(|e| self.inner.escalate(e))
     }
 
@@ -370,8 +357,18 @@ impl ReadTxn for RedbWriteTxn {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<KvPair>, BackendError> {
+        let layout = self.inner.layout;
         self.open
-            .with_dependent(|_, table| scan_from(table, start, end, limit, reverse))
+            .with_dependent(|_, t| {
+                layout::scan(
+                    layout,
+                    &t.data,
+                    t.chunks.as_ref(),
+                    (start, end),
+                    limit,
+                    reverse,
+                )
+            })
             .map_err(|e| self.inner.escalate(e))
     }
 }
@@ -379,16 +376,25 @@ impl ReadTxn for RedbWriteTxn {
 #[async_trait]
 impl WriteTxn for RedbWriteTxn {
     async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), BackendError> {
+        let layout = self.inner.layout;
         self.open
-            .with_dependent_mut(|_, table| table.insert(key, value).map(drop))
-            .map_err(storage_error)
+            .with_dependent_mut(|_, t| {
+                layout::put(
+                    layout,
+                    &mut t.data,
+                    t.chunks.as_mut(),
+                    key,
+                    value,
+                    Replacing::Entry,
+                )
+            })
             .map_err(|e| self.inner.escalate(e))
     }
 
     async fn delete(&mut self, key: &[u8]) -> Result<(), BackendError> {
+        let layout = self.inner.layout;
         self.open
-            .with_dependent_mut(|_, table| table.remove(key).map(drop))
-            .map_err(storage_error)
+            .with_dependent_mut(|_, t| layout::delete(layout, &mut t.data, t.chunks.as_mut(), key))
             .map_err(|e| self.inner.escalate(e))
     }
 
@@ -401,7 +407,7 @@ impl WriteTxn for RedbWriteTxn {
         // The permit moves into the blocking task: if this future is dropped mid-commit, the next
         // writer still waits for the commit to finish.
         let outcome = tokio::task::spawn_blocking(move || {
-            // Closes the table (recording its new root) and hands back the transaction.
+            // Closes the tables (recording their new roots) and hands back the transaction.
             let txn = open.into_owner();
             let result = txn.commit();
             drop(permit);
@@ -410,7 +416,7 @@ impl WriteTxn for RedbWriteTxn {
         .await;
         let error = match outcome {
             Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => commit_error(e),
+            Ok(Err(e)) => error::commit_error(e),
             Err(join) => BackendError::Io(Cause::with_source(
                 format!("commit task failed: {join}"),
                 join,
@@ -442,12 +448,21 @@ impl Backend for RedbBackend {
             .begin_read()
             .map_err(transaction_error)
             .map_err(|e| inner.escalate(e))?;
-        let table = txn
+        let data = txn
             .open_table(DATA)
             .map_err(table_error)
             .map_err(|e| inner.escalate(e))?;
+        let chunks = match inner.layout {
+            Layout::Whole => None,
+            Layout::Chunked { .. } => Some(
+                txn.open_table(CHUNKS)
+                    .map_err(table_error)
+                    .map_err(|e| inner.escalate(e))?,
+            ),
+        };
         Ok(Box::new(RedbReadTxn {
-            table,
+            data,
+            chunks,
             inner: inner.clone(),
         }))
     }
@@ -483,7 +498,9 @@ impl Backend for RedbBackend {
         };
         txn.set_durability(inner.durability)
             .map_err(durability_error)?;
-        let open = OpenWrite::try_new(txn, |txn| txn.open_table(DATA))
+        txn.set_quick_repair(inner.quick_repair);
+        let layout = inner.layout;
+        let open = OpenWrite::try_new(txn, |txn| WriteTables::open(txn, layout))
             .map_err(table_error)
             .map_err(|e| inner.escalate(e))?;
         Ok(Box::new(RedbWriteTxn {

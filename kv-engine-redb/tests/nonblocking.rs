@@ -20,6 +20,12 @@ async fn a_slow_commit_leaves_the_runtime_free() {
     let storage = FaultyStorage::open_file(&dir.path().join("kv.redb"), faults.clone()).unwrap();
     let db = RedbBackend::open_with_storage(storage, RedbOptions::default()).unwrap();
     put_all(&db, &[(b"a", b"1")]).await;
+    // A few more commits first, so that the file has grown to hold the allocator state that
+    // each commit records (quick repair): growing the file syncs it while redb holds the lock
+    // that `begin_read` takes, and the sync held below must be the commit's own.
+    for _ in 0..4 {
+        put_all(&db, &[(b"b", b"1")]).await;
+    }
 
     // The commit's fsync blocks until this task has run 10 ticks while it is held.
     faults.hold_syncs(HANG);

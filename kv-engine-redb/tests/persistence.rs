@@ -102,6 +102,7 @@ async fn non_durable_opt_in_still_commits_and_persists_on_close() {
     let options = RedbOptions {
         durability: RedbDurability::None,
         cache_size: Some(16 << 20),
+        ..RedbOptions::default()
     };
     {
         let db = RedbBackend::open(&path, options.clone()).unwrap();
