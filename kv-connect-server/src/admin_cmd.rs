@@ -271,6 +271,7 @@ pub(crate) async fn run_db(cmd: DbCommand) -> Result<(), AdminCliError> {
                         let server = crate::DbArgs {
                             engine: Engine::Postgres,
                             path: PathBuf::new(),
+                            tuning: Default::default(),
                             postgres,
                         };
                         let args = crate::multidb_cmd::database_args(&dir, &server, &name, &info);

@@ -14,6 +14,7 @@ mod admin_cmd;
 mod compat;
 mod console_cmd;
 mod data_cmd;
+mod engine_args;
 mod healthcheck;
 #[cfg(feature = "sqlite")]
 mod import_denokv;
@@ -105,6 +106,9 @@ pub(crate) struct DbArgs {
     /// Database file for the `sqlite` and `redb` engines (created if missing).
     #[arg(long, env = "KV_CONNECT_PATH", default_value = "./data.db")]
     pub path: PathBuf,
+
+    #[command(flatten)]
+    pub tuning: engine_args::EngineTuning,
 
     #[cfg(feature = "postgres")]
     #[command(flatten)]
@@ -312,22 +316,16 @@ pub(crate) async fn open_db(cli: &DbArgs, config: kv_db::DbConfig) -> Result<kv_
     match cli.engine {
         #[cfg(feature = "sqlite")]
         Engine::Sqlite => {
-            let backend = kv_engine_sqlite::SqliteBackend::open(
-                &cli.path,
-                kv_engine_sqlite::SqliteOptions::default(),
-            )
-            .map_err(|e| open_error(cli, e))?;
+            let backend = kv_engine_sqlite::SqliteBackend::open(&cli.path, cli.tuning.sqlite())
+                .map_err(|e| open_error(cli, e))?;
             kv_db::Db::open(backend, config)
                 .await
                 .map_err(|e| open_error(cli, e))
         }
         #[cfg(feature = "redb")]
         Engine::Redb => {
-            let backend = kv_engine_redb::RedbBackend::open(
-                &cli.path,
-                kv_engine_redb::RedbOptions::default(),
-            )
-            .map_err(|e| open_error(cli, e))?;
+            let backend = kv_engine_redb::RedbBackend::open(&cli.path, cli.tuning.redb())
+                .map_err(|e| open_error(cli, e))?;
             kv_db::Db::open(backend, config)
                 .await
                 .map_err(|e| open_error(cli, e))
