@@ -20,7 +20,9 @@
 //! - After the last write the run waits (up to `--request-timeout-secs`) until every watcher has
 //!   seen the final value of its key; one that never does fails the `watch_ok` check.
 //! - With `--server-pid`, the server's RSS before and after opening the streams and its CPU time
-//!   over the measurement are recorded (memory per stream, CPU per notification).
+//!   over the measurement are recorded (memory per stream, CPU per notification). kv-bench's
+//!   own CPU time over the measurement is always recorded (`client_cpu_us_per_notification`):
+//!   it decodes every notification on the same machine.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -367,6 +369,7 @@ pub(crate) async fn run(opts: &Options) -> Result<Report, BenchError> {
     let mut cursor = 0usize;
     let mut measure_start = None;
     let mut cpu_start = None;
+    let mut own_start = None;
     let begin = Instant::now();
     let mut seq = 0u64;
     loop {
@@ -378,6 +381,7 @@ pub(crate) async fn run(opts: &Options) -> Result<Report, BenchError> {
         if measured && measure_start.is_none() {
             measure_start = Some(Instant::now());
             cpu_start = sample(opts.server_pid, &mut tally);
+            own_start = sample(Some(std::process::id()), &mut tally);
         }
         seq += 1;
         let slot = &shared.slots[seq as usize];
@@ -411,6 +415,7 @@ pub(crate) async fn run(opts: &Options) -> Result<Report, BenchError> {
     }
     let elapsed = measure_start.map_or(Duration::ZERO, |s| s.elapsed());
     let cpu_end = sample(opts.server_pid, &mut tally);
+    let own_end = sample(Some(std::process::id()), &mut tally);
 
     // Every watcher must end up at the final value of its key.
     let deadline = Instant::now() + timeout;
@@ -510,6 +515,14 @@ pub(crate) async fn run(opts: &Options) -> Result<Report, BenchError> {
                 (cpu * 1e6 / delivered as f64).into(),
             );
         }
+    }
+    if let (Some(s), Some(e), true) = (own_start, own_end, delivered > 0) {
+        let cpu = (e.cpu.saturating_sub(s.cpu)).as_secs_f64();
+        param("client_cpu_secs_measured", cpu.into());
+        param(
+            "client_cpu_us_per_notification",
+            (cpu * 1e6 / delivered as f64).into(),
+        );
     }
     let version = writer.version().await;
     Ok(Report::new(
