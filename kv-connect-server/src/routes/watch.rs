@@ -48,6 +48,7 @@ use super::watch_frames::FrameCell;
 pub(crate) async fn watch<D: Database>(
     state: &AppState<D>,
     token: TokenId,
+    version: http::Version,
     body: &[u8],
 ) -> Result<Response<ResponseBody>, ApiError> {
     let request: pb::Watch = wire::decode_request(body)?;
@@ -63,6 +64,7 @@ pub(crate) async fn watch<D: Database>(
         state.watch_keepalive,
         state.shutdown.clone(),
         permit,
+        version == http::Version::HTTP_2,
     ))
 }
 
@@ -80,6 +82,7 @@ fn watch_response<D: Database>(
     keepalive: Duration,
     mut shutdown: watch::Receiver<bool>,
     permit: WatchPermit,
+    http2: bool,
 ) -> Response<ResponseBody> {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -101,7 +104,10 @@ fn watch_response<D: Database>(
             .await
             .map(|b| (Ok::<_, Infallible>(Frame::data(b)), f))
     });
-    let body = BatchedStream(std::sync::Mutex::new(Box::pin(body)));
+    let body = BatchedStream {
+        inner: std::sync::Mutex::new(Box::pin(body)),
+        http2,
+    };
     let mut res = Response::new(BodyExt::boxed(StreamBody::new(body)));
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(OCTET_STREAM));
@@ -145,7 +151,7 @@ impl<D: Database> Frames<D> {
 
 /// The response body: makes the `Send` frame stream `Sync` (what a boxed response body must be)
 /// without locking (polling has `&mut` access, so the mutex is only ever reached through
-/// `get_mut`), and batches the socket writes of the streams one commit wakes.
+/// `get_mut`), and on HTTP/2 batches the socket writes of the streams one commit wakes.
 ///
 /// Batching: one commit wakes every stream of the watched keys at once; each stream's task
 /// hands its frame to the connection and wakes the connection's task. Tokio runs a task woken
@@ -153,21 +159,28 @@ impl<D: Database> Frames<D> {
 /// left alone every frame got a write syscall (and a TCP segment, and a wake-up of the client)
 /// of its own. When the body has nothing more to send (the poll that follows a frame ends
 /// `Pending`) it spends what remains of the task's budget, which sends the connection task to
-/// the back of the run queue, behind the other woken streams: it then writes all their frames
-/// at once. Spending budget wakes nothing (it stops at zero, before the call that would ask for
-/// a wake-up) and costs the other streams nothing: the task's poll ends there.
-struct BatchedStream<S>(std::sync::Mutex<S>);
+/// the back of the run queue, behind the other woken streams: it then writes their frames
+/// together. Spending budget wakes nothing (it stops at zero, before the call that would ask
+/// for a wake-up), and on HTTP/2 the stream's task (hyper's pipe of this body into the
+/// connection) ends its poll right after the body's `Pending`, touching no other budgeted
+/// resource. HTTP/1 is left alone: there the connection's own task polls the body and then
+/// writes to the socket, which a spent budget would stall.
+struct BatchedStream<S> {
+    inner: std::sync::Mutex<S>,
+    http2: bool,
+}
 
 impl<S: futures::Stream + Unpin> futures::Stream for BatchedStream<S> {
     type Item = S::Item;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
-        let inner = match self.get_mut().0.get_mut() {
+        let this = self.get_mut();
+        let inner = match this.inner.get_mut() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
         let poll = inner.poll_next_unpin(cx);
-        if poll.is_pending() {
+        if this.http2 && poll.is_pending() {
             spend_budget(cx);
         }
         poll
