@@ -34,6 +34,7 @@ pub mod link;
 pub mod report;
 pub mod server_stats;
 mod watch;
+mod watch_seq;
 pub mod workload;
 
 use std::collections::BTreeMap;

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
-use kv_proto::{pb, WatchFrameDecoder};
+use kv_proto::pb;
 use kv_traits::key::KeyPart;
 use kv_traits::KvValue;
 
@@ -38,6 +38,7 @@ use crate::client::HttpMode;
 use crate::link::Link;
 use crate::report::{Checks, Latencies, Report, Tally};
 use crate::server_stats::{self, Sample};
+use crate::watch_seq::SeqDecoder;
 use crate::workload::{self, key_with};
 use crate::{duration, BenchError, Options};
 
@@ -118,29 +119,14 @@ fn value(seq: u64, size: usize) -> KvValue {
     KvValue::Bytes(v)
 }
 
-fn sequence_of(frame: &pb::WatchOutput) -> Result<u64, String> {
-    let entry = frame
-        .keys
-        .first()
-        .and_then(|k| k.entry_if_changed.as_ref())
-        .ok_or("a watch frame without the watched key's entry")?;
-    let head = entry
-        .value
-        .get(..8)
-        .ok_or("a watched value shorter than its sequence number")?;
-    let mut b = [0u8; 8];
-    b.copy_from_slice(head);
-    Ok(u64::from_le_bytes(b))
-}
-
-/// Reads frames from `body` until one holds an entry; `Ok(None)` when the stream ended.
-async fn next_frame(
+/// Reads from `body` until a frame shows a sequence; `Ok(None)` when the stream ended.
+async fn next_seq(
     body: &mut hyper::body::Incoming,
-    decoder: &mut WatchFrameDecoder,
-) -> Result<Option<pb::WatchOutput>, String> {
+    decoder: &mut SeqDecoder,
+) -> Result<Option<u64>, String> {
     loop {
-        if let Some(f) = decoder.next_frame().map_err(|e| e.to_string())? {
-            return Ok(Some(f));
+        if let Some(seq) = decoder.next_seq()? {
+            return Ok(Some(seq));
         }
         match body.frame().await {
             Some(Ok(frame)) => {
@@ -169,11 +155,10 @@ async fn watcher(
     };
     let first = async {
         let mut body = link.watch(&req).await.map_err(|e| e.to_string())?;
-        let mut decoder = WatchFrameDecoder::default();
-        let frame = next_frame(&mut body, &mut decoder)
+        let mut decoder = SeqDecoder::default();
+        let seq = next_seq(&mut body, &mut decoder)
             .await?
             .ok_or("the watch stream ended before its first frame")?;
-        let seq = sequence_of(&frame)?;
         if seq != 0 {
             return Err(format!("first frame shows sequence {seq}, expected 0"));
         }
@@ -192,9 +177,9 @@ async fn watcher(
     drop(opened);
     let mut prev = 0u64;
     loop {
-        let frame = next_frame(&mut body, &mut decoder).await;
+        let frame = next_seq(&mut body, &mut decoder).await;
         let now = shared.now_us();
-        let seq = match frame.and_then(|f| f.map(|f| sequence_of(&f)).transpose()) {
+        let seq = match frame {
             Ok(Some(seq)) => seq,
             Err(e) => {
                 shared.error(format!("watcher {w}: {e}"));
