@@ -285,7 +285,7 @@ async fn overlapping_key_sets_each_get_their_own_snapshots() {
     let mut ab = WatchConn::open_on(&kv, &shared, &[a.clone(), b.clone()]).await;
     let mut bc = WatchConn::open_on(&kv, &shared, &[b.clone(), c.clone()]).await;
     let mut ba = WatchConn::open_on(&kv, &shared, &[b.clone(), a.clone()]).await;
-    let mut only_b = WatchConn::open(&kv, &[b.clone()]).await;
+    let mut only_b = WatchConn::open(&kv, std::slice::from_ref(&b)).await;
     for w in [&mut ab, &mut bc, &mut ba, &mut only_b] {
         w.next().await;
     }

@@ -159,7 +159,7 @@ impl WatchState {
                             let waits = many
                                 .iter_mut()
                                 .map(|rx| Box::pin(rx.wait_for(move |x| *x > v)));
-                            futures::future::select_all(waits).await;
+                            let _ = futures::future::select_all(waits).await;
                         }
                     }
                 };

@@ -24,7 +24,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -34,7 +33,6 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use kv_proto::{self as wire, pb};
 use kv_traits::{Consistency, Database, KvEntry, KvError, WatchKeyOutput};
-use tokio::sync::watch;
 use tokio::task::coop;
 
 use crate::body::{ResponseBody, OCTET_STREAM};
@@ -55,14 +53,10 @@ pub(crate) async fn watch<D: Database>(
     let keys = wire::watch_keys_from_wire(request);
     let permit = state.limiter.open_watch(token)?;
     let stream = state.db.watch(keys.clone()).await?;
-    let frames = state.watch_frames.join(&keys);
     Ok(watch_response(
-        state.db.clone(),
+        state,
         keys,
-        frames,
         stream,
-        state.watch_keepalive,
-        state.shutdown.clone(),
         permit,
         version == http::Version::HTTP_2,
     ))
@@ -75,22 +69,21 @@ pub(crate) async fn watch<D: Database>(
 /// per watch, so a notification reaches the socket with one wake-up less and an idle watch
 /// holds only its state below.
 fn watch_response<D: Database>(
-    db: Arc<D>,
+    state: &AppState<D>,
     keys: Vec<Vec<u8>>,
-    frames: Arc<FrameCell>,
     stream: kv_traits::WatchStream,
-    keepalive: Duration,
-    mut shutdown: watch::Receiver<bool>,
     permit: WatchPermit,
     http2: bool,
 ) -> Response<ResponseBody> {
+    let keepalive = state.watch_keepalive;
+    let mut shutdown = state.shutdown.clone();
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let frames = Frames {
         snapshot: FullSnapshot {
-            db,
+            db: state.db.clone(),
+            frames: state.watch_frames.join(&keys),
             keys,
-            frames,
             last: Vec::new(),
         },
         stream,
