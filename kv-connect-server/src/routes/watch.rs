@@ -100,6 +100,7 @@ fn watch_response<D: Database>(
     let body = BatchedStream {
         inner: std::sync::Mutex::new(Box::pin(body)),
         http2,
+        after_frame: false,
     };
     let mut res = Response::new(BodyExt::boxed(StreamBody::new(body)));
     res.headers_mut()
@@ -156,11 +157,15 @@ impl<D: Database> Frames<D> {
 /// together. Spending budget wakes nothing (it stops at zero, before the call that would ask
 /// for a wake-up), and on HTTP/2 the stream's task (hyper's pipe of this body into the
 /// connection) ends its poll right after the body's `Pending`, touching no other budgeted
-/// resource. HTTP/1 is left alone: there the connection's own task polls the body and then
-/// writes to the socket, which a spent budget would stall.
+/// resource. Should a wrapper ever poll such a resource after the body, it would be woken again
+/// at once; the budget is spent only in the poll that follows a frame, so that costs one extra
+/// wake-up per frame, never a loop. HTTP/1 is left alone: there the connection's own task polls
+/// the body and then writes to the socket, which a spent budget would stall.
 struct BatchedStream<S> {
     inner: std::sync::Mutex<S>,
     http2: bool,
+    /// The previous poll returned a frame.
+    after_frame: bool,
 }
 
 impl<S: futures::Stream + Unpin> futures::Stream for BatchedStream<S> {
@@ -173,8 +178,13 @@ impl<S: futures::Stream + Unpin> futures::Stream for BatchedStream<S> {
             Err(poisoned) => poisoned.into_inner(),
         };
         let poll = inner.poll_next_unpin(cx);
-        if this.http2 && poll.is_pending() {
-            spend_budget(cx);
+        if poll.is_pending() {
+            if this.http2 && this.after_frame {
+                spend_budget(cx);
+            }
+            this.after_frame = false;
+        } else {
+            this.after_frame = true;
         }
         poll
     }
