@@ -111,11 +111,13 @@ def render(results, servers, info, n):
         "Latencies in ms. *notify*: from sending the write to a watcher decoding the new value "
         "(includes the commit). *all*: per write, until its last watcher. *fan-out*: from the "
         "write's answer to its last watcher. *RSS/stream*: server RSS growth while opening the "
-        "streams ÷ streams. *CPU/notif*: server CPU during the measurement ÷ notifications.",
+        "streams ÷ streams. *CPU/notif*: server CPU during the measurement ÷ notifications; "
+        "*bench CPU/notif*: the same for kv-bench itself (it decodes every notification on the "
+        "same cores).",
         "",
         "| scenario | server | notify p50 | notify p99 | all p50 | all p99 | fan-out p99 | write p99 "
-        "| open s | RSS/stream KiB | CPU/notif µs | delivered / expected | check |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| open s | RSS/stream KiB | CPU/notif µs | bench CPU/notif µs | delivered / expected | check |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for scen, per_server in results.items():
         for s in servers:
@@ -124,7 +126,7 @@ def render(results, servers, info, n):
                 continue
             if "error" in res:
                 lines.append(f"| {scen} | {s} | failed: {res['error'][:160].replace('|', '/')} |"
-                             + " |" * 11)
+                             + " |" * 12)
                 continue
             p = res["params"]
             lines.append(
@@ -135,6 +137,7 @@ def render(results, servers, info, n):
                 f"{fmt(cell(res, 'write', 'p99_ms'))} | {fmt(p.get('open_secs'), 2)} | "
                 f"{fmt(p.get('server_rss_kib_per_watcher'), 2)} | "
                 f"{fmt(p.get('server_cpu_us_per_notification'), 1)} | "
+                f"{fmt(p.get('client_cpu_us_per_notification'), 1)} | "
                 f"{p.get('deliveries_exact', 0):,} / {p.get('deliveries_expected', 0):,} | "
                 f"{'ok' if res['checks'].get('watch_ok') else 'LOST'} |")
     return "\n".join(lines) + "\n"

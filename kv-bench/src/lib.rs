@@ -35,6 +35,7 @@ pub mod queue;
 pub mod report;
 pub mod server_stats;
 mod watch;
+mod watch_seq;
 pub mod workload;
 
 use std::collections::BTreeMap;

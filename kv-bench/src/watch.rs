@@ -20,7 +20,9 @@
 //! - After the last write the run waits (up to `--request-timeout-secs`) until every watcher has
 //!   seen the final value of its key; one that never does fails the `watch_ok` check.
 //! - With `--server-pid`, the server's RSS before and after opening the streams and its CPU time
-//!   over the measurement are recorded (memory per stream, CPU per notification).
+//!   over the measurement are recorded (memory per stream, CPU per notification). kv-bench's
+//!   own CPU time over the measurement is always recorded (`client_cpu_us_per_notification`):
+//!   it decodes every notification on the same machine.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
-use kv_proto::{pb, WatchFrameDecoder};
+use kv_proto::pb;
 use kv_traits::key::KeyPart;
 use kv_traits::KvValue;
 
@@ -36,6 +38,7 @@ use crate::client::HttpMode;
 use crate::link::Link;
 use crate::report::{Checks, Latencies, Report, Tally};
 use crate::server_stats::{self, Sample};
+use crate::watch_seq::SeqDecoder;
 use crate::workload::{self, key_with};
 use crate::{duration, BenchError, Options};
 
@@ -116,29 +119,14 @@ fn value(seq: u64, size: usize) -> KvValue {
     KvValue::Bytes(v)
 }
 
-fn sequence_of(frame: &pb::WatchOutput) -> Result<u64, String> {
-    let entry = frame
-        .keys
-        .first()
-        .and_then(|k| k.entry_if_changed.as_ref())
-        .ok_or("a watch frame without the watched key's entry")?;
-    let head = entry
-        .value
-        .get(..8)
-        .ok_or("a watched value shorter than its sequence number")?;
-    let mut b = [0u8; 8];
-    b.copy_from_slice(head);
-    Ok(u64::from_le_bytes(b))
-}
-
-/// Reads frames from `body` until one holds an entry; `Ok(None)` when the stream ended.
-async fn next_frame(
+/// Reads from `body` until a frame shows a sequence; `Ok(None)` when the stream ended.
+async fn next_seq(
     body: &mut hyper::body::Incoming,
-    decoder: &mut WatchFrameDecoder,
-) -> Result<Option<pb::WatchOutput>, String> {
+    decoder: &mut SeqDecoder,
+) -> Result<Option<u64>, String> {
     loop {
-        if let Some(f) = decoder.next_frame().map_err(|e| e.to_string())? {
-            return Ok(Some(f));
+        if let Some(seq) = decoder.next_seq()? {
+            return Ok(Some(seq));
         }
         match body.frame().await {
             Some(Ok(frame)) => {
@@ -167,11 +155,10 @@ async fn watcher(
     };
     let first = async {
         let mut body = link.watch(&req).await.map_err(|e| e.to_string())?;
-        let mut decoder = WatchFrameDecoder::default();
-        let frame = next_frame(&mut body, &mut decoder)
+        let mut decoder = SeqDecoder::default();
+        let seq = next_seq(&mut body, &mut decoder)
             .await?
             .ok_or("the watch stream ended before its first frame")?;
-        let seq = sequence_of(&frame)?;
         if seq != 0 {
             return Err(format!("first frame shows sequence {seq}, expected 0"));
         }
@@ -190,9 +177,9 @@ async fn watcher(
     drop(opened);
     let mut prev = 0u64;
     loop {
-        let frame = next_frame(&mut body, &mut decoder).await;
+        let frame = next_seq(&mut body, &mut decoder).await;
         let now = shared.now_us();
-        let seq = match frame.and_then(|f| f.map(|f| sequence_of(&f)).transpose()) {
+        let seq = match frame {
             Ok(Some(seq)) => seq,
             Err(e) => {
                 shared.error(format!("watcher {w}: {e}"));
@@ -367,6 +354,7 @@ pub(crate) async fn run(opts: &Options) -> Result<Report, BenchError> {
     let mut cursor = 0usize;
     let mut measure_start = None;
     let mut cpu_start = None;
+    let mut own_start = None;
     let begin = Instant::now();
     let mut seq = 0u64;
     loop {
@@ -378,6 +366,7 @@ pub(crate) async fn run(opts: &Options) -> Result<Report, BenchError> {
         if measured && measure_start.is_none() {
             measure_start = Some(Instant::now());
             cpu_start = sample(opts.server_pid, &mut tally);
+            own_start = sample(Some(std::process::id()), &mut tally);
         }
         seq += 1;
         let slot = &shared.slots[seq as usize];
@@ -411,6 +400,7 @@ pub(crate) async fn run(opts: &Options) -> Result<Report, BenchError> {
     }
     let elapsed = measure_start.map_or(Duration::ZERO, |s| s.elapsed());
     let cpu_end = sample(opts.server_pid, &mut tally);
+    let own_end = sample(Some(std::process::id()), &mut tally);
 
     // Every watcher must end up at the final value of its key.
     let deadline = Instant::now() + timeout;
@@ -510,6 +500,14 @@ pub(crate) async fn run(opts: &Options) -> Result<Report, BenchError> {
                 (cpu * 1e6 / delivered as f64).into(),
             );
         }
+    }
+    if let (Some(s), Some(e), true) = (own_start, own_end, delivered > 0) {
+        let cpu = (e.cpu.saturating_sub(s.cpu)).as_secs_f64();
+        param("client_cpu_secs_measured", cpu.into());
+        param(
+            "client_cpu_us_per_notification",
+            (cpu * 1e6 / delivered as f64).into(),
+        );
     }
     let version = writer.version().await;
     Ok(Report::new(

@@ -396,8 +396,9 @@ where
         }
         Route::Watch => {
             let token = TokenId::of_headers(req.headers());
+            let version = req.version();
             let body = guard::data_request(state, req).await?;
-            watch::watch(state, token, &body).await
+            watch::watch(state, token, version, &body).await
         }
         Route::QueueDequeue => {
             let body = guard::data_request(state, req).await?;
@@ -416,8 +417,9 @@ where
         Route::EventualWatch => {
             guard::eventual_database(state)?;
             let token = TokenId::of_headers(req.headers());
+            let version = req.version();
             let body = guard::data_request(state, req).await?;
-            watch::watch(state, token, &body).await
+            watch::watch(state, token, version, &body).await
         }
         Route::EventualRefused => {
             guard::eventual_database(state)?;

@@ -51,6 +51,8 @@ pub(crate) struct AppState<D> {
     pub database_name: DatabaseLabel,
     /// The database of the `eventual` endpoint, if any (never on a read replica).
     pub eventual: Option<Arc<dyn kv_traits::Database>>,
+    /// The encoded frames of this database's watched key sets.
+    pub watch_frames: crate::routes::watch_frames::SharedFrames,
 }
 
 /// The settings every database's [`AppState`] of one listener shares.
@@ -134,6 +136,7 @@ impl StateTemplate {
                 None
             },
             shutdown,
+            watch_frames: Default::default(),
         })
     }
 }

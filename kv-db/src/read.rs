@@ -42,11 +42,15 @@ impl Inner {
     /// A stream of changes to `keys`.
     pub(crate) fn watch_stream(self: &Arc<Self>, keys: Vec<Vec<u8>>) -> WatchStream {
         let receivers = keys.iter().map(|k| self.hub.subscribe(k)).collect();
+        let mut shutdown = self.shutdown.subscribe();
         let state = WatchState {
             inner: self.clone(),
             set: self.watch_reads.join(keys),
             receivers,
-            shutdown: self.shutdown.subscribe(),
+            // Registered once for the stream's life, not again at every notification.
+            shutdown: Box::pin(async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+            }),
             last: None,
             _open: self.stats.watch_opened(),
         };
@@ -131,7 +135,8 @@ struct WatchState {
     /// The watched keys, shared with the other streams of the same keys.
     set: Arc<crate::watch_read::KeySet>,
     receivers: Vec<tokio::sync::watch::Receiver<u64>>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Ready once the database closes (then never polled again: the stream ends).
+    shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     /// Version read last time and what each key held then; `None` before the first notification.
     last: Option<(u64, Vec<Option<Versionstamp>>)>,
     /// Counts the stream in the database's open watches while it lives.
@@ -143,18 +148,24 @@ impl WatchState {
         loop {
             if let Some((version, _)) = &self.last {
                 let v = *version;
-                if self.receivers.is_empty() {
-                    // Nothing can ever change: wait for the database to close.
-                    let _ = self.shutdown.wait_for(|s| *s).await;
-                    return None;
-                }
-                let waits = self
-                    .receivers
-                    .iter_mut()
-                    .map(|rx| Box::pin(rx.wait_for(move |x| *x > v)));
+                let changed = async {
+                    match self.receivers.as_mut_slice() {
+                        // Nothing can ever change: wait for the database to close.
+                        [] => std::future::pending::<()>().await,
+                        [rx] => {
+                            let _ = rx.wait_for(move |x| *x > v).await;
+                        }
+                        many => {
+                            let waits = many
+                                .iter_mut()
+                                .map(|rx| Box::pin(rx.wait_for(move |x| *x > v)));
+                            let _ = futures::future::select_all(waits).await;
+                        }
+                    }
+                };
                 tokio::select! {
-                    _ = futures::future::select_all(waits) => {}
-                    _ = self.shutdown.wait_for(|s| *s) => return None,
+                    _ = changed => {}
+                    _ = &mut self.shutdown => return None,
                 }
             }
             if self.inner.closed.load(Ordering::Acquire) {

@@ -7,6 +7,7 @@
 //! | [`metadata`] | `POST /` (the metadata exchange) |
 //! | [`datapath`] | `POST /v2/snapshot_read`, `POST /eventual/v2/snapshot_read`, `POST /v2/atomic_write` |
 //! | [`watch`] | `POST /v2/watch`, `POST /eventual/v2/watch` |
+//! | [`watch_frames`] | what `POST /v2/watch` streams of the same keys share: their encoded frames |
 //! | [`queue`] | `POST /v2/queue/dequeue`, `POST /v2/queue/finish` (extension `queue-v1`) |
 //! | [`health`] | `GET /healthz` |
 //! | [`admin`] | `/admin/...` (databases and scoped tokens) |
@@ -23,3 +24,4 @@ pub(crate) mod metrics;
 pub(crate) mod queue;
 pub(crate) mod revocable;
 pub(crate) mod watch;
+pub(crate) mod watch_frames;

@@ -14,12 +14,16 @@
 //!   entry (absent entry = key missing), in request order. Deno 2.9.6 shows a key reported
 //!   `changed = false` as missing instead of keeping its previous value, and both clients drop
 //!   repeated entries by comparing versionstamps, so full frames are what works everywhere.
+//! - Streams of the same keys share their frames: a snapshot is encoded once for all of them
+//!   ([`super::watch_frames`]).
 //! - The stream ends when the client goes away, the database's stream ends or fails, or the
 //!   server shuts down.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -29,17 +33,20 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use kv_proto::{self as wire, pb};
 use kv_traits::{Consistency, Database, KvEntry, KvError, WatchKeyOutput};
-use tokio::sync::watch;
+use tokio::task::coop;
 
 use crate::body::{ResponseBody, OCTET_STREAM};
 use crate::error::ApiError;
 use crate::limits::{TokenId, WatchPermit};
 use crate::state::{stopped, AppState};
 
+use super::watch_frames::FrameCell;
+
 /// `Watch` → the frame stream.
 pub(crate) async fn watch<D: Database>(
     state: &AppState<D>,
     token: TokenId,
+    version: http::Version,
     body: &[u8],
 ) -> Result<Response<ResponseBody>, ApiError> {
     let request: pb::Watch = wire::decode_request(body)?;
@@ -47,12 +54,11 @@ pub(crate) async fn watch<D: Database>(
     let permit = state.limiter.open_watch(token)?;
     let stream = state.db.watch(keys.clone()).await?;
     Ok(watch_response(
-        state.db.clone(),
+        state,
         keys,
         stream,
-        state.watch_keepalive,
-        state.shutdown.clone(),
         permit,
+        version == http::Version::HTTP_2,
     ))
 }
 
@@ -63,24 +69,27 @@ pub(crate) async fn watch<D: Database>(
 /// per watch, so a notification reaches the socket with one wake-up less and an idle watch
 /// holds only its state below.
 fn watch_response<D: Database>(
-    db: Arc<D>,
+    state: &AppState<D>,
     keys: Vec<Vec<u8>>,
     stream: kv_traits::WatchStream,
-    keepalive: Duration,
-    shutdown: watch::Receiver<bool>,
     permit: WatchPermit,
+    http2: bool,
 ) -> Response<ResponseBody> {
+    let keepalive = state.watch_keepalive;
+    let mut shutdown = state.shutdown.clone();
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let frames = Frames {
         snapshot: FullSnapshot {
-            db,
+            db: state.db.clone(),
+            frames: state.watch_frames.join(&keys),
             keys,
             last: Vec::new(),
         },
         stream,
         ticker,
-        shutdown,
+        // Registered once for the stream's life, not again for every frame.
+        shutdown: Box::pin(async move { stopped(&mut shutdown).await }),
         _permit: permit,
     };
     let body = futures::stream::unfold(frames, |mut f| async move {
@@ -88,7 +97,11 @@ fn watch_response<D: Database>(
             .await
             .map(|b| (Ok::<_, Infallible>(Frame::data(b)), f))
     });
-    let body = SyncStream(std::sync::Mutex::new(Box::pin(body)));
+    let body = BatchedStream {
+        inner: std::sync::Mutex::new(Box::pin(body)),
+        http2,
+        after_frame: false,
+    };
     let mut res = Response::new(BodyExt::boxed(StreamBody::new(body)));
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(OCTET_STREAM));
@@ -100,7 +113,8 @@ struct Frames<D> {
     snapshot: FullSnapshot<D>,
     stream: kv_traits::WatchStream,
     ticker: tokio::time::Interval,
-    shutdown: watch::Receiver<bool>,
+    /// Ready once the server shuts down (then never polled again: the response ends).
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
     /// The token's watch slot, held while the response lives.
     _permit: WatchPermit,
 }
@@ -109,11 +123,11 @@ impl<D: Database> Frames<D> {
     /// The next frame to send; `None` ends the response.
     async fn next(&mut self) -> Option<Bytes> {
         tokio::select! {
-            _ = stopped(&mut self.shutdown) => None,
+            _ = &mut self.shutdown => None,
             _ = self.ticker.tick() => Some(Bytes::from_static(&wire::WATCH_KEEPALIVE_FRAME)),
             item = self.stream.next() => match item {
                 Some(Ok(outputs)) => match self.snapshot.fill(outputs).await {
-                    Ok(full) => Some(Bytes::from(wire::encode_watch_frame(&wire::watch_output(full)))),
+                    Ok(frame) => Some(frame),
                     Err(e) => {
                         tracing::warn!(error = %e, "watch read failed; ending the response");
                         None
@@ -129,35 +143,76 @@ impl<D: Database> Frames<D> {
     }
 }
 
-/// Makes a `Send` stream `Sync` (what a boxed response body must be) without locking: polling
-/// has `&mut` access, so the mutex is only ever reached through `get_mut`.
-struct SyncStream<S>(std::sync::Mutex<S>);
+/// The response body: makes the `Send` frame stream `Sync` (what a boxed response body must be)
+/// without locking (polling has `&mut` access, so the mutex is only ever reached through
+/// `get_mut`), and on HTTP/2 batches the socket writes of the streams one commit wakes.
+///
+/// Batching: one commit wakes every stream of the watched keys at once; each stream's task
+/// hands its frame to the connection and wakes the connection's task. Tokio runs a task woken
+/// that way next, in its "LIFO slot", unless the waking task spent its cooperative budget, so
+/// left alone every frame got a write syscall (and a TCP segment, and a wake-up of the client)
+/// of its own. When the body has nothing more to send (the poll that follows a frame ends
+/// `Pending`) it spends what remains of the task's budget, which sends the connection task to
+/// the back of the run queue, behind the other woken streams: it then writes their frames
+/// together. Spending budget wakes nothing (it stops at zero, before the call that would ask
+/// for a wake-up), and on HTTP/2 the stream's task (hyper's pipe of this body into the
+/// connection) ends its poll right after the body's `Pending`, touching no other budgeted
+/// resource. Should a wrapper ever poll such a resource after the body, it would be woken again
+/// at once; the budget is spent only in the poll that follows a frame, so that costs one extra
+/// wake-up per frame, never a loop. HTTP/1 is left alone: there the connection's own task polls
+/// the body and then writes to the socket, which a spent budget would stall.
+struct BatchedStream<S> {
+    inner: std::sync::Mutex<S>,
+    http2: bool,
+    /// The previous poll returned a frame.
+    after_frame: bool,
+}
 
-impl<S: futures::Stream + Unpin> futures::Stream for SyncStream<S> {
+impl<S: futures::Stream + Unpin> futures::Stream for BatchedStream<S> {
     type Item = S::Item;
 
-    fn poll_next(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<S::Item>> {
-        let inner = match self.get_mut().0.get_mut() {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        let this = self.get_mut();
+        let inner = match this.inner.get_mut() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
-        inner.poll_next_unpin(cx)
+        let poll = inner.poll_next_unpin(cx);
+        if poll.is_pending() {
+            if this.http2 && this.after_frame {
+                spend_budget(cx);
+            }
+            this.after_frame = false;
+        } else {
+            this.after_frame = true;
+        }
+        poll
     }
 }
 
-/// Turns watch notifications into full snapshots by remembering each key's last entry.
+/// Spends the current task's cooperative budget, stopping at zero (see [`BatchedStream`]).
+fn spend_budget(cx: &mut Context<'_>) {
+    while coop::has_budget_remaining() {
+        match coop::poll_proceed(cx) {
+            Poll::Ready(progress) => progress.made_progress(),
+            Poll::Pending => break,
+        }
+    }
+}
+
+/// Turns watch notifications into full-snapshot frames by remembering each key's last entry.
 struct FullSnapshot<D> {
     db: Arc<D>,
     keys: Vec<Vec<u8>>,
+    /// The frames of this key set, shared with its other streams.
+    frames: Arc<FrameCell>,
     /// Last entry delivered per key; `None` = never delivered.
     last: Vec<Option<Option<KvEntry>>>,
 }
 
 impl<D: Database> FullSnapshot<D> {
-    async fn fill(&mut self, outputs: Vec<WatchKeyOutput>) -> Result<Vec<WatchKeyOutput>, KvError> {
+    /// The frame of the full snapshot after `outputs`.
+    async fn fill(&mut self, outputs: Vec<WatchKeyOutput>) -> Result<Bytes, KvError> {
         if self.last.len() != outputs.len() {
             self.last = vec![None; outputs.len()];
         }
@@ -165,8 +220,8 @@ impl<D: Database> FullSnapshot<D> {
         for (i, output) in outputs.into_iter().enumerate() {
             let entry = match output {
                 WatchKeyOutput::Changed(entry) => entry,
-                WatchKeyOutput::Unchanged => match &self.last[i] {
-                    Some(entry) => entry.clone(),
+                WatchKeyOutput::Unchanged => match self.last[i].take() {
+                    Some(entry) => entry,
                     // The database never reported this key (it should have, in its first
                     // notification): read it.
                     None => {
@@ -177,9 +232,12 @@ impl<D: Database> FullSnapshot<D> {
                     }
                 },
             };
-            self.last[i] = Some(entry.clone());
-            full.push(WatchKeyOutput::Changed(entry));
+            full.push(entry);
         }
-        Ok(full)
+        let frame = self.frames.frame(&full);
+        for (slot, entry) in self.last.iter_mut().zip(full) {
+            *slot = Some(entry);
+        }
+        Ok(frame)
     }
 }

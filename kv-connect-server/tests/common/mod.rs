@@ -227,6 +227,15 @@ impl Kv {
     /// Starts a `/watch` of `keys` and returns the response as it arrives (status, headers,
     /// then the frame stream).
     pub async fn start_watch(&self, keys: &[Vec<u8>]) -> http::Response<hyper::body::Incoming> {
+        self.start_watch_on(&client(self.proto), keys).await
+    }
+
+    /// [`Kv::start_watch`] through `client` (streams of one HTTP/2 client share its connection).
+    pub async fn start_watch_on(
+        &self,
+        client: &Client<HttpConnector, Full<Bytes>>,
+        keys: &[Vec<u8>],
+    ) -> http::Response<hyper::body::Incoming> {
         let body = pb::Watch {
             keys: keys
                 .iter()
@@ -240,7 +249,7 @@ impl Kv {
             .header("x-denokv-database-id", &self.database_id)
             .body(Full::new(Bytes::from(body)))
             .unwrap();
-        client(self.proto).request(req).await.unwrap()
+        client.request(req).await.unwrap()
     }
 
     pub async fn read(&self, req: &pb::SnapshotRead) -> pb::SnapshotReadOutput {
