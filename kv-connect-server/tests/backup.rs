@@ -294,3 +294,45 @@ fn bad_backup_locations_and_arguments_are_clear_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--at"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn bad_retention_values_are_clear_errors() {
+    let dir = temp_dir("retention-args");
+    let backup = dir.join("backup");
+    let serve = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["--engine", "memory", "--addr", "127.0.0.1:0"])
+            .args(extra)
+            .env("DENO_KV_ACCESS_TOKEN", TOKEN)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = serve(&["--backup-to", s(&backup), "--backup-retention", "7x"]);
+    assert!(err.contains("--backup-retention"), "{err}");
+    let err = serve(&["--backup-to", s(&backup), "--backup-retention", "0s"]);
+    assert!(err.contains("longer than zero"), "{err}");
+    let err = serve(&["--backup-retention", "7d"]);
+    assert!(err.contains("--backup-to"), "{err}");
+    let err = serve(&[
+        "--backup-to",
+        s(&backup),
+        "--backup-retention",
+        "7d",
+        "--backup-checkpoint-secs",
+        "0",
+    ]);
+    assert!(err.contains("retention needs checkpoints"), "{err}");
+    let err = serve(&[
+        "--backup-to",
+        s(&backup),
+        "--backup-retention",
+        "7d",
+        "--backup-retention-grace",
+        "soon",
+    ]);
+    assert!(err.contains("--backup-retention-grace"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
