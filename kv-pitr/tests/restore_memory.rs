@@ -93,7 +93,7 @@ async fn backup_of(keys: usize) -> (Arc<dyn ObjectStore>, Db) {
 async fn restore_peak(store: Arc<dyn ObjectStore>) -> (usize, usize) {
     let dir = tempfile::tempdir().unwrap();
     let target = Db::open(
-        SqliteBackend::open(&dir.path().join("r.db"), Default::default()).unwrap(),
+        SqliteBackend::open(dir.path().join("r.db"), Default::default()).unwrap(),
         DbConfig {
             background_tasks: false,
             ..Default::default()
