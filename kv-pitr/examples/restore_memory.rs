@@ -149,7 +149,7 @@ async fn backup_bytes(args: &Args, dir: &Path) -> Result<u64, Error> {
     Ok(objects.iter().map(|o| o.size).sum())
 }
 
-/// A `/proc/self/status` field in KiB (`VmHWM`).
+/// A `/proc/self/status` field in KiB (`VmHWM`, `RssAnon`, `RssFile`).
 fn status_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status
@@ -162,6 +162,22 @@ async fn restore_child(args: &Args, dir: &Path) -> Result<(), Error> {
     let (store, prefix) = args.store(dir)?;
     let reader = BackupReader::new(store, prefix);
     let target = dir.join("restored.db");
+    // Peaks of the anonymous and file-backed parts of the RSS (VmHWM is only their sum),
+    // sampled every 20 ms.
+    let peaks = Arc::new(std::sync::Mutex::new((0u64, 0u64)));
+    let sampler = {
+        let peaks = peaks.clone();
+        tokio::spawn(async move {
+            loop {
+                let (a, f) = (status_kib("RssAnon"), status_kib("RssFile"));
+                if let Ok(mut p) = peaks.lock() {
+                    p.0 = p.0.max(a.unwrap_or(0));
+                    p.1 = p.1.max(f.unwrap_or(0));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
     let t0 = Instant::now();
     let outcome = restore_file(
         &reader,
@@ -172,7 +188,11 @@ async fn restore_child(args: &Args, dir: &Path) -> Result<(), Error> {
     )
     .await?;
     let elapsed = t0.elapsed();
+    sampler.abort();
+    let (anon, file) = peaks.lock().map(|p| *p).unwrap_or_default();
     let line = serde_json::json!({
+        "peak_rss_anon_kib": anon,
+        "peak_rss_file_kib": file,
         "restored_keys": outcome.keys,
         "transactions": outcome.transactions,
         "restore_s": elapsed.as_secs_f64(),
