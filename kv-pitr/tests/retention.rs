@@ -177,3 +177,25 @@ async fn bad_retention_settings_are_clear_errors() {
     let objects: Vec<_> = store.list(None).try_collect().await.unwrap();
     assert!(objects.is_empty(), "{objects:?}");
 }
+
+/// A copy that lags behind what compaction deleted cannot move forward: catching up is an
+/// error, and the copy keeps its old state (never the later log applied on a stale base).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_older_than_the_compacted_log_fails_to_catch_up() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let (src, reader) = common::settled_source(store.clone(), "p", 12, 3).await;
+    let points = reader.recovery_points(None, None).await.unwrap();
+    let oldest = *points.last().unwrap();
+    let (copy, _) = restore_to(&reader, RestoreTarget::Versionstamp(oldest.versionstamp)).await;
+    let before = dump(&copy).await;
+    let report = kv_pitr::compact::compact(&reader, RestoreTarget::Latest)
+        .await
+        .unwrap();
+    assert!(report.deleted_segments > 0, "{report:?}");
+    let err = kv_pitr::restore::catch_up(&reader, &copy, RestoreTarget::Latest)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("missing"), "{err}");
+    assert_eq!(dump(&copy).await, before);
+    assert_eq!(before, src.states[&oldest.versionstamp]);
+}
