@@ -138,7 +138,8 @@ impl BackupArgs {
     /// A reader of the backup (a local directory must exist).
     fn reader(&self) -> Result<BackupReader, PitrCliError> {
         let (store, prefix) = open_store(&self.from, &self.store, false)?;
-        Ok(BackupReader::new(store, prefix))
+        Ok(BackupReader::new(store, prefix)
+            .with_concurrency(kv_pitr::url::fetch_concurrency(&self.from)))
     }
 }
 
@@ -296,7 +297,8 @@ pub(crate) async fn open_for_serving(
         db_config.read_only = true;
         db_config.background_tasks = false;
         let db = open_db(db_args, db_config).await?;
-        let reader = BackupReader::new(store, prefix);
+        let reader =
+            BackupReader::new(store, prefix).with_concurrency(kv_pitr::url::fetch_concurrency(url));
         // A restarted replica continues from what its database already holds.
         let config = ReplicaConfig {
             resume_existing: true,

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p kv-pitr --example restore_memory -- \
-//!     --keys N [--value-size B] [--dir DIR] [--to LOCATION] [--s3-endpoint URL]
+//!     --keys N [--value-size B] [--dir DIR] [--to LOCATION] [--s3-endpoint URL] [--concurrency N]
 //! ```
 //!
 //! Writes N keys (B-byte values, default 1000; 200 sets per commit) into a SQLite database
@@ -28,7 +28,7 @@ use kv_engine_sqlite::SqliteBackend;
 use kv_pitr::file_restore::restore_file;
 use kv_pitr::producer::{Backup, BackupConfig};
 use kv_pitr::restore::RestoreTarget;
-use kv_pitr::url::open_store_url;
+use kv_pitr::url::{fetch_concurrency, open_store_url};
 use kv_pitr::BackupReader;
 use kv_traits::{AtomicWrite, Database, KvError, KvValue, Mutation};
 use object_store::path::Path as StorePath;
@@ -46,6 +46,8 @@ struct Args {
     dir: Option<PathBuf>,
     to: Option<String>,
     s3_endpoint: Option<String>,
+    /// Segments downloaded ahead by the restore (`BackupReader::with_concurrency`).
+    concurrency: Option<usize>,
     restore_child: bool,
 }
 
@@ -57,6 +59,7 @@ impl Args {
             dir: None,
             to: None,
             s3_endpoint: None,
+            concurrency: None,
             restore_child: false,
         };
         let mut it = std::env::args().skip(1);
@@ -72,6 +75,7 @@ impl Args {
                 "--dir" => a.dir = Some(PathBuf::from(value)),
                 "--to" => a.to = Some(value),
                 "--s3-endpoint" => a.s3_endpoint = Some(value),
+                "--concurrency" => a.concurrency = Some(value.parse()?),
                 _ => return Err(format!("unknown flag {flag}").into()),
             }
         }
@@ -160,7 +164,11 @@ fn status_kib(field: &str) -> Option<u64> {
 
 async fn restore_child(args: &Args, dir: &Path) -> Result<(), Error> {
     let (store, prefix) = args.store(dir)?;
-    let reader = BackupReader::new(store, prefix);
+    // As `kv-connect-server pitr restore` reads: by default, as far ahead as suits the store.
+    let n = args
+        .concurrency
+        .unwrap_or_else(|| fetch_concurrency(&args.location(dir)));
+    let reader = BackupReader::new(store, prefix).with_concurrency(n);
     let target = dir.join("restored.db");
     // Peaks of the anonymous and file-backed parts of the RSS (VmHWM is only their sum),
     // sampled every 20 ms.
@@ -232,6 +240,9 @@ async fn main() -> Result<(), Error> {
     child.arg("--to").arg(args.location(&dir));
     if let Some(e) = &args.s3_endpoint {
         child.arg("--s3-endpoint").arg(e);
+    }
+    if let Some(n) = args.concurrency {
+        child.arg("--concurrency").arg(n.to_string());
     }
     let out = child.stderr(std::process::Stdio::inherit()).output()?;
     if !out.status.success() {
