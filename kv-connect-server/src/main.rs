@@ -555,6 +555,13 @@ fn print_config(cli: &ServeArgs, scheme: &str) {
         let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
         let mut lines = lines;
         lines.push(format!("backup_to: {}", or_none(&b.backup_to)));
+        lines.push(format!(
+            "backup_retention: {}",
+            b.backup_retention.map_or_else(
+                || "none".into(),
+                |d| humantime::format_duration(d).to_string()
+            )
+        ));
         lines.push(format!("replica_of: {}", or_none(&b.replica_of)));
         lines.push(format!("s3_endpoint: {}", or_none(&b.store.s3_endpoint)));
         lines

@@ -82,6 +82,29 @@ pub(crate) struct ServeBackupArgs {
     )]
     pub backup_checkpoint_secs: u64,
 
+    /// With `--backup-to`: keep recovery points for this long only (e.g. `7d`, `12h`, `90m`).
+    /// After every checkpoint, the log segments and checkpoints that no point of the window
+    /// needs are deleted (after a further `--backup-retention-grace`), so backup storage and
+    /// restore time stop growing. Needs checkpoints. Unset: keep everything. A compacted backup
+    /// can no longer be consumed by the reference `denokv`.
+    #[arg(
+        long,
+        env = "KV_CONNECT_BACKUP_RETENTION",
+        requires = "backup_to",
+        value_parser = parse_retention
+    )]
+    pub backup_retention: Option<Duration>,
+
+    /// With `--backup-retention`: keep objects this much longer than the window, so a restore
+    /// or a read replica that started within the window can finish reading them.
+    #[arg(
+        long,
+        env = "KV_CONNECT_BACKUP_RETENTION_GRACE",
+        default_value = "1h",
+        value_parser = humantime::parse_duration
+    )]
+    pub backup_retention_grace: Duration,
+
     /// Serve a read-only replica that follows the backup at this location (restored into the
     /// database at `--path` first). Writes get a 400 saying the database is a replica.
     #[arg(long, env = "KV_CONNECT_REPLICA_OF")]
@@ -115,7 +138,8 @@ impl BackupArgs {
     /// A reader of the backup (a local directory must exist).
     fn reader(&self) -> Result<BackupReader, PitrCliError> {
         let (store, prefix) = open_store(&self.from, &self.store, false)?;
-        Ok(BackupReader::new(store, prefix))
+        Ok(BackupReader::new(store, prefix)
+            .with_concurrency(kv_pitr::url::fetch_concurrency(&self.from)))
     }
 }
 
@@ -273,7 +297,8 @@ pub(crate) async fn open_for_serving(
         db_config.read_only = true;
         db_config.background_tasks = false;
         let db = open_db(db_args, db_config).await?;
-        let reader = BackupReader::new(store, prefix);
+        let reader =
+            BackupReader::new(store, prefix).with_concurrency(kv_pitr::url::fetch_concurrency(url));
         // A restarted replica continues from what its database already holds.
         let config = ReplicaConfig {
             resume_existing: true,
@@ -342,6 +367,8 @@ pub(crate) async fn open_with_backup(
     let mut config = BackupConfig::new(store, prefix);
     config.checkpoint_interval =
         (args.backup_checkpoint_secs > 0).then(|| Duration::from_secs(args.backup_checkpoint_secs));
+    config.retention = args.backup_retention;
+    config.retention_grace = args.backup_retention_grace;
     let backup = Backup::start(db.clone(), config)
         .await
         .map_err(PitrCliError::Backup)?;
@@ -358,6 +385,11 @@ pub(crate) async fn open_with_backup(
                 name: "kv_backup_standby",
                 help: "1 while this server stands by (another server of the shared database ships the backup)",
                 value: f64::from(u8::from(s.standby)),
+            },
+            GaugeSample {
+                name: "kv_backup_compacted_bytes",
+                help: "Bytes of log segments deleted by --backup-retention since the server started",
+                value: s.compacted_bytes as f64,
             },
             GaugeSample {
                 name: "kv_backup_failing",
@@ -389,6 +421,15 @@ pub(crate) async fn open_with_backup(
     });
     tracing::info!(to = %url, "continuous backup running");
     Ok((db, Companion::Backup(backup), report, metrics))
+}
+
+/// `--backup-retention`: a human duration (`7d`, `12h`) longer than zero.
+fn parse_retention(value: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("the retention window must be longer than zero".into());
+    }
+    Ok(d)
 }
 
 fn parse_time(what: &'static str, value: &str) -> Result<u64, PitrCliError> {

@@ -294,3 +294,132 @@ fn bad_backup_locations_and_arguments_are_clear_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--at"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn bad_retention_values_are_clear_errors() {
+    let dir = temp_dir("retention-args");
+    let backup = dir.join("backup");
+    let serve = |extra: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        clear_server_env(&mut cmd);
+        let out = cmd
+            .args(["--engine", "memory", "--addr", "127.0.0.1:0"])
+            .args(extra)
+            .env("DENO_KV_ACCESS_TOKEN", TOKEN)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = serve(&["--backup-to", s(&backup), "--backup-retention", "7x"]);
+    assert!(err.contains("--backup-retention"), "{err}");
+    let err = serve(&["--backup-to", s(&backup), "--backup-retention", "0s"]);
+    assert!(err.contains("longer than zero"), "{err}");
+    let err = serve(&["--backup-retention", "7d"]);
+    assert!(err.contains("--backup-to"), "{err}");
+    let err = serve(&[
+        "--backup-to",
+        s(&backup),
+        "--backup-retention",
+        "7d",
+        "--backup-checkpoint-secs",
+        "0",
+    ]);
+    assert!(err.contains("retention needs checkpoints"), "{err}");
+    let err = serve(&[
+        "--backup-to",
+        s(&backup),
+        "--backup-retention",
+        "7d",
+        "--backup-retention-grace",
+        "soon",
+    ]);
+    assert!(err.contains("--backup-retention-grace"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The `.bin` objects under `dir` (log segments or checkpoint ranges).
+fn objects_in(dir: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".bin"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn backup_retention_deletes_old_segments_and_the_latest_point_restores() {
+    let dir = temp_dir("retention");
+    let backup = dir.join("backup");
+    let primary = spawn(&[
+        "serve",
+        "--engine",
+        "sqlite",
+        "--path",
+        s(&dir.join("primary.db")),
+        "--addr",
+        "127.0.0.1:0",
+        "--backup-to",
+        s(&backup),
+        "--backup-checkpoint-secs",
+        "1",
+        "--backup-retention",
+        "2s",
+        "--backup-retention-grace",
+        "0s",
+    ]);
+    let (kv, _) = connect(primary.addr).await;
+    wait_until_shipped(primary.addr).await;
+    let t0 = Instant::now();
+    let mut early = None;
+    let mut i = 0u32;
+    loop {
+        let v = i.to_string();
+        assert_eq!(
+            kv.write(&write_of(vec![set(&key("k"), v.as_bytes())]))
+                .await
+                .status,
+            1
+        );
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let logs = objects_in(&backup.join("logs"));
+        match &early {
+            None if t0.elapsed() > Duration::from_secs(1) && !logs.is_empty() => {
+                early = Some(logs.clone())
+            }
+            Some(e) if backup.join("compacted.json").exists() && !e.is_subset(&logs) => break,
+            _ => {}
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "no segment deleted: {early:?} vs {logs:?}"
+        );
+    }
+    wait_until_shipped(primary.addr).await;
+    stop(primary).await;
+
+    // The latest point restores from what is left.
+    let restored = dir.join("restored.redb");
+    pitr(&[
+        "restore",
+        "--from",
+        s(&backup),
+        "--engine",
+        "redb",
+        "--path",
+        s(&restored),
+    ]);
+    let (p, kv) = serve_redb(&restored).await;
+    assert_eq!(
+        value_of(&kv, "k").await.as_deref(),
+        Some((i - 1).to_string().as_bytes())
+    );
+    stop(p).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -18,7 +18,8 @@
 //! - [`restore`](mod@restore): point-in-time [`restore()`](fn@restore) into an empty database.
 //! - [`log_index`]: small objects naming each log segment's commits and time, so listing
 //!   recovery points does not download the segments (older backups: read the segments).
-//! - [`compact`]: deleting the log segments before a checkpoint (`pitr compact`), losing
+//! - [`compact`]: deleting the log segments before a checkpoint (`pitr compact`, and the
+//!   producer itself with [`BackupConfig::retention`]), losing
 //!   the recovery points before it.
 //! - [`file_restore`]: all-or-nothing restores of file databases through a temporary file
 //!   swapped in when complete.

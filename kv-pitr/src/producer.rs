@@ -23,7 +23,10 @@
 //! snapshots ("checkpoints") under `checkpoints/{monoseq:016x}/`, each completed by a
 //! `checkpoint.json` ([`crate::format::CheckpointManifest`]) once the log up to its end is shipped, so
 //! that a restore can start from a recent checkpoint instead of replaying the whole log. The
-//! reference consumer does not look there; the initial snapshot and the log are never deleted.
+//! reference consumer does not look there. The log is kept whole unless
+//! [`BackupConfig::retention`] is set: then the checkpointer also compacts the backup to that
+//! window (module `retention` states what may be deleted and when; a compacted backup can no
+//! longer be consumed by the reference `denokv`).
 //!
 //! One prefix must have at most one producer at a time, and one database at most one
 //! shipping [`Backup`] (the change log has a single reader that trims it).
@@ -48,14 +51,15 @@
 //!
 //! The parts, one job each: `start_mode` inspects the prefix (fresh or resume), the
 //! shipper uploads the initial snapshot and the log segments, the checkpointer writes and
-//! retires checkpoints, `snapshot` is the range export both snapshots share, `shared`
-//! the status they publish, `lease` the backup lease and its tenures, and `standby` the task
-//! that takes turns on a shared store. All object access goes through [`crate::store::BackupStore`];
-//! its [`StoreError`]s become [`BackupError::Store`] (or [`BackupError::Format`] for damaged
-//! or foreign objects).
+//! retires checkpoints, `retention` compacts the backup to its window, `snapshot` is the range
+//! export both snapshots share, `shared` the status they publish, `lease` the backup lease and
+//! its tenures, and `standby` the task that takes turns on a shared store. All object access
+//! goes through [`crate::store::BackupStore`]; its [`StoreError`]s become
+//! [`BackupError::Store`] (or [`BackupError::Format`] for damaged or foreign objects).
 
 mod checkpointer;
 mod lease;
+mod retention;
 mod shared;
 mod shipper;
 pub(crate) mod snapshot;
@@ -122,8 +126,16 @@ pub struct BackupConfig {
     /// `None` (the default) disables checkpoints.
     pub checkpoint_interval: Option<Duration>,
     /// Complete checkpoints kept; older ones are deleted (default 2). The initial snapshot and
-    /// the log are never deleted, so every point stays restorable.
+    /// the log are never deleted, so every point stays restorable. Ignored with `retention`.
     pub checkpoint_retain: usize,
+    /// Keep recovery points for this long only: after every checkpoint interval, the log
+    /// segments and checkpoints that no point of the window (plus `retention_grace`) needs are
+    /// deleted (see the `retention` module for the rule). `None` (the default) keeps
+    /// everything. Needs `checkpoint_interval`.
+    pub retention: Option<Duration>,
+    /// With `retention`: how much longer than the window objects are kept, so that a restore
+    /// or a replica that started within the window can finish reading them (default 1 hour).
+    pub retention_grace: Duration,
     /// Shared stores only ([`Db::is_shared`]): how long the backup lease lasts without renewal
     /// (default 10 s). The holder renews it every third of this; when it dies, another process
     /// takes over within about this long plus a third.
@@ -144,6 +156,8 @@ impl BackupConfig {
             shutdown_timeout: Duration::from_secs(10),
             checkpoint_interval: None,
             checkpoint_retain: 2,
+            retention: None,
+            retention_grace: Duration::from_secs(3600),
             lease_ttl: Duration::from_secs(10),
         }
     }
@@ -178,6 +192,12 @@ pub enum BackupError {
         prefix: String,
         /// One of the objects found.
         found: String,
+    },
+    /// `retention` is set without `checkpoint_interval`, or is zero.
+    #[error("invalid backup retention: {reason}")]
+    InvalidRetention {
+        /// What is wrong.
+        reason: &'static str,
     },
     /// The manifest has a format this version does not know.
     #[error("unsupported kv-pitr manifest format {0}")]
@@ -249,6 +269,7 @@ impl BackupError {
             self,
             BackupError::BatchTooLarge { .. }
                 | BackupError::ChangeLogDisabled
+                | BackupError::InvalidRetention { .. }
                 | BackupError::Gap { .. }
                 | BackupError::Format { .. }
         )
@@ -303,6 +324,14 @@ pub struct BackupStatus {
     pub checkpoints_written: u64,
     /// The last checkpoint error; cleared by the next successful checkpoint.
     pub last_checkpoint_error: Option<String>,
+    /// With retention: log segments deleted by this task.
+    pub compacted_segments: u64,
+    /// With retention: their bytes.
+    pub compacted_bytes: u64,
+    /// With retention: checkpoints deleted by this task.
+    pub compacted_checkpoints: u64,
+    /// With retention: the last compaction error; cleared by the next successful run.
+    pub last_compaction_error: Option<String>,
     /// Shared stores only: another process holds the backup lease and ships; this one stands by
     /// (its `shipped_through` and lag are then not its own job). Always `false` on a store of
     /// one process.
@@ -372,10 +401,23 @@ pub struct Backup {
 impl Backup {
     /// Inspects the prefix and starts shipping in a background task.
     ///
-    /// Fails if the database has no change log, if the prefix holds something else, or if the
+    /// Fails if `retention` is set without `checkpoint_interval` or is zero, if the database has
+    /// no change log, if the prefix holds something else, or if the
     /// database's change log does not reach back to the end of the existing backup. The store
     /// must be reachable for this inspection; afterwards store failures are retried forever.
     pub async fn start(db: Db, config: BackupConfig) -> Result<Backup, BackupError> {
+        if let Some(retention) = config.retention {
+            if config.checkpoint_interval.is_none() {
+                return Err(BackupError::InvalidRetention {
+                    reason: "retention needs checkpoints (a checkpoint interval)",
+                });
+            }
+            if retention.is_zero() {
+                return Err(BackupError::InvalidRetention {
+                    reason: "the retention window must be longer than zero",
+                });
+            }
+        }
         db.change_log_since()
             .await?
             .ok_or(BackupError::ChangeLogDisabled)?;
@@ -412,6 +454,10 @@ impl Backup {
             last_checkpoint: None,
             checkpoints_written: 0,
             last_checkpoint_error: None,
+            compacted_segments: 0,
+            compacted_bytes: 0,
+            compacted_checkpoints: 0,
+            last_compaction_error: None,
             standby: matches!(plan, Plan::Shared(_, None)),
         };
         let first_mode = match &plan {

@@ -8,9 +8,11 @@
 //!   log up to the checkpoint's end is shipped: a checkpoint with a manifest is complete and
 //!   usable, one without is ignored by readers and removed by the next producer start.
 //! - `monoseq` numbers only grow (after every folder found at start, even incomplete ones).
-//! - Retention keeps the newest `checkpoint_retain` complete checkpoints and deletes older
-//!   ones manifest first, so a reader never uses a half-deleted checkpoint. The initial
-//!   snapshot and the log are never deleted.
+//! - Without `retention`, the newest `checkpoint_retain` complete checkpoints are kept and
+//!   older ones deleted manifest first, so a reader never uses a half-deleted checkpoint; the
+//!   initial snapshot and the log are never deleted. With `retention`, after every interval
+//!   (whether or not it took a checkpoint) the `retention` module compacts the backup to the
+//!   window and deletes the checkpoints before it instead (its docs state the rule).
 //! - Checkpoint failures never stop the backup: they are logged, published as
 //!   `last_checkpoint_error`, and the checkpoint's objects are removed.
 //! - On a shared store checkpoints are taken only within a tenure of the backup lease (see
@@ -28,6 +30,7 @@ use object_store::path::Path;
 use object_store::ObjectStore;
 
 use super::lease::{BackupLease, Tenure};
+use super::retention;
 use super::shared::Shared;
 use super::snapshot::{upload_snapshot, SnapshotPlace};
 use super::start_mode::producer_name;
@@ -137,6 +140,7 @@ impl Checkpointer {
             }
             let committed = self.shared.lock().status.committed;
             if last_end.is_some_and(|e| e >= committed) {
+                self.enforce_retention().await;
                 continue;
             }
             let monoseq = next_monoseq;
@@ -151,7 +155,9 @@ impl Checkpointer {
                         st.status.checkpoints_written += 1;
                         st.status.last_checkpoint_error = None;
                     });
-                    if let Err(e) = self.retain().await {
+                    if self.config.retention.is_some() {
+                        self.enforce_retention().await;
+                    } else if let Err(e) = self.retain().await {
                         tracing::warn!(error = %e, "could not delete old checkpoints");
                     }
                 }
@@ -212,6 +218,28 @@ impl Checkpointer {
         };
         self.store.write_checkpoint_manifest(&manifest).await?;
         Ok(manifest)
+    }
+
+    /// With `retention` set: compacts the backup to the window and publishes what was deleted
+    /// (see `retention`); a failure is logged and retried at the next interval.
+    async fn enforce_retention(&self) {
+        let Some(retention) = self.config.retention else {
+            return;
+        };
+        match retention::enforce(&self.store, retention, self.config.retention_grace).await {
+            Ok(done) => self.shared.update(|st| {
+                st.status.compacted_segments += done.segments;
+                st.status.compacted_bytes += done.bytes;
+                st.status.compacted_checkpoints += done.checkpoints;
+                st.status.last_compaction_error = None;
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, prefix = %self.store.prefix(), "retention failed");
+                let msg = e.to_string();
+                self.shared
+                    .update(|st| st.status.last_compaction_error = Some(msg));
+            }
+        }
     }
 
     /// Deletes the oldest complete checkpoints beyond `checkpoint_retain`.
