@@ -306,7 +306,8 @@ pub struct BackupStatus {
     /// How long the oldest unshipped commit has been waiting (0 when caught up; an upper
     /// bound, measured from when the task first saw it).
     pub lag_ms: u64,
-    /// Wall-clock time of the last successful upload.
+    /// Wall-clock time of the last successful upload: a log segment, or the initial snapshot
+    /// once complete.
     pub last_upload_at_ms: Option<u64>,
     /// The last upload/database error; cleared by the next success.
     pub last_error: Option<String>,

@@ -477,6 +477,9 @@ impl Shipper {
             st.status.initial_snapshot_done = true;
             st.status.shipped_through = shipped;
             st.status.next_monoseq = next_monoseq;
+            // The snapshot and manifest are uploads: a database written only before its backup
+            // started ships no log segment, yet is backed up as of now.
+            st.status.last_upload_at_ms = Some(now_ms());
             st.clear_error();
         });
         // Everything logged before the snapshot is in it.
