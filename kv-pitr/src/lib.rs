@@ -78,9 +78,12 @@ pub mod file_restore;
 pub(crate) mod follower;
 pub mod format;
 pub mod log_index;
+#[cfg(feature = "postgres")]
+pub mod pg_restore;
 pub mod producer;
 pub mod replica;
 pub mod restore;
+pub mod staged_restore;
 pub mod store;
 pub mod url;
 pub(crate) mod walker;

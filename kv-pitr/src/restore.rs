@@ -217,7 +217,7 @@ pub enum RestoreError {
 }
 
 /// Fails unless the database holds no data and has never committed.
-pub(crate) async fn check_empty(db: &Db) -> Result<(), RestoreError> {
+pub async fn check_empty(db: &Db) -> Result<(), RestoreError> {
     let versionstamp = db.current_versionstamp().await?;
     if versionstamp != Versionstamp::ZERO {
         return Err(RestoreError::NotEmpty {
