@@ -23,6 +23,9 @@
 //!   the recovery points before it.
 //! - [`file_restore`]: all-or-nothing restores of file databases through a temporary file
 //!   swapped in when complete.
+//! - [`staged_restore`]: the same for shared databases, through a staging area swapped in
+//!   atomically; `pg_restore` (feature `postgres`): its PostgreSQL staging schema, refused
+//!   while servers serve the target.
 //! - `follower` (internal): [`restore::catch_up`] moves a restored copy forward along the log.
 //! - [`replica`]: read [`Replica`]s that follow a backup.
 //! - Checkpoints: with [`BackupConfig::checkpoint_interval`] set, the producer also writes
