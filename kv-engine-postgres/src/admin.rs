@@ -45,7 +45,7 @@ pub enum AdminError {
     #[error(
         "schema {schema:?} is being served by {sessions} read-write server connection(s) \
          (kv-engine-postgres serving locks in pg_locks): stop those servers before replacing \
-         their database, or force it"
+         their database"
     )]
     Served {
         /// The target schema.
