@@ -41,10 +41,13 @@ pub(crate) enum PitrCliError {
     Backup(#[from] kv_pitr::producer::BackupError),
     #[error("restore: {0}")]
     Restore(#[from] kv_pitr::restore::RestoreError),
-    #[error("restore: only a file database (sqlite, redb) can be moved backwards in place; restore into a new database instead")]
+    #[error("restore: only a file or postgres database (sqlite, redb, postgres) can be moved backwards in place; restore into a new database instead")]
     MemoryBackwards,
     #[error("restore: {0}")]
     RestoreFile(#[source] kv_pitr::file_restore::FileRestoreError),
+    #[cfg(feature = "postgres")]
+    #[error("restore: {0}")]
+    RestorePostgres(#[source] Box<kv_pitr::pg_restore::PgRestoreError>),
     #[error("replica: {0}")]
     Replica(#[source] kv_pitr::restore::RestoreError),
     #[error("reading the backup: {0}")]
@@ -192,7 +195,7 @@ pub(crate) enum PitrCommand {
     },
     /// Move a database restored from a backup (and not written since) to another point: the
     /// latest, or `--at` / `--time`. Forward moves apply the log in place; backward moves
-    /// restore into a new file and replace the old one (sqlite and redb only).
+    /// restore into a new file or schema and replace the old one (sqlite, redb and postgres).
     Checkout {
         #[command(flatten)]
         backup: BackupArgs,
@@ -457,8 +460,9 @@ async fn open_target(db: &DbArgs) -> Result<kv_db::Db, MainError> {
 /// Restores into the database `db` names. File engines (sqlite, redb) restore into a
 /// temporary file beside it that replaces it only when complete
 /// ([`kv_pitr::file_restore::restore_file`]): a failed or killed restore leaves the old file
-/// (or none). `replace` allows replacing a non-empty database (`checkout` backwards). The
-/// memory engine has no file to swap and postgres no second schema: they restore in place (a
+/// (or none). Postgres restores into a staging schema swapped in by one transaction when
+/// complete ([`restore_postgres`]). `replace` allows replacing a non-empty database
+/// (`checkout` backwards). The memory engine has nothing to swap: it restores in place (a
 /// failure deletes what was written).
 async fn restore_into(
     reader: &BackupReader,
@@ -473,6 +477,10 @@ async fn restore_into(
             eprintln!("restoring: {p:?}");
         }
     };
+    #[cfg(feature = "postgres")]
+    if db.engine == crate::Engine::Postgres {
+        return restore_postgres(reader, db, target, replace, progress).await;
+    }
     if matches!(db.engine, crate::Engine::Memory | crate::Engine::Postgres) {
         if replace {
             return Err(PitrCliError::MemoryBackwards.into());
@@ -502,6 +510,28 @@ async fn restore_into(
         kv_pitr::file_restore::restore_file(reader, &db.path, open, target, progress).await
     };
     Ok(result.map_err(PitrCliError::RestoreFile)?)
+}
+
+/// Restores into the postgres store `db` names, all or nothing (see
+/// [`kv_pitr::pg_restore::restore_postgres`]: a staging schema swapped in by one transaction,
+/// refused while read-write servers serve the target).
+#[cfg(feature = "postgres")]
+async fn restore_postgres(
+    reader: &BackupReader,
+    db: &DbArgs,
+    target: RestoreTarget,
+    replace: bool,
+    progress: impl FnMut(kv_pitr::restore::RestoreProgress),
+) -> Result<kv_pitr::restore::RestoreOutcome, MainError> {
+    let url = db
+        .postgres
+        .database_url
+        .as_deref()
+        .ok_or(MainError::NoDatabaseUrl)?;
+    let options = crate::postgres_options(db, false);
+    kv_pitr::pg_restore::restore_postgres(reader, url, options, replace, target, progress)
+        .await
+        .map_err(|e| PitrCliError::RestorePostgres(Box::new(e)).into())
 }
 
 fn format_time(ms: u64) -> String {

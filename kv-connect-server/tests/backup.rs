@@ -423,3 +423,97 @@ async fn backup_retention_deletes_old_segments_and_the_latest_point_restores() {
     stop(p).await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `pitr restore|checkout --engine postgres`: built in a staging schema and swapped in; a
+/// checkout is refused while a server serves the schema, and goes back once it has stopped.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_restore_and_checkout_swap_schemas_through_the_binary() {
+    let dir = temp_dir("pgbackup");
+    let backup = dir.join("backup");
+    let primary_db = dir.join("primary.db");
+    let primary = spawn(&[
+        "serve",
+        "--engine",
+        "sqlite",
+        "--path",
+        s(&primary_db),
+        "--addr",
+        "127.0.0.1:0",
+        "--backup-to",
+        s(&backup),
+    ]);
+    let (kv, _) = connect(primary.addr).await;
+    wait_until_shipped(primary.addr).await;
+    assert_eq!(
+        kv.write(&write_of(vec![set(&key("a"), b"1")])).await.status,
+        1
+    );
+    wait_until_shipped(primary.addr).await;
+    let first = pitr(&["list", "--from", s(&backup)])
+        .lines()
+        .next()
+        .and_then(|l| l.split('\t').next())
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        kv.write(&write_of(vec![set(&key("b"), b"2")])).await.status,
+        1
+    );
+    wait_until_shipped(primary.addr).await;
+    stop(primary).await;
+
+    let url = kv_test_support::postgres::test_url();
+    let schema = kv_test_support::postgres::fresh_schema("pitr_cli");
+    let pg = ["--engine", "postgres", "--database-url", url];
+    let pg_args = |cmd: &'static str, at: Option<&str>| {
+        let mut a = vec![cmd, "--from", s(&backup)];
+        a.extend(pg);
+        a.extend(["--database-schema", &schema]);
+        if let Some(at) = at {
+            a.extend(["--at", at]);
+        }
+        a.into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| {
+        Command::new(BIN)
+            .arg("pitr")
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let serve = || {
+        let mut a = vec!["serve", "--addr", "127.0.0.1:0"];
+        a.extend(pg);
+        a.extend(["--database-schema", &schema]);
+        spawn(&a)
+    };
+
+    let out = run(pg_args("restore", Some(&first)));
+    assert!(out.status.success(), "{out:?}");
+    let out = run(pg_args("checkout", None));
+    assert!(out.status.success(), "{out:?}");
+
+    // Served: refused, untouched.
+    let server = serve();
+    let (skv, _) = connect(server.addr).await;
+    assert_eq!(value_of(&skv, "b").await.as_deref(), Some(&b"2"[..]));
+    let out = run(pg_args("checkout", Some(&first)));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("being served"), "{err}");
+    assert_eq!(value_of(&skv, "b").await.as_deref(), Some(&b"2"[..]));
+    stop(server).await;
+
+    // Stopped: the earlier point replaces the store.
+    let out = run(pg_args("checkout", Some(&first)));
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&first));
+    let server = serve();
+    let (skv, _) = connect(server.addr).await;
+    assert_eq!(value_of(&skv, "a").await.as_deref(), Some(&b"1"[..]));
+    assert_eq!(value_of(&skv, "b").await, None);
+    stop(server).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -112,8 +112,14 @@ impl PostgresBackend {
         drop(client);
         tracing::debug!(%target, %schema, read_only = options.read_only, "connected to PostgreSQL");
         // A standby cannot LISTEN, and nothing commits through a read-only backend.
-        let listener = (!options.read_only)
-            .then(|| Listener::spawn(spec.config.clone(), tls, names.channel.clone()));
+        let listener = (!options.read_only).then(|| {
+            Listener::spawn(
+                spec.config.clone(),
+                tls,
+                names.channel.clone(),
+                names.serving_key,
+            )
+        });
         Ok(PostgresBackend {
             shared: Arc::new(Shared {
                 pool,

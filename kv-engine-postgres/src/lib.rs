@@ -42,6 +42,10 @@
 //!   are the standby's: they lag the primary by the replication delay, and PostgreSQL may
 //!   cancel a long one that conflicts with replay (SQLSTATE `40001`, a
 //!   [`kv_traits::BackendError::Conflict`]).
+//! - **Restores** replace a whole store in one transaction through [`StoreAdmin`] (see
+//!   `admin.rs`): built in a staging schema, swapped in only when complete; read-write
+//!   backends hold a shared serving lock so that a restore can refuse to replace a store
+//!   that is being served.
 //! - **Close**: [`kv_traits::Backend::close`] closes the pool; later transactions fail with
 //!   [`kv_traits::BackendError::Closed`].
 //!
@@ -66,6 +70,7 @@
 
 #![warn(missing_docs)]
 
+mod admin;
 mod backend;
 mod conn;
 mod error;
@@ -77,6 +82,7 @@ mod schema;
 mod tls;
 mod txn;
 
+pub use admin::{staging_schema, AdminError, StoreAdmin, STAGING_SUFFIX};
 pub use backend::PostgresBackend;
 pub use options::PostgresOptions;
 pub use schema::FORMAT_VERSION;

@@ -9,6 +9,10 @@
 //!   see "something was committed since you last looked" (coalesced). When the connection
 //!   fails it reconnects with backoff; subscribers then simply see no signals for a while,
 //!   which is safe because they also poll (see `kv_traits::Backend::commit_signals`).
+//! - The listening connection also holds the store's serving lock (`Names::serving_key`)
+//!   shared, for as long as it lives: the sign, visible in `pg_locks`, that a read-write
+//!   backend serves the store (a restore refuses to replace a store that is being served, see
+//!   `admin.rs`). Closing the backend ends the connection and releases it.
 //! - A store on a PostgreSQL-compatible system without `LISTEN` (some distributed SQL systems)
 //!   keeps working: the listener logs once and retries slowly, and followers poll.
 
@@ -33,9 +37,10 @@ impl Listener {
         config: tokio_postgres::Config,
         tls: Option<MakeRustlsConnect>,
         channel: String,
+        serving: (i32, i32),
     ) -> Listener {
         let (signal, _) = watch::channel(0u64);
-        let task = tokio::spawn(listen(config, tls, channel, signal.clone()));
+        let task = tokio::spawn(listen(config, tls, channel, serving, signal.clone()));
         Listener { signal, task }
     }
 
@@ -67,11 +72,12 @@ async fn listen(
     config: tokio_postgres::Config,
     tls: Option<MakeRustlsConnect>,
     channel: String,
+    serving: (i32, i32),
     signal: watch::Sender<u64>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match listen_once(&config, tls.clone(), &channel, &signal).await {
+        match listen_once(&config, tls.clone(), &channel, serving, &signal).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => {
                 tracing::debug!(error = %e, "commit notifications unavailable; followers poll");
@@ -89,6 +95,7 @@ async fn listen_once(
     config: &tokio_postgres::Config,
     tls: Option<MakeRustlsConnect>,
     channel: &str,
+    serving: (i32, i32),
     signal: &watch::Sender<u64>,
 ) -> Result<(), tokio_postgres::Error> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
@@ -104,7 +111,12 @@ async fn listen_once(
             client
         }
     };
-    client.batch_execute(&format!("LISTEN {channel}")).await?;
+    client
+        .batch_execute(&format!(
+            "SELECT pg_advisory_lock_shared({}, {}); LISTEN {channel}",
+            serving.0, serving.1
+        ))
+        .await?;
     while rx.recv().await.is_some() {
         signal.send_modify(|n| *n = n.wrapping_add(1));
     }

@@ -28,7 +28,7 @@ use crate::error::pg_err;
 /// The format version this build writes and reads (`kv_meta.format_version`).
 pub const FORMAT_VERSION: u64 = 1;
 
-const TABLES: [&str; 3] = ["kv", "kv_meta", "kv_outcomes"];
+pub(crate) const TABLES: [&str; 3] = ["kv", "kv_meta", "kv_outcomes"];
 
 /// The qualified table names of one store, the SQL built from them, and its writer lock key.
 #[derive(Debug)]
@@ -48,6 +48,10 @@ pub(crate) struct Names {
     pub channel: String,
     /// `NOTIFY` on [`Names::channel`] followed by `COMMIT`: one round trip.
     pub notify_commit: String,
+    /// The session-level advisory lock (two-`int4` form, so never the writer lock) that every
+    /// read-write backend's listening connection holds shared while it serves the store; a
+    /// restore replacing the store takes it exclusively (see `admin.rs`).
+    pub serving_key: (i32, i32),
 }
 
 impl Names {
@@ -81,6 +85,7 @@ impl Names {
             channel: channel(schema),
             notify_commit: format!("NOTIFY {}; COMMIT", channel(schema)),
             lock_key: lock_key(schema),
+            serving_key: serving_key(schema),
             meta,
             outcomes,
         }
@@ -112,8 +117,15 @@ fn lock_key(schema: &str) -> i64 {
     h as i64
 }
 
+/// The serving lock key of a schema: the two halves of its writer lock key. Advisory locks of
+/// one `bigint` and of two `int4` keys are separate spaces, so it never meets the writer lock.
+pub(crate) fn serving_key(schema: &str) -> (i32, i32) {
+    let k = lock_key(schema) as u64;
+    ((k >> 32) as u32 as i32, k as u32 as i32)
+}
+
 /// The store's tables present in its schema.
-async fn present_tables(
+pub(crate) async fn present_tables(
     client: &Client,
     names: &Names,
     what: &str,

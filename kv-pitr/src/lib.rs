@@ -23,6 +23,9 @@
 //!   the recovery points before it.
 //! - [`file_restore`]: all-or-nothing restores of file databases through a temporary file
 //!   swapped in when complete.
+//! - [`staged_restore`]: the same for shared databases, through a staging area swapped in
+//!   atomically; `pg_restore` (feature `postgres`): its PostgreSQL staging schema, refused
+//!   while servers serve the target.
 //! - `follower` (internal): [`restore::catch_up`] moves a restored copy forward along the log.
 //! - [`replica`]: read [`Replica`]s that follow a backup.
 //! - Checkpoints: with [`BackupConfig::checkpoint_interval`] set, the producer also writes
@@ -78,9 +81,12 @@ pub mod file_restore;
 pub(crate) mod follower;
 pub mod format;
 pub mod log_index;
+#[cfg(feature = "postgres")]
+pub mod pg_restore;
 pub mod producer;
 pub mod replica;
 pub mod restore;
+pub mod staged_restore;
 pub mod store;
 pub mod url;
 pub(crate) mod walker;

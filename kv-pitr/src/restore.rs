@@ -4,8 +4,8 @@
 //! - [`restore`] rebuilds the state at a [`RestoreTarget`] in an empty [`Db`] of any engine:
 //!   objects are downloaded, checked and written in bounded chunks (memory does not grow with
 //!   the database), and a damaged or incomplete backup leaves the database empty (what was
-//!   written is deleted again; [`crate::file_restore`] makes file restores all-or-nothing even
-//!   across a crash). Restored keys keep their versionstamps
+//!   written is deleted again; [`crate::file_restore`] and [`crate::staged_restore`] make file
+//!   and PostgreSQL restores all-or-nothing even across a crash). Restored keys keep their versionstamps
 //!   and expiry times, and the database version ends exactly at the restored point, so writes
 //!   after promoting the copy get larger versionstamps.
 //!
@@ -217,7 +217,7 @@ pub enum RestoreError {
 }
 
 /// Fails unless the database holds no data and has never committed.
-pub(crate) async fn check_empty(db: &Db) -> Result<(), RestoreError> {
+pub async fn check_empty(db: &Db) -> Result<(), RestoreError> {
     let versionstamp = db.current_versionstamp().await?;
     if versionstamp != Versionstamp::ZERO {
         return Err(RestoreError::NotEmpty {
@@ -929,7 +929,8 @@ fn first_point(
 /// database empty as it was; a crash mid-restore leaves a partial database at version zero.
 /// For an all-or-nothing restore of a file database that survives crashes too, use
 /// [`crate::file_restore::restore_file`], which restores into a temporary file and swaps it
-/// in when complete.
+/// in when complete (PostgreSQL: [`crate::staged_restore::restore_staged`], a staging
+/// schema).
 pub async fn restore(
     reader: &BackupReader,
     db: &Db,

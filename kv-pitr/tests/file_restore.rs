@@ -5,86 +5,15 @@
 mod common;
 
 use std::path::{Path as FsPath, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
-use common::{dump, key, memory_db, HookedStore, Source, StoreHooks};
+use common::{backed_up, broken_logs_reader as reader, dump, memory_db, Source};
 use kv_db::{Db, DbConfig};
 use kv_engine_redb::RedbBackend;
 use kv_engine_sqlite::SqliteBackend;
-use kv_pitr::consumer::BackupReader;
 use kv_pitr::file_restore::{restore_file, temp_path, FileRestoreError};
-use kv_pitr::producer::{Backup, BackupConfig};
 use kv_pitr::restore::{restore, RestoreError, RestoreProgress, RestoreTarget};
-use kv_traits::{Database, KvError, KvValue, Mutation, Versionstamp};
-use object_store::memory::InMemory;
-use object_store::path::Path;
-use object_store::{GetOptions, ObjectStore};
-
-/// Keys in the initial snapshot: more than one import chunk, so a restore has written some
-/// before it reaches the log.
-const SNAPSHOT_KEYS: u32 = 2600;
-
-/// Fails every read of a log segment while `broken` is set.
-#[derive(Debug, Default)]
-struct BrokenLogs {
-    broken: AtomicBool,
-}
-
-impl StoreHooks for BrokenLogs {
-    const NAME: &'static str = "BrokenLogs";
-
-    fn fail_get(&self, location: &Path, options: &GetOptions) -> object_store::Result<()> {
-        if !options.head
-            && self.broken.load(Ordering::SeqCst)
-            && location.as_ref().contains("/logs/")
-        {
-            return Err(object_store::Error::Generic {
-                store: "BrokenLogs",
-                source: "injected failure".into(),
-            });
-        }
-        Ok(())
-    }
-}
-
-/// A backup of `SNAPSHOT_KEYS` keys (in ranges of 500) followed by a few logged commits,
-/// stopped. Returns the source and the store, whose log reads can be broken.
-async fn backed_up() -> (Source, Arc<HookedStore<BrokenLogs>>) {
-    let mut src = Source::new().await;
-    for batch in 0..SNAPSHOT_KEYS / 200 {
-        let muts = (0..200)
-            .map(|i| {
-                let n = batch * 200 + i;
-                Mutation::set(key(&format!("k{n:05}")), KvValue::Bytes(vec![n as u8; 64]))
-            })
-            .collect();
-        src.commit(muts).await;
-    }
-    let store = HookedStore::new(Arc::new(InMemory::new()), BrokenLogs::default());
-    let mut config = BackupConfig::new(store.clone(), Path::from("b"));
-    config.flush_interval = Duration::from_millis(10);
-    config.snapshot_range_entries = 500;
-    config.max_segment_batches = 2;
-    let backup = Backup::start(src.db.clone(), config).await.unwrap();
-    common::initial_snapshot_done(&backup).await;
-    for i in 0..6u8 {
-        src.commit(vec![
-            Mutation::set(key("log"), KvValue::U64(u64::from(i))),
-            Mutation::delete(key(&format!("k{:05}", u32::from(i) * 7))),
-        ])
-        .await;
-    }
-    backup.flush(Duration::from_secs(30)).await.unwrap();
-    backup.shutdown().await.unwrap();
-    (src, store)
-}
-
-fn reader(store: &Arc<HookedStore<BrokenLogs>>) -> BackupReader {
-    let store: Arc<dyn ObjectStore> = store.clone();
-    BackupReader::new(store, Path::from("b"))
-}
+use kv_traits::{Database, KvError, Versionstamp};
 
 async fn open_sqlite(path: PathBuf) -> Result<Db, KvError> {
     Db::open(

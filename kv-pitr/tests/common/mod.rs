@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use kv_traits::{
     AtomicWrite, CommitResult, Database, KvValue, ManualClock, Mutation, MutationKind, Versionstamp,
 };
 use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
@@ -419,4 +421,69 @@ pub async fn settled_source(
     let (src, backup) = backed_up_source(store.clone(), prefix, rounds, checkpoints).await;
     settle(&src, backup).await;
     (src, BackupReader::new(store, Path::from(prefix)))
+}
+
+/// Keys in the initial snapshot: more than one import chunk, so a restore has written some
+/// before it reaches the log.
+pub const SNAPSHOT_KEYS: u32 = 2600;
+
+/// Fails every read of a log segment while `broken` is set.
+#[derive(Debug, Default)]
+pub struct BrokenLogs {
+    /// Set: log reads fail.
+    pub broken: AtomicBool,
+}
+
+impl StoreHooks for BrokenLogs {
+    const NAME: &'static str = "BrokenLogs";
+
+    fn fail_get(&self, location: &Path, options: &GetOptions) -> object_store::Result<()> {
+        if !options.head
+            && self.broken.load(Ordering::SeqCst)
+            && location.as_ref().contains("/logs/")
+        {
+            return Err(object_store::Error::Generic {
+                store: "BrokenLogs",
+                source: "injected failure".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A backup of `SNAPSHOT_KEYS` keys (in ranges of 500) followed by a few logged commits,
+/// stopped. Returns the source and the store, whose log reads can be broken.
+pub async fn backed_up() -> (Source, Arc<HookedStore<BrokenLogs>>) {
+    let mut src = Source::new().await;
+    for batch in 0..SNAPSHOT_KEYS / 200 {
+        let muts = (0..200)
+            .map(|i| {
+                let n = batch * 200 + i;
+                Mutation::set(key(&format!("k{n:05}")), KvValue::Bytes(vec![n as u8; 64]))
+            })
+            .collect();
+        src.commit(muts).await;
+    }
+    let store = HookedStore::new(Arc::new(InMemory::new()), BrokenLogs::default());
+    let mut config = BackupConfig::new(store.clone(), Path::from("b"));
+    config.flush_interval = Duration::from_millis(10);
+    config.snapshot_range_entries = 500;
+    config.max_segment_batches = 2;
+    let backup = Backup::start(src.db.clone(), config).await.unwrap();
+    initial_snapshot_done(&backup).await;
+    for i in 0..6u8 {
+        src.commit(vec![
+            Mutation::set(key("log"), KvValue::U64(u64::from(i))),
+            Mutation::delete(key(&format!("k{:05}", u32::from(i) * 7))),
+        ])
+        .await;
+    }
+    backup.flush(Duration::from_secs(30)).await.unwrap();
+    backup.shutdown().await.unwrap();
+    (src, store)
+}
+
+pub fn broken_logs_reader(store: &Arc<HookedStore<BrokenLogs>>) -> BackupReader {
+    let store: Arc<dyn ObjectStore> = store.clone();
+    BackupReader::new(store, Path::from("b"))
 }
