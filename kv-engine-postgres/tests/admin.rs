@@ -114,6 +114,8 @@ async fn replace_store_swaps_tables_in_one_transaction_and_refuses_what_it_must(
     // Writes keep working on the moved tables.
     put(&after, b"k2", b"v").await;
     after.close().await.unwrap();
+    // Its serving lock goes with its session, which PostgreSQL ends after the close returns.
+    until_served_by(&admin, &schema, 0).await;
 
     // A missing staging store, or a target holding foreign tables, is refused untouched.
     let err = admin

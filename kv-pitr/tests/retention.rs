@@ -80,9 +80,12 @@ async fn retention_deletes_old_objects_and_keeps_the_window_restorable() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     backup.flush(Duration::from_secs(30)).await.unwrap();
-    let stopped_at = now_ms();
-    let status = backup.status();
+    // The status once every task has stopped: a compaction may still run between a status read
+    // and the shutdown, and the object counts below must match the final one.
+    let status_rx = backup.subscribe();
     backup.shutdown().await.unwrap();
+    let stopped_at = now_ms();
+    let status = status_rx.borrow().clone();
     assert_eq!(status.last_compaction_error, None);
 
     // Old segments are gone: what remains plus what was deleted is what was uploaded.
