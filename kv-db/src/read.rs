@@ -163,7 +163,10 @@ impl WatchState {
                         }
                     }
                 };
+                // Changes first: when one is ready the shutdown signal is not polled at all (a
+                // stream woken by commits without end still ends: `closed` is checked below).
                 tokio::select! {
+                    biased;
                     _ = changed => {}
                     _ = &mut self.shutdown => return None,
                 }
@@ -182,33 +185,49 @@ impl WatchState {
                         .await
                 }
             };
-            let (version, entries) = match read {
-                Ok(snapshot) => (snapshot.0, snapshot.1.clone()),
+            let snapshot = match read {
+                Ok(snapshot) => snapshot,
                 Err(e) => return Some(Err(e)),
             };
-            let stamps: Vec<Option<Versionstamp>> = entries
-                .iter()
-                .map(|e| e.as_ref().map(|e| e.versionstamp))
-                .collect();
-            let out: Vec<WatchKeyOutput> = match &self.last {
-                None => entries.into_iter().map(WatchKeyOutput::Changed).collect(),
-                Some((_, prev)) => entries
-                    .into_iter()
-                    .zip(prev)
-                    .map(|(e, p)| {
-                        if e.as_ref().map(|e| e.versionstamp) == *p {
-                            WatchKeyOutput::Unchanged
-                        } else {
-                            WatchKeyOutput::Changed(e)
-                        }
-                    })
-                    .collect(),
-            };
-            let first = self.last.is_none();
-            self.last = Some((version, stamps));
-            if first || out.iter().any(|o| matches!(o, WatchKeyOutput::Changed(_))) {
-                return Some(Ok(out));
+            let (version, entries) = (snapshot.0, &snapshot.1);
+            // Only the entries reported as changed are copied out of the shared snapshot, and
+            // the versionstamps reported last are updated in place.
+            match &mut self.last {
+                None => {
+                    self.last = Some((version, entries.iter().map(stamp).collect()));
+                    return Some(Ok(entries
+                        .iter()
+                        .cloned()
+                        .map(WatchKeyOutput::Changed)
+                        .collect()));
+                }
+                Some((last_version, prev)) => {
+                    *last_version = version;
+                    let mut any = false;
+                    let out: Vec<WatchKeyOutput> = entries
+                        .iter()
+                        .zip(prev.iter_mut())
+                        .map(|(e, p)| {
+                            let s = stamp(e);
+                            if s == *p {
+                                WatchKeyOutput::Unchanged
+                            } else {
+                                *p = s;
+                                any = true;
+                                WatchKeyOutput::Changed(e.clone())
+                            }
+                        })
+                        .collect();
+                    if any {
+                        return Some(Ok(out));
+                    }
+                }
             }
         }
     }
+}
+
+/// The versionstamp an entry shows (`None` = absent).
+fn stamp(e: &Option<KvEntry>) -> Option<Versionstamp> {
+    e.as_ref().map(|e| e.versionstamp)
 }

@@ -85,6 +85,7 @@ fn watch_response<D: Database>(
             frames: state.watch_frames.join(&keys),
             keys,
             last: Vec::new(),
+            known: Vec::new(),
         },
         stream,
         ticker,
@@ -122,9 +123,11 @@ struct Frames<D> {
 impl<D: Database> Frames<D> {
     /// The next frame to send; `None` ends the response.
     async fn next(&mut self) -> Option<Bytes> {
+        // The notification first: when one is ready, neither the keep-alive timer nor the
+        // shutdown signal is polled (both are polled, and shutdown still ends the response, in
+        // the poll that waits after every frame).
         tokio::select! {
-            _ = &mut self.shutdown => None,
-            _ = self.ticker.tick() => Some(Bytes::from_static(&wire::WATCH_KEEPALIVE_FRAME)),
+            biased;
             item = self.stream.next() => match item {
                 Some(Ok(outputs)) => match self.snapshot.fill(outputs).await {
                     Ok(frame) => Some(frame),
@@ -139,6 +142,8 @@ impl<D: Database> Frames<D> {
                 }
                 None => None,
             },
+            _ = &mut self.shutdown => None,
+            _ = self.ticker.tick() => Some(Bytes::from_static(&wire::WATCH_KEEPALIVE_FRAME)),
         }
     }
 }
@@ -206,8 +211,10 @@ struct FullSnapshot<D> {
     keys: Vec<Vec<u8>>,
     /// The frames of this key set, shared with its other streams.
     frames: Arc<FrameCell>,
-    /// Last entry delivered per key; `None` = never delivered.
-    last: Vec<Option<Option<KvEntry>>>,
+    /// Last entry delivered per key (`None` = absent), updated in place.
+    last: Vec<Option<KvEntry>>,
+    /// Whether each key's entry in `last` was ever delivered.
+    known: Vec<bool>,
 }
 
 impl<D: Database> FullSnapshot<D> {
@@ -215,29 +222,23 @@ impl<D: Database> FullSnapshot<D> {
     async fn fill(&mut self, outputs: Vec<WatchKeyOutput>) -> Result<Bytes, KvError> {
         if self.last.len() != outputs.len() {
             self.last = vec![None; outputs.len()];
+            self.known = vec![false; outputs.len()];
         }
-        let mut full = Vec::with_capacity(outputs.len());
         for (i, output) in outputs.into_iter().enumerate() {
-            let entry = match output {
-                WatchKeyOutput::Changed(entry) => entry,
-                WatchKeyOutput::Unchanged => match self.last[i].take() {
-                    Some(entry) => entry,
-                    // The database never reported this key (it should have, in its first
-                    // notification): read it.
-                    None => {
-                        let key = self.keys.get(i).cloned().unwrap_or_default();
-                        let ranges = vec![kv_traits::ReadRange::single(&key)];
-                        let mut result = self.db.snapshot_read(ranges, Consistency::Strong).await?;
-                        result.pop().and_then(|mut r| r.pop())
-                    }
-                },
-            };
-            full.push(entry);
+            match output {
+                WatchKeyOutput::Changed(entry) => self.last[i] = entry,
+                WatchKeyOutput::Unchanged if self.known[i] => {}
+                // The database never reported this key (it should have, in its first
+                // notification): read it.
+                WatchKeyOutput::Unchanged => {
+                    let key = self.keys.get(i).cloned().unwrap_or_default();
+                    let ranges = vec![kv_traits::ReadRange::single(&key)];
+                    let mut result = self.db.snapshot_read(ranges, Consistency::Strong).await?;
+                    self.last[i] = result.pop().and_then(|mut r| r.pop());
+                }
+            }
+            self.known[i] = true;
         }
-        let frame = self.frames.frame(&full);
-        for (slot, entry) in self.last.iter_mut().zip(full) {
-            *slot = Some(entry);
-        }
-        Ok(frame)
+        Ok(self.frames.frame(&self.last))
     }
 }
