@@ -59,6 +59,28 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Serves the SQLite database at `db` with a continuous backup to `backup` (plus `extra`
+/// flags), connects to it and waits until the initial snapshot has shipped, so that each write
+/// after it becomes its own recovery point.
+async fn serve_backed_up(db: &Path, backup: &Path, extra: &[&str]) -> (Proc, Kv) {
+    let mut args = vec![
+        "serve",
+        "--engine",
+        "sqlite",
+        "--path",
+        s(db),
+        "--addr",
+        "127.0.0.1:0",
+        "--backup-to",
+        s(backup),
+    ];
+    args.extend_from_slice(extra);
+    let primary = spawn(&args);
+    let (kv, _) = connect(primary.addr).await;
+    wait_until_shipped(primary.addr).await;
+    (primary, kv)
+}
+
 /// Serves the redb database at `path` and connects to it.
 async fn serve_redb(path: &Path) -> (Proc, Kv) {
     let p = spawn(&[
@@ -87,20 +109,7 @@ async fn backup_replica_and_point_in_time_restore_through_the_binary() {
     let dir = temp_dir("backup");
     let backup = dir.join("backup");
     let primary_db = dir.join("primary.db");
-    let primary = spawn(&[
-        "serve",
-        "--engine",
-        "sqlite",
-        "--path",
-        s(&primary_db),
-        "--addr",
-        "127.0.0.1:0",
-        "--backup-to",
-        s(&backup),
-    ]);
-    let (kv, _) = connect(primary.addr).await;
-    // The initial snapshot first, so that each write below becomes its own recovery point.
-    wait_until_shipped(primary.addr).await;
+    let (primary, kv) = serve_backed_up(&primary_db, &backup, &[]).await;
     assert_eq!(
         kv.write(&write_of(vec![set(&key("a"), b"1")])).await.status,
         1
@@ -356,25 +365,19 @@ fn objects_in(dir: &Path) -> std::collections::BTreeSet<String> {
 async fn backup_retention_deletes_old_segments_and_the_latest_point_restores() {
     let dir = temp_dir("retention");
     let backup = dir.join("backup");
-    let primary = spawn(&[
-        "serve",
-        "--engine",
-        "sqlite",
-        "--path",
-        s(&dir.join("primary.db")),
-        "--addr",
-        "127.0.0.1:0",
-        "--backup-to",
-        s(&backup),
-        "--backup-checkpoint-secs",
-        "1",
-        "--backup-retention",
-        "2s",
-        "--backup-retention-grace",
-        "0s",
-    ]);
-    let (kv, _) = connect(primary.addr).await;
-    wait_until_shipped(primary.addr).await;
+    let (primary, kv) = serve_backed_up(
+        &dir.join("primary.db"),
+        &backup,
+        &[
+            "--backup-checkpoint-secs",
+            "1",
+            "--backup-retention",
+            "2s",
+            "--backup-retention-grace",
+            "0s",
+        ],
+    )
+    .await;
     let t0 = Instant::now();
     let mut early = None;
     let mut i = 0u32;
@@ -432,19 +435,7 @@ async fn postgres_restore_and_checkout_swap_schemas_through_the_binary() {
     let dir = temp_dir("pgbackup");
     let backup = dir.join("backup");
     let primary_db = dir.join("primary.db");
-    let primary = spawn(&[
-        "serve",
-        "--engine",
-        "sqlite",
-        "--path",
-        s(&primary_db),
-        "--addr",
-        "127.0.0.1:0",
-        "--backup-to",
-        s(&backup),
-    ]);
-    let (kv, _) = connect(primary.addr).await;
-    wait_until_shipped(primary.addr).await;
+    let (primary, kv) = serve_backed_up(&primary_db, &backup, &[]).await;
     assert_eq!(
         kv.write(&write_of(vec![set(&key("a"), b"1")])).await.status,
         1
