@@ -128,16 +128,13 @@ async fn crash_child() {
     let Some(spec) = child::instructions(CHILD_ENV) else {
         return;
     };
-    let (round, dir) = spec.split_once('|').unwrap();
-    let round: u64 = round.parse().unwrap();
-    let dir = std::path::PathBuf::from(dir);
+    let mut parts = spec.splitn(3, '|');
+    let (round, latency_ms, dir) = (parts.next(), parts.next(), parts.next());
+    let round: u64 = round.unwrap().parse().unwrap();
+    let latency = Duration::from_millis(latency_ms.unwrap().parse().unwrap());
+    let dir = std::path::PathBuf::from(dir.unwrap());
     let db = open_db(&dir, false).await;
-    let slow: Arc<dyn ObjectStore> = HookedStore::new(
-        store(&dir),
-        Slow {
-            latency: Duration::from_millis(20),
-        },
-    );
+    let slow: Arc<dyn ObjectStore> = HookedStore::new(store(&dir), Slow { latency });
     let backup = Backup::start(db.clone(), backup_config(slow))
         .await
         .unwrap();
@@ -215,7 +212,10 @@ struct ChildRun {
 /// `kv_conformance::child` ones.
 fn run_child(dir: &std::path::Path, round: u64, mid_upload: bool) -> ChildRun {
     let stderr_path = dir.join(format!("child-{round}.stderr"));
-    let spec = format!("{round}|{}", dir.display());
+    // A kill meant to land mid-upload has the whole upload's latency to get there after the
+    // parent reads `PUT-BEGIN`: 20 ms was missed under a loaded machine (CI), 250 ms is ample.
+    let latency_ms = if mid_upload { 250 } else { 20 };
+    let spec = format!("{round}|{latency_ms}|{}", dir.display());
     let mut child = Child::spawn("crash_child", CHILD_ENV, &spec, &stderr_path).unwrap();
     if let Err(e) = child.wait_ready(Duration::from_secs(30)) {
         panic!("round {round}: {e}");
