@@ -24,9 +24,8 @@ use kv_db::Db;
 use kv_traits::{Database, KvError};
 
 use crate::consumer::BackupReader;
-use crate::restore::{
-    check_empty, restore, RestoreError, RestoreOutcome, RestoreProgress, RestoreTarget,
-};
+use crate::restore::{check_empty, RestoreError, RestoreOutcome, RestoreProgress, RestoreTarget};
+use crate::staged_restore::{restore_staged, StagedRestoreError, Staging};
 
 /// Suffixes of the files a database engine may keep beside its main file.
 const COMPANIONS: [&str; 3] = ["-wal", "-shm", "-journal"];
@@ -113,7 +112,8 @@ fn remove_all(files: &[PathBuf]) -> Result<(), FileRestoreError> {
 
 /// Restores `target` of the backup into a new database file at `path` through a temporary
 /// file, all or nothing (see the module contract). `open` opens (creating it if needed) a
-/// database at the path it is given.
+/// database at the path it is given. The flow (leftovers discarded, restore, close, swap or
+/// discard) is [`restore_staged`]'s, with `FileStaging` as the staging area.
 pub async fn restore_file<F, Fut, E>(
     reader: &BackupReader,
     path: &Path,
@@ -126,51 +126,82 @@ where
     Fut: Future<Output = Result<Db, E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
-    let open_at = |what: &'static str, p: PathBuf| {
-        let fut = open(p.clone());
-        async move {
-            fut.await.map_err(|source| FileRestoreError::Open {
-                what,
-                path: p,
-                source: Box::new(source),
-            })
-        }
-    };
-    let close = |db: Db, what: &'static str, p: &Path| {
-        let p = p.to_path_buf();
-        async move {
-            db.close().await.map_err(|source| FileRestoreError::Db {
-                what,
-                path: p,
-                source,
-            })
-        }
+    let staging = FileStaging {
+        tmp: temp_path(path),
+        target: path.to_path_buf(),
+        open,
     };
     if path.exists() {
-        let existing = open_at("cannot open the target", path.to_path_buf()).await?;
+        let existing = staging.open_at("cannot open the target", path).await?;
         let empty = check_empty(&existing).await;
-        close(existing, "cannot close the target", path).await?;
+        existing
+            .close()
+            .await
+            .map_err(|source| FileRestoreError::Db {
+                what: "cannot close the target",
+                path: path.to_path_buf(),
+                source,
+            })?;
         empty?;
     }
-    let tmp = temp_path(path);
-    let tmp_files = files_of(&tmp);
-    remove_all(&tmp_files)?;
-    let fresh = open_at("cannot create the temporary database", tmp.clone()).await?;
-    let outcome = restore(reader, &fresh, target, progress).await;
-    let closed = close(fresh, "cannot close the temporary database", &tmp).await;
-    let outcome = match (outcome, closed) {
-        (Ok(o), Ok(())) => o,
-        (Err(e), _) => {
-            remove_all(&tmp_files)?;
-            return Err(e.into());
-        }
-        (Ok(_), Err(e)) => {
-            remove_all(&tmp_files)?;
-            return Err(e);
-        }
-    };
-    swap_in(&tmp, path)?;
-    Ok(outcome)
+    restore_staged(reader, &staging, target, progress)
+        .await
+        .map_err(|e| match e {
+            StagedRestoreError::Restore(e) => FileRestoreError::Restore(e),
+            StagedRestoreError::Staging { source, .. } => source,
+            StagedRestoreError::Close(source) => FileRestoreError::Db {
+                what: "cannot close the temporary database",
+                path: staging.tmp.clone(),
+                source,
+            },
+        })
+}
+
+/// The staging area of a file restore: the temporary database `tmp` beside `target`.
+struct FileStaging<F> {
+    tmp: PathBuf,
+    target: PathBuf,
+    /// The caller's `open`.
+    open: F,
+}
+
+impl<F, Fut, E> FileStaging<F>
+where
+    F: Fn(PathBuf) -> Fut,
+    Fut: Future<Output = Result<Db, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    async fn open_at(&self, what: &'static str, p: &Path) -> Result<Db, FileRestoreError> {
+        (self.open)(p.to_path_buf())
+            .await
+            .map_err(|source| FileRestoreError::Open {
+                what,
+                path: p.to_path_buf(),
+                source: Box::new(source),
+            })
+    }
+}
+
+impl<F, Fut, E> Staging for FileStaging<F>
+where
+    F: Fn(PathBuf) -> Fut,
+    Fut: Future<Output = Result<Db, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    type Error = FileRestoreError;
+
+    async fn discard(&self) -> Result<(), FileRestoreError> {
+        remove_database(&self.tmp)
+    }
+
+    async fn open_fresh(&self) -> Result<Db, FileRestoreError> {
+        self.open_at("cannot create the temporary database", &self.tmp)
+            .await
+    }
+
+    async fn swap_in(&self) -> Result<(), FileRestoreError> {
+        swap_in(&self.tmp, &self.target)
+    }
 }
 
 /// Flushes the files of the closed database at `from`, renames them over those of `to`

@@ -21,11 +21,10 @@
 //! - [`compact`]: deleting the log segments before a checkpoint (`pitr compact`, and the
 //!   producer itself with [`BackupConfig::retention`]), losing
 //!   the recovery points before it.
-//! - [`file_restore`]: all-or-nothing restores of file databases through a temporary file
-//!   swapped in when complete.
-//! - [`staged_restore`]: the same for shared databases, through a staging area swapped in
-//!   atomically; `pg_restore` (feature `postgres`): its PostgreSQL staging schema, refused
-//!   while servers serve the target.
+//! - [`staged_restore`]: all-or-nothing restores through a staging area swapped in when
+//!   complete; [`file_restore`] (file databases: a temporary file beside the target) and
+//!   `pg_restore` (feature `postgres`: a staging schema, refused while servers serve the
+//!   target) are its staging areas.
 //! - `follower` (internal): [`restore::catch_up`] moves a restored copy forward along the log.
 //! - [`replica`]: read [`Replica`]s that follow a backup.
 //! - Checkpoints: with [`BackupConfig::checkpoint_interval`] set, the producer also writes

@@ -1,18 +1,20 @@
-//! All-or-nothing restores of shared databases (PostgreSQL): build the restored store in a
-//! staging area (a schema) and swap it in only when it is complete.
+//! All-or-nothing restores: build the restored store in a staging area (a temporary file for
+//! the file engines, [`crate::file_restore`]; a schema for PostgreSQL, `pg_restore`) and swap
+//! it in only when it is complete.
 //!
 //! Contract of [`restore_staged`], whatever the [`Staging`]:
 //!
 //! - What a previous (killed) restore left in the staging area is discarded first
 //!   ([`Staging::discard`]); the restore then streams into a fresh staging database
-//!   ([`Staging::open_fresh`]) with [`restore`](crate::restore::restore): memory is bounded
+//!   ([`Staging::open_fresh`]) with [`restore`]: memory is bounded
 //!   whatever the size of the backup.
 //! - Only when the restore is complete and verified (the staging database is at the restored
 //!   point) and closed is [`Staging::swap_in`] called, which replaces the target atomically
 //!   (for PostgreSQL: one transaction, see `kv_engine_postgres::StoreAdmin::replace_store`).
 //! - A failure before or during the swap discards the staging area and leaves the target as
-//!   it was. A kill leaves the target untouched too; the staging area is discarded by the next
-//!   restore to the same target.
+//!   it was (a failure to discard is logged; the first error is the one returned). A kill leaves
+//!   the target untouched too; the staging area is discarded by the next restore to the same
+//!   target.
 //! - Whether the target may be replaced (empty for a restore, a restored copy for `checkout`
 //!   backwards, no live servers) is the caller's and the swap's to check: this module never
 //!   opens the target.
